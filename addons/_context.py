@@ -1,0 +1,30 @@
+"""The configuration currently in force, and which listener a client connection belongs to.
+
+The runner swaps the whole configuration object at once on reload, so a hook always sees one
+consistent version. Ports are unique across bases, so the local port identifies the listener.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import connection
+
+from gateway.config import GatewayConfig, Listener
+
+_current: GatewayConfig | None = None
+
+
+def set_current_config(cfg: GatewayConfig) -> None:
+    global _current
+    _current = cfg
+
+
+def current_config() -> GatewayConfig:
+    if _current is None:
+        raise RuntimeError("the gateway has no configuration applied yet")
+    return _current
+
+
+def listener_of(client: connection.Client) -> Listener | None:
+    if _current is None or not client.sockname:
+        return None
+    return _current.listener_for_port(client.sockname[1])

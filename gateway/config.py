@@ -1,0 +1,565 @@
+"""The gateway's configuration: one YAML file, validated on load into frozen dataclasses.
+
+Every error names the file, the key path (``bases[1].data.listen``) and what to do about it,
+because the people editing this file are warehouse administrators, not Python developers.
+Relative paths in the file are resolved against the file's own folder, so a configuration
+works the same whichever directory the gateway is started from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
+
+import yaml
+
+DEFAULT_CONFIG_NAME = "gateway.yaml"
+# Bodies above this are streamed, not held in memory; 4 MiB keeps typical OData pages
+# (a few hundred KiB) inspectable while multi-MB product lists pass through in chunks.
+DEFAULT_STREAM_THRESHOLD = 4 * 1024 * 1024
+# nginx's proxy_read_timeout is 60 s; the legacy server's slow exports fit inside it.
+DEFAULT_BACKEND_TIMEOUT = 60.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+TLS_VERSIONS = ("1.2", "1.3")
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the person who edits the file."""
+
+    def __init__(self, source: Path | str, key: str, problem: str) -> None:
+        self.source = str(source)
+        self.key = key
+        self.problem = problem
+        where = f"{self.source}: {key}" if key else self.source
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One public listener of a base and the back-end address it forwards to."""
+
+    listen: int
+    backend: str
+    enabled: bool = True
+
+    @property
+    def backend_host(self) -> str:
+        return urlsplit(self.backend).hostname or ""
+
+    @property
+    def backend_port(self) -> int:
+        parts = urlsplit(self.backend)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+@dataclass(frozen=True)
+class CertPair:
+    cert: Path | None = None
+    key: Path | None = None
+    password_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    id: str
+    name: str
+    folder: Path
+    data: Endpoint
+    print: Endpoint | None = None
+    comment: str = ""
+    https: bool = True
+    user_auth: bool = False
+    login_by_barcode: bool = False
+    whitelist_only: bool = False
+    tls: CertPair | None = None
+    hsts: int = 0
+    policy: Path | None = None
+    forward_authorization: bool = True
+    compress: bool = False
+    backups: bool = False
+    backup_retention_days: int = 30
+
+    @property
+    def server_folder(self) -> Path:
+        """The seed's ``Server`` subfolder, home of whitelist.dat and blacklist.dat."""
+        return self.folder / "Server"
+
+    @property
+    def whitelist_file(self) -> Path:
+        return self.server_folder / "whitelist.dat"
+
+    @property
+    def blacklist_file(self) -> Path:
+        return self.server_folder / "blacklist.dat"
+
+    @property
+    def backups_folder(self) -> Path:
+        return self.folder / "backups"
+
+    def endpoints(self) -> Iterator[tuple[str, Endpoint]]:
+        yield "data", self.data
+        if self.print is not None and self.print.enabled:
+            yield "print", self.print
+
+
+@dataclass(frozen=True)
+class Listener:
+    """What the gateway needs to know about one listening port."""
+
+    base: BaseConfig
+    role: str  # "data" or "print"
+    endpoint: Endpoint
+
+    @property
+    def port(self) -> int:
+        return self.endpoint.listen
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.base.https else "http"
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    cert: Path | None = None
+    key: Path | None = None
+    password_file: Path | None = None
+    min_version: str = "1.2"
+    http2: bool = True
+
+
+@dataclass(frozen=True)
+class EnrolmentSettings:
+    enabled: bool = False
+    host: str = "0.0.0.0"
+    listen: int = 8079
+
+
+@dataclass(frozen=True)
+class IpListSettings:
+    whitelist: tuple[Path, ...] = ()
+    blacklist: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class ThrottleSettings:
+    ip_failures: int = 10
+    ip_window: float = 60.0
+    account_failures: int = 20
+    account_window: float = 60.0
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    cache_seconds: float = 30.0
+    session_ttl: float = 8 * 3600.0
+    header_prefix: str = "X-Gateway-"
+    verify_threads: int = 2
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    backend: str = "sqlite"
+    redis_url: str | None = None
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    forwarded_headers: bool = True
+    stream_threshold: int = DEFAULT_STREAM_THRESHOLD
+    backend_timeout: float = DEFAULT_BACKEND_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: str = "text"  # "text" for people at a terminal, "json" for machines
+    file: Path | None = None
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 5
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    listen: int = 9400
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    source: Path
+    state_dir: Path
+    listen_host: str
+    tls: TlsSettings
+    bases: tuple[BaseConfig, ...]
+    ip_lists: IpListSettings = IpListSettings()
+    throttle: ThrottleSettings = ThrottleSettings()
+    auth: AuthSettings = AuthSettings()
+    store: StoreSettings = StoreSettings()
+    proxy: ProxySettings = ProxySettings()
+    log: LogSettings = LogSettings()
+    admin: AdminSettings = AdminSettings()
+    enrolment: EnrolmentSettings = EnrolmentSettings()
+    _by_port: dict[int, Listener] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for base in self.bases:
+            for role, endpoint in base.endpoints():
+                self._by_port[endpoint.listen] = Listener(base, role, endpoint)
+
+    def listeners(self) -> list[Listener]:
+        return list(self._by_port.values())
+
+    def listener_for_port(self, port: int) -> Listener | None:
+        return self._by_port.get(port)
+
+    def base_by_id(self, base_id: str) -> BaseConfig | None:
+        return next((b for b in self.bases if b.id == base_id), None)
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads one mapping of the YAML tree, remembering its key path for error messages."""
+
+    def __init__(self, source: Path, path: str, data: Any) -> None:
+        self.source = source
+        self.path = path
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(source, path or "(top level)", f"must be a mapping of keys, got {_kind(data)}")
+        self.data = data
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, self.key(name), problem)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        self.used.add(name)
+        if name not in self.data or self.data[name] is None:
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.fail(name, f"must be {_article(expected)}, got {_kind(value)} {value!r}")
+        return value
+
+    def required(self, name: str, kind: type) -> Any:
+        if name not in self.data or self.data[name] is None:
+            raise self.fail(name, "is required")
+        return self.get(name, kind, None)
+
+    def sub(self, name: str) -> _Reader:
+        self.used.add(name)
+        return _Reader(self.source, self.key(name), self.data.get(name))
+
+    def path_value(self, name: str, base_dir: Path, default: Path | None = None) -> Path | None:
+        raw = self.get(name, str, None)
+        if raw is None:
+            return default
+        if not raw.strip():
+            raise self.fail(name, "is empty; remove the key or give a path")
+        return (base_dir / Path(raw).expanduser()).resolve()
+
+    def finish(self) -> None:
+        unknown = sorted(set(map(str, self.data)) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], f"unknown key; known keys here: {', '.join(sorted(self.used))}")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a number",
+            float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def _article(word: str) -> str:
+    names = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text",
+             "list": "a list", "dict": "a mapping"}
+    return names.get(word, word)
+
+
+def _port(reader: _Reader, name: str, default: int | None = None) -> int:
+    value = reader.get(name, int, default) if default is not None else reader.required(name, int)
+    if not 1 <= value <= 65535:
+        raise reader.fail(name, f"port {value} is out of range; use 1–65535")
+    return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """``4m``, ``512k``, ``1g`` or a plain number of bytes."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size; write e.g. 4m, 512k or 1048576")
+    number, unit = match.groups()
+    return int(float(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit.lower()])
+
+
+def _backend(reader: _Reader, name: str) -> str:
+    url = reader.required(name, str).strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise reader.fail(name, f"{url!r} is not a back-end address; write it like http://127.0.0.1:9706")
+    try:
+        parts.port
+    except ValueError:
+        raise reader.fail(name, f"{url!r} has an invalid port") from None
+    if parts.path not in ("", "/") or parts.query:
+        raise reader.fail(name, f"{url!r}: give only scheme, host and port, without a path")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _endpoint(reader: _Reader, name: str, optional: bool) -> Endpoint | None:
+    if optional and name not in reader.data:
+        reader.used.add(name)
+        return None
+    sub = reader.sub(name)
+    enabled = sub.get("enabled", bool, True)
+    endpoint = Endpoint(listen=_port(sub, "listen"), backend=_backend(sub, "backend"), enabled=enabled)
+    sub.finish()
+    return endpoint
+
+
+def _cert_pair(reader: _Reader, base_dir: Path) -> CertPair:
+    pair = CertPair(
+        cert=reader.path_value("cert", base_dir),
+        key=reader.path_value("key", base_dir),
+        password_file=reader.path_value("password_file", base_dir),
+    )
+    if pair.key is not None and pair.cert is None:
+        raise reader.fail("cert", "is missing while key is given; name the certificate file too")
+    return pair
+
+
+def _base(reader: _Reader, base_dir: Path) -> BaseConfig:
+    base_id = str(reader.required("id", (str, int))).strip()
+    if not base_id:
+        raise reader.fail("id", "is empty; give the base's code, e.g. its GUID")
+    name = reader.required("name", str).strip()
+    if not name:
+        raise reader.fail("name", "is empty; give the base a name people recognise")
+    tls = None
+    if "tls" in reader.data:
+        tls = _cert_pair(reader.sub("tls"), base_dir)
+    hsts_raw = reader.get("hsts", (bool, int), False)
+    hsts = (31536000 if hsts_raw else 0) if isinstance(hsts_raw, bool) else hsts_raw
+    if hsts < 0:
+        raise reader.fail("hsts", "must be true, false or a max-age in seconds")
+    retention = reader.get("backup_retention_days", int, 30)
+    if retention < 1:
+        raise reader.fail("backup_retention_days", "must be at least 1 day")
+    base = BaseConfig(
+        id=base_id,
+        name=name,
+        folder=reader.path_value("folder", base_dir) or (base_dir / "bases" / base_id).resolve(),
+        comment=reader.get("comment", str, ""),
+        https=reader.get("https", bool, True),
+        user_auth=reader.get("user_auth", bool, False),
+        login_by_barcode=reader.get("login_by_barcode", bool, False),
+        whitelist_only=reader.get("whitelist_only", bool, False),
+        tls=tls,
+        hsts=hsts,
+        policy=reader.path_value("policy", base_dir),
+        forward_authorization=reader.get("forward_authorization", bool, True),
+        compress=reader.get("compress", bool, False),
+        backups=reader.get("backups", bool, False),
+        backup_retention_days=retention,
+        data=_endpoint(reader, "data", optional=False),  # type: ignore[arg-type]
+        print=_endpoint(reader, "print", optional=True),
+    )
+    reader.used.add("mode")  # the seed's "mode of work"; only "server" exists in front of a gateway
+    reader.finish()
+    return base
+
+
+def _check_ports(source: Path, bases: list[BaseConfig], reserved: dict[int, str]) -> None:
+    owners: dict[int, tuple[int, str, str]] = {}
+    for index, base in enumerate(bases):
+        for role, endpoint in base.endpoints():
+            key = f"bases[{index}].{role}.listen"
+            port = endpoint.listen
+            if port in owners:
+                other_index, other_role, other_name = owners[port]
+                raise ConfigError(
+                    source, key,
+                    f"port {port} of base {base.name!r} ({role}) is already used by base "
+                    f"{other_name!r} ({other_role}, bases[{other_index}]); every base needs its own port",
+                )
+            if port in reserved:
+                raise ConfigError(source, key, f"port {port} of base {base.name!r} is already used by {reserved[port]}")
+            owners[port] = (index, role, base.name)
+
+
+def _check_ids(source: Path, bases: list[BaseConfig]) -> None:
+    seen: dict[str, int] = {}
+    for index, base in enumerate(bases):
+        if base.id in seen:
+            raise ConfigError(source, f"bases[{index}].id",
+                              f"id {base.id!r} is also the id of bases[{seen[base.id]}]; ids must be unique")
+        seen[base.id] = index
+
+
+def _host(reader: _Reader, name: str, default: str) -> str:
+    value = reader.get(name, str, default).strip()
+    if value in ("", "*"):
+        return "0.0.0.0"
+    if value == "localhost":
+        return value
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        raise reader.fail(name, f"{value!r} is not an IP address; use 0.0.0.0 for all, 127.0.0.1 for local") from None
+    return value.strip("[]")
+
+
+def _positive(reader: _Reader, name: str, kind: type, default: Any) -> Any:
+    value = reader.get(name, kind, default)
+    if value <= 0:
+        raise reader.fail(name, f"must be greater than 0, got {value}")
+    return value
+
+
+def _section(reader: _Reader, name: str, build: Callable[[_Reader], Any]) -> Any:
+    sub = reader.sub(name)
+    value = build(sub)
+    sub.finish()
+    return value
+
+
+def parse_config(data: Any, source: Path) -> GatewayConfig:
+    base_dir = source.parent.resolve()
+    top = _Reader(source, "", data)
+    tls_reader = top.sub("tls")
+    pair = _cert_pair(tls_reader, base_dir)
+    min_version = str(tls_reader.get("min_version", (str, float), "1.2"))
+    if min_version not in TLS_VERSIONS:
+        raise tls_reader.fail("min_version", f"{min_version!r} is not allowed; use \"1.2\" or \"1.3\"")
+    tls = TlsSettings(cert=pair.cert, key=pair.key, password_file=pair.password_file,
+                      min_version=min_version, http2=tls_reader.get("http2", bool, True))
+    tls_reader.finish()
+
+    bases_raw = top.get("bases", list, [])
+    top.used.add("bases")
+    bases = [_base(_Reader(source, f"bases[{i}]", raw), base_dir) for i, raw in enumerate(bases_raw)]
+    _check_ids(source, bases)
+
+    def proxy(r: _Reader) -> ProxySettings:
+        try:
+            threshold = parse_size(r.get("stream_threshold", (str, int), DEFAULT_STREAM_THRESHOLD))
+        except ValueError as e:
+            raise r.fail("stream_threshold", str(e)) from None
+        return ProxySettings(
+            forwarded_headers=r.get("forwarded_headers", bool, True),
+            stream_threshold=threshold,
+            backend_timeout=_positive(r, "backend_timeout", float, DEFAULT_BACKEND_TIMEOUT),
+            connect_timeout=_positive(r, "connect_timeout", float, DEFAULT_CONNECT_TIMEOUT),
+        )
+
+    def log(r: _Reader) -> LogSettings:
+        fmt = r.get("format", str, "text")
+        if fmt not in ("text", "json"):
+            raise r.fail("format", f"{fmt!r} is not a log format; use text or json")
+        level = r.get("level", str, "INFO").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise r.fail("level", f"{level!r} is not a level; use debug, info, warning or error")
+        try:
+            max_bytes = parse_size(r.get("max_bytes", (str, int), 10 * 1024 * 1024))
+        except ValueError as e:
+            raise r.fail("max_bytes", str(e)) from None
+        return LogSettings(format=fmt, file=r.path_value("file", base_dir), max_bytes=max_bytes,
+                           backups=r.get("backups", int, 5), level=level)
+
+    def ip_lists(r: _Reader) -> IpListSettings:
+        def paths(name: str) -> tuple[Path, ...]:
+            items = r.get(name, list, [])
+            for i, item in enumerate(items):
+                if not isinstance(item, str) or not item.strip():
+                    raise ConfigError(source, f"{r.key(name)}[{i}]", "must be a file path")
+            return tuple((base_dir / Path(p).expanduser()).resolve() for p in items)
+        return IpListSettings(whitelist=paths("whitelist"), blacklist=paths("blacklist"))
+
+    def store(r: _Reader) -> StoreSettings:
+        backend = r.get("backend", str, "sqlite")
+        if backend not in ("sqlite", "redis"):
+            raise r.fail("backend", f"{backend!r} is not a store; use sqlite or redis")
+        url = r.get("redis_url", str, None)
+        if backend == "redis" and not url:
+            raise r.fail("redis_url", "is required when store.backend is redis, e.g. redis://127.0.0.1:6379/0")
+        return StoreSettings(backend=backend, redis_url=url)
+
+    state_dir = top.path_value("state_dir", base_dir, (base_dir / "state").resolve())
+    assert state_dir is not None
+    config = GatewayConfig(
+        source=source,
+        state_dir=state_dir,
+        listen_host=_host(top, "listen_host", "0.0.0.0"),
+        tls=tls,
+        bases=tuple(bases),
+        ip_lists=_section(top, "ip_lists", ip_lists),
+        throttle=_section(top, "throttle", lambda r: ThrottleSettings(
+            ip_failures=_positive(r, "ip_failures", int, 10),
+            ip_window=_positive(r, "ip_window", float, 60.0),
+            account_failures=_positive(r, "account_failures", int, 20),
+            account_window=_positive(r, "account_window", float, 60.0),
+        )),
+        auth=_section(top, "auth", lambda r: AuthSettings(
+            cache_seconds=r.get("cache_seconds", float, 30.0),
+            session_ttl=_positive(r, "session_ttl", float, 8 * 3600.0),
+            header_prefix=r.get("header_prefix", str, "X-Gateway-"),
+            verify_threads=_positive(r, "verify_threads", int, 2),
+        )),
+        store=_section(top, "store", store),
+        proxy=_section(top, "proxy", proxy),
+        log=_section(top, "log", log),
+        admin=_section(top, "admin", lambda r: AdminSettings(
+            enabled=r.get("enabled", bool, True), host=_host(r, "host", "127.0.0.1"),
+            listen=_port(r, "listen", 9400))),
+        enrolment=_section(top, "enrolment", lambda r: EnrolmentSettings(
+            enabled=r.get("enabled", bool, False), host=_host(r, "host", "0.0.0.0"),
+            listen=_port(r, "listen", 8079))),
+    )
+    top.finish()
+    reserved = {}
+    if config.admin.enabled:
+        reserved[config.admin.listen] = "the admin listener (admin.listen)"
+    if config.enrolment.enabled:
+        reserved[config.enrolment.listen] = "the enrolment listener (enrolment.listen)"
+    _check_ports(source, bases, reserved)
+    return config
+
+
+def load_config(path: Path | str) -> GatewayConfig:
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found; create it (see deploy/gateway.example.yaml) or pass -c FILE") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(source, "", f"is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(source, "", f"cannot be read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(source, where, f"not valid YAML: {problem}") from None
+    return parse_config(data, source.resolve())
