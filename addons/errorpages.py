@@ -1,0 +1,102 @@
+"""Short, honest error texts for failures mitmproxy answers itself.
+
+When the back end is down, times out or a request is malformed, mitmproxy's HTTP layer writes
+its own HTML page, naming itself and the internal address it failed to reach. Clients of the
+gateway get one line naming the base instead; the detail goes to the log.
+
+mitmproxy builds those pages with ``format_error(status, message)`` deep inside its HTTP/1 and
+HTTP/2 layers, where no flow is at hand, so that function is replaced in both modules, and the
+base is found through a context variable set when the client connected: mitmproxy runs each
+client connection in its own asyncio task, and tasks it spawns later inherit the value.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from http import HTTPStatus
+
+from mitmproxy import connection, http
+from mitmproxy.proxy.layers.http import _http1, _http2
+
+from addons._context import listener_of
+from gateway.config import Listener
+
+logger = logging.getLogger("gateway.backend")
+
+_listener: contextvars.ContextVar[Listener | None] = contextvars.ContextVar("gateway_listener", default=None)
+_timed_out: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("gateway_timed_out", default=None)
+
+
+def mark_timed_out(client: connection.Client) -> None:
+    """Called by the timeout watchdog before it cuts the back-end connection of a client."""
+    _TIMED_OUT_CLIENTS.add(client.id)
+
+
+_TIMED_OUT_CLIENTS: set[str] = set()
+
+
+def error_text(status: int, base_name: str | None, timed_out: bool) -> str:
+    where = f" of base {base_name!r}" if base_name else ""
+    if timed_out:
+        return f"504 Gateway Timeout: the back end{where} did not answer in time."
+    if status == 502:
+        return f"502 Bad Gateway: the back end{where} is not reachable."
+    if status == 413:
+        return "413 Payload Too Large: the request body is larger than the gateway accepts."
+    if 400 <= status < 500:
+        return f"{status} {HTTPStatus(status).phrase}: the gateway could not read this request."
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return f"{status} {phrase}: the gateway could not complete this request{where}."
+
+
+def _format_error(status_code: int, message: str) -> bytes:
+    listener = _listener.get()
+    flag = _timed_out.get()
+    timed_out = bool(flag and flag[0])
+    return (error_text(504 if timed_out else status_code, listener.base.name if listener else None, timed_out) + "\n").encode()
+
+
+def _make_error_response(status_code: int, message: str = "") -> bytes:
+    flag = _timed_out.get()
+    if flag and flag[0]:
+        status_code = 504
+    resp = http.Response.make(
+        status_code,
+        _format_error(status_code, message),
+        http.Headers(Connection="close", Content_Type="text/plain; charset=utf-8", Cache_Control="no-store"),
+    )
+    return _http1.http1.assemble_response(resp)
+
+
+def install() -> None:
+    """Replace mitmproxy's error page builders. Idempotent."""
+    _http1.make_error_response = _make_error_response
+    _http2.format_error = _format_error
+
+
+class ErrorPages:
+    def __init__(self) -> None:
+        install()
+
+    def client_connected(self, client: connection.Client) -> None:
+        _listener.set(listener_of(client))
+        _timed_out.set([False])
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        listener = listener_of(flow.client_conn)
+        flag = _timed_out.get()
+        if flow.client_conn.id in _TIMED_OUT_CLIENTS:
+            _TIMED_OUT_CLIENTS.discard(flow.client_conn.id)
+            if flag is not None:
+                flag[0] = True
+        flow.metadata.setdefault("gateway_verdict", "backend-error")
+        name = listener.base.name if listener else "?"
+        backend = listener.endpoint.backend if listener else "?"
+        detail = flow.error.msg if flow.error else "unknown error"
+        logger.warning("base %r: back end %s failed for %s %s: %s", name, backend,
+                       flow.request.method, flow.request.path.split("?", 1)[0], detail,
+                       extra={"event": "backend-error", "base": name})

@@ -1,0 +1,47 @@
+"""Send each request to its base's back end, with the X-Forwarded-* headers the back end expects.
+
+The Host header is kept by mitmproxy (``keep_host_header``) so that X-Forwarded-Host can carry
+what the client asked for; it is then set to the back end's own address, as nginx does by
+default. Incoming X-Forwarded-* values are replaced, not appended: the gateway is the edge,
+and anything a client put there is unverified.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from addons._context import current_config, listener_of
+from addons._guard import already_answered, deny, fail_closed
+
+
+def client_ip(flow: http.HTTPFlow) -> str:
+    host = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+    # An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d; back ends expect a.b.c.d.
+    return host[7:] if host.startswith("::ffff:") and "." in host else host
+
+
+class Routing:
+    @fail_closed
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if already_answered(flow):
+            return
+        listener = listener_of(flow.client_conn)
+        if listener is None:
+            deny(flow, 503, "503 Service Unavailable: this port is no longer served by the gateway.")
+            return
+        endpoint = listener.endpoint
+        request = flow.request
+        original_host = request.host_header or ""
+        # Reading the back end from the live configuration makes a changed back end address
+        # take effect at once on reload, even for connections that were already open.
+        request.scheme = "https" if endpoint.backend.startswith("https:") else "http"
+        request.host = endpoint.backend_host
+        request.port = endpoint.backend_port
+        request.host_header = f"{endpoint.backend_host}:{endpoint.backend_port}"
+        flow.metadata["gateway_base"] = listener.base.name
+        flow.metadata["gateway_base_id"] = listener.base.id
+        flow.metadata["gateway_port_role"] = listener.role
+        if current_config().proxy.forwarded_headers:
+            request.headers["X-Forwarded-For"] = client_ip(flow)
+            request.headers["X-Forwarded-Proto"] = "https" if flow.client_conn.tls_established else "http"
+            request.headers["X-Forwarded-Host"] = original_host

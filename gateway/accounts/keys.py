@@ -1,0 +1,80 @@
+"""Hashing of secrets: argon2id for verification, a keyed HMAC-SHA256 for lookup and uniqueness.
+
+The HMAC key lives in the state folder, not in the database, so a copied database alone gives
+an attacker neither the secrets nor a fast way to test guesses against the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+SECRET_FILE = "auth-hmac.key"
+SECRET_BYTES = 32
+
+_hasher = PasswordHasher()  # argon2id with argon2-cffi's RFC 9106 defaults
+
+
+def load_or_create_secret(state_dir: Path) -> bytes:
+    """The state folder's HMAC key, created (owner-only) on first use; safe if two processes race."""
+    path = Path(state_dir) / SECRET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    except FileExistsError:
+        return _read_secret(path)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_hex(SECRET_BYTES).encode("ascii"))
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> bytes:
+    # Another process may have created the file a moment ago and not written it yet.
+    for _ in range(50):
+        text = path.read_bytes().strip()
+        if len(text) == SECRET_BYTES * 2:
+            try:
+                return bytes.fromhex(text.decode("ascii"))
+            except (UnicodeDecodeError, ValueError):
+                break
+        time.sleep(0.02)
+    raise ValueError(f"{path} is damaged (expected {SECRET_BYTES * 2} hex digits); restore it from a backup "
+                     "of the state folder, or delete it and set every password and barcode again")
+
+
+def credential_key(secret: bytes, value: str) -> str:
+    """The unique-index key of a password or barcode (the same space for both)."""
+    return hmac.new(secret, b"credential\x00" + value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def cache_key(secret: bytes, login: str, value: str) -> str:
+    """Key of a cached successful verification: the login is part of it, the secret never stored."""
+    message = b"cache\x00" + login.casefold().encode("utf-8") + b"\x00" + value.encode("utf-8")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def secret_fingerprint(secret: bytes) -> str:
+    """Tells whether an export and a state folder share the HMAC key, without revealing it."""
+    return hmac.new(secret, b"fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def hash_secret(value: str) -> str:
+    return _hasher.hash(value)
+
+
+def verify_secret(stored_hash: str, value: str) -> bool:
+    try:
+        return _hasher.verify(stored_hash, value)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def is_argon2id_hash(text: str) -> bool:
+    return text.startswith("$argon2id$")

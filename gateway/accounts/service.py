@@ -1,0 +1,128 @@
+"""Creating and changing groups and users: the rules, the hashing, then one store call each."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from gateway.accounts import keys
+from gateway.accounts.rules import (
+    AccountError, check_group, check_secret, check_user_name, password_weaknesses,
+)
+from gateway.store.base import Credential, DuplicateError, Group, NotFoundError, Store, User
+
+logger = logging.getLogger("gateway.accounts")
+
+
+class Accounts:
+    def __init__(self, store: Store, secret: bytes) -> None:
+        self.store = store
+        self.secret = secret
+
+    # --- lookup ---
+
+    def group(self, id_or_name: str) -> Group:
+        group = self.store.find_group(id_or_name)
+        if group is None:
+            raise AccountError(f"no group {id_or_name!r}; see `gateway group list`")
+        return group
+
+    def user(self, id_or_name: str) -> User:
+        user = self.store.find_user(id_or_name)
+        if user is None:
+            raise AccountError(f"no user {id_or_name!r}; see `gateway user list`")
+        return user
+
+    # --- groups ---
+
+    def add_group(self, name: str, role: str, doc_types: tuple[str, ...], *, offline: bool = False,
+                  on_login: str = "", on_logout: str = "", group_id: str | None = None) -> Group:
+        doc_types = tuple(d.strip() for d in doc_types if d.strip())
+        check_group(name, role, doc_types)
+        group = Group(id=group_id or self.store.next_id("groups"), name=name.strip(), role=role,
+                      doc_types=doc_types, offline=offline, on_login=on_login, on_logout=on_logout)
+        try:
+            self.store.put_group(group)
+        except DuplicateError as e:
+            raise AccountError(e.what) from None
+        return group
+
+    def remove_group(self, id_or_name: str) -> Group:
+        group = self.group(id_or_name)
+        try:
+            self.store.remove_group(group.id)
+        except (DuplicateError, NotFoundError) as e:
+            raise AccountError(f"group {group.name!r}: {e}") from None
+        return group
+
+    # --- users ---
+
+    def _credential(self, value: str, kind: str, *, force: bool = False, who: str = "") -> Credential:
+        check_secret(value, kind)
+        if kind == "password":
+            problems = password_weaknesses(value)
+            if problems and not force:
+                raise AccountError("the password is weak (" + ", ".join(problems) + "); use at least 8 characters "
+                                   "with upper- and lower-case letters and digits, or pass --force")
+            if problems:
+                logger.warning("weak password accepted with --force for user %r (%s)", who, ", ".join(problems))
+        return Credential(key=keys.credential_key(self.secret, value), kind=kind, hash=keys.hash_secret(value))
+
+    def add_user(self, name: str, group: str, password: str, *, barcode: str | None = None,
+                 description: str = "", warehouses: tuple[str, ...] = (), user_id: str | None = None,
+                 force: bool = False) -> User:
+        check_user_name(name)
+        target = self.group(group)
+        creds = [self._credential(password, "password", force=force, who=name)]
+        if barcode is not None:
+            creds.append(self._credential(barcode, "barcode"))
+        if barcode is not None and barcode == password:
+            raise AccountError("the barcode equals the password; a barcode must differ from every password")
+        user = User(id=user_id or self.store.next_id("users"), name=name.strip(), group_id=target.id,
+                    description=description, warehouses=tuple(w.strip() for w in warehouses if w.strip()),
+                    has_barcode=barcode is not None)
+        try:
+            self.store.add_user(user, tuple(creds))
+        except (DuplicateError, NotFoundError) as e:
+            raise AccountError(str(e)) from None
+        logger.info("user %r added to group %r", user.name, target.name)
+        return user
+
+    def update_user(self, id_or_name: str, *, group: str | None = None, description: str | None = None,
+                    warehouses: tuple[str, ...] | None = None) -> User:
+        user = self.user(id_or_name)
+        changed = replace(user,
+                          group_id=self.group(group).id if group is not None else user.group_id,
+                          description=description if description is not None else user.description,
+                          warehouses=warehouses if warehouses is not None else user.warehouses)
+        self.store.put_user(changed)
+        return changed
+
+    def set_password(self, id_or_name: str, password: str, *, force: bool = False) -> User:
+        user = self.user(id_or_name)
+        cred = self._credential(password, "password", force=force, who=user.name)
+        self._set(user, cred, "password")
+        logger.info("password of user %r changed", user.name)
+        return user
+
+    def set_barcode(self, id_or_name: str, barcode: str | None) -> User:
+        user = self.user(id_or_name)
+        cred = self._credential(barcode, "barcode") if barcode is not None else None
+        self._set(user, cred, "barcode")
+        logger.info("barcode of user %r %s", user.name, "changed" if barcode is not None else "removed")
+        return user
+
+    def _set(self, user: User, cred: Credential | None, kind: str) -> None:
+        try:
+            self.store.set_credential(user.id, cred, kind)
+        except (DuplicateError, NotFoundError) as e:
+            raise AccountError(str(e)) from None
+
+    def remove_user(self, id_or_name: str) -> User:
+        user = self.user(id_or_name)
+        try:
+            self.store.remove_user(user.id)
+        except NotFoundError as e:
+            raise AccountError(str(e)) from None
+        logger.info("user %r removed", user.name)
+        return user

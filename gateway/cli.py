@@ -1,0 +1,52 @@
+"""The ``gateway`` command. Each sub-command lives in gateway/commands/<name>.py."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from gateway.config import DEFAULT_CONFIG_NAME
+
+COMMAND_MODULES = ("run", "demo", "check", "standin", "cert", "iplist", "group", "user", "users", "bans")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="TLS security gateway for legacy plain-HTTP servers.",
+    )
+    parser.add_argument("-c", "--config", type=Path, default=Path(DEFAULT_CONFIG_NAME),
+                        help=f"configuration file (default: ./{DEFAULT_CONFIG_NAME})")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module_name = f"gateway.commands.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name == module_name:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Cyrillic base names must print on a Windows console or a C-locale terminal alike.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

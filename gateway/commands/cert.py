@@ -1,0 +1,179 @@
+"""``gateway cert``: test-lab certificates, requests to a CA, import, and inspection."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gateway.certs.authority import (
+    DEFAULT_SERVER_DAYS,
+    certs_folder,
+    default_names,
+    issue_server_certificate,
+    load_or_create_ca,
+    write_server_certificate,
+)
+from gateway.certs.importer import import_certificate
+from gateway.certs.inspect import describe, fingerprint, load_local_ca, render, warnings_for
+from gateway.certs.load import CertError, load_certificates
+from gateway.certs.request import parse_ips, write_request
+from gateway.certs.sources import base_source, default_source, local_ca_file
+from gateway.config import ConfigError, GatewayConfig, load_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("cert", help="certificates: self-signed (test lab), request, import, show")
+    commands = parser.add_subparsers(dest="cert_command", metavar="ACTION")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    own = commands.add_parser("self-signed", help="create (once) a local CA and a server certificate signed by it")
+    own.add_argument("--name", action="append", default=[], metavar="DNS",
+                     help="a DNS name to cover (repeatable; default: localhost and this computer's names)")
+    own.add_argument("--ip", action="append", default=[], metavar="IP",
+                     help="an IP address to cover (repeatable; default: loopback and this computer's addresses)")
+    own.add_argument("--days", type=int, default=DEFAULT_SERVER_DAYS, help=f"validity (default {DEFAULT_SERVER_DAYS})")
+    own.set_defaults(func=self_signed)
+
+    request = commands.add_parser("request", help="make a private key and a certificate request (CSR) for a CA")
+    request.add_argument("--name", action="append", default=[], metavar="DNS", help="a DNS name (repeatable)")
+    request.add_argument("--ip", action="append", default=[], metavar="IP", help="an IP address (repeatable)")
+    request.add_argument("--org", help="organisation name for the request")
+    request.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for gateway.key and gateway.csr")
+    request.set_defaults(func=make_request)
+
+    imp = commands.add_parser("import", help="install an issued certificate (PEM, DER or PFX/PKCS#12)")
+    imp.add_argument("file", type=Path, metavar="FILE")
+    imp.add_argument("--key", type=Path, metavar="KEYFILE", help="the private key, when FILE does not hold it")
+    imp.add_argument("--password-stdin", action="store_true", help="read the PFX or key password from standard input")
+    imp.add_argument("--base", metavar="ID", help="install as this base's own certificate instead of the default one")
+    imp.set_defaults(func=import_file)
+
+    show = commands.add_parser("show", help="show a certificate like the SSL settings dialog, with warnings")
+    show.add_argument("file", type=Path, nargs="?", metavar="FILE", help="default: the configured certificate(s)")
+    show.add_argument("--password-stdin", action="store_true", help="read a PFX password from standard input")
+    show.set_defaults(func=show_certificate)
+
+
+def _fail(message: object) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def _config(args: argparse.Namespace, required: bool) -> GatewayConfig | None:
+    if not required and not Path(args.config).exists():
+        return None
+    return load_config(args.config)
+
+
+def _password(args: argparse.Namespace) -> bytes | None:
+    if not args.password_stdin:
+        return None
+    return sys.stdin.buffer.read().removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n")
+
+
+def self_signed(args: argparse.Namespace) -> int:
+    try:
+        cfg = _config(args, required=True)
+        assert cfg is not None
+        ips = parse_ips(args.ip)
+        names = list(args.name)
+        if not names and not ips:
+            names, ips = default_names(cfg.listen_host)
+        folder = certs_folder(cfg.state_dir)
+        ca, created = load_or_create_ca(folder)
+        certificate, key = issue_server_certificate(ca, names, ips, days=args.days)
+        cert_file, _ = write_server_certificate(folder, ca, certificate, key)
+    except (ConfigError, CertError) as e:
+        return _fail(e)
+    except OSError as e:
+        return _fail(f"{e.filename}: {e.strerror}")
+    print(("Created" if created else "Kept") + f" the local CA: {ca.cert_file}")
+    print(f"  SHA-256 {fingerprint(ca.certificate)}")
+    print(f"Server certificate: {cert_file} (valid {args.days} days)")
+    print(f"  covers: {', '.join(names + [str(ip) for ip in ips])}")
+    if cfg.tls.cert is not None:
+        print(f"note: the config serves {cfg.tls.cert} (tls.cert); remove tls.cert/tls.key to serve this one")
+    else:
+        print("A running gateway picks it up within seconds. Devices must trust the local CA once:")
+        print(f"  copy {ca.cert_file} to them, or turn on the enrolment page (enrolment.enabled: true).")
+    return 0
+
+
+def make_request(args: argparse.Namespace) -> int:
+    try:
+        files = write_request(args.out, list(args.name), parse_ips(args.ip), args.org)
+    except CertError as e:
+        return _fail(e)
+    except OSError as e:
+        return _fail(f"{e.filename}: {e.strerror}")
+    print(f"Private key: {files.key} (keep it here; never send it)")
+    print(f"Request:     {files.csr}")
+    print("Next:")
+    print(f"  1. send {files.csr.name} to your certificate authority (the file, or paste its text);")
+    print("  2. when the certificate comes back, install it:")
+    print(f"       gateway cert import CERTFILE --key {files.key}")
+    return 0
+
+
+def import_file(args: argparse.Namespace) -> int:
+    try:
+        cfg = _config(args, required=True)
+        assert cfg is not None
+        result = import_certificate(cfg, args.file, args.key, _password(args), args.base)
+    except (ConfigError, CertError) as e:
+        return _fail(e)
+    except OSError as e:
+        return _fail(f"{e.filename}: {e.strerror}")
+    leaf = result.bundle.leaf
+    print(f"Installed {leaf.subject.rfc4514_string()} ({len(result.bundle.chain)} certificate(s), leaf first)")
+    print(f"  certificate: {result.cert_file}")
+    print(f"  key:         {result.key_file or result.cert_file}")
+    if result.covered:
+        print(f"  covers: {', '.join(result.covered)}")
+    for host in result.not_covered:
+        print(f"warning: does not cover {host}; devices connecting to {host} will refuse it")
+    if result.config_lines:
+        print("Add to the configuration so the gateway serves it:")
+        for line in result.config_lines:
+            print(f"  {line}")
+    else:
+        print("A running gateway picks it up within seconds; open connections continue.")
+    return 0
+
+
+def show_certificate(args: argparse.Namespace) -> int:
+    try:
+        cfg = _config(args, required=args.file is None)
+    except ConfigError as e:
+        return _fail(e)
+    local_ca = load_local_ca(cfg)
+    if args.file is not None:
+        return _show_one(args.file, cfg, local_ca, _password(args))
+    assert cfg is not None
+    status = 0
+    default = default_source(cfg)
+    if cfg.tls.cert is None and not default.cert.exists():
+        print("No certificate yet: the gateway creates a test certificate at its first start "
+              "(or run: gateway cert self-signed).")
+    else:
+        print("Default certificate (bases without their own):")
+        status |= _show_one(default.cert, cfg, local_ca, None)
+    for base in cfg.bases:
+        own = base_source(base)
+        if own is not None:
+            print(f"\nBase {base.name!r} ({base.id}):")
+            status |= _show_one(own.cert, cfg, local_ca, None)
+    if local_ca is not None:
+        print(f"\nLocal CA (install on devices): {local_ca_file(cfg)}\n  SHA-256 {fingerprint(local_ca)}")
+    return status
+
+
+def _show_one(path: Path, cfg: GatewayConfig | None, local_ca: object, password: bytes | None) -> int:
+    try:
+        chain = load_certificates(path, password)
+    except CertError as e:
+        return _fail(e)
+    view = describe(chain, local_ca)  # type: ignore[arg-type]
+    print(render(path, view, warnings_for(view, cfg)))
+    return 0

@@ -1,0 +1,94 @@
+"""``gateway demo``: the stand-in back end and the gateway in one process, ready to try.
+
+What ``make run`` starts. It prepares what is missing (state folder, certificate, the demo
+user), then prints the URL and a curl line that works as printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from gateway.config import ConfigError, load_config
+from gateway.logsetup import configure_logging
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent.parent / "demo" / "gateway.yaml"
+DEMO_USER = "demo"
+# A demo secret shown on screen on purpose: it exists only in the demo state folder.
+DEMO_PASSWORD = "Demo-Warehouse-2026"
+DEMO_GROUP = "Операторы ТСД"
+
+logger = logging.getLogger("gateway.demo")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("demo", help="run the stand-in back end and the gateway on the demo configuration")
+    parser.add_argument("--demo-config", type=Path, default=DEMO_CONFIG,
+                        help="demo configuration (default: demo/gateway.yaml in the repository)")
+    parser.set_defaults(func=run_demo)
+
+
+def ensure_demo_user(config_path: Path) -> bool:
+    """Create the demo group and user once. False when user support is not available."""
+    try:
+        from gateway.accounts.demo import ensure_demo_account
+    except ModuleNotFoundError:
+        return False
+    cfg = load_config(config_path)
+    ensure_demo_account(cfg, DEMO_USER, DEMO_PASSWORD, DEMO_GROUP)
+    return True
+
+
+async def _run(config_path: Path) -> int:
+    from gateway.runner import Gateway
+    from gateway.standin.server import serve as serve_standin
+
+    cfg = load_config(config_path)
+    data_backend = cfg.bases[0].data
+    print_backend = cfg.bases[0].print
+    standin = await serve_standin("127.0.0.1", data_backend.backend_port,
+                                  print_backend.backend_port if print_backend else None)
+    gateway = Gateway(config_path)
+    try:
+        await gateway.start()
+        _print_banner(config_path)
+        await gateway.wait()
+    finally:
+        await gateway.stop()
+        await standin.close()
+    return 0
+
+
+def _print_banner(config_path: Path) -> None:
+    cfg = load_config(config_path)
+    ca = cfg.state_dir / "certs" / "ca.pem"
+    lines = ["", "The gateway is running. Try it:"]
+    for base in cfg.bases:
+        url = f"https://localhost:{base.data.listen}/api/v1/DocTypes"
+        auth = f" -u {DEMO_USER}:{DEMO_PASSWORD}" if base.user_auth else ""
+        lines.append(f"  {base.name}: {url}")
+        lines.append(f"    curl --cacert {ca}{auth} {url}")
+    lines += [f"  CA certificate to trust on devices: {ca}", "  Stop with Ctrl+C.", ""]
+    print("\n".join(lines), flush=True)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from gateway.runner import StartupError
+
+    config_path: Path = args.demo_config
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    configure_logging(cfg.log)
+    try:
+        if not ensure_demo_user(config_path):
+            logger.warning("user support is not installed; the demo runs without the demo user")
+        return asyncio.run(_run(config_path))
+    except (ConfigError, StartupError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,118 @@
+"""Access rules by role, and the decision for one request.
+
+A policy is an ordered list of rules; the first rule that matches the request's role, method
+and path decides (allow or deny), like a firewall. No match means deny, so a gap in a policy
+file closes rather than opens.
+
+Path patterns are written decoded, segment by segment:
+
+* a literal segment (``Docs``, ``Поступление``) matches that segment;
+* ``*`` matches exactly one segment, whatever it is;
+* ``**`` (last segment only) matches zero or more segments;
+* ``{doc_type}`` matches one segment naming one of the user's document types, either bare
+  (``Поступление``) or with an OData key (``Поступление('42')``).
+
+Matching ignores case and Unicode composition (NFC + casefold): the legacy server's OData
+routes are case-insensitive, so a case-sensitive gateway could be bypassed with
+``/API/V1/Products``. A document addressed by id only (``Docs('42')``, ``Docs(...)``) carries no
+type the gateway could check, so ``{doc_type}`` rules never match it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Iterable
+
+ROLES = ("mobile", "external", "admin")
+ANY = "*"
+VARIABLES = ("doc_type",)
+
+
+def fold(text: str) -> str:
+    """The form both patterns and paths are compared in."""
+    return unicodedata.normalize("NFC", text).casefold()
+
+
+@dataclass(frozen=True)
+class Segment:
+    kind: str  # "literal", "one", "rest" or "doc_type"
+    value: str = ""  # folded literal
+
+
+@dataclass(frozen=True)
+class PathPattern:
+    text: str
+    segments: tuple[Segment, ...]
+
+    def matches(self, folded_path: tuple[str, ...], doc_types: frozenset[str]) -> bool:
+        """``folded_path`` and ``doc_types`` are already passed through fold()."""
+        return _match(self.segments, folded_path, doc_types)
+
+
+def _entity_name(segment: str) -> str | None:
+    """``Поступление('42')`` → ``Поступление``; a segment without an OData key → itself."""
+    if "(" not in segment:
+        return segment
+    name, _, rest = segment.partition("(")
+    return name if rest.endswith(")") and name else None
+
+
+def _match(pattern: tuple[Segment, ...], path: tuple[str, ...], doc_types: frozenset[str]) -> bool:
+    for index, seg in enumerate(pattern):
+        if seg.kind == "rest":
+            return True
+        if index >= len(path):
+            return False
+        part = path[index]
+        if seg.kind == "literal" and part != seg.value:
+            return False
+        if seg.kind == "one" and part == "":
+            return False
+        if seg.kind == "doc_type" and _entity_name(part) not in doc_types:
+            return False
+    return len(pattern) == len(path)
+
+
+@dataclass(frozen=True)
+class Rule:
+    index: int
+    line: int
+    comment: str
+    action: str  # "allow" or "deny"
+    roles: frozenset[str]  # empty = any authenticated role
+    methods: frozenset[str]  # empty = any method
+    paths: tuple[PathPattern, ...]
+
+    def applies(self, role: str, method: str, path: tuple[str, ...], doc_types: frozenset[str]) -> bool:
+        if self.roles and role not in self.roles:
+            return False
+        if self.methods and method not in self.methods:
+            return False
+        return any(p.matches(path, doc_types) for p in self.paths)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str  # for the client and the log; names role, method and path, never a secret
+    rule: Rule | None = None
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    source: str
+    rules: tuple[Rule, ...] = field(default_factory=tuple)
+
+    def decide(self, role: str, method: str, segments: tuple[str, ...], doc_types: Iterable[str]) -> Decision:
+        """First matching rule wins; no match denies. ``segments`` come from normalise_path."""
+        method = method.upper()  # a back end may accept "get" as GET; rules must see it as one
+        folded_types = frozenset(fold(t) for t in doc_types if t)
+        folded_path = tuple(fold(s) for s in segments)
+        shown = "/" + "/".join(segments)
+        for rule in self.rules:
+            if rule.applies(role, method, folded_path, folded_types):
+                if rule.action == "allow":
+                    return Decision(True, f"role {role} may {method} {shown}", rule)
+                return Decision(False, f"role {role} may not {method} {shown}", rule)
+        return Decision(False, f"role {role} may not {method} {shown} (no rule allows it)")

@@ -1,0 +1,263 @@
+"""Builds the gateway's mitmproxy Master and keeps its configuration current.
+
+Only the addons the gateway needs are loaded (mitmproxy's default set of ~30 addons costs
+throughput and adds behaviour we do not want in front of a legacy server). One ``reverse:``
+listener per base port; the listeners are reconciled on reload, so the listeners of unchanged
+bases, and their open connections, are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any, Iterable
+
+from mitmproxy import options
+from mitmproxy.addons import next_layer, proxyserver
+from mitmproxy.master import Master
+from mitmproxy.proxy import mode_specs
+
+from addons._context import set_current_config
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.ports import busy_listeners
+
+logger = logging.getLogger("gateway.runner")
+
+CONFIG_POLL_INTERVAL = 1.0
+ALL_INTERFACES = ("", "0.0.0.0", "::")
+
+
+class StartupError(Exception):
+    """The gateway cannot start; the message is for the person who started it."""
+
+
+def build_addons() -> list[Any]:
+    """The gateway's own addons, in the order their hooks must run (see docs/ARCHITECTURE.md)."""
+    from addons import errorpages, https_only, routing, timeouts
+
+    found: list[Any] = _optional("addons.tls", "GatewayTls")
+    found += _optional("addons.hsts", "Hsts")
+    found += _optional("addons.enrolment", "Enrolment")
+    found += _optional("addons.ipfilter", "IpFilter")
+    found += [https_only.HttpsOnly(), routing.Routing()]
+    found += _optional("addons.auth", "Auth")
+    found += _optional("addons.policy", "Policy")
+    found += _optional("addons.identity", "Identity")
+    found += [timeouts.BackendTimeout(), errorpages.ErrorPages()]
+    return found
+
+
+def _optional(module: str, name: str) -> list[Any]:
+    import importlib
+
+    try:
+        return [getattr(importlib.import_module(module), name)()]
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        return []
+
+
+def listen_host_option(cfg: GatewayConfig) -> str:
+    # mitmproxy treats "" as every interface, IPv4 and IPv6 alike; "0.0.0.0" would leave out ::1.
+    return "" if cfg.listen_host in ALL_INTERFACES else cfg.listen_host
+
+
+def mode_specs_for(cfg: GatewayConfig) -> list[str]:
+    # Always http:// towards the back end: the legacy server speaks plain HTTP. TLS towards the
+    # client is decided per connection by GatewayTls, plaintext on an https base by HttpsOnly.
+    return [f"reverse:{listener.endpoint.backend}@{listener.port}" for listener in cfg.listeners()]
+
+
+def config_fingerprint(path: Path) -> tuple[int, int, str] | None:
+    try:
+        stat = path.stat()
+        return stat.st_mtime_ns, stat.st_size, hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class Gateway:
+    def __init__(self, config_path: Path | str, addons: Iterable[Any] | None = None) -> None:
+        self.config_path = Path(config_path)
+        self.addons = list(addons) if addons is not None else build_addons()
+        self.config: GatewayConfig | None = None
+        self.master: Master | None = None
+        self._fingerprint: tuple[int, int, str] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._reload_lock = asyncio.Lock()
+
+    # --- start and stop ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = load_config(self.config_path)
+        self._fingerprint = config_fingerprint(self.config_path)
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        problems = busy_listeners(cfg, listen_host_option(cfg), skip_ports=set())
+        if problems:
+            raise StartupError("cannot listen:\n  " + "\n  ".join(problems))
+
+        opts = options.Options()
+        self.master = Master(opts, with_termlog=False)
+        self.master.addons.add(proxyserver.Proxyserver(), next_layer.NextLayer(), *self.addons)
+        try:
+            self._apply_to_addons(cfg)
+        except Exception as e:
+            raise StartupError(f"{self.config_path}: {e}") from e
+        self.config = cfg
+        set_current_config(cfg)
+        opts.update(
+            listen_host=listen_host_option(cfg),
+            # lazy: no back-end connection is opened before the request has been checked.
+            connection_strategy="lazy",
+            keep_host_header=True,
+            stream_large_bodies=str(cfg.proxy.stream_threshold),
+            http2=cfg.tls.http2,
+            mode=mode_specs_for(cfg),
+        )
+        self._warn_plaintext(cfg)
+        run_task = asyncio.get_running_loop().create_task(self.master.run())
+        self._tasks.append(run_task)
+        await self._wait_listening(cfg, run_task)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._watch_config()))
+        self._install_signal_handlers()
+        for listener in cfg.listeners():
+            logger.info("base %r %s: %s://%s:%d → %s", listener.base.name, listener.role, listener.scheme,
+                        cfg.listen_host, listener.port, listener.endpoint.backend)
+        logger.info("gateway ready: %d listener(s), config %s", len(cfg.listeners()), self.config_path)
+
+    async def _wait_listening(self, cfg: GatewayConfig, run_task: asyncio.Task[Any]) -> None:
+        ps = self.master.addons.get("proxyserver") if self.master else None
+        wanted = {listener.port for listener in cfg.listeners()}
+        for _ in range(200):
+            if run_task.done():
+                run_task.result()
+                raise StartupError("the proxy stopped during start-up; see the log above")
+            if ps is not None and ps.is_running and not ps.servers.is_updating:
+                have = {addr[1] for addr in ps.listen_addrs()}
+                if wanted <= have:
+                    return
+            await asyncio.sleep(0.05)
+        raise StartupError("listeners did not come up within 10 s; see the log above")
+
+    async def wait(self) -> None:
+        if self._tasks:
+            await self._tasks[0]
+
+    def shutdown(self) -> None:
+        if self.master:
+            self.master.shutdown()
+
+    async def stop(self) -> None:
+        self.shutdown()
+        for task in self._tasks[1:]:
+            task.cancel()
+        if self._tasks:
+            try:
+                await asyncio.wait_for(self._tasks[0], 10)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for name, action in (("SIGHUP", lambda: self._spawn_reload("SIGHUP")),
+                             ("SIGTERM", self.shutdown), ("SIGINT", self.shutdown)):
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue  # Windows has no SIGHUP; the file watcher is the primary trigger anyway.
+            try:
+                loop.add_signal_handler(sig, action)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    # --- reload --------------------------------------------------------------------------
+
+    def _spawn_reload(self, reason: str) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self.reload(reason)))
+
+    async def _watch_config(self) -> None:
+        while True:
+            await asyncio.sleep(CONFIG_POLL_INTERVAL)
+            fingerprint = config_fingerprint(self.config_path)
+            if fingerprint is None or self._fingerprint is None:
+                continue
+            if fingerprint[2] != self._fingerprint[2]:
+                await self.reload("configuration file changed")
+            self._fingerprint = fingerprint
+
+    async def reload(self, reason: str) -> bool:
+        async with self._reload_lock:
+            old = self.config
+            assert old is not None and self.master is not None
+            self._fingerprint = config_fingerprint(self.config_path)
+            try:
+                new = load_config(self.config_path)
+            except ConfigError as e:
+                logger.error("configuration reload refused (%s): %s — the running configuration stays in force",
+                             reason, e, extra={"event": "config-reload-refused"})
+                return False
+            new = self._keep_restart_only_settings(old, new)
+            problems = busy_listeners(new, listen_host_option(new), skip_ports={l.port for l in old.listeners()})
+            if problems:
+                logger.error("configuration reload refused (%s): %s — the running configuration stays in force",
+                             reason, "; ".join(problems), extra={"event": "config-reload-refused"})
+                return False
+            try:
+                self._apply_to_addons(new)
+            except Exception as e:
+                logger.error("configuration reload refused (%s): %s — the running configuration stays in force",
+                             reason, e, extra={"event": "config-reload-refused"})
+                self._apply_to_addons(old)
+                return False
+            self.config = new
+            set_current_config(new)
+            self._warn_plaintext(new)
+            specs = mode_specs_for(new)
+            self.master.options.update(stream_large_bodies=str(new.proxy.stream_threshold), mode=specs)
+            ps = self.master.addons.get("proxyserver")
+            all_ok = await ps.servers.update([mode_specs.ProxyMode.parse(s) for s in specs])
+            added = {l.port for l in new.listeners()} - {l.port for l in old.listeners()}
+            removed = {l.port for l in old.listeners()} - {l.port for l in new.listeners()}
+            logger.info("configuration reloaded (%s): %d base(s); ports opened %s, closed %s%s",
+                        reason, len(new.bases), sorted(added) or "none", sorted(removed) or "none",
+                        "" if all_ok else " — some listeners failed, see above",
+                        extra={"event": "config-reloaded"})
+            return all_ok
+
+    @staticmethod
+    def _keep_restart_only_settings(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
+        kept = {}
+        for name in ("listen_host", "state_dir", "store"):
+            if getattr(old, name) != getattr(new, name):
+                logger.warning("%s changed in the configuration; this takes effect only after a restart "
+                               "(keeping %r for now)", name, getattr(old, name))
+                kept[name] = getattr(old, name)
+        return dataclasses.replace(new, **kept) if kept else new
+
+    def _apply_to_addons(self, cfg: GatewayConfig) -> None:
+        for addon in self.addons:
+            apply = getattr(addon, "apply_config", None)
+            if apply is not None:
+                apply(cfg)
+
+    @staticmethod
+    def _warn_plaintext(cfg: GatewayConfig) -> None:
+        for base in cfg.bases:
+            if not base.https:
+                logger.warning("base %r is served over plain HTTP (https: false): passwords and data "
+                               "travel in clear text — turn https on for anything beyond a closed test lab",
+                               base.name, extra={"event": "plaintext-base", "base": base.name})
+
+
+async def serve(config_path: Path | str) -> int:
+    gateway = Gateway(config_path)
+    await gateway.start()
+    try:
+        await gateway.wait()
+    finally:
+        await gateway.stop()
+    return 0

@@ -1,0 +1,5 @@
+import sys
+
+from gateway.standin.main import main
+
+sys.exit(main())

@@ -1,0 +1,125 @@
+"""What the gateway keeps between requests and processes, behind one interface.
+
+The SQLite store serves one machine (several gateway processes sharing a state folder); a Redis
+store can implement the same protocol for several machines. Every method is one short atomic
+operation, so no caller ever does read-modify-write across calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+ROLES = ("mobile", "external", "admin")
+CREDENTIAL_KINDS = ("password", "barcode")
+
+
+class StoreError(Exception):
+    """The store could not answer (locked, corrupt, missing). Callers deny: fail closed."""
+
+
+class DuplicateError(StoreError):
+    """A uniqueness rule would break; ``what`` names it for the person at the keyboard."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+class NotFoundError(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class Group:
+    id: str
+    name: str
+    role: str
+    doc_types: tuple[str, ...]
+    offline: bool = False
+    on_login: str = ""
+    on_logout: str = ""
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    group_id: str
+    description: str = ""
+    warehouses: tuple[str, ...] = ()
+    # Bumped on every credential change and removal: caches and sessions compare it.
+    generation: int = 1
+    has_barcode: bool = False
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One stored secret: its keyed hash (the unique index) and its argon2id hash."""
+
+    key: str
+    kind: str  # "password" or "barcode"
+    hash: str
+    user_id: str = ""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A user with its group, as authentication hands it on."""
+
+    user: User
+    group: Group
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    user_id: str
+    generation: int
+    expires: float
+
+
+@dataclass(frozen=True)
+class UserExport:
+    user: User
+    credentials: tuple[Credential, ...] = field(default=())
+
+
+@runtime_checkable
+class Store(Protocol):
+    # --- groups ---
+    def put_group(self, group: Group, *, replace: bool = False) -> None: ...
+    def get_group(self, group_id: str) -> Group | None: ...
+    def find_group(self, id_or_name: str) -> Group | None: ...
+    def list_groups(self) -> list[Group]: ...
+    def remove_group(self, group_id: str) -> None: ...
+
+    # --- users ---
+    def add_user(self, user: User, credentials: tuple[Credential, ...]) -> None: ...
+    def put_user(self, user: User) -> None:
+        """Import: insert or replace the user's profile, keeping its credentials."""
+        ...
+    def get_user(self, user_id: str) -> User | None: ...
+    def find_user(self, id_or_name: str) -> User | None: ...
+    def list_users(self) -> list[User]: ...
+    def remove_user(self, user_id: str) -> None: ...
+    def set_credential(self, user_id: str, credential: Credential | None, kind: str) -> None:
+        """Replace (or with None, remove) one secret of a user; bumps its generation."""
+        ...
+    def credentials_of(self, user_id: str) -> tuple[Credential, ...]: ...
+    def find_credential(self, key: str) -> Credential | None: ...
+    def principal(self, user_id: str) -> Principal | None: ...
+    def next_id(self, table: str) -> str: ...
+
+    # --- failed logins ---
+    def add_failure(self, key: str, at: float, forget_before: float) -> None: ...
+    def failure_times(self, key: str, since: float) -> list[float]: ...
+    def failure_keys(self, since: float) -> dict[str, list[float]]: ...
+    def clear_failures(self, key: str) -> int: ...
+
+    # --- gateway sessions ---
+    def create_session(self, token_hash: str, record: SessionRecord) -> None: ...
+    def get_session(self, token_hash: str) -> SessionRecord | None: ...
+    def delete_session(self, token_hash: str) -> None: ...
+    def purge_sessions(self, now: float) -> int: ...
+
+    def close(self) -> None: ...

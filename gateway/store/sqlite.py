@@ -1,0 +1,385 @@
+"""The SQLite store: one file in the state folder, shared by every gateway process on the machine.
+
+WAL lets readers run while one process writes; ``busy_timeout`` makes a writer wait for the
+lock instead of failing. Counters are rows inserted one statement at a time (never read,
+incremented and written back), and multi-step changes run under ``BEGIN IMMEDIATE``, which takes
+the write lock up front, so two processes cannot interleave a check and its write.
+Each thread gets its own connection: sqlite3 connections must not be shared across threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from gateway.store.base import (
+    Credential, DuplicateError, Group, NotFoundError, Principal, SessionRecord, StoreError, User,
+)
+
+DB_NAME = "gateway.db"
+# Long enough to ride out another process's short write; short enough that a stuck lock turns
+# into a quick 503 instead of a hung request.
+BUSY_TIMEOUT_MS = 5000
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS groups (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    offline INTEGER NOT NULL DEFAULT 0,
+    doc_types TEXT NOT NULL,
+    on_login TEXT NOT NULL DEFAULT '',
+    on_logout TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL UNIQUE,
+    group_id TEXT NOT NULL REFERENCES groups(id),
+    description TEXT NOT NULL DEFAULT '',
+    warehouses TEXT NOT NULL DEFAULT '[]',
+    generation INTEGER NOT NULL DEFAULT 1
+);
+-- Passwords and barcodes share one key space, so "no barcode equals a password" is the same
+-- unique index as "no two users share a password".
+CREATE TABLE IF NOT EXISTS credentials (
+    key TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('password', 'barcode')),
+    hash TEXT NOT NULL,
+    UNIQUE (user_id, kind)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failures_key_at ON failures (key, at);
+CREATE INDEX IF NOT EXISTS failures_at ON failures (at);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    generation INTEGER NOT NULL,
+    expires REAL NOT NULL
+);
+"""
+
+T = TypeVar("T")
+
+
+def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """Every sqlite3 failure leaves as StoreError, so callers have one thing to fail closed on."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except StoreError:
+            raise
+        except sqlite3.Error as e:
+            raise StoreError(f"state database error: {e}") from e
+    return wrapper
+
+
+def _name_key(name: str) -> str:
+    return name.strip().casefold()
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._init_schema()
+
+    # --- connections and transactions ---
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses at most the last commit
+            except (sqlite3.Error, OSError) as e:
+                raise StoreError(f"cannot open the state database {self.path}: {e}") from e
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @_store_errors
+    def _init_schema(self) -> None:
+        conn = self._conn()
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"the state database {self.path} cannot use WAL mode (got {mode}); "
+                             "put the state folder on a local disk")
+        with self._write() as c:
+            # executescript would commit the open transaction first; statements run one by one.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+    # --- groups ---
+
+    @staticmethod
+    def _group(row: sqlite3.Row | tuple[Any, ...]) -> Group:
+        gid, name, role, offline, doc_types, on_login, on_logout = row
+        return Group(id=gid, name=name, role=role, offline=bool(offline),
+                     doc_types=tuple(json.loads(doc_types)), on_login=on_login, on_logout=on_logout)
+
+    _GROUP_COLS = "id, name, role, offline, doc_types, on_login, on_logout"
+
+    @_store_errors
+    def put_group(self, group: Group, *, replace: bool = False) -> None:
+        with self._write() as c:
+            clash = c.execute("SELECT id FROM groups WHERE name_key = ? AND id != ?",
+                              (_name_key(group.name), group.id)).fetchone()
+            if clash:
+                raise DuplicateError(f"a group named {group.name!r} already exists (id {clash[0]})")
+            exists = c.execute("SELECT 1 FROM groups WHERE id = ?", (group.id,)).fetchone()
+            if exists and not replace:
+                raise DuplicateError(f"a group with id {group.id!r} already exists")
+            c.execute(
+                "INSERT INTO groups (id, name, name_key, role, offline, doc_types, on_login, on_logout) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                "name_key = excluded.name_key, role = excluded.role, offline = excluded.offline, "
+                "doc_types = excluded.doc_types, on_login = excluded.on_login, on_logout = excluded.on_logout",
+                (group.id, group.name, _name_key(group.name), group.role, int(group.offline),
+                 json.dumps(list(group.doc_types), ensure_ascii=False), group.on_login, group.on_logout))
+
+    @_store_errors
+    def get_group(self, group_id: str) -> Group | None:
+        row = self._conn().execute(f"SELECT {self._GROUP_COLS} FROM groups WHERE id = ?", (group_id,)).fetchone()
+        return self._group(row) if row else None
+
+    @_store_errors
+    def find_group(self, id_or_name: str) -> Group | None:
+        row = self._conn().execute(
+            f"SELECT {self._GROUP_COLS} FROM groups WHERE id = ? OR name_key = ? ORDER BY id = ? DESC LIMIT 1",
+            (id_or_name, _name_key(id_or_name), id_or_name)).fetchone()
+        return self._group(row) if row else None
+
+    @_store_errors
+    def list_groups(self) -> list[Group]:
+        rows = self._conn().execute(f"SELECT {self._GROUP_COLS} FROM groups ORDER BY name_key").fetchall()
+        return [self._group(r) for r in rows]
+
+    @_store_errors
+    def remove_group(self, group_id: str) -> None:
+        with self._write() as c:
+            members = c.execute("SELECT COUNT(*) FROM users WHERE group_id = ?", (group_id,)).fetchone()[0]
+            if members:
+                raise DuplicateError(f"the group still has {members} user(s); move or remove them first")
+            if c.execute("DELETE FROM groups WHERE id = ?", (group_id,)).rowcount == 0:
+                raise NotFoundError(f"no group with id {group_id!r}")
+
+    # --- users ---
+
+    _USER_COLS = ("u.id, u.name, u.group_id, u.description, u.warehouses, u.generation, "
+                  "EXISTS (SELECT 1 FROM credentials k WHERE k.user_id = u.id AND k.kind = 'barcode')")
+
+    @staticmethod
+    def _user(row: tuple[Any, ...]) -> User:
+        uid, name, group_id, description, warehouses, generation, has_barcode = row
+        return User(id=uid, name=name, group_id=group_id, description=description,
+                    warehouses=tuple(json.loads(warehouses)), generation=generation,
+                    has_barcode=bool(has_barcode))
+
+    @staticmethod
+    def _check_user(c: sqlite3.Connection, user: User) -> None:
+        clash = c.execute("SELECT id FROM users WHERE name_key = ? AND id != ?",
+                          (_name_key(user.name), user.id)).fetchone()
+        if clash:
+            raise DuplicateError(f"a user named {user.name!r} already exists (id {clash[0]})")
+        if not c.execute("SELECT 1 FROM groups WHERE id = ?", (user.group_id,)).fetchone():
+            raise NotFoundError(f"no group with id {user.group_id!r}")
+
+    @staticmethod
+    def _insert_credential(c: sqlite3.Connection, user_id: str, cred: Credential) -> None:
+        owner = c.execute("SELECT user_id, kind FROM credentials WHERE key = ?", (cred.key,)).fetchone()
+        if owner is not None:
+            # Deliberately not naming the other user: that would hand out their secret.
+            raise DuplicateError(f"this {cred.kind} is already in use as a password or barcode; choose another")
+        c.execute("INSERT INTO credentials (key, user_id, kind, hash) VALUES (?, ?, ?, ?)",
+                  (cred.key, user_id, cred.kind, cred.hash))
+
+    @_store_errors
+    def add_user(self, user: User, credentials: tuple[Credential, ...]) -> None:
+        with self._write() as c:
+            if c.execute("SELECT 1 FROM users WHERE id = ?", (user.id,)).fetchone():
+                raise DuplicateError(f"a user with id {user.id!r} already exists")
+            self._check_user(c, user)
+            c.execute("INSERT INTO users (id, name, name_key, group_id, description, warehouses, generation) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (user.id, user.name, _name_key(user.name), user.group_id, user.description,
+                       json.dumps(list(user.warehouses), ensure_ascii=False), user.generation))
+            for cred in credentials:
+                self._insert_credential(c, user.id, cred)
+
+    @_store_errors
+    def put_user(self, user: User) -> None:
+        with self._write() as c:
+            self._check_user(c, user)
+            c.execute("INSERT INTO users (id, name, name_key, group_id, description, warehouses) "
+                      "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                      "name_key = excluded.name_key, group_id = excluded.group_id, "
+                      "description = excluded.description, warehouses = excluded.warehouses, "
+                      "generation = users.generation + 1",
+                      (user.id, user.name, _name_key(user.name), user.group_id, user.description,
+                       json.dumps(list(user.warehouses), ensure_ascii=False)))
+
+    @_store_errors
+    def get_user(self, user_id: str) -> User | None:
+        row = self._conn().execute(f"SELECT {self._USER_COLS} FROM users u WHERE u.id = ?", (user_id,)).fetchone()
+        return self._user(row) if row else None
+
+    @_store_errors
+    def find_user(self, id_or_name: str) -> User | None:
+        row = self._conn().execute(
+            f"SELECT {self._USER_COLS} FROM users u WHERE u.id = ? OR u.name_key = ? ORDER BY u.id = ? DESC LIMIT 1",
+            (id_or_name, _name_key(id_or_name), id_or_name)).fetchone()
+        return self._user(row) if row else None
+
+    @_store_errors
+    def list_users(self) -> list[User]:
+        rows = self._conn().execute(f"SELECT {self._USER_COLS} FROM users u ORDER BY u.name_key").fetchall()
+        return [self._user(r) for r in rows]
+
+    @_store_errors
+    def remove_user(self, user_id: str) -> None:
+        with self._write() as c:
+            # Sessions and credentials go with the user (ON DELETE CASCADE); a cache entry fails its
+            # generation check because the row is gone.
+            if c.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount == 0:
+                raise NotFoundError(f"no user with id {user_id!r}")
+
+    @_store_errors
+    def set_credential(self, user_id: str, credential: Credential | None, kind: str) -> None:
+        with self._write() as c:
+            if not c.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone():
+                raise NotFoundError(f"no user with id {user_id!r}")
+            c.execute("DELETE FROM credentials WHERE user_id = ? AND kind = ?", (user_id, kind))
+            if credential is not None:
+                self._insert_credential(c, user_id, credential)
+            c.execute("UPDATE users SET generation = generation + 1 WHERE id = ?", (user_id,))
+            c.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+    @_store_errors
+    def credentials_of(self, user_id: str) -> tuple[Credential, ...]:
+        rows = self._conn().execute("SELECT key, kind, hash, user_id FROM credentials WHERE user_id = ? "
+                                    "ORDER BY kind DESC", (user_id,)).fetchall()
+        return tuple(Credential(*r) for r in rows)
+
+    @_store_errors
+    def find_credential(self, key: str) -> Credential | None:
+        row = self._conn().execute("SELECT key, kind, hash, user_id FROM credentials WHERE key = ?", (key,)).fetchone()
+        return Credential(*row) if row else None
+
+    @_store_errors
+    def principal(self, user_id: str) -> Principal | None:
+        conn = self._conn()
+        # One read transaction, so user and group are from the same moment.
+        conn.execute("BEGIN")
+        try:
+            urow = conn.execute(f"SELECT {self._USER_COLS} FROM users u WHERE u.id = ?", (user_id,)).fetchone()
+            grow = (conn.execute(f"SELECT {self._GROUP_COLS} FROM groups WHERE id = ?", (urow[2],)).fetchone()
+                    if urow else None)
+        finally:
+            conn.execute("COMMIT")
+        if not urow or not grow:
+            return None
+        return Principal(self._user(urow), self._group(grow))
+
+    @_store_errors
+    def next_id(self, table: str) -> str:
+        if table not in ("users", "groups"):
+            raise ValueError(table)
+        ids = [r[0] for r in self._conn().execute(f"SELECT id FROM {table}").fetchall()]
+        numbers = [int(i) for i in ids if str(i).isdigit()]
+        return str(max(numbers, default=0) + 1)
+
+    # --- failed logins ---
+
+    @_store_errors
+    def add_failure(self, key: str, at: float, forget_before: float) -> None:
+        with self._write() as c:
+            c.execute("INSERT INTO failures (key, at) VALUES (?, ?)", (key, at))
+            # Old events are useless to every window; pruning here keeps the table small.
+            c.execute("DELETE FROM failures WHERE at < ?", (forget_before,))
+
+    @_store_errors
+    def failure_times(self, key: str, since: float) -> list[float]:
+        rows = self._conn().execute("SELECT at FROM failures WHERE key = ? AND at >= ? ORDER BY at",
+                                    (key, since)).fetchall()
+        return [r[0] for r in rows]
+
+    @_store_errors
+    def failure_keys(self, since: float) -> dict[str, list[float]]:
+        result: dict[str, list[float]] = {}
+        for key, at in self._conn().execute("SELECT key, at FROM failures WHERE at >= ? ORDER BY key, at", (since,)):
+            result.setdefault(key, []).append(at)
+        return result
+
+    @_store_errors
+    def clear_failures(self, key: str) -> int:
+        with self._write() as c:
+            return c.execute("DELETE FROM failures WHERE key = ?", (key,)).rowcount
+
+    # --- gateway sessions ---
+
+    @_store_errors
+    def create_session(self, token_hash: str, record: SessionRecord) -> None:
+        with self._write() as c:
+            c.execute("INSERT INTO sessions (token_hash, user_id, generation, expires) VALUES (?, ?, ?, ?)",
+                      (token_hash, record.user_id, record.generation, record.expires))
+
+    @_store_errors
+    def get_session(self, token_hash: str) -> SessionRecord | None:
+        row = self._conn().execute("SELECT user_id, generation, expires FROM sessions WHERE token_hash = ?",
+                                   (token_hash,)).fetchone()
+        return SessionRecord(*row) if row else None
+
+    @_store_errors
+    def delete_session(self, token_hash: str) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+
+    @_store_errors
+    def purge_sessions(self, now: float) -> int:
+        with self._write() as c:
+            return c.execute("DELETE FROM sessions WHERE expires < ?", (now,)).rowcount

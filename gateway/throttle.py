@@ -1,0 +1,119 @@
+"""Failed-login throttling: a sliding window per client address and per account.
+
+The seed allows 10 failed logins a minute from one address; past that the address is refused
+until the window lets it in again. Each failure is one row in the shared store (an insert, not
+a counter update), so several processes count together without races and a restart keeps
+the count. The clock is injected: tests move time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from gateway.config import ThrottleSettings
+from gateway.store.base import Store
+
+IP_PREFIX = "ip:"
+ACCOUNT_PREFIX = "user:"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    blocked: bool
+    failures: int
+    retry_after: float = 0.0
+
+    @property
+    def retry_after_header(self) -> str:
+        """Whole seconds, rounded up, at least 1 (RFC 9110 delay-seconds)."""
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+@dataclass(frozen=True)
+class Ban:
+    key: str
+    failures: int
+    retry_after: float
+
+    @property
+    def kind(self) -> str:
+        return "address" if self.key.startswith(IP_PREFIX) else "user"
+
+    @property
+    def target(self) -> str:
+        return self.key.partition(":")[2]
+
+
+def window_verdict(times: Sequence[float], limit: int, window: float, now: float) -> Verdict:
+    """Blocked while ``limit`` or more failures lie within the last ``window`` seconds."""
+    recent = sorted(t for t in times if now - window < t <= now)
+    if len(recent) < limit:
+        return Verdict(False, len(recent))
+    # Allowed again once only limit-1 failures remain in the window, i.e. when this one leaves it.
+    leaves_at = recent[len(recent) - limit] + window
+    return Verdict(True, len(recent), max(leaves_at - now, 0.0))
+
+
+def ip_key(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return IP_PREFIX + address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is the IPv4 client a.b.c.d
+    return IP_PREFIX + str(ip)
+
+
+def account_key(login: str) -> str:
+    return ACCOUNT_PREFIX + login.strip().casefold()
+
+
+class Throttle:
+    def __init__(self, store: Store, settings: ThrottleSettings, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+
+    def _verdict(self, key: str, limit: int, window: float) -> Verdict:
+        now = self.clock()
+        return window_verdict(self.store.failure_times(key, now - window), limit, window, now)
+
+    def check_ip(self, address: str) -> Verdict:
+        return self._verdict(ip_key(address), self.settings.ip_failures, self.settings.ip_window)
+
+    def check_account(self, login: str) -> Verdict:
+        return self._verdict(account_key(login), self.settings.account_failures, self.settings.account_window)
+
+    def record_failure(self, address: str, login: str | None = None) -> None:
+        now = self.clock()
+        forget_before = now - max(self.settings.ip_window, self.settings.account_window)
+        self.store.add_failure(ip_key(address), now, forget_before)
+        if login:
+            self.store.add_failure(account_key(login), now, forget_before)
+
+    def bans(self) -> list[Ban]:
+        """Addresses and accounts refused right now, longest wait first."""
+        now = self.clock()
+        since = now - max(self.settings.ip_window, self.settings.account_window)
+        result = []
+        for key, times in self.store.failure_keys(since).items():
+            if key.startswith(IP_PREFIX):
+                limit, window = self.settings.ip_failures, self.settings.ip_window
+            else:
+                limit, window = self.settings.account_failures, self.settings.account_window
+            verdict = window_verdict(times, limit, window, now)
+            if verdict.blocked:
+                result.append(Ban(key, verdict.failures, verdict.retry_after))
+        return sorted(result, key=lambda b: -b.retry_after)
+
+    def lift(self, target: str) -> int:
+        """Forget the failures of an address or a user name; returns how many were forgotten."""
+        try:
+            ipaddress.ip_address(target.split("%")[0])
+        except ValueError:
+            return self.store.clear_failures(account_key(target))
+        return self.store.clear_failures(ip_key(target))

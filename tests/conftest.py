@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from tests.harness import RunningGateway, Standin, start_gateway, start_standin
+
+
+@pytest.fixture(scope="session")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
+    server = start_standin(tmp_path_factory.mktemp("standin") / "standin.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
+    started: list[RunningGateway] = []
+
+    def start(config: dict[str, Any], directory: Path | None = None, **kwargs: Any) -> RunningGateway:
+        gw = start_gateway(directory or tmp_path / f"gw{len(started)}", config, **kwargs)
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        gw.stop()
