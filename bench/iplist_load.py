@@ -30,7 +30,7 @@ def sample_lines(count: int, seed: int = 1) -> list[str]:
         if kind < 0.70:
             lines.append(v4(start))
         elif kind < 0.85:
-            lines.append(f"{v4(start)}/{rng.randint(8, 32)}")
+            lines.append(f"{v4(start)}/{rng.randint(16, 32)}")
         elif kind < 0.95:
             end = min(start + rng.randint(0, 5000), 2**32 - 1)
             lines.append(f"{v4(start)} - {v4(end)}")
@@ -45,14 +45,15 @@ def main() -> int:
         path = Path(folder) / "blacklist.dat"
         path.write_bytes(("\r\n".join(sample_lines(count)) + "\r\n").encode("utf-8"))
         size = path.stat().st_size
-        best = float("inf")
+        best = best_cpu = float("inf")
         for _ in range(3):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             compiled = load_list(path)
             best = min(best, time.perf_counter() - started)
+            best_cpu = min(best_cpu, time.process_time() - started_cpu)
     print(f"{count:,} lines ({size / 1e6:.1f} MB): {compiled.entries:,} entries, "
           f"{len(compiled.v4):,} IPv4 + {len(compiled.v6):,} IPv6 intervals, {len(compiled.errors)} bad lines; "
-          f"load {best:.2f} s (best of 3)")
+          f"load {best:.2f} s wall, {best_cpu:.2f} s CPU (best of 3)")
     return 0
 
 

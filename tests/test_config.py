@@ -128,3 +128,9 @@ def test_sizes(text: str, size: int) -> None:
 def test_bad_stream_threshold_is_explained(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"proxy\.stream_threshold.*not a size"):
         load_config(write(tmp_path, GOOD + "proxy: {stream_threshold: lots}\n"))
+
+
+@pytest.mark.parametrize("name", ["deploy/gateway.example.yaml", "demo/gateway.yaml"])
+def test_shipped_configurations_load(name: str) -> None:
+    cfg = load_config(Path(__file__).resolve().parent.parent / name)
+    assert cfg.bases

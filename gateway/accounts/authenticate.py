@@ -82,7 +82,8 @@ class Authenticator:
             return Outcome(None, f"user {login!r}: wrong password", cred.kind)
         if cred.kind == "barcode" and not allow_barcode:
             return Outcome(None, f"user {principal.user.name!r}: login by barcode is off for this base", cred.kind)
-        self.argon2_runs += 1
+        with self._lock:
+            self.argon2_runs += 1
         if not keys.verify_secret(cred.hash, secret):
             return Outcome(None, f"user {principal.user.name!r}: {cred.kind} does not verify", cred.kind)
         if self.cache_seconds > 0:

@@ -12,6 +12,8 @@ from array import array
 from bisect import bisect_right
 from typing import Iterator, MutableSequence
 
+from gateway.iplist.parse import LINE_BITS, LINE_MASK
+
 # Both ends of an IPv4 interval fit in 64 bits, so an IPv4 set is stored in compact arrays
 # (a million entries in ~24 MB instead of ~100 MB of int objects); IPv6 needs 128 bits.
 _FITS_ARRAY = (1 << 64) - 1
@@ -26,29 +28,34 @@ class IntervalSet:
         self._lines = lines
 
     @classmethod
-    def build(cls, spans: list[tuple[int, int, int]]) -> IntervalSet:
-        """``spans`` are (start, end, line) with start <= end, in any order; the list is sorted in place."""
-        spans.sort()
+    def build(cls, packed: list[int], bits: int) -> IntervalSet:
+        """``packed`` spans (see ``parse.pack``) of ``bits``-bit addresses, any order; sorted in place."""
+        packed.sort()
+        value_mask = (1 << bits) - 1
+        start_shift = bits + LINE_BITS
         starts: list[int] = []
         ends: list[int] = []
         lines: list[int] = []
-        if spans:
-            cur_start, cur_end, cur_line = spans[0]
-            for start, end, line in spans:
+        if packed:
+            first = packed[0]
+            cur_start, cur_end, cur_line = first >> start_shift, (first >> LINE_BITS) & value_mask, first & LINE_MASK
+            for span in packed:
+                end = (span >> LINE_BITS) & value_mask
                 if end <= cur_end:
                     continue  # inside the current piece, whose line covers it too
+                start = span >> start_shift
                 if start == cur_start:
                     # Sorted by start then end: a later span with the same start is wider and
                     # covers the whole current piece, so it takes the piece over.
-                    cur_end, cur_line = end, line
+                    cur_end, cur_line = end, span & LINE_MASK
                     continue
                 starts.append(cur_start)
                 ends.append(cur_end)
                 lines.append(cur_line)
-                # The new span begins inside or right after the current piece; it covers
-                # everything from the piece's end to its own end.
+                # The new span begins inside or right after the current piece, or after a gap;
+                # either way it covers everything from there to its own end.
                 cur_start = cur_end + 1 if start <= cur_end else start
-                cur_end, cur_line = end, line
+                cur_end, cur_line = end, span & LINE_MASK
             starts.append(cur_start)
             ends.append(cur_end)
             lines.append(cur_line)

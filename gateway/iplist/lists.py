@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gateway.iplist.files import decode_list, read_list_bytes
 from gateway.iplist.intervals import EMPTY, IntervalSet
-from gateway.iplist.parse import V4, LineError, parse_text
+from gateway.iplist.parse import BITS, V4, V6, LineError, parse_text
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class CompiledList:
 
 def compile_text(text: str, path: Path) -> CompiledList:
     parsed = parse_text(text)
-    return CompiledList(path=path, v4=IntervalSet.build(parsed.v4), v6=IntervalSet.build(parsed.v6),
+    return CompiledList(path=path, v4=IntervalSet.build(parsed.v4, BITS[V4]),
+                        v6=IntervalSet.build(parsed.v6, BITS[V6]),
                         entries=parsed.entries, errors=tuple(parsed.errors))
 
 

@@ -50,14 +50,33 @@ class LineError:
         return f"line {self.line}: {self.reason} (the line reads {self.text!r})"
 
 
+# A span is packed into one int, (start, end, line) from high bits to low, because sorting a
+# million ints is ~4x faster than sorting a million tuples, and sorting dominates loading.
+LINE_BITS = 32
+LINE_MASK = (1 << LINE_BITS) - 1
+
+
+def pack(family: int, start: int, end: int, line: int) -> int:
+    return (((start << BITS[family]) | end) << LINE_BITS) | line
+
+
+def unpack(family: int, packed: int) -> tuple[int, int, int]:
+    """packed span → (start, end, line)."""
+    bits = BITS[family]
+    return packed >> (bits + LINE_BITS), (packed >> LINE_BITS) & ((1 << bits) - 1), packed & LINE_MASK
+
+
 @dataclass
 class ParsedText:
-    """Spans as (start, end, line) triples per family, ends inclusive, in file order."""
+    """Packed spans per family (see ``pack``), ends inclusive, in file order."""
 
-    v4: list[tuple[int, int, int]] = field(default_factory=list)
-    v6: list[tuple[int, int, int]] = field(default_factory=list)
+    v4: list[int] = field(default_factory=list)
+    v6: list[int] = field(default_factory=list)
     entries: int = 0
     errors: list[LineError] = field(default_factory=list)
+
+    def spans(self, family: int) -> list[tuple[int, int, int]]:
+        return [unpack(family, packed) for packed in (self.v4 if family == V4 else self.v6)]
 
 
 def parse_address(text: str) -> tuple[int, int]:
@@ -97,6 +116,7 @@ def parse_text(text: str) -> ParsedText:
     pton = _pton
     from_bytes = _from_bytes
     blanks = _BLANKS
+    leading_zero = _LEADING_ZERO.search
     entries = 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw
@@ -107,27 +127,31 @@ def parse_text(text: str) -> ParsedText:
         line = line.strip(blanks)
         if not line:
             continue
-        try:
-            # The common case, a plain IPv4 address, is converted right here.
-            if "0" not in line:
+        entries += 1
+        # The common case, a plain IPv4 address, is converted right here (a failed inet_pton
+        # costs an exception, so masks, ranges and IPv6 skip it).
+        if "/" not in line and "-" not in line and ":" not in line:
+            try:
                 value = from_bytes(pton(_AF_INET, line), "big")
-                v4.append((value, value, number))
-                entries += 1
-                continue
-        except (OSError, ValueError):
-            pass
+            except (OSError, ValueError):
+                pass
+            else:
+                if not ("0" in line and leading_zero(line)):
+                    v4.append((((value << 32) | value) << LINE_BITS) | number)
+                    continue
         try:
             family, start, end = parse_entry(line)
         except EntryError as e:
+            entries -= 1
             errors.append(LineError(number, line, str(e)))
             continue
-        entries += 1
         if family == V4:
-            v4.append((start, end, number))
+            v4.append((((start << 32) | end) << LINE_BITS) | number)
         else:
-            v6.append((start, end, number))
+            v6.append((((start << 128) | end) << LINE_BITS) | number)
             if start <= MAPPED_END and end >= MAPPED_START:
-                v4.append((max(start, MAPPED_START) - MAPPED_START, min(end, MAPPED_END) - MAPPED_START, number))
+                low, high = max(start, MAPPED_START) - MAPPED_START, min(end, MAPPED_END) - MAPPED_START
+                v4.append((((low << 32) | high) << LINE_BITS) | number)
     result.entries = entries
     return result
 

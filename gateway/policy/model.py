@@ -110,6 +110,9 @@ class AccessPolicy:
         folded_types = frozenset(fold(t) for t in doc_types if t)
         folded_path = tuple(fold(s) for s in segments)
         shown = "/" + "/".join(segments)
+        if role not in ROLES:
+            # "*" in a rule means any of the known roles, never a role nobody checked.
+            return Decision(False, f"role {role or '(none)'} is not one of {', '.join(ROLES)}")
         for rule in self.rules:
             if rule.applies(role, method, folded_path, folded_types):
                 if rule.action == "allow":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -88,6 +89,14 @@ def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _create_private(path: Path) -> None:
+    """Create the database owner-only before SQLite does; its -wal and -shm files copy the mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def _name_key(name: str) -> str:
     return name.strip().casefold()
 
@@ -107,6 +116,7 @@ class SqliteStore:
         if conn is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                _create_private(self.path)
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

@@ -1,0 +1,99 @@
+"""What the enrolment listener answers: the local CA certificate and one page about it.
+
+Pure: (method, path) in, (status, headers, body) out. Nothing else is reachable there, so the
+plain-HTTP port exposes no part of the gateway.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.certs.inspect import fingerprint
+
+PEM_TYPE = "application/x-pem-file"
+DER_TYPE = "application/x-x509-ca-cert"
+HTML_TYPE = "text/html; charset=utf-8"
+TEXT_TYPE = "text/plain; charset=utf-8"
+COMMON_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class EnrolmentContent:
+    pem: bytes
+    der: bytes
+    page: bytes
+
+    @classmethod
+    def for_ca(cls, ca: x509.Certificate) -> EnrolmentContent:
+        return cls(
+            pem=ca.public_bytes(serialization.Encoding.PEM),
+            der=ca.public_bytes(serialization.Encoding.DER),
+            page=render_page(ca).encode("utf-8"),
+        )
+
+
+def render_page(ca: x509.Certificate) -> str:
+    subject = html.escape(ca.subject.rfc4514_string())
+    print_ = html.escape(fingerprint(ca))
+    expires = ca.not_valid_after_utc.strftime("%Y-%m-%d")
+    return f"""<!doctype html>
+<html lang="ru"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Сертификат шлюза / Gateway certificate</title>
+<style>body{{font-family:sans-serif;margin:1em;max-width:40em}}code{{word-break:break-all;font-size:1.1em}}
+a{{display:block;margin:.6em 0;font-size:1.2em}}</style></head><body>
+<h1>Сертификат шлюза</h1>
+<p>Установите этот сертификат центра сертификации на устройство один раз, чтобы оно доверяло
+HTTPS-адресам шлюза. / Install this CA certificate on the device once so that it trusts the gateway.</p>
+<a href="/ca.pem">ca.pem — Android, Windows, Linux</a>
+<a href="/ca.der">ca.der — Windows CE, iOS, старые устройства / older devices</a>
+<p>Сверьте отпечаток SHA-256 с тем, что показывает администратор (<code>gateway cert show</code>) /
+Compare the SHA-256 fingerprint with the one your administrator sees:</p>
+<p><code>{print_}</code></p>
+<p>{subject}<br>действителен до / valid until {expires}</p>
+</body></html>
+"""
+
+
+def answer(method: str, path: str, content: EnrolmentContent | None) -> Answer:
+    if method not in ("GET", "HEAD"):
+        return _text(405, "Method Not Allowed", "only GET is served here", {"Allow": "GET, HEAD"})
+    path = path.split("?", 1)[0]
+    if content is None:
+        if path == "/":
+            return _text(200, "OK", "this gateway serves a certificate from a trusted CA: devices need no setup")
+        return _text(404, "Not Found", "not found")
+    if path == "/":
+        return Answer(200, "OK", {"Content-Type": HTML_TYPE, "Cache-Control": "no-cache", **COMMON_HEADERS}, content.page)
+    if path == "/ca.pem":
+        return Answer(200, "OK", {"Content-Type": PEM_TYPE, "Content-Disposition": 'attachment; filename="gateway-ca.pem"',
+                                  **COMMON_HEADERS}, content.pem)
+    if path == "/ca.der":
+        return Answer(200, "OK", {"Content-Type": DER_TYPE, "Content-Disposition": 'attachment; filename="gateway-ca.crt"',
+                                  **COMMON_HEADERS}, content.der)
+    return _text(404, "Not Found", "not found")
+
+
+def _text(status: int, reason: str, text: str, extra: dict[str, str] | None = None) -> Answer:
+    return Answer(status, reason, {"Content-Type": TEXT_TYPE, **COMMON_HEADERS, **(extra or {})}, (text + "\n").encode())
+
+
+def encode(answer_: Answer, head_only: bool = False) -> bytes:
+    headers = {**answer_.headers, "Content-Length": str(len(answer_.body)), "Connection": "close"}
+    lines = [f"HTTP/1.1 {answer_.status} {answer_.reason}"] + [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else answer_.body)

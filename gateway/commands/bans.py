@@ -1,0 +1,45 @@
+"""``gateway bans list|lift``: addresses and accounts refused for too many failed logins."""
+
+from __future__ import annotations
+
+import argparse
+
+from gateway.accounts.cli_support import open_state, user_errors
+from gateway.throttle import Throttle
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("bans", help="addresses and users locked out by failed logins")
+    commands = parser.add_subparsers(dest="bans_command", metavar="ACTION")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    commands.add_parser("list", help="who is refused right now, and for how long").set_defaults(func=list_bans)
+    lift = commands.add_parser("lift", help="forget the failed logins of an address or a user name")
+    lift.add_argument("target", metavar="ADDRESS|USER")
+    lift.set_defaults(func=lift_ban)
+
+
+def _throttle(args: argparse.Namespace) -> Throttle:
+    state = open_state(args.config)
+    return Throttle(state.store, state.config.throttle)
+
+
+@user_errors
+def list_bans(args: argparse.Namespace) -> int:
+    bans = _throttle(args).bans()
+    if not bans:
+        print("no address or user is locked out")
+        return 0
+    print(f"{'KIND':<8} {'ADDRESS OR USER':<40} {'FAILURES':>8} {'FREE IN':>8}")
+    for ban in bans:
+        print(f"{ban.kind:<8} {ban.target:<40} {ban.failures:>8} {ban.retry_after:>7.0f}s")
+    return 0
+
+
+@user_errors
+def lift_ban(args: argparse.Namespace) -> int:
+    forgotten = _throttle(args).lift(args.target)
+    if not forgotten:
+        print(f"{args.target} had no recent failed logins; nothing to lift")
+        return 0
+    print(f"lifted: {forgotten} failed login(s) of {args.target} forgotten")
+    return 0

@@ -1,0 +1,204 @@
+"""Real handshakes against a running gateway: trust, SNI, policy, hot swap, HSTS, enrolment."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import http.client
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.certs.authority import create_ca, issue_server_certificate, write_server_certificate
+from gateway.certs.install import write_private_key, write_public
+from tests.harness import RunningGateway, Standin, base_entry, free_port, gateway_config
+
+LOOPBACK = [x509.IPAddress.__init__ and __import__("ipaddress").ip_address("127.0.0.1")]
+
+
+def make_pair(folder: Path, name: str = "localhost", *, expired: bool = False) -> tuple[Path, Path, str]:
+    """A CA-signed certificate for localhost/127.0.0.1 in ``folder``; returns cert, key, SHA-256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = create_ca(folder, common_name=f"Test CA {name}")
+    now = datetime.datetime.now(datetime.timezone.utc) - (datetime.timedelta(days=10) if expired else datetime.timedelta())
+    cert, key = issue_server_certificate(ca, [name], LOOPBACK, days=1 if expired else 30, now=now)
+    cert_file, key_file = write_server_certificate(folder, ca, cert, key)
+    return cert_file, key_file, cert.fingerprint(__import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA256"]).SHA256()).hex()
+
+
+def peer_sha256(port: int, server_name: str | None = "localhost") -> str:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return hashlib.sha256(der).hexdigest()
+
+
+def s_client_sha256(port: int, server_name: str | None) -> str:
+    sni = ["-servername", server_name] if server_name else ["-noservername"]
+    hello = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *sni],
+                           input=b"", capture_output=True, timeout=20)
+    out = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256"],
+                         input=hello.stdout, capture_output=True, timeout=20)
+    assert out.returncode == 0, hello.stdout.decode()[-2000:] + hello.stderr.decode()[-2000:]
+    return out.stdout.decode().split("=", 1)[1].strip().replace(":", "").lower()
+
+
+@pytest.fixture
+def two_bases(standin: Standin, tmp_path: Path, gateway_factory: Callable[..., RunningGateway]) -> tuple[RunningGateway, str]:
+    """b1 on the generated default certificate, b2 with its own certificate (fingerprint returned)."""
+    cert, key, own_sha = make_pair(tmp_path / "b2certs", "localhost")
+    config = gateway_config(tmp_path, standin, bases=[
+        base_entry(standin, "b1", hsts=600),
+        base_entry(standin, "b2", tls={"cert": str(cert), "key": str(key)}),
+    ], enrolment={"enabled": True, "host": "127.0.0.1", "listen": free_port()})
+    return gateway_factory(config), own_sha
+
+
+def test_generated_ca_is_trusted_for_name_and_ip(two_bases: tuple[RunningGateway, str]) -> None:
+    gw, _ = two_bases
+    key = Path(gw.ca_file).with_name("ca.key")
+    assert key.stat().st_mode & 0o077 == 0
+    assert Path(gw.ca_file).with_name("server.key").stat().st_mode & 0o077 == 0
+    for host in ("localhost", "127.0.0.1"):
+        url = gw.url("b1", path="/api/v1/DocTypes").replace("127.0.0.1", host)
+        response = httpx.get(url, verify=gw.ca_file)
+        assert response.status_code < 500
+    # verification is real: a name the certificate does not cover is refused
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(gw.url("b1").replace("127.0.0.1", "127.0.0.2"), verify=gw.ca_file)
+    assert "local CA" in gw.log() or "ca.pem" in gw.log()
+
+
+def test_sni_and_no_sni_get_the_listeners_certificate(two_bases: tuple[RunningGateway, str]) -> None:
+    gw, own_sha = two_bases
+    default_pem = (gw.state_dir / "certs" / "server.pem").read_bytes()
+    default_sha = x509.load_pem_x509_certificates(default_pem)[0].fingerprint(
+        __import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA256"]).SHA256()).hex()
+    assert default_sha != own_sha
+    for sni in ("localhost", None):
+        assert s_client_sha256(gw.port("b1"), sni) == default_sha
+        assert s_client_sha256(gw.port("b2"), sni) == own_sha
+        assert s_client_sha256(gw.port("b2", "print"), sni) == own_sha
+
+
+def test_policy_refuses_old_protocols_and_weak_ciphers(two_bases: tuple[RunningGateway, str]) -> None:
+    from sslyze import (ScanCommand, Scanner, ServerNetworkLocation, ServerScanRequest,
+                        ServerScanStatusEnum)
+
+    gw, _ = two_bases
+    scanner = Scanner()
+    commands = {ScanCommand.SSL_2_0_CIPHER_SUITES, ScanCommand.SSL_3_0_CIPHER_SUITES,
+                ScanCommand.TLS_1_0_CIPHER_SUITES, ScanCommand.TLS_1_1_CIPHER_SUITES,
+                ScanCommand.TLS_1_2_CIPHER_SUITES, ScanCommand.TLS_1_3_CIPHER_SUITES,
+                ScanCommand.TLS_COMPRESSION}
+    scanner.queue_scans([ServerScanRequest(server_location=ServerNetworkLocation("127.0.0.1", gw.port("b1")),
+                                           scan_commands=commands)])
+    [result] = list(scanner.get_results())
+    assert result.scan_status == ServerScanStatusEnum.COMPLETED
+    attempts = result.scan_result
+    assert attempts is not None
+
+    def accepted(attempt: Any) -> list[str]:
+        assert attempt.result is not None, attempt.error_reason
+        return [s.cipher_suite.name for s in attempt.result.accepted_cipher_suites]
+
+    for old in (attempts.ssl_2_0_cipher_suites, attempts.ssl_3_0_cipher_suites,
+                attempts.tls_1_0_cipher_suites, attempts.tls_1_1_cipher_suites):
+        assert accepted(old) == []
+    tls12 = accepted(attempts.tls_1_2_cipher_suites)
+    assert tls12, "TLS 1.2 must work for older terminals"
+    for name in tls12:
+        assert ("ECDHE" in name or "DHE" in name) and ("GCM" in name or "CHACHA20" in name), name
+    assert accepted(attempts.tls_1_3_cipher_suites)
+    assert attempts.tls_compression.result is not None
+    assert not attempts.tls_compression.result.supports_compression
+
+
+def test_http2_is_negotiated_and_hsts_sent_per_base(two_bases: tuple[RunningGateway, str]) -> None:
+    gw, _ = two_bases
+    with httpx.Client(verify=gw.ca_file, http2=True) as client:
+        pytest.importorskip("h2")
+        r1 = client.get(gw.url("b1", path="/api/v1/DocTypes"))
+        assert r1.http_version == "HTTP/2"
+        assert r1.headers["strict-transport-security"] == "max-age=600"
+    r2 = httpx.get(gw.url("b2", path="/api/v1/DocTypes"), verify=False)
+    assert "strict-transport-security" not in r2.headers
+
+
+def test_enrolment_serves_only_the_ca(two_bases: tuple[RunningGateway, str]) -> None:
+    gw, _ = two_bases
+    port = gw.config["enrolment"]["listen"]
+    base = f"http://127.0.0.1:{port}"
+    ca = x509.load_pem_x509_certificate(Path(gw.ca_file).read_bytes())
+    pem = httpx.get(f"{base}/ca.pem")
+    assert pem.headers["content-type"] == "application/x-pem-file"
+    assert x509.load_pem_x509_certificate(pem.content) == ca
+    der = httpx.get(f"{base}/ca.der")
+    assert der.headers["content-type"] == "application/x-x509-ca-cert"
+    assert x509.load_der_x509_certificate(der.content) == ca
+    page = httpx.get(f"{base}/")
+    assert ca.fingerprint(__import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA256"]).SHA256()).hex(":").upper() in page.text
+    for path in ("/api/v1/DocTypes", "/ca.key", "/../state/certs/ca.key", "/server.key"):
+        assert httpx.get(f"{base}{path}").status_code == 404
+    assert httpx.post(f"{base}/ca.pem").status_code == 405
+
+
+def _keepalive_get(conn: http.client.HTTPSConnection) -> int:
+    conn.request("GET", "/api/v1/DocTypes")
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def test_hot_swap_keeps_open_connections_and_refuses_broken_files(
+    two_bases: tuple[RunningGateway, str], tmp_path: Path,
+) -> None:
+    gw, old_sha = two_bases
+    cert_file = Path(gw.config["bases"][1]["tls"]["cert"])
+    key_file = Path(gw.config["bases"][1]["tls"]["key"])
+    port = gw.port("b2")
+    insecure = ssl._create_unverified_context()
+    held = http.client.HTTPSConnection("127.0.0.1", port, context=insecure, timeout=10)
+    assert _keepalive_get(held) < 500
+    held_socket = held.sock
+
+    new_cert, new_key, new_sha = make_pair(tmp_path / "replacement", "localhost")
+    gw.mark_log()
+    shutil.copyfile(new_key, key_file.with_suffix(".tmp"))
+    shutil.copyfile(new_cert, cert_file.with_suffix(".tmp2"))
+    key_file.with_suffix(".tmp").replace(key_file)
+    cert_file.with_suffix(".tmp2").replace(cert_file)
+    gw.wait_for_log(r"certificate .* replaced", timeout=10)
+    assert peer_sha256(port) == new_sha
+    # the connection opened before the swap goes on, on the same socket, with the old certificate
+    assert _keepalive_get(held) < 500
+    assert held.sock is held_socket
+    assert hashlib.sha256(held.sock.getpeercert(binary_form=True)).hexdigest() == old_sha
+    held.close()
+
+    # broken replacements: key of another certificate, then an expired certificate
+    other_cert, other_key, _ = make_pair(tmp_path / "other", "localhost")
+    gw.mark_log()
+    shutil.copyfile(other_key, key_file)
+    gw.wait_for_log(r"new certificate refused.*key does not match", timeout=10)
+    assert peer_sha256(port) == new_sha
+    expired_cert, expired_key, _ = make_pair(tmp_path / "expired", "localhost", expired=True)
+    gw.mark_log()
+    shutil.copyfile(expired_key, key_file)
+    shutil.copyfile(expired_cert, cert_file)
+    gw.wait_for_log(r"new certificate refused.*expired on", timeout=10)
+    assert peer_sha256(port) == new_sha
+    assert "PRIVATE KEY" not in gw.log()
