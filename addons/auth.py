@@ -244,6 +244,8 @@ class Auth:
         if COOKIE_NAME in cookies:
             token = token or cookies.get(COOKIE_NAME, "").strip()
             del cookies[COOKIE_NAME]
+            if not flow.request.headers.get("Cookie", "").strip():
+                flow.request.headers.pop("Cookie", None)
         return token
 
     @staticmethod

@@ -1,8 +1,10 @@
 """A back end that never answers gets 504, not an endless wait.
 
-mitmproxy has no read timeout for HTTP back ends. A watchdog checks the requests in flight
-every half second; a request whose response headers are overdue has its back-end connection
-closed, and ErrorPages turns the resulting failure into a 504 naming the base.
+mitmproxy has no read timeout for HTTP back ends and no connect timeout of its own (the OS's
+is about two minutes). A watchdog checks every half second: a back-end connection still not
+established after ``proxy.connect_timeout``, or a request whose response headers are overdue
+after ``proxy.backend_timeout``, has its back-end connection cut, and ErrorPages turns the
+resulting failure into a 504 naming the base.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import asyncio
 import logging
 import time
 
-from mitmproxy import ctx, http
+from mitmproxy import connection, ctx, http
+from mitmproxy.proxy import server_hooks
 
 from addons import errorpages
 from addons._context import current_config
@@ -23,7 +26,8 @@ WATCHDOG_INTERVAL = 0.5
 
 class BackendTimeout:
     def __init__(self) -> None:
-        self._deadlines: dict[http.HTTPFlow, float] = {}
+        self._answers: dict[http.HTTPFlow, float] = {}
+        self._connects: dict[connection.Server, tuple[connection.Client, float]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def running(self) -> None:
@@ -33,35 +37,54 @@ class BackendTimeout:
         if self._task:
             self._task.cancel()
 
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._connects[data.server] = (data.client, time.monotonic() + current_config().proxy.connect_timeout)
+
+    def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._connects.pop(data.server, None)
+
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._connects.pop(data.server, None)
+
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
-        self._deadlines[flow] = time.monotonic() + current_config().proxy.backend_timeout
+        self._answers[flow] = time.monotonic() + current_config().proxy.backend_timeout
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        self._deadlines.pop(flow, None)
+        self._answers.pop(flow, None)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._deadlines.pop(flow, None)
+        self._answers.pop(flow, None)
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
             now = time.monotonic()
-            for flow, deadline in list(self._deadlines.items()):
+            for server, (client, deadline) in list(self._connects.items()):
                 if now >= deadline:
-                    self._deadlines.pop(flow, None)
-                    self._cut(flow)
+                    del self._connects[server]
+                    logger.warning("back end %s:%s: no connection within %.0f s; answering 504",
+                                   *(server.address or ("?", "?")), current_config().proxy.connect_timeout)
+                    self._cut(client, server)
+            for flow, deadline in list(self._answers.items()):
+                if now >= deadline:
+                    del self._answers[flow]
+                    logger.warning("back end %s:%s did not answer %s %s within %.0f s; answering 504",
+                                   flow.request.host, flow.request.port, flow.request.method,
+                                   flow.request.path.split("?", 1)[0], current_config().proxy.backend_timeout)
+                    flow.metadata["gateway_verdict"] = "backend-error"
+                    self._cut(flow.client_conn, flow.server_conn)
 
-    def _cut(self, flow: http.HTTPFlow) -> None:
+    @staticmethod
+    def _cut(client: connection.Client, server: connection.Server) -> None:
         proxyserver = ctx.master.addons.get("proxyserver")
-        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
-        io = handler.transports.get(flow.server_conn) if handler else None
-        if io is None or io.writer is None:
+        handler = proxyserver.connections.get(client.id) if proxyserver else None
+        io = handler.transports.get(server) if handler else None
+        if io is None:
             return
-        logger.warning("back end %s:%s did not answer %s %s within %.0f s; answering 504",
-                       flow.request.host, flow.request.port, flow.request.method,
-                       flow.request.path.split("?", 1)[0], current_config().proxy.backend_timeout)
-        flow.metadata["gateway_verdict"] = "backend-error"
-        errorpages.mark_timed_out(flow.client_conn)
-        io.writer.close()
+        errorpages.mark_timed_out(client)
+        if io.writer is not None:
+            io.writer.close()
+        elif io.handler is not None:
+            io.handler.cancel("connect timeout")  # still connecting: abandon the attempt

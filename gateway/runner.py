@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any, Iterable
@@ -73,12 +75,28 @@ def mode_specs_for(cfg: GatewayConfig) -> list[str]:
     return [f"reverse:{listener.endpoint.backend}@{listener.port}" for listener in cfg.listeners()]
 
 
-def config_fingerprint(path: Path) -> tuple[int, int, str] | None:
-    try:
-        stat = path.stat()
-        return stat.st_mtime_ns, stat.st_size, hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
+def files_fingerprint(paths: Iterable[Path]) -> str | None:
+    """A digest of the files' contents; None while the first (the configuration) is unreadable."""
+    digest = hashlib.sha256()
+    for index, path in enumerate(paths):
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            if index == 0:
+                return None
+            digest.update(b"\0missing")
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def watched_files(config_path: Path, cfg: GatewayConfig | None) -> list[Path]:
+    """The configuration and the policy files it uses: a saved change to any of them reloads."""
+    files = [config_path]
+    if cfg is not None:
+        from gateway.policy import DEFAULT_POLICY_FILE
+
+        files += sorted({base.policy or DEFAULT_POLICY_FILE for base in cfg.bases if base.user_auth})
+    return files
 
 
 class Gateway:
@@ -87,7 +105,7 @@ class Gateway:
         self.addons = list(addons) if addons is not None else build_addons()
         self.config: GatewayConfig | None = None
         self.master: Master | None = None
-        self._fingerprint: tuple[int, int, str] | None = None
+        self._fingerprint: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._reload_lock = asyncio.Lock()
 
@@ -95,7 +113,7 @@ class Gateway:
 
     async def start(self) -> None:
         cfg = load_config(self.config_path)
-        self._fingerprint = config_fingerprint(self.config_path)
+        self._fingerprint = files_fingerprint(watched_files(self.config_path, cfg))
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         problems = busy_listeners(cfg, listen_host_option(cfg), skip_ports=set())
         if problems:
@@ -128,6 +146,7 @@ class Gateway:
         for listener in cfg.listeners():
             logger.info("base %r %s: %s://%s:%d → %s", listener.base.name, listener.role, listener.scheme,
                         cfg.listen_host, listener.port, listener.endpoint.backend)
+        self._write_run_file(cfg)
         logger.info("gateway ready: %d listener(s), config %s", len(cfg.listeners()), self.config_path)
 
     async def _wait_listening(self, cfg: GatewayConfig, run_task: asyncio.Task[Any]) -> None:
@@ -152,8 +171,25 @@ class Gateway:
         if self.master:
             self.master.shutdown()
 
+    def _run_file(self, cfg: GatewayConfig) -> Path:
+        return cfg.state_dir / "run" / f"{os.getpid()}.json"
+
+    def _write_run_file(self, cfg: GatewayConfig) -> None:
+        """Which ports this process holds, so `gateway check` can tell "ours" from "taken"."""
+        path = self._run_file(cfg)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"pid": os.getpid(), "config": str(self.config_path.resolve()),
+                                       "ports": sorted(l.port for l in cfg.listeners())}), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as e:
+            logger.warning("cannot write %s: %s", path, e.strerror)
+
     async def stop(self) -> None:
         self.shutdown()
+        if self.config is not None:
+            self._run_file(self.config).unlink(missing_ok=True)
         for task in self._tasks[1:]:
             task.cancel()
         if self._tasks:
@@ -182,24 +218,23 @@ class Gateway:
     async def _watch_config(self) -> None:
         while True:
             await asyncio.sleep(CONFIG_POLL_INTERVAL)
-            fingerprint = config_fingerprint(self.config_path)
-            if fingerprint is None or self._fingerprint is None:
-                continue
-            if fingerprint[2] != self._fingerprint[2]:
+            fingerprint = files_fingerprint(watched_files(self.config_path, self.config))
+            if fingerprint is not None and fingerprint != self._fingerprint:
                 await self.reload("configuration file changed")
-            self._fingerprint = fingerprint
 
     async def reload(self, reason: str) -> bool:
         async with self._reload_lock:
             old = self.config
             assert old is not None and self.master is not None
-            self._fingerprint = config_fingerprint(self.config_path)
             try:
                 new = load_config(self.config_path)
             except ConfigError as e:
+                self._fingerprint = files_fingerprint(watched_files(self.config_path, old))
                 logger.error("configuration reload refused (%s): %s — the running configuration stays in force",
                              reason, e, extra={"event": "config-reload-refused"})
                 return False
+            # Taken before applying: a save during the reload is then seen as a new change.
+            self._fingerprint = files_fingerprint(watched_files(self.config_path, new))
             new = self._keep_restart_only_settings(old, new)
             problems = busy_listeners(new, listen_host_option(new), skip_ports={l.port for l in old.listeners()})
             if problems:
@@ -216,6 +251,7 @@ class Gateway:
             self.config = new
             set_current_config(new)
             self._warn_plaintext(new)
+            self._write_run_file(new)
             specs = mode_specs_for(new)
             self.master.options.update(stream_large_bodies=str(new.proxy.stream_threshold), mode=specs)
             ps = self.master.addons.get("proxyserver")

@@ -45,6 +45,7 @@ REFUSED = [
     ("/api/v1%2fProducts", "encoded '/'"),
     ("/api%5Cv1", "encoded '\\'"),
     ("/api\\v1\\Products", "backslash"),
+    ("/api/v1;x/Products", "';'"),
     ("/api/v1/%2e%2e/Products", "dot segment"),
     ("/api/v1/.%2E/Products", "dot segment"),
     ("/api/v1/%2e/Products", "dot segment"),

@@ -248,3 +248,31 @@ def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_back_end_that_never_accepts_gets_504(standin: Standin, gateway_factory: Factory, tmp_path: Path) -> None:
+    """A back end whose accept queue is full: SYNs are dropped and connect() hangs."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue so further connects hang
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(blackhole.getsockname())
+            fillers.append(filler)
+        time.sleep(0.2)
+        entry = base_entry(standin, "hole", "Зависший склад")
+        entry["data"]["backend"] = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
+        gw = gateway_factory(gateway_config(tmp_path, bases=[entry], proxy={"connect_timeout": 1, "backend_timeout": 30}))
+        started = time.monotonic()
+        with client(gw) as http:
+            answer = http.get(gw.url("hole", path="/api/v1/Docs"))
+        assert answer.status_code == 504
+        assert "Зависший склад" in answer.text
+        assert time.monotonic() - started < 10
+    finally:
+        for filler in fillers:
+            filler.close()
+        blackhole.close()

@@ -71,12 +71,19 @@ def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
     """One Content-Length response from a kept-alive connection: (head, body)."""
     buffer = b""
     while b"\r\n\r\n" not in buffer:
-        buffer += sock.recv(65536)
+        buffer += _receive(sock)
     head, _, body = buffer.partition(b"\r\n\r\n")
     length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
     while len(body) < length:
-        body += sock.recv(65536)
+        body += _receive(sock)
     return head, body
+
+
+def _receive(sock: socket.socket) -> bytes:
+    piece = sock.recv(65536)
+    if not piece:
+        raise AssertionError("the server closed the connection")
+    return piece
 
 
 # --- OData API -----------------------------------------------------------------------------
@@ -130,6 +137,7 @@ def test_post_document_refuses_bad_bodies(client: httpx.Client, body: bytes, fra
 def test_products_top_is_deterministic_odata_list(client: httpx.Client) -> None:
     first = client.get("/api/v1/Products", params={"$top": "3"})
     assert first.status_code == 200
+    assert first.headers["content-length"] == str(len(first.content))
     document = first.json()
     assert document["@odata.context"].endswith("#Products")
     assert [product["marking"] for product in document["value"]] == ["М-000000", "М-000001", "М-000002"]

@@ -69,7 +69,7 @@ def _targets(cfg: GatewayConfig, base_id: str | None) -> tuple[Path, Path | None
             return base.tls.cert, base.tls.key, []
         folder = certs_folder(cfg.state_dir) / f"base-{_safe(base.id)}"
         cert, key = folder / IMPORTED_CERT_NAME, folder / IMPORTED_KEY_NAME
-        return cert, key, [f"bases: - id: {base.id}   (add to this base)", "  tls:", f"    cert: {cert}", f"    key: {key}"]
+        return cert, key, [f"# under the base with id {base.id}:", "tls:", f"  cert: {cert}", f"  key: {key}"]
     if cfg.tls.cert is not None:
         return cfg.tls.cert, cfg.tls.key, []
     folder = certs_folder(cfg.state_dir)

@@ -141,8 +141,8 @@ def warnings_for(view: CertificateView, cfg: GatewayConfig | None, uses: list[st
         found.append(f"expired on {format_date(view.not_after)}: clients refuse it; renew it")
     elif now < view.not_before:
         found.append(f"not yet valid (from {format_date(view.not_before)}); check the clock")
-    elif view.days_left < EXPIRY_WARNING_DAYS:
-        found.append(f"expires within {EXPIRY_WARNING_DAYS} days ({view.days_left} days left, "
+    elif (days_left := (view.not_after - now).days) < EXPIRY_WARNING_DAYS:
+        found.append(f"expires within {EXPIRY_WARNING_DAYS} days ({days_left} days left, "
                      f"{format_date(view.not_after)}); renew it now")
     if cfg is None:
         return found

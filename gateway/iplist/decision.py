@@ -36,13 +36,17 @@ class Decision:
     match: Match | None = None
 
     def describe(self) -> str:
+        """Why, for people: ``on the blacklist (/srv/base/Server/blacklist.dat:3)``."""
         if self.verdict == WHITELISTED:
-            return f"allowed: on the whitelist ({self.match})"
+            return f"on the whitelist ({self.match})"
         if self.verdict == BLACKLISTED:
-            return f"refused: on the blacklist ({self.match})"
+            return f"on the blacklist ({self.match})"
         if self.verdict == NOT_WHITELISTED:
-            return "refused: the base admits only whitelisted addresses (whitelist_only) and this one is on no whitelist"
-        return "allowed: on no list"
+            return "on no whitelist, and the base admits only whitelisted addresses (whitelist_only)"
+        return "on no list"
+
+    def __str__(self) -> str:
+        return f"{'allowed' if self.allowed else 'refused'}: {self.describe()}"
 
 
 def client_address(host: str) -> tuple[int, int]:

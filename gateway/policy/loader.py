@@ -8,6 +8,7 @@ refused as a whole: a half-understood access policy is worse than none.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,15 @@ from gateway.policy.model import ANY, ROLES, VARIABLES, AccessPolicy, PathPatter
 
 # Shipped next to the package (repository root / policies); found from this file, not the
 # working directory, so the gateway behaves the same wherever it is started.
-DEFAULT_POLICY_FILE = Path(__file__).resolve().parent.parent.parent / "policies" / "default.yaml"
+def _default_policy_file() -> Path:
+    # A source checkout (or editable install) has policies/ beside the packages; a regular
+    # install carries it as data files under <prefix>/share/tls-gateway/ (see pyproject.toml).
+    beside = Path(__file__).resolve().parent.parent.parent / "policies" / "default.yaml"
+    installed = Path(sys.prefix) / "share" / "tls-gateway" / "policies" / "default.yaml"
+    return beside if beside.exists() or not installed.exists() else installed
+
+
+DEFAULT_POLICY_FILE = _default_policy_file()
 
 # Named so that a typo ("GTE") is an error, not a rule that silently never matches. MERGE is
 # OData v2's PATCH; the WebDAV verbs appear on old Windows servers.

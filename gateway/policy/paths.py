@@ -120,6 +120,9 @@ def normalise_path(target: str) -> NormalPath:
         raise AmbiguousPath("the request target is not a path starting with '/'")
     if "\\" in raw_path:
         raise AmbiguousPath("the path contains a backslash")
+    if ";" in raw_path:
+        # Path parameters (/api/v1;x/Products): some servers strip them, some keep them.
+        raise AmbiguousPath("the path contains ';' (path parameters are read differently by different servers)")
     if any(_is_control(c) for c in raw_path):
         raise AmbiguousPath("the path contains a control character or NUL")
     if any(_is_control(c) for c in query):

@@ -78,7 +78,7 @@ class RequestHead:
         tokens = {token.strip().lower() for token in (self.header("connection") or "").split(",")}
         if self.version == "1.0":
             return "keep-alive" in tokens
-        return False
+        return "close" not in tokens
 
 
 def parse_head(data: bytes) -> RequestHead:

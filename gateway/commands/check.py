@@ -1,0 +1,123 @@
+"""``gateway check``: the configuration, certificates, ports, back ends and IP lists, one status
+line per base — the seed's "Адрес / Статус" with the real reason instead of "the underlying
+connection was closed". Safe while the gateway runs: its own ports do not count as taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.health import BaseStatus, check_bases, gateway_ports, listen_problem
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "check", help="check the configuration, certificates, ports, back ends and IP lists of every base")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable list instead of lines")
+    parser.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each back end (default 1)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        if args.json:
+            print(json.dumps({"ok": False, "config": str(args.config), "error": str(e)}, ensure_ascii=False))
+        else:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    statuses = check(cfg, args.timeout)
+    if args.json:
+        print(json.dumps([s.as_dict() for s in statuses], ensure_ascii=False, indent=2))
+    else:
+        if not cfg.bases:
+            print(f"{cfg.source}: no bases configured")
+        for status in statuses:
+            print(status.line())
+    return 0 if all(s.ok for s in statuses) else 1
+
+
+def check(cfg: GatewayConfig, timeout: float = 1.0) -> list[BaseStatus]:
+    extra: dict[str, list[str]] = {base.id: [] for base in cfg.bases}
+    for base_id, problem in certificate_problems(cfg):
+        extra[base_id].append(problem)
+    for base_id, problems in ip_list_problems(cfg).items():
+        extra[base_id] += problems
+    for base_id, problem in policy_problems(cfg):
+        extra[base_id].append(problem)
+    ours = gateway_ports(cfg.state_dir)
+    statuses = check_bases(cfg, extra, timeout, ours)
+    return statuses + side_listener_statuses(cfg, ours)
+
+
+def certificate_problems(cfg: GatewayConfig) -> list[tuple[str, str]]:
+    """(base id, problem); a problem of the default certificate belongs to every base using it."""
+    try:
+        from gateway.certs import certificate_problems as find
+    except ImportError:
+        return []
+    own_cert = {b.id for b in cfg.bases if b.tls is not None and b.tls.cert is not None}
+    found: list[tuple[str, str]] = []
+    for owner, problem in find(cfg):
+        if owner is not None:
+            found.append((owner, problem))
+        else:
+            found += [(b.id, problem) for b in cfg.bases if b.id not in own_cert]
+    return found
+
+
+def ip_list_problems(cfg: GatewayConfig) -> dict[str, list[str]]:
+    """Bad lines and unreadable files of each base's whitelists and blacklists."""
+    try:
+        from gateway.iplist import ListUnreadable, load_list
+        from gateway.iplist.registry import base_lists
+    except ImportError:
+        return {}
+    by_file: dict[Path, list[str]] = {}
+
+    def problems_of(path: Path) -> list[str]:
+        if path not in by_file:
+            try:
+                compiled = load_list(path)
+                by_file[path] = [f"{path.name} line {e.line}: {e.reason}" for e in compiled.errors]
+            except ListUnreadable as e:
+                by_file[path] = [str(e)]
+        return by_file[path]
+
+    return {base_id: [p for path in (*lists.whitelists, *lists.blacklists) for p in problems_of(path)]
+            for base_id, lists in base_lists(cfg).items()}
+
+
+def policy_problems(cfg: GatewayConfig) -> list[tuple[str, str]]:
+    try:
+        from gateway.policy import PolicyError, load_policy
+    except ImportError:
+        return []
+    found = []
+    for base in cfg.bases:
+        if base.policy is None:
+            continue
+        try:
+            load_policy(base.policy)
+        except PolicyError as e:
+            found.append((base.id, str(e)))
+    return found
+
+
+def side_listener_statuses(cfg: GatewayConfig, ours: set[int]) -> list[BaseStatus]:
+    """The admin and enrolment listeners are checked too: a taken port there stops the start."""
+    statuses = []
+    for name, settings in (("admin listener", cfg.admin), ("enrolment listener", cfg.enrolment)):
+        if not settings.enabled:
+            continue
+        status = BaseStatus(name.split()[0], name, f"http://{settings.host}:{settings.listen}")
+        problem = listen_problem(settings.host, settings.listen, ours)
+        if problem:
+            status.problems.append(problem)
+        statuses.append(status)
+    return statuses

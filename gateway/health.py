@@ -1,0 +1,208 @@
+"""The facts behind `gateway check` and /readyz: is a back end reachable, is a port free or held
+by the running gateway itself, and what is wrong with each base.
+
+No mitmproxy here. ``gateway check`` must be safe to run while the gateway runs, so a busy port
+is only "taken" when the running gateway is not the one holding it: the gateway records the
+ports it serves in ``<state_dir>/gateway.run.json`` (written by addons/admin.py), and a port
+listed there by a live process is ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from gateway.config import BaseConfig, GatewayConfig, Listener
+from gateway.ports import port_problem
+
+RUN_FILE_NAME = "gateway.run.json"
+# A warehouse LAN answers a TCP connect in milliseconds; a second means "not there".
+PROBE_TIMEOUT = 1.0
+
+
+# --- back ends ---------------------------------------------------------------------------------
+
+
+def tcp_problem(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """None when something accepts a TCP connection at host:port, else why not, in words."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except ConnectionRefusedError:
+        return "connection refused"
+    except (socket.timeout, TimeoutError):
+        return f"timed out after {timeout:g} s"
+    except socket.gaierror:
+        return f"the name {host!r} does not resolve"
+    except OSError as e:
+        return e.strerror or str(e)
+
+
+def backend_problem(backend: str, host: str, port: int, timeout: float = PROBE_TIMEOUT) -> str | None:
+    reason = tcp_problem(host, port, timeout)
+    return None if reason is None else f"back end {backend} not reachable ({reason})"
+
+
+# --- the run file: which ports the running gateway holds -----------------------------------------
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    pid: int
+    ports: tuple[int, ...]
+    admin: int | None = None
+    started: float = 0.0
+
+
+def run_file(state_dir: Path) -> Path:
+    return state_dir / RUN_FILE_NAME
+
+
+def write_run_file(state_dir: Path, info: RunInfo) -> None:
+    path = run_file(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{info.pid}.tmp")
+    tmp.write_text(json.dumps({"pid": info.pid, "ports": sorted(info.ports), "admin": info.admin,
+                               "started": info.started}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def remove_run_file(state_dir: Path, pid: int) -> None:
+    """Remove the file only if it is still this process's (a newer gateway may have replaced it)."""
+    info = read_run_file(state_dir)
+    if info is not None and info.pid == pid:
+        try:
+            run_file(state_dir).unlink()
+        except OSError:
+            pass
+
+
+def read_run_file(state_dir: Path) -> RunInfo | None:
+    try:
+        data = json.loads(run_file(state_dir).read_text(encoding="utf-8"))
+        return RunInfo(pid=int(data["pid"]), ports=tuple(int(p) for p in data.get("ports", ())),
+                       admin=int(data["admin"]) if data.get("admin") else None,
+                       started=float(data.get("started", 0.0)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":
+        return _windows_process_alive(pid)
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another account
+    except OSError:
+        return False
+    return True
+
+
+def _windows_process_alive(pid: int) -> bool:
+    # os.kill on Windows would terminate the process; ask the kernel instead.
+    import ctypes
+
+    synchronize, wait_timeout = 0x00100000, 0x102
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(synchronize, False, pid)
+    if not handle:
+        return False
+    try:
+        return bool(kernel32.WaitForSingleObject(handle, 0) == wait_timeout)
+    finally:
+        kernel32.CloseHandle(handle)
+
+
+def gateway_ports(state_dir: Path, alive: Callable[[int], bool] = process_alive) -> set[int]:
+    """Ports the running gateway holds (empty when no gateway runs from this state_dir)."""
+    info = read_run_file(state_dir)
+    if info is None or not alive(info.pid):
+        return set()
+    ports = set(info.ports)
+    if info.admin:
+        ports.add(info.admin)
+    return ports
+
+
+def listen_problem(host: str, port: int, ours: set[int]) -> str | None:
+    """Like ports.port_problem, but a port the running gateway holds is fine."""
+    problem = port_problem(host, port)
+    if problem is not None and port in ours and "taken" in problem:
+        return None
+    return problem
+
+
+# --- one line per base ------------------------------------------------------------------------
+
+
+@dataclass
+class BaseStatus:
+    base_id: str
+    name: str
+    address: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def line(self) -> str:
+        return f"{self.name} — {self.address} — {'OK' if self.ok else '; '.join(self.problems)}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"base": self.base_id, "name": self.name, "address": self.address, "ok": self.ok,
+                "problems": list(self.problems)}
+
+
+def public_host(cfg: GatewayConfig) -> str:
+    """The host name people type to reach the gateway, as in the seed's "Адрес: https://it02:10560"."""
+    if cfg.listen_host in ("", "0.0.0.0", "::"):
+        return socket.gethostname() or "localhost"
+    return f"[{cfg.listen_host}]" if ":" in cfg.listen_host else cfg.listen_host
+
+
+def address_of(cfg: GatewayConfig, base: BaseConfig) -> str:
+    return f"{'https' if base.https else 'http'}://{public_host(cfg)}:{base.data.listen}"
+
+
+def listener_problems(listener: Listener, host: str, ours: set[int], timeout: float) -> list[str]:
+    problems = []
+    where = "" if listener.role == "data" else "print "
+    taken = listen_problem(host, listener.port, ours)
+    if taken:
+        problems.append(where + taken)
+    unreachable = backend_problem(listener.endpoint.backend, listener.endpoint.backend_host,
+                                  listener.endpoint.backend_port, timeout)
+    if unreachable:
+        problems.append(where + unreachable)
+    return problems
+
+
+def check_bases(cfg: GatewayConfig, extra: dict[str, list[str]] | None = None,
+                timeout: float = PROBE_TIMEOUT, ours: set[int] | None = None) -> list[BaseStatus]:
+    """Ports and back ends of every base; ``extra`` adds problems found elsewhere (certificates,
+    IP lists), keyed by base id."""
+    extra = extra or {}
+    ours = gateway_ports(cfg.state_dir) if ours is None else ours
+    host = "" if cfg.listen_host in ("", "0.0.0.0", "::") else cfg.listen_host
+    statuses = []
+    by_base: dict[str, list[Listener]] = {}
+    for listener in cfg.listeners():
+        by_base.setdefault(listener.base.id, []).append(listener)
+    for base in cfg.bases:
+        status = BaseStatus(base.id, base.name, address_of(cfg, base))
+        for listener in by_base.get(base.id, []):
+            status.problems += listener_problems(listener, host, ours, timeout)
+        status.problems += extra.get(base.id, [])
+        statuses.append(status)
+    return statuses
