@@ -130,6 +130,8 @@ class TlsSettings:
     password_file: Path | None = None
     min_version: str = "1.2"
     http2: bool = True
+    # The names and addresses devices use to reach the gateway, checked against the certificate.
+    hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -315,7 +317,10 @@ def parse_size(text: str | int) -> int:
 def _backend(reader: _Reader, name: str) -> str:
     url = reader.required(name, str).strip()
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme == "https":
+        raise reader.fail(name, f"{url!r}: the back end is reached over plain HTTP (the gateway adds TLS "
+                                "in front of it); write http://")
+    if parts.scheme != "http" or not parts.hostname:
         raise reader.fail(name, f"{url!r} is not a back-end address; write it like http://127.0.0.1:9706")
     try:
         parts.port
@@ -451,8 +456,13 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
     min_version = str(tls_reader.get("min_version", (str, float), "1.2"))
     if min_version not in TLS_VERSIONS:
         raise tls_reader.fail("min_version", f"{min_version!r} is not allowed; use \"1.2\" or \"1.3\"")
+    hosts = tls_reader.get("hosts", list, [])
+    for i, host in enumerate(hosts):
+        if not isinstance(host, str) or not host.strip():
+            raise ConfigError(source, f"tls.hosts[{i}]", "must be a host name or an IP address")
     tls = TlsSettings(cert=pair.cert, key=pair.key, password_file=pair.password_file,
-                      min_version=min_version, http2=tls_reader.get("http2", bool, True))
+                      min_version=min_version, http2=tls_reader.get("http2", bool, True),
+                      hosts=tuple(h.strip() for h in hosts))
     tls_reader.finish()
 
     bases_raw = top.get("bases", list, [])

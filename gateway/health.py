@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -195,14 +196,16 @@ def check_bases(cfg: GatewayConfig, extra: dict[str, list[str]] | None = None,
     extra = extra or {}
     ours = gateway_ports(cfg.state_dir) if ours is None else ours
     host = "" if cfg.listen_host in ("", "0.0.0.0", "::") else cfg.listen_host
+    listeners = cfg.listeners()
+    # Back ends are probed side by side: ten unreachable bases must not take ten timeouts.
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(listeners)))) as pool:
+        found = list(pool.map(lambda listener: listener_problems(listener, host, ours, timeout), listeners))
     statuses = []
-    by_base: dict[str, list[Listener]] = {}
-    for listener in cfg.listeners():
-        by_base.setdefault(listener.base.id, []).append(listener)
     for base in cfg.bases:
         status = BaseStatus(base.id, base.name, address_of(cfg, base))
-        for listener in by_base.get(base.id, []):
-            status.problems += listener_problems(listener, host, ours, timeout)
+        for listener, problems in zip(listeners, found):
+            if listener.base.id == base.id:
+                status.problems += problems
         status.problems += extra.get(base.id, [])
         statuses.append(status)
     return statuses

@@ -1,7 +1,12 @@
 """Log output: plain text for a person at a terminal, or one JSON object per line for machines.
 
 Records may carry structured fields through ``extra=`` (event, base, client, user, ...); the
-JSON format keeps them as keys, the text format appends them as ``key=value``.
+JSON format keeps them as keys, the text format appends them as ``key=value``. Access entries
+(logger ``gateway.access``, one per request) are already a readable line in the text format,
+so their fields are not repeated there.
+
+The configured level filters what is written, at the handler; the ``gateway`` loggers always
+produce INFO records, because metrics count some of them (config reloads) whatever is written.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import sys
 from datetime import datetime, timezone
 
 from gateway.config import LogSettings
+
+ACCESS_LOGGER = "gateway.access"
 
 # Attributes every LogRecord has; anything else on a record came from extra=.
 _STANDARD = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime", "taskName"}
@@ -43,6 +50,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
+        if record.name == ACCESS_LOGGER:
+            return line
         fields = {k: v for k, v in structured_fields(record).items() if k != "client" or v}
         if fields and "event" in fields:
             line += " [" + " ".join(f"{k}={v}" for k, v in fields.items()) + "]"
@@ -58,10 +67,14 @@ def configure_logging(settings: LogSettings) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
+    handler.setLevel(settings.level)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.level)
+    level = logging.getLevelName(settings.level)
+    gateway_level = min(level, logging.INFO) if isinstance(level, int) else logging.INFO
+    logging.getLogger("gateway").setLevel(gateway_level)
     # mitmproxy logs every client connect/disconnect at INFO; that is noise at a warehouse's scale.
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)

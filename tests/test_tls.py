@@ -73,11 +73,11 @@ def test_generated_ca_is_trusted_for_name_and_ip(two_bases: tuple[RunningGateway
     assert Path(gw.ca_file).with_name("server.key").stat().st_mode & 0o077 == 0
     for host in ("localhost", "127.0.0.1"):
         url = gw.url("b1", path="/api/v1/DocTypes").replace("127.0.0.1", host)
-        response = httpx.get(url, verify=gw.ca_file)
+        response = httpx.get(url, verify=ssl.create_default_context(cafile=gw.ca_file))
         assert response.status_code < 500
     # verification is real: a name the certificate does not cover is refused
     with pytest.raises(httpx.ConnectError):
-        httpx.get(gw.url("b1").replace("127.0.0.1", "127.0.0.2"), verify=gw.ca_file)
+        httpx.get(gw.url("b1").replace("127.0.0.1", "127.0.0.2"), verify=ssl.create_default_context(cafile=gw.ca_file))
     assert "local CA" in gw.log() or "ca.pem" in gw.log()
 
 
@@ -129,7 +129,7 @@ def test_policy_refuses_old_protocols_and_weak_ciphers(two_bases: tuple[RunningG
 def test_http2_is_negotiated_and_hsts_sent_per_base(two_bases: tuple[RunningGateway, str]) -> None:
     gw, _ = two_bases
     pytest.importorskip("h2")
-    with httpx.Client(verify=gw.ca_file, http2=True) as client:
+    with httpx.Client(verify=ssl.create_default_context(cafile=gw.ca_file), http2=True) as client:
         r1 = client.get(gw.url("b1", path="/api/v1/DocTypes"))
         assert r1.http_version == "HTTP/2"
         assert r1.headers["strict-transport-security"] == "max-age=600"

@@ -115,7 +115,7 @@ def _dns_match(pattern: str, host: str) -> bool:
 
 def configured_hosts(cfg: GatewayConfig) -> list[str]:
     """The names and addresses devices use to reach the gateway, as far as the config says."""
-    hosts = [str(h) for h in getattr(cfg.tls, "hosts", ()) or ()]
+    hosts = list(cfg.tls.hosts)
     if cfg.listen_host not in UNSPECIFIED_HOSTS and cfg.listen_host not in hosts:
         hosts.append(cfg.listen_host)
     return hosts

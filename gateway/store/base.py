@@ -7,7 +7,7 @@ operation, so no caller ever does read-modify-write across calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 ROLES = ("mobile", "external", "admin")
@@ -76,12 +76,6 @@ class SessionRecord:
     user_id: str
     generation: int
     expires: float
-
-
-@dataclass(frozen=True)
-class UserExport:
-    user: User
-    credentials: tuple[Credential, ...] = field(default=())
 
 
 @runtime_checkable

@@ -1,0 +1,307 @@
+"""Throughput of the gateway against bare mitmdump, nginx and the back end itself, in one run.
+
+    .venv/bin/python bench/run.py            # back end, mitmdump, gateway, nginx (if installed)
+    .venv/bin/python bench/run.py --all      # + 100k-entry IP lists, + Basic auth on every request
+    .venv/bin/python bench/run.py --quick    # a smoke run of a few seconds
+
+The machine this runs on is shared and noisy, so absolute figures mean little: every scenario
+is measured in the same run, interleaved over several rounds, and what counts are the ratios
+between scenarios of the same round (their median is reported). Load comes from wrk when it is
+installed (scripts/bench-deps.sh), else from bench/loadgen.py; the server under test is pinned
+to one CPU and the load generator to another where the OS allows. The exit status is non-zero
+only when something could not be run (a server did not start), never for a missed goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import load  # noqa: E402
+import scenarios  # noqa: E402
+import servers  # noqa: E402
+from load import LoadError, Measurement  # noqa: E402
+from procs import CpuPlan, RssSampler, cpu_plan, pin_tree, psutil  # noqa: E402
+from servers import Server, StartError  # noqa: E402
+
+DEFAULT_PATH = "/api/v1/DocTypes"  # a small JSON answer (1.5 KB), the kind terminals ask for most
+
+
+@dataclass
+class Scenario:
+    key: str
+    server: Server
+    on_server_cpu: list[Server]  # the processes that are "the server under test" for this row
+    samples: list[Measurement] = field(default_factory=list)
+    peak_rss: int = 0
+
+    def median(self, attribute: str) -> float:
+        return statistics.median(getattr(m, attribute) for m in self.samples) if self.samples else 0.0
+
+
+@dataclass(frozen=True)
+class Ratio:
+    label: str
+    numerator: str
+    denominator: str
+    goal: float | None  # the ratio must be at least this
+    goal_text: str = ""
+    # "Within N %" goals: a ratio above 1 + tolerance is not a miss, but it shows how much of
+    # the difference is the machine's noise, so it is said.
+    tolerance: float | None = None
+
+
+RATIOS = [
+    Ratio("gateway/mitmdump", "gateway", "mitmdump", 1.5, "goal >= 1.5x (issue 2)"),
+    Ratio("gateway/nginx", "gateway", "nginx", None),
+    Ratio("gateway/back end direct", "gateway", "backend", None),
+    Ratio("100k IP lists/empty lists", "iplists", "gateway", 0.98, "goal: <= 2% apart (issue 4)", 0.02),
+    Ratio("Basic auth/no auth", "auth", "gateway", 0.95, "goal: <= 5% apart (issue 5)", 0.05),
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per measurement (default 5)")
+    parser.add_argument("--connections", type=int, default=16, help="keep-alive connections (default 16)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unrecorded load per server first")
+    parser.add_argument("--path", default=DEFAULT_PATH, help=f"request path (default {DEFAULT_PATH})")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
+                        help="wrk if installed (auto), or the Python generator bench/loadgen.py")
+    parser.add_argument("--no-nginx", action="store_true", help="leave nginx out even when installed")
+    parser.add_argument("--iplists", action="store_true", help="also: the gateway with 100k-entry IP lists")
+    parser.add_argument("--auth", action="store_true", help="also: Basic authentication on every request")
+    parser.add_argument("--all", action="store_true", help="every scenario (--iplists --auth)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 1 round of 1 s, 4 connections, short warm-up")
+    args = parser.parse_args(argv)
+    if args.all:
+        args.iplists = args.auth = True
+    if args.quick:
+        args.duration, args.rounds, args.warmup, args.connections = 1.0, 1, 0.3, 4
+    if args.duration <= 0 or args.rounds < 1 or args.connections < 1:
+        parser.error("--duration, --rounds and --connections must be positive")
+    return args
+
+
+# --- describing the machine -------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def tool_version(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+    text = (done.stdout + done.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def describe_machine(kind: str, plan: CpuPlan, with_nginx: bool) -> list[str]:
+    load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    lines = [
+        f"date:       {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"machine:    {os.cpu_count()} CPUs, {cpu_model()}; load average {load_avg}",
+        f"software:   Python {platform.python_version()}, mitmproxy {metadata.version('mitmproxy')}",
+        f"load:       {'wrk (' + tool_version(['wrk', '-v']) + ')' if kind == 'wrk' else 'bench/loadgen.py (Python asyncio; wrk not used)'}",
+        f"nginx:      {tool_version([str(servers.NGINX), '-v']) if with_nginx else 'not measured'}",
+        f"pinning:    {plan.description}",
+    ]
+    return lines
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def start_all(args: argparse.Namespace, workdir: Path, plan: CpuPlan,
+              started: list[Server]) -> tuple[list[Scenario], list[str]]:
+    """Starts every server (registering each in ``started`` for clean-up); returns the scenarios
+    and the lines saying which optional ones were skipped and why."""
+    skipped: list[str] = []
+    backend = servers.start_standin(workdir, plan.load)
+    started.append(backend)
+    found = [Scenario("backend", backend, [backend])]
+
+    mitm = servers.start_mitmdump(workdir, backend.url, plan.server)
+    started.append(mitm)
+    found.append(Scenario("mitmdump", mitm, [mitm]))
+
+    gateway_dir = workdir / "gateway"
+    gateway_config = servers.gateway_config(backend.url, base_id="bench")
+    scenarios.write_lists(servers.server_folder(gateway_dir, gateway_config), entries=0)
+    gateway = servers.start_gateway("gateway", gateway_dir, gateway_config, plan.server)
+    started.append(gateway)
+    found.append(Scenario("gateway", gateway, [gateway]))
+
+    if args.no_nginx:
+        skipped.append("nginx: skipped: --no-nginx")
+    elif not servers.nginx_available():
+        skipped.append(f"nginx: skipped: {servers.NGINX} not installed (scripts/bench-deps.sh installs it)")
+    else:
+        certs = gateway_dir / "state" / "certs"
+        nginx = servers.start_nginx(workdir, backend.url, certs / "server.pem", certs / "server.key", plan.server)
+        started.append(nginx)
+        found.append(Scenario("nginx", nginx, [nginx]))
+
+    optional = [("iplists", args.iplists, scenarios.ip_list_gateway, "100k IP lists"),
+                ("auth", args.auth, scenarios.auth_gateway, "Basic auth")]
+    for key, wanted, start, label in optional:
+        if not wanted:
+            continue
+        result = start(workdir, backend.url, args.path, plan.server)
+        if isinstance(result, scenarios.Skipped):
+            skipped.append(f"{label}: skipped: {result.reason}")
+            continue
+        started.append(result)
+        found.append(Scenario(key, result, [result]))
+
+    for scenario in found:
+        status = scenarios.http_status(scenario.server.url + args.path, scenario.server.headers)
+        if status != 200:
+            raise StartError(f"{scenario.server.name} answered {status} for GET {args.path}, not 200")
+    return found, skipped
+
+
+def place(scenario: Scenario, everyone: list[Scenario], plan: CpuPlan) -> None:
+    """The back end sits on the server CPU when it is the one measured, else with the load."""
+    backend = everyone[0].server
+    pin_tree(backend.process.pid, plan.server if scenario.key == "backend" else plan.load)
+
+
+def measure_once(scenario: Scenario, everyone: list[Scenario], args: argparse.Namespace, kind: str,
+                 plan: CpuPlan, duration: float) -> Measurement:
+    place(scenario, everyone, plan)
+    url = scenario.server.url + args.path
+    with RssSampler(scenario.server.process.pid) as sampler:
+        result = load.measure(kind, url, connections=args.connections, duration=duration,
+                              headers=scenario.server.headers, cpus=plan.load)
+    scenario.peak_rss = max(scenario.peak_rss, sampler.peak)
+    return result
+
+
+def run_rounds(found: list[Scenario], args: argparse.Namespace, kind: str, plan: CpuPlan) -> None:
+    for scenario in found:
+        measure_once(scenario, found, args, kind, plan, args.warmup)
+    for round_number in range(args.rounds):
+        # Rotating the order keeps a slow drift of the machine from always hitting the same row.
+        shift = round_number % len(found)
+        for scenario in found[shift:] + found[:shift]:
+            result = measure_once(scenario, found, args, kind, plan, args.duration)
+            scenario.samples.append(result)
+            print(f"  round {round_number + 1}/{args.rounds}: {scenario.server.name:<28} "
+                  f"{result.rps:9.0f} req/s", file=sys.stderr, flush=True)
+
+
+# --- reporting ---------------------------------------------------------------------------------
+
+
+def table(found: list[Scenario]) -> list[str]:
+    header = f"{'scenario':<28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS':>10} {'errors':>7}"
+    lines = [header, "-" * len(header)]
+    for s in found:
+        rss = f"{s.peak_rss / 2**20:.0f} MiB" if s.peak_rss else "n/a"
+        errors = sum(m.errors for m in s.samples)
+        lines.append(f"{s.server.name:<28} {s.median('rps'):>9.0f} {s.median('p50_ms'):>8.2f} "
+                     f"{s.median('p99_ms'):>8.2f} {rss:>10} {errors:>7}")
+    return lines
+
+
+def ratio_lines(found: list[Scenario]) -> list[str]:
+    by_key = {s.key: s for s in found}
+    lines = []
+    for ratio in RATIOS:
+        top, bottom = by_key.get(ratio.numerator), by_key.get(ratio.denominator)
+        if top is None or bottom is None:
+            continue
+        per_round = [a.rps / b.rps for a, b in zip(top.samples, bottom.samples) if b.rps > 0]
+        if not per_round:
+            lines.append(f"{ratio.label}: n/a (no requests completed)")
+            continue
+        value = statistics.median(per_round)
+        spread = f" (rounds {min(per_round):.2f}-{max(per_round):.2f})" if len(per_round) > 1 else ""
+        verdict = ""
+        if ratio.goal is not None:
+            verdict = f"; {ratio.goal_text}: " + (
+                "met" if value >= ratio.goal else f"MISSED by {(ratio.goal - value) / ratio.goal:.0%}")
+            if ratio.tolerance is not None and value > 1 + ratio.tolerance:
+                verdict += f" (faster by {value - 1:.0%}: that much of this figure is noise)"
+        lines.append(f"{ratio.label}: {value:.2f}x{spread}{verdict}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = cpu_plan()
+    if plan.load is not None:
+        os.sched_setaffinity(0, plan.load)  # this script (and the RSS sampler) stays off the server's CPU
+    try:
+        kind = load.choose(args.loadgen)
+    except LoadError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    with_nginx = not args.no_nginx and servers.nginx_available()
+    for line in describe_machine(kind, plan, with_nginx):
+        print(line)
+    print(f"command:    bench/run.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(f"shape:      GET {args.path}, {args.connections} keep-alive connections, {args.duration:g} s x "
+          f"{args.rounds} interleaved round(s), medians")
+    if psutil is None:
+        print("memory:     psutil not installed: peak RSS not measured")
+    print(flush=True)
+
+    started: list[Server] = []
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
+        try:
+            found, skipped = start_all(args, Path(tmp), plan, started)
+            begun = time.monotonic()
+            run_rounds(found, args, kind, plan)
+            elapsed = time.monotonic() - begun
+        except (StartError, LoadError) as e:
+            print(f"bench: {e}", file=sys.stderr)
+            return 1
+        finally:
+            for server in reversed(started):
+                server.stop()
+    for line in table(found):
+        print(line)
+    print()
+    for line in ratio_lines(found):
+        print(line)
+    for line in skipped:
+        print(line)
+    failing = [s.server.name for s in found if any(m.errors for m in s.samples)]
+    if failing:
+        print(f"warning: error answers or socket errors from: {', '.join(failing)} (see the errors column)")
+    if kind == "python":
+        print("note: with the Python load generator the fastest rows (back end, nginx) are limited by the "
+              "generator, not the server; install wrk for those")
+    print(f"measured for {elapsed:.0f} s; load average now "
+          + (" ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
