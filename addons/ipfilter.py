@@ -35,7 +35,7 @@ class IpFilter:
         _active = self
 
     def running(self) -> None:
-        if False:
+        if self._watch_task is None:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch())
 
     def done(self) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gateway.config import DEFAULT_CONFIG_NAME
 
-COMMAND_MODULES = ("run", "demo", "check", "standin", "cert", "iplist", "group", "user", "users", "bans")
+COMMAND_MODULES = ("run", "demo", "check", "standin", "cert", "iplist", "group", "user", "bans")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
@@ -19,9 +18,10 @@ DEMO_CONFIG = Path(__file__).resolve().parent.parent.parent / "demo" / "gateway.
 DEMO_USER = "demo"
 # A demo secret shown on screen on purpose: it exists only in the demo state folder.
 DEMO_PASSWORD = "Demo-Warehouse-2026"
-DEMO_GROUP = "Операторы ТСД"
-
-logger = logging.getLogger("gateway.demo")
+# External-connection role: the printed curl line calls the REST API, which the default policy
+# keeps from mobile users.
+DEMO_GROUP = "Внешние подключения"
+DEMO_DOC_TYPES = ("Поступление", "Инвентаризация", "Перемещение", "Продажа", "Списание", "Возврат")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -31,15 +31,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(func=run_demo)
 
 
-def ensure_demo_user(config_path: Path) -> bool:
-    """Create the demo group and user once. False when user support is not available."""
-    try:
-        from gateway.accounts.demo import ensure_demo_account
-    except ModuleNotFoundError:
-        return False
+def ensure_demo_user(config_path: Path) -> None:
+    """Create the demo group and user once; an existing demo user is left as it is."""
+    from gateway.accounts import Accounts
+    from gateway.accounts.keys import load_or_create_secret
+    from gateway.store import open_store
+
     cfg = load_config(config_path)
-    ensure_demo_account(cfg, DEMO_USER, DEMO_PASSWORD, DEMO_GROUP)
-    return True
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+    accounts = Accounts(store, load_or_create_secret(cfg.state_dir))
+    if store.find_group(DEMO_GROUP) is None:
+        accounts.add_group(DEMO_GROUP, "external", DEMO_DOC_TYPES)
+    if store.find_user(DEMO_USER) is None:
+        accounts.add_user(DEMO_USER, DEMO_GROUP, DEMO_PASSWORD, description="demo user created by `gateway demo`")
 
 
 async def _run(config_path: Path) -> int:
@@ -86,8 +91,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     configure_logging(cfg.log)
     try:
-        if not ensure_demo_user(config_path):
-            logger.warning("user support is not installed; the demo runs without the demo user")
+        ensure_demo_user(config_path)
         return asyncio.run(_run(config_path))
     except (ConfigError, StartupError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,202 @@
+"""The admin listener (``admin:``, 127.0.0.1:9400 by default): /metrics, /healthz and /readyz,
+nothing else. Plain HTTP on its own socket, never a mitmproxy listener, so it can never reach a
+back end. The port is bound in ``apply_config`` (a busy port refuses the configuration) and
+served once the event loop runs; a changed host or port moves it on reload.
+
+This addon also keeps ``<state_dir>/gateway.run.json`` (pid and ports of the running gateway),
+which lets ``gateway check`` tell the gateway's own ports from ports taken by another program.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.config import GatewayConfig
+from gateway.health import RunInfo, remove_run_file, write_run_file
+
+logger = logging.getLogger("gateway.admin")
+
+MAX_REQUEST_BYTES = 8 * 1024
+READ_TIMEOUT = 10.0
+# /readyz asks every back end for a TCP connect; a second is long on a LAN.
+READY_TIMEOUT = 1.0
+PLAIN = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class _Where:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    content_type: str
+    body: bytes
+
+
+REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 503: "Service Unavailable"}
+
+
+class Admin:
+    def __init__(self) -> None:
+        self._where: _Where | None = None
+        self._socket: socket.socket | None = None
+        self._server: asyncio.Server | None = None
+        self._config: GatewayConfig | None = None
+        self._started = time.time()
+        self._loop_running = False
+
+    # --- configuration ---
+
+    def apply_config(self, cfg: GatewayConfig) -> None:
+        wanted = _Where(cfg.admin.host, cfg.admin.listen) if cfg.admin.enabled else None
+        if wanted != self._where:
+            new_socket = _bind(wanted) if wanted is not None else None  # raises: config refused
+            self._stop()
+            self._where, self._socket = wanted, new_socket
+            if wanted is not None:
+                logger.info("admin listener on http://%s:%d/ (/metrics, /healthz, /readyz)", wanted.host,
+                            self.port or wanted.port)
+        self._config = cfg
+        self._write_run_file()
+        if self._loop_running:
+            self._start()
+
+    def running(self) -> None:
+        self._loop_running = True
+        self._write_run_file()
+        self._start()
+
+    def done(self) -> None:
+        self._stop()
+        if self._config is not None:
+            remove_run_file(self._config.state_dir, os.getpid())
+
+    @property
+    def port(self) -> int | None:
+        return int(self._socket.getsockname()[1]) if self._socket is not None else None
+
+    def _write_run_file(self) -> None:
+        cfg = self._config
+        if cfg is None:
+            return
+        ports = {listener.port for listener in cfg.listeners()}
+        if cfg.enrolment.enabled:
+            ports.add(cfg.enrolment.listen)
+        try:
+            write_run_file(cfg.state_dir, RunInfo(os.getpid(), tuple(sorted(ports)), self.port, self._started))
+        except OSError as e:
+            logger.warning("cannot write %s (gateway check may call the gateway's own ports taken): %s",
+                           cfg.state_dir, e.strerror or e)
+
+    # --- serving ---
+
+    def _start(self) -> None:
+        if self._socket is None or self._server is not None:
+            return
+        sock = self._socket
+
+        async def start() -> None:
+            server = await asyncio.start_server(self._handle, sock=sock, limit=MAX_REQUEST_BYTES)
+            if self._socket is sock:
+                self._server = server
+            else:
+                server.close()
+
+        asyncio.get_running_loop().create_task(start())
+
+    def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        elif self._socket is not None:
+            self._socket.close()
+        self._server, self._socket = None, None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            if len(parts) != 3:
+                answer = Answer(400, PLAIN, b"400 Bad Request\n")
+                method = "GET"
+            else:
+                method, target = parts[0], parts[1]
+                answer = await self.answer(method, target.split("?", 1)[0])
+            writer.write(encode(answer, head_only=method == "HEAD"))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def answer(self, method: str, path: str) -> Answer:
+        if path not in ("/metrics", "/healthz", "/readyz"):
+            return Answer(404, PLAIN, b"404 Not Found: this listener serves /metrics, /healthz and /readyz only\n")
+        if method not in ("GET", "HEAD"):
+            return Answer(405, PLAIN, b"405 Method Not Allowed: use GET\n")
+        if path == "/healthz":
+            return Answer(200, PLAIN, b"ok\n")
+        if path == "/readyz":
+            return await self.readiness()
+        metrics = _metrics_addon()
+        body = await asyncio.get_running_loop().run_in_executor(None, metrics.render) if metrics else b""
+        return Answer(200, CONTENT_TYPE_LATEST, body)
+
+    async def readiness(self) -> Answer:
+        cfg = self._config
+        backends = sorted({(l.endpoint.backend, l.endpoint.backend_host, l.endpoint.backend_port)
+                           for l in (cfg.listeners() if cfg else [])})
+        results = await asyncio.gather(*(_connect_problem(host, port) for _, host, port in backends))
+        down = [f"{url}: {problem}" for (url, _, _), problem in zip(backends, results) if problem]
+        if down:
+            return Answer(503, PLAIN, ("not ready; back ends not answering:\n" + "\n".join(down) + "\n").encode())
+        return Answer(200, PLAIN, f"ready: {len(backends)} back end(s) answer\n".encode())
+
+
+async def _connect_problem(host: str, port: int) -> str | None:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), READY_TIMEOUT)
+    except asyncio.TimeoutError:
+        return f"timed out after {READY_TIMEOUT:g} s"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except OSError as e:
+        return e.strerror or str(e)
+    writer.close()
+    return None
+
+
+def _metrics_addon() -> object | None:
+    from mitmproxy import ctx
+    try:
+        return ctx.master.addons.get("metrics")
+    except AttributeError:
+        return None
+
+
+def encode(answer: Answer, head_only: bool = False) -> bytes:
+    head = (f"HTTP/1.1 {answer.status} {REASONS.get(answer.status, '')}\r\n"
+            f"Content-Type: {answer.content_type}\r\n"
+            f"Content-Length: {len(answer.body)}\r\n"
+            "Cache-Control: no-store\r\nConnection: close\r\n\r\n").encode("latin-1")
+    return head if head_only else head + answer.body
+
+
+def _bind(where: _Where) -> socket.socket:
+    family = socket.AF_INET6 if ":" in where.host else socket.AF_INET
+    try:
+        sock = socket.create_server((where.host, where.port), family=family)
+    except OSError as e:
+        raise OSError(f"admin.listen: cannot listen on {where.host}:{where.port} ({e.strerror}); "
+                      "choose another port (admin.listen) or stop the program using it") from None
+    sock.setblocking(False)
+    return sock
