@@ -22,6 +22,7 @@ class Measurement:
     p50_ms: float
     p99_ms: float
     errors: int  # non-2xx/3xx answers plus socket errors
+    requests: int
     note: str = ""
 
 
@@ -86,7 +87,9 @@ def parse_wrk(output: str) -> Measurement:
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     if sockets:
         errors += sum(int(n) for n in sockets.groups())
-    return Measurement(float(rps.group(1)), _millis(p50.group(1)), _millis(p99.group(1)), errors)
+    done = re.search(r"^\s+(\d+) requests in", output, re.MULTILINE)
+    return Measurement(float(rps.group(1)), _millis(p50.group(1)), _millis(p99.group(1)), errors,
+                       int(done.group(1)) if done else 0)
 
 
 def parse_loadgen(output: str) -> Measurement:
@@ -95,4 +98,5 @@ def parse_loadgen(output: str) -> Measurement:
     except (ValueError, IndexError):
         raise LoadError(f"cannot read the load generator's output: {output[-300:]!r}") from None
     return Measurement(float(data["rps"]), float(data["p50_ms"]), float(data["p99_ms"]),
-                       int(data["errors"]) + int(data["socket_errors"]), str(data.get("first_error") or ""))
+                       int(data["errors"]) + int(data["socket_errors"]), int(data["requests"]),
+                       str(data.get("first_error") or ""))

@@ -140,3 +140,24 @@ def test_bad_line_does_not_disable_the_rest() -> None:
     assert [(e.line, e.text) for e in parsed.errors] == [(2, "10.0.0.300"), (4, "bogus")]
     assert [line for _, _, line in parsed.spans(V4)] == [1, 3]
     assert "line 2" in str(parsed.errors[0])
+
+
+def test_line_numbers_follow_notepad_line_ends_only() -> None:
+    parsed = parse_text("10.0.0.1\r\n10.0.0.2\x0c\r10.0.0.3\nbad\r\n")
+    assert [line for _, _, line in parsed.spans(V4)] == [1, 2, 3]
+    assert [e.line for e in parsed.errors] == [4]
+
+
+def test_leading_zeros_refused_even_where_inet_pton_accepts_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import gateway.iplist.parse as parse
+
+    def permissive(family: int, text: str) -> bytes:  # like inet_aton: "010" is octal 8
+        return socket.inet_aton(text) if family == socket.AF_INET else socket.inet_pton(family, text)
+
+    monkeypatch.setattr(parse, "_pton", permissive)
+    monkeypatch.setattr(parse, "_CHECK_LEADING_ZEROS", True)
+    parsed = parse_text("010.1.1.1\n10.1.1.1\n")
+    assert [e.line for e in parsed.errors] == [1] and "leading zeros" in parsed.errors[0].reason
+    assert parsed.spans(V4) == [(v4("10.1.1.1"), v4("10.1.1.1"), 2)]

@@ -14,9 +14,8 @@ from typing import Iterator, MutableSequence
 
 from gateway.iplist.parse import LINE_BITS, LINE_MASK
 
-# Both ends of an IPv4 interval fit in 64 bits, so an IPv4 set is stored in compact arrays
-# (a million entries in ~24 MB instead of ~100 MB of int objects); IPv6 needs 128 bits.
-_FITS_ARRAY = (1 << 64) - 1
+# An IPv4 set is stored in arrays of 64-bit numbers: a million pieces take ~24 MB instead of
+# ~100 MB as lists of int objects.
 
 
 class IntervalSet:
@@ -33,9 +32,11 @@ class IntervalSet:
         packed.sort()
         value_mask = (1 << bits) - 1
         start_shift = bits + LINE_BITS
-        starts: list[int] = []
-        ends: list[int] = []
-        lines: list[int] = []
+        # Pieces of IPv4 sets go straight into compact arrays; IPv6 values need 128 bits.
+        compact = bits <= 64
+        starts: MutableSequence[int] = array("Q") if compact else []
+        ends: MutableSequence[int] = array("Q") if compact else []
+        lines: MutableSequence[int] = array("Q") if compact else []
         if packed:
             first = packed[0]
             cur_start, cur_end, cur_line = first >> start_shift, (first >> LINE_BITS) & value_mask, first & LINE_MASK
@@ -59,8 +60,6 @@ class IntervalSet:
             starts.append(cur_start)
             ends.append(cur_end)
             lines.append(cur_line)
-        if ends and ends[-1] <= _FITS_ARRAY:
-            return cls(array("Q", starts), array("Q", ends), array("Q", lines))
         return cls(starts, ends, lines)
 
     def find(self, value: int) -> int | None:

@@ -36,6 +36,19 @@ _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
 
 
+def _pton_accepts_leading_zeros() -> bool:
+    try:
+        _pton(_AF_INET, "010.1.1.1")
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+# glibc refuses "010.1.1.1" itself; where inet_pton accepts it, every address with a 0 is
+# checked again, so all platforms read a file alike.
+_CHECK_LEADING_ZEROS = _pton_accepts_leading_zeros()
+
+
 class EntryError(ValueError):
     """A line that is not an entry; the message says why and how to write it instead."""
 
@@ -91,7 +104,7 @@ def parse_address(text: str) -> tuple[int, int]:
         packed = _pton(_AF_INET, text)
     except (OSError, ValueError):
         return V4, _explain(text, ipaddress.IPv4Address)
-    if "0" in text and _LEADING_ZERO.search(text):
+    if _CHECK_LEADING_ZEROS and "0" in text and _LEADING_ZERO.search(text):
         # Some platforms' inet_pton accept "010.1.1.1"; others read it as octal 8.1.1.1.
         return V4, _explain(text, ipaddress.IPv4Address)
     return V4, _from_bytes(packed, "big")
@@ -117,8 +130,11 @@ def parse_text(text: str) -> ParsedText:
     from_bytes = _from_bytes
     blanks = _BLANKS
     leading_zero = _LEADING_ZERO.search
+    check_zeros = _CHECK_LEADING_ZEROS
     entries = 0
-    for number, raw in enumerate(text.splitlines(), 1):
+    # Lines as Notepad numbers them: CRLF, LF or CR end a line (str.splitlines would also split
+    # on form feeds and Unicode separators, and the numbers in messages would drift).
+    for number, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):
         line = raw
         if "#" in line:
             line = line.partition("#")[0]
@@ -136,7 +152,7 @@ def parse_text(text: str) -> ParsedText:
             except (OSError, ValueError):
                 pass
             else:
-                if not ("0" in line and leading_zero(line)):
+                if not (check_zeros and "0" in line and leading_zero(line)):
                     v4.append((((value << 32) | value) << LINE_BITS) | number)
                     continue
         try:
