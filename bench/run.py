@@ -33,22 +33,30 @@ import load  # noqa: E402
 import scenarios  # noqa: E402
 import servers  # noqa: E402
 from load import LoadError, Measurement  # noqa: E402
-from procs import CpuPlan, RssSampler, cpu_plan, pin_tree, psutil  # noqa: E402
+from procs import CpuPlan, RssSampler, cpu_plan, pin_tree, psutil, tree_cpu_seconds  # noqa: E402
 from servers import Server, StartError  # noqa: E402
 
 DEFAULT_PATH = "/api/v1/DocTypes"  # a small JSON answer (1.5 KB), the kind terminals ask for most
+
+
+@dataclass(frozen=True)
+class Sample:
+    load: Measurement
+    cpu_us: float  # the server's CPU time per request, microseconds (0 when not measured)
 
 
 @dataclass
 class Scenario:
     key: str
     server: Server
-    on_server_cpu: list[Server]  # the processes that are "the server under test" for this row
-    samples: list[Measurement] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
     peak_rss: int = 0
 
     def median(self, attribute: str) -> float:
-        return statistics.median(getattr(m, attribute) for m in self.samples) if self.samples else 0.0
+        if not self.samples:
+            return 0.0
+        return statistics.median(s.cpu_us if attribute == "cpu_us" else getattr(s.load, attribute)
+                                 for s in self.samples)
 
 
 @dataclass(frozen=True)
@@ -143,18 +151,18 @@ def start_all(args: argparse.Namespace, workdir: Path, plan: CpuPlan,
     skipped: list[str] = []
     backend = servers.start_standin(workdir, plan.load)
     started.append(backend)
-    found = [Scenario("backend", backend, [backend])]
+    found = [Scenario("backend", backend)]
 
     mitm = servers.start_mitmdump(workdir, backend.url, plan.server)
     started.append(mitm)
-    found.append(Scenario("mitmdump", mitm, [mitm]))
+    found.append(Scenario("mitmdump", mitm))
 
     gateway_dir = workdir / "gateway"
     gateway_config = servers.gateway_config(backend.url, base_id="bench")
     scenarios.write_lists(servers.server_folder(gateway_dir, gateway_config), entries=0)
     gateway = servers.start_gateway("gateway", gateway_dir, gateway_config, plan.server)
     started.append(gateway)
-    found.append(Scenario("gateway", gateway, [gateway]))
+    found.append(Scenario("gateway", gateway))
 
     if args.no_nginx:
         skipped.append("nginx: skipped: --no-nginx")
@@ -164,7 +172,7 @@ def start_all(args: argparse.Namespace, workdir: Path, plan: CpuPlan,
         certs = gateway_dir / "state" / "certs"
         nginx = servers.start_nginx(workdir, backend.url, certs / "server.pem", certs / "server.key", plan.server)
         started.append(nginx)
-        found.append(Scenario("nginx", nginx, [nginx]))
+        found.append(Scenario("nginx", nginx))
 
     optional = [("iplists", args.iplists, scenarios.ip_list_gateway, "100k IP lists"),
                 ("auth", args.auth, scenarios.auth_gateway, "Basic auth")]
@@ -176,7 +184,7 @@ def start_all(args: argparse.Namespace, workdir: Path, plan: CpuPlan,
             skipped.append(f"{label}: skipped: {result.reason}")
             continue
         started.append(result)
-        found.append(Scenario(key, result, [result]))
+        found.append(Scenario(key, result))
 
     for scenario in found:
         status = scenarios.http_status(scenario.server.url + args.path, scenario.server.headers)
@@ -192,14 +200,17 @@ def place(scenario: Scenario, everyone: list[Scenario], plan: CpuPlan) -> None:
 
 
 def measure_once(scenario: Scenario, everyone: list[Scenario], args: argparse.Namespace, kind: str,
-                 plan: CpuPlan, duration: float) -> Measurement:
+                 plan: CpuPlan, duration: float) -> Sample:
     place(scenario, everyone, plan)
     url = scenario.server.url + args.path
-    with RssSampler(scenario.server.process.pid) as sampler:
+    pid = scenario.server.process.pid
+    cpu_before = tree_cpu_seconds(pid)
+    with RssSampler(pid) as sampler:
         result = load.measure(kind, url, connections=args.connections, duration=duration,
                               headers=scenario.server.headers, cpus=plan.load)
+    cpu = tree_cpu_seconds(pid) - cpu_before
     scenario.peak_rss = max(scenario.peak_rss, sampler.peak)
-    return result
+    return Sample(result, cpu / result.requests * 1e6 if result.requests and cpu > 0 else 0.0)
 
 
 def run_rounds(found: list[Scenario], args: argparse.Namespace, kind: str, plan: CpuPlan) -> None:
@@ -209,23 +220,25 @@ def run_rounds(found: list[Scenario], args: argparse.Namespace, kind: str, plan:
         # Rotating the order keeps a slow drift of the machine from always hitting the same row.
         shift = round_number % len(found)
         for scenario in found[shift:] + found[:shift]:
-            result = measure_once(scenario, found, args, kind, plan, args.duration)
-            scenario.samples.append(result)
+            sample = measure_once(scenario, found, args, kind, plan, args.duration)
+            scenario.samples.append(sample)
             print(f"  round {round_number + 1}/{args.rounds}: {scenario.server.name:<28} "
-                  f"{result.rps:9.0f} req/s", file=sys.stderr, flush=True)
+                  f"{sample.load.rps:9.0f} req/s {sample.cpu_us:7.0f} us CPU/req", file=sys.stderr, flush=True)
 
 
 # --- reporting ---------------------------------------------------------------------------------
 
 
 def table(found: list[Scenario]) -> list[str]:
-    header = f"{'scenario':<28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS':>10} {'errors':>7}"
+    header = (f"{'scenario':<28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} "
+              f"{'peak RSS':>10} {'errors':>7}")
     lines = [header, "-" * len(header)]
     for s in found:
         rss = f"{s.peak_rss / 2**20:.0f} MiB" if s.peak_rss else "n/a"
-        errors = sum(m.errors for m in s.samples)
+        cpu = f"{s.median('cpu_us'):.0f}" if s.median("cpu_us") else "n/a"
+        errors = sum(sample.load.errors for sample in s.samples)
         lines.append(f"{s.server.name:<28} {s.median('rps'):>9.0f} {s.median('p50_ms'):>8.2f} "
-                     f"{s.median('p99_ms'):>8.2f} {rss:>10} {errors:>7}")
+                     f"{s.median('p99_ms'):>8.2f} {cpu:>11} {rss:>10} {errors:>7}")
     return lines
 
 
@@ -236,7 +249,8 @@ def ratio_lines(found: list[Scenario]) -> list[str]:
         top, bottom = by_key.get(ratio.numerator), by_key.get(ratio.denominator)
         if top is None or bottom is None:
             continue
-        per_round = [a.rps / b.rps for a, b in zip(top.samples, bottom.samples) if b.rps > 0]
+        pairs = list(zip(top.samples, bottom.samples))
+        per_round = [a.load.rps / b.load.rps for a, b in pairs if b.load.rps > 0]
         if not per_round:
             lines.append(f"{ratio.label}: n/a (no requests completed)")
             continue
@@ -248,7 +262,13 @@ def ratio_lines(found: list[Scenario]) -> list[str]:
                 "met" if value >= ratio.goal else f"MISSED by {(ratio.goal - value) / ratio.goal:.0%}")
             if ratio.tolerance is not None and value > 1 + ratio.tolerance:
                 verdict += f" (faster by {value - 1:.0%}: that much of this figure is noise)"
-        lines.append(f"{ratio.label}: {value:.2f}x{spread}{verdict}")
+        lines.append(f"{ratio.label}: {value:.2f}x req/s{spread}{verdict}")
+        # The same comparison by CPU time per request (throughput one core could give if nothing
+        # else ran on it): steadier than req/s on a shared machine.
+        by_cpu = [b.cpu_us / a.cpu_us for a, b in pairs if a.cpu_us > 0 and b.cpu_us > 0]
+        if by_cpu:
+            cpu_spread = f" (rounds {min(by_cpu):.2f}-{max(by_cpu):.2f})" if len(by_cpu) > 1 else ""
+            lines.append(f"{'':<{len(ratio.label)}}  {statistics.median(by_cpu):.2f}x by CPU time per request{cpu_spread}")
     return lines
 
 
@@ -292,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     for line in skipped:
         print(line)
-    failing = [s.server.name for s in found if any(m.errors for m in s.samples)]
+    failing = [s.server.name for s in found if any(sample.load.errors for sample in s.samples)]
     if failing:
         print(f"warning: error answers or socket errors from: {', '.join(failing)} (see the errors column)")
     if kind == "python":

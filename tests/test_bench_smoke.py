@@ -27,7 +27,8 @@ def test_quick_run_prints_the_table_and_the_ratios() -> None:
     out = done.stdout
     for row in ("back end direct", "mitmdump (reverse)", "gateway"):
         assert re.search(rf"^{re.escape(row)}\s+[1-9]\d*\s", out, re.MULTILINE), out  # a row with req/s > 0
-    assert re.search(r"^gateway/mitmdump: \d+\.\d\dx; goal >= 1\.5x", out, re.MULTILINE), out
+    assert re.search(r"^gateway/mitmdump: \d+\.\d\dx req/s; goal >= 1\.5x", out, re.MULTILINE), out
+    assert re.search(r"^\s+\d+\.\d\dx by CPU time per request", out, re.MULTILINE), out
     assert re.search(r"^gateway/back end direct: \d+\.\d\dx", out, re.MULTILINE), out
     assert "nginx: skipped: --no-nginx" in out
     assert "bench/loadgen.py" in out
