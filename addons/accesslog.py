@@ -7,9 +7,10 @@ headers and bodies are never logged.
 
 Byte counts: a buffered body is measured; a streamed one is counted as it passes, through a
 stream callable wrapped around whatever an earlier addon installed (compression, backups). A
-response of unknown length (chunked) is streamed from the start so it can be counted —
-mitmproxy would otherwise switch it to streaming half-way and the count would be lost; no
-addon reads response bodies, so nothing is lost by not buffering them.
+body of unknown length (chunked) is streamed from the start so it can be counted — mitmproxy
+would otherwise switch it to streaming half-way and the count would be lost. Every decision
+about a request is taken in ``requestheaders`` and no addon reads response bodies, so nothing
+depends on those bodies being buffered.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import time
 from typing import Any, Callable
 
+from addons import errorpages
 from mitmproxy import http
 
 from addons.routing import client_ip
@@ -70,8 +72,7 @@ def body_size(message: http.Message | None, counter: ByteCounter | None) -> int 
 
 
 def is_timed_out(flow: http.HTTPFlow) -> bool:
-    from addons import errorpages
-    return flow.client_conn.id in getattr(errorpages, "_TIMED_OUT_CLIENTS", ())
+    return errorpages.is_timed_out(flow.client_conn)
 
 
 def outcome(flow: http.HTTPFlow) -> tuple[int | None, str]:
@@ -144,8 +145,10 @@ class AccessLog:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
-        if flow.request.stream:
-            flow.metadata.setdefault(COUNTER_KEY, {})["in"] = wrap_stream(flow.request)
+        request = flow.request
+        # A body of unknown length (chunked upload) is counted as it streams, like responses.
+        if request.stream or "content-length" not in request.headers:
+            flow.metadata.setdefault(COUNTER_KEY, {})["in"] = wrap_stream(request)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response

@@ -3,7 +3,7 @@ nothing else. Plain HTTP on its own socket, never a mitmproxy listener, so it ca
 back end. The port is bound in ``apply_config`` (a busy port refuses the configuration) and
 served once the event loop runs; a changed host or port moves it on reload.
 
-This addon also keeps ``<state_dir>/gateway.run.json`` (pid and ports of the running gateway),
+This addon also keeps ``<state_dir>/run/<pid>.json`` (pid and ports of the running gateway),
 which lets ``gateway check`` tell the gateway's own ports from ports taken by another program.
 """
 

@@ -209,7 +209,8 @@ class Auth:
                     login: str | None, trusted: bool, reason: str, text: str) -> None:
         if not trusted:
             await self._off_loop(state.store_pool, state.throttle.record_failure, address, login)
-        logger.info("login failed from %s: %s", address, reason)
+        logger.info("login failed from %s: %s", address, reason,
+                    extra={"event": "login-failed", "client": address, "base": base.name})
         self._unauthorized(flow, base, reason, text)
 
     @staticmethod

@@ -36,6 +36,11 @@ def mark_timed_out(client: connection.Client) -> None:
 _TIMED_OUT_CLIENTS: set[str] = set()
 
 
+def is_timed_out(client: connection.Client) -> bool:
+    """Whether the back end of this client's current request was cut off by the watchdog."""
+    return client.id in _TIMED_OUT_CLIENTS
+
+
 def error_text(status: int, base_name: str | None, timed_out: bool) -> str:
     where = f" of base {base_name!r}" if base_name else ""
     if timed_out:

@@ -1,7 +1,7 @@
 """Prometheus metrics, served by the admin listener (addons/admin.py) at /metrics.
 
 Counted from flows: requests by base, status and verdict; latency; failed logins (credentials
-presented and refused). Counted from connections: open connections per base. Counted from
+presented and refused). Counted from connections: open connections per base, connections refused (IP lists). Counted from
 log events: configuration reloads (the runner logs ``config-reloaded`` / ``config-reload-refused``).
 Read when scraped: certificate expiry per certificate file, IP list sizes, active bans, backups.
 Each Metrics has its own registry, so several gateways in one test process do not mix.
@@ -147,6 +147,9 @@ class Metrics:
                                  ["base"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.connections = Gauge("gateway_open_connections", "Client connections open now, by base",
                                  ["base"], registry=self.registry)
+        self.refused_connections = Counter("gateway_refused_connections",
+                                           "Connections refused before any request (IP lists)", ["base"],
+                                           registry=self.registry)
         self.failed_logins = Counter("gateway_failed_logins", "Logins refused: wrong password, barcode or user",
                                      ["base"], registry=self.registry)
         self.reloads = Counter("gateway_config_reloads", "Configuration reloads, applied (ok) or refused",
@@ -177,6 +180,9 @@ class Metrics:
     def client_connected(self, client: connection.Client) -> None:
         listener = listener_of(client)
         name = listener.base.name if listener else UNKNOWN
+        if client.error:  # refused by an earlier addon (IpFilter): it never carries a request
+            self.refused_connections.labels(base=name).inc()
+            return
         self._open[client.id] = name
         self.connections.labels(base=name).inc()
 

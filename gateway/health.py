@@ -3,7 +3,7 @@ by the running gateway itself, and what is wrong with each base.
 
 No mitmproxy here. ``gateway check`` must be safe to run while the gateway runs, so a busy port
 is only "taken" when the running gateway is not the one holding it: the gateway records the
-ports it serves in ``<state_dir>/gateway.run.json`` (written by addons/admin.py), and a port
+ports it serves in ``<state_dir>/run/<pid>.json`` (written by addons/admin.py), and a port
 listed there by a live process is ours.
 """
 
@@ -21,7 +21,7 @@ from typing import Callable
 from gateway.config import BaseConfig, GatewayConfig, Listener
 from gateway.ports import port_problem
 
-RUN_FILE_NAME = "gateway.run.json"
+RUN_FOLDER = "run"
 # A warehouse LAN answers a TCP connect in milliseconds; a second means "not there".
 PROBE_TIMEOUT = 1.0
 
@@ -60,37 +60,38 @@ class RunInfo:
     started: float = 0.0
 
 
-def run_file(state_dir: Path) -> Path:
-    return state_dir / RUN_FILE_NAME
+def run_file(state_dir: Path, pid: int) -> Path:
+    # One file per process: several gateway processes may share a state folder.
+    return state_dir / RUN_FOLDER / f"{pid}.json"
 
 
 def write_run_file(state_dir: Path, info: RunInfo) -> None:
-    path = run_file(state_dir)
+    path = run_file(state_dir, info.pid)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{info.pid}.tmp")
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": info.pid, "ports": sorted(info.ports), "admin": info.admin,
                                "started": info.started}), encoding="utf-8")
     os.replace(tmp, path)
 
 
 def remove_run_file(state_dir: Path, pid: int) -> None:
-    """Remove the file only if it is still this process's (a newer gateway may have replaced it)."""
-    info = read_run_file(state_dir)
-    if info is not None and info.pid == pid:
-        try:
-            run_file(state_dir).unlink()
-        except OSError:
-            pass
-
-
-def read_run_file(state_dir: Path) -> RunInfo | None:
     try:
-        data = json.loads(run_file(state_dir).read_text(encoding="utf-8"))
-        return RunInfo(pid=int(data["pid"]), ports=tuple(int(p) for p in data.get("ports", ())),
-                       admin=int(data["admin"]) if data.get("admin") else None,
-                       started=float(data.get("started", 0.0)))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        run_file(state_dir, pid).unlink()
+    except OSError:
+        pass
+
+
+def read_run_files(state_dir: Path) -> list[RunInfo]:
+    infos = []
+    for path in sorted((state_dir / RUN_FOLDER).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            infos.append(RunInfo(pid=int(data["pid"]), ports=tuple(int(p) for p in data.get("ports", ())),
+                                 admin=int(data["admin"]) if data.get("admin") else None,
+                                 started=float(data.get("started", 0.0))))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return infos
 
 
 def process_alive(pid: int) -> bool:
@@ -125,13 +126,13 @@ def _windows_process_alive(pid: int) -> bool:
 
 
 def gateway_ports(state_dir: Path, alive: Callable[[int], bool] = process_alive) -> set[int]:
-    """Ports the running gateway holds (empty when no gateway runs from this state_dir)."""
-    info = read_run_file(state_dir)
-    if info is None or not alive(info.pid):
-        return set()
-    ports = set(info.ports)
-    if info.admin:
-        ports.add(info.admin)
+    """Ports the running gateway processes of this state folder hold (empty when none runs)."""
+    ports: set[int] = set()
+    for info in read_run_files(state_dir):
+        if alive(info.pid):
+            ports.update(info.ports)
+            if info.admin:
+                ports.add(info.admin)
     return ports
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import logging
-import os
 import signal
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,30 +36,32 @@ class StartupError(Exception):
 
 
 def build_addons() -> list[Any]:
-    """The gateway's own addons, in the order their hooks must run (see docs/ARCHITECTURE.md)."""
-    from addons import errorpages, https_only, routing, timeouts
+    """The gateway's own addons, in the order their hooks must run (see docs/ARCHITECTURE.md).
 
-    found: list[Any] = _optional("addons.tls", "GatewayTls")
-    found += _optional("addons.hsts", "Hsts")
-    found += _optional("addons.enrolment", "Enrolment")
-    found += _optional("addons.ipfilter", "IpFilter")
-    found += [https_only.HttpsOnly(), routing.Routing()]
-    found += _optional("addons.auth", "Auth")
-    found += _optional("addons.policy", "Policy")
-    found += _optional("addons.identity", "Identity")
-    found += [timeouts.BackendTimeout(), errorpages.ErrorPages()]
-    return found
+    Imported directly, not discovered: a security addon that fails to import must stop the
+    gateway from starting, never leave a base unprotected.
+    """
+    from addons import (accesslog, admin, auth, backups, compress, enrolment, errorpages, hsts, https_only,
+                        identity, ipfilter, metrics, policy, routing, timeouts, tls)
 
-
-def _optional(module: str, name: str) -> list[Any]:
-    import importlib
-
-    try:
-        return [getattr(importlib.import_module(module), name)()]
-    except ModuleNotFoundError as e:
-        if e.name != module:
-            raise
-        return []
+    return [
+        tls.GatewayTls(),              # first: chooses the certificate in tls_start_client
+        hsts.Hsts(),
+        enrolment.Enrolment(),         # after GatewayTls, which creates the CA it serves
+        ipfilter.IpFilter(),           # client_connected: before any TLS handshake
+        https_only.HttpsOnly(),
+        routing.Routing(),
+        auth.Auth(),                   # requestheaders: before a streamed body could leave
+        policy.Policy(),               # needs the role and document types Auth set
+        identity.Identity(),           # last to touch request headers
+        timeouts.BackendTimeout(),
+        compress.Compression(),        # before AccessLog, so bytes_out is the compressed size
+        backups.Backups(),
+        accesslog.AccessLog(),         # before ErrorPages, which clears the timeout flag
+        metrics.Metrics(),
+        admin.Admin(),
+        errorpages.ErrorPages(),
+    ]
 
 
 def listen_host_option(cfg: GatewayConfig) -> str:
@@ -146,7 +146,6 @@ class Gateway:
         for listener in cfg.listeners():
             logger.info("base %r %s: %s://%s:%d → %s", listener.base.name, listener.role, listener.scheme,
                         cfg.listen_host, listener.port, listener.endpoint.backend)
-        self._write_run_file(cfg)
         logger.info("gateway ready: %d listener(s), config %s", len(cfg.listeners()), self.config_path)
 
     async def _wait_listening(self, cfg: GatewayConfig, run_task: asyncio.Task[Any]) -> None:
@@ -171,25 +170,8 @@ class Gateway:
         if self.master:
             self.master.shutdown()
 
-    def _run_file(self, cfg: GatewayConfig) -> Path:
-        return cfg.state_dir / "run" / f"{os.getpid()}.json"
-
-    def _write_run_file(self, cfg: GatewayConfig) -> None:
-        """Which ports this process holds, so `gateway check` can tell "ours" from "taken"."""
-        path = self._run_file(cfg)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"pid": os.getpid(), "config": str(self.config_path.resolve()),
-                                       "ports": sorted(l.port for l in cfg.listeners())}), encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as e:
-            logger.warning("cannot write %s: %s", path, e.strerror)
-
     async def stop(self) -> None:
         self.shutdown()
-        if self.config is not None:
-            self._run_file(self.config).unlink(missing_ok=True)
         for task in self._tasks[1:]:
             task.cancel()
         if self._tasks:
@@ -251,7 +233,6 @@ class Gateway:
             self.config = new
             set_current_config(new)
             self._warn_plaintext(new)
-            self._write_run_file(new)
             specs = mode_specs_for(new)
             self.master.options.update(stream_large_bodies=str(new.proxy.stream_threshold), mode=specs)
             ps = self.master.addons.get("proxyserver")

@@ -72,6 +72,8 @@ def test_json_access_log_has_verdicts_and_no_secrets(standin: Standin, gateway_f
         assert http.get(gw.url("b2", path=f"/echo/scan?barcode={URL_BARCODE}&n=1")).status_code == 200
         upload = http.post(gw.url("b2", path="/echo/upload"), content=b"x" * 5000)
         assert upload.status_code == 200
+        chunked = http.post(gw.url("b2", path="/echo/chunked"), content=iter([b"a" * 3000, b"b" * 4000]))
+        assert chunked.status_code == 200 and chunked.json()["body_length"] == 7000
         assert http.get(gw.url("b3", path="/api/v1/Docs")).status_code == 502
         big = http.get(gw.url("b2", path="/api/v1/Products?$top=3000"))
         assert big.status_code == 200
@@ -93,6 +95,7 @@ def test_json_access_log_has_verdicts_and_no_secrets(standin: Standin, gateway_f
     assert "/echo/scan?barcode=***&n=1" in by_path
     assert by_path["/echo/upload"]["bytes_in"] == 5000
     assert by_path["/echo/upload"]["bytes_out"] == int(upload.headers["content-length"])
+    assert by_path["/echo/chunked"]["bytes_in"] == 7000
     assert (by_path["/api/v1/Docs"]["verdict"], by_path["/api/v1/Docs"]["status"]) == ("backend-error", 502)
     # A chunked (unknown-length) body is counted as it streams through.
     assert by_path["/api/v1/Products?$top=3000"]["bytes_out"] == len(big.content)
