@@ -29,7 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    _accept_config_anywhere(parser)
     return parser
+
+
+def _accept_config_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Let -c come after the sub-command too (`gateway run -c gateway.yaml`), as people type it.
+
+    The sub-parsers' copy has no default of its own, so it only overrides the top-level value
+    when it is actually given.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                if not any("-c" in a.option_strings for a in sub._actions):
+                    sub.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS,
+                                     help=f"configuration file (default: ./{DEFAULT_CONFIG_NAME})")
+                _accept_config_anywhere(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

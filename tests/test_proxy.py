@@ -276,3 +276,23 @@ def test_back_end_that_never_accepts_gets_504(standin: Standin, gateway_factory:
         for filler in fillers:
             filler.close()
         blackhole.close()
+
+
+def test_config_option_works_after_the_sub_command(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.yaml").write_text("bases: [{id: x, name: X, data: {listen: 70000, backend: 'http://127.0.0.1:1'}}]\n",
+                                             encoding="utf-8")
+    for args in (["check", "-c", "elsewhere.yaml"], ["-c", "elsewhere.yaml", "check"]):
+        result = subprocess_run_gateway(tmp_path, args)
+        assert result.returncode != 0
+        assert "elsewhere.yaml" in result.stderr + result.stdout
+        assert "bases[0].data.listen" in result.stderr + result.stdout
+
+
+def subprocess_run_gateway(directory: Path, args: list[str]) -> Any:
+    import subprocess
+    import sys
+
+    from tests.harness import _env
+
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
+                          encoding="utf-8", env=_env(), cwd=directory, timeout=60)

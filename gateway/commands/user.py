@@ -53,12 +53,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     users = subparsers.add_parser("users", help="export or import all groups and users as YAML (hashes only)")
     transfer = users.add_subparsers(dest="users_command", metavar="ACTION")
     users.set_defaults(func=lambda args: (users.print_help(), 2)[1])
-    export = transfer.add_parser("export", help="write groups and users to FILE ('-' for standard output)")
-    export.add_argument("file", metavar="FILE")
-    export.set_defaults(func=export_users)
-    imp = transfer.add_parser("import", help="add or replace the groups and users of FILE")
-    imp.add_argument("file", type=Path, metavar="FILE")
-    imp.set_defaults(func=import_users)
+    # `gateway users export` and `gateway user export` both work: people reach for either.
+    for group in (transfer, commands):
+        export = group.add_parser("export", help="write all groups and users to FILE as YAML, hashes only "
+                                                 "('-' for standard output)")
+        export.add_argument("file", metavar="FILE")
+        export.set_defaults(func=export_users)
+        imp = group.add_parser("import", help="add or replace the groups and users of FILE")
+        imp.add_argument("file", type=Path, metavar="FILE")
+        imp.set_defaults(func=import_users)
 
 
 def _secret_flags(parser: argparse.ArgumentParser, *, barcode: bool) -> None:
