@@ -100,7 +100,8 @@ class Enrolment:
                 writer.write(encode(answer("BAD", "/", None)))
                 return
             method, path, _ = parts
-            writer.write(encode(answer(method, path, self._content), head_only=method == "HEAD"))
+            host = _header(head, b"host")
+            writer.write(encode(answer(method, path, self._content, host), head_only=method == "HEAD"))
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
             pass
@@ -117,3 +118,11 @@ def _bind(where: _Where) -> socket.socket:
                       "choose another port or stop the program using it") from None
     sock.setblocking(False)
     return sock
+
+
+def _header(head: bytes, name: bytes) -> str | None:
+    for line in head.split(b"\r\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return None

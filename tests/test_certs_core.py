@@ -264,3 +264,14 @@ def test_enrolment_answers(ca: LocalCa) -> None:
     assert answer("GET", "/ca.key", content).status == 404
     assert answer("DELETE", "/ca.pem", content).status == 405
     assert answer("GET", "/ca.pem", None).status == 404
+
+
+def test_enrolment_page_has_a_qr_code_of_the_download_link(tmp_path: Path) -> None:
+    ca = create_ca(tmp_path / "ca")
+    content = EnrolmentContent.for_ca(ca.certificate)
+    page = answer("GET", "/", content, "192.168.1.10:8079").body.decode()
+    assert "<svg" in page and "<path" in page
+    # The QR encodes the link; without a usable Host there is no QR, and no injected markup.
+    assert "<svg" not in answer("GET", "/", content, None).body.decode()
+    hostile = answer("GET", "/", content, 'x"><script>alert(1)</script>').body.decode()
+    assert "<script>" not in hostile and "<svg" not in hostile

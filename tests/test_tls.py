@@ -150,6 +150,7 @@ def test_enrolment_serves_only_the_ca(two_bases: tuple[RunningGateway, str]) -> 
     assert x509.load_der_x509_certificate(der.content) == ca
     page = httpx.get(f"{base}/")
     assert ca.fingerprint(hashes.SHA256()).hex(":").upper() in page.text
+    assert "<svg" in page.text  # QR code of the download link, for scanning from a device
     for path in ("/api/v1/DocTypes", "/ca.key", "/../state/certs/ca.key", "/server.key"):
         assert httpx.get(f"{base}{path}").status_code == 404
     assert httpx.post(f"{base}/ca.pem").status_code == 405

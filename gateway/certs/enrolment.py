@@ -7,7 +7,11 @@ plain-HTTP port exposes no part of the gateway.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
+
+import qrcode
+import qrcode.image.svg
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -33,11 +37,16 @@ class Answer:
     body: bytes
 
 
+# What a Host header may hold to be put into the QR code: a name or address and a port, no more.
+_SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+
+
 @dataclass(frozen=True)
 class EnrolmentContent:
     pem: bytes
     der: bytes
     page: bytes
+    ca: x509.Certificate | None = None
 
     @classmethod
     def for_ca(cls, ca: x509.Certificate) -> EnrolmentContent:
@@ -45,10 +54,22 @@ class EnrolmentContent:
             pem=ca.public_bytes(serialization.Encoding.PEM),
             der=ca.public_bytes(serialization.Encoding.DER),
             page=render_page(ca).encode("utf-8"),
+            ca=ca,
         )
 
+    def page_for(self, host: str | None) -> bytes:
+        """The page with a QR code of the download link as the device would reach it."""
+        if self.ca is None or not host or not _SAFE_HOST.match(host):
+            return self.page
+        return render_page(self.ca, qr_svg(f"http://{host}/ca.pem")).encode("utf-8")
 
-def render_page(ca: x509.Certificate) -> str:
+
+def qr_svg(text: str) -> str:
+    image = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathImage, box_size=10, border=2)
+    return image.to_string(encoding="unicode")
+
+
+def render_page(ca: x509.Certificate, qr: str = "") -> str:
     subject = html.escape(ca.subject.rfc4514_string())
     print_ = html.escape(fingerprint(ca))
     expires = ca.not_valid_after_utc.strftime("%Y-%m-%d")
@@ -56,7 +77,7 @@ def render_page(ca: x509.Certificate) -> str:
 <html lang="ru"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>Сертификат шлюза / Gateway certificate</title>
 <style>body{{font-family:sans-serif;margin:1em;max-width:40em}}code{{word-break:break-all;font-size:1.1em}}
-a{{display:block;margin:.6em 0;font-size:1.2em}}</style></head><body>
+a{{display:block;margin:.6em 0;font-size:1.2em}}.qr svg{{width:12em;height:12em}}</style></head><body>
 <h1>Сертификат шлюза</h1>
 <p>Установите этот сертификат центра сертификации на устройство один раз, чтобы оно доверяло
 HTTPS-адресам шлюза. / Install this CA certificate on the device once so that it trusts the gateway.</p>
@@ -66,11 +87,12 @@ HTTPS-адресам шлюза. / Install this CA certificate on the device onc
 Compare the SHA-256 fingerprint with the one your administrator sees:</p>
 <p><code>{print_}</code></p>
 <p>{subject}<br>действителен до / valid until {expires}</p>
+{'<p>Или отсканируйте с устройства / or scan from the device:</p><div class="qr">' + qr + '</div>' if qr else ''}
 </body></html>
 """
 
 
-def answer(method: str, path: str, content: EnrolmentContent | None) -> Answer:
+def answer(method: str, path: str, content: EnrolmentContent | None, host: str | None = None) -> Answer:
     if method not in ("GET", "HEAD"):
         return _text(405, "Method Not Allowed", "only GET is served here", {"Allow": "GET, HEAD"})
     path = path.split("?", 1)[0]
@@ -79,7 +101,8 @@ def answer(method: str, path: str, content: EnrolmentContent | None) -> Answer:
             return _text(200, "OK", "this gateway serves a certificate from a trusted CA: devices need no setup")
         return _text(404, "Not Found", "not found")
     if path == "/":
-        return Answer(200, "OK", {"Content-Type": HTML_TYPE, "Cache-Control": "no-cache", **COMMON_HEADERS}, content.page)
+        return Answer(200, "OK", {"Content-Type": HTML_TYPE, "Cache-Control": "no-cache", **COMMON_HEADERS},
+                      content.page_for(host))
     if path == "/ca.pem":
         return Answer(200, "OK", {"Content-Type": PEM_TYPE, "Content-Disposition": 'attachment; filename="gateway-ca.pem"',
                                   **COMMON_HEADERS}, content.pem)
