@@ -1,7 +1,9 @@
 """Hashing of secrets: argon2id for verification, a keyed HMAC-SHA256 for lookup and uniqueness.
 
 The HMAC key lives in the state folder, not in the database, so a copied database alone gives
-an attacker neither the secrets nor a fast way to test guesses against the index.
+an attacker neither the secrets nor a fast way to test guesses against the index. Machines that
+share a Redis store must hold the same key file (the operator copies it); Redis holds only its
+fingerprint, so that a machine with another key refuses to start instead of splitting the index.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def cache_key(secret: bytes, login: str, value: str) -> str:
 
 
 def secret_fingerprint(secret: bytes) -> str:
-    """Tells whether an export and a state folder share the HMAC key, without revealing it."""
+    """Tells whether an export, a state folder or a shared store use the same HMAC key, without revealing it."""
     return hmac.new(secret, b"fingerprint", hashlib.sha256).hexdigest()[:16]
 
 

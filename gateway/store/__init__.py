@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.store.base import (
     CREDENTIAL_KINDS, ROLES, Credential, DuplicateError, Group, NotFoundError, Principal,
     SessionRecord, Store, StoreError, User,
 )
 from gateway.store.sqlite import DB_NAME, SqliteStore
+
+if TYPE_CHECKING:
+    from gateway.store.redis import RedisStore
 
 __all__ = [
     "CREDENTIAL_KINDS", "ROLES", "Credential", "DuplicateError", "Group", "NotFoundError", "Principal",
@@ -20,4 +25,40 @@ def open_store(state_dir: Path, backend: str = "sqlite", redis_url: str | None =
     """The store named by the configuration's ``store`` section."""
     if backend == "sqlite":
         return SqliteStore(Path(state_dir) / DB_NAME)
-    raise StoreError(f"store backend {backend!r} is not available in this version; use store.backend: sqlite")
+    if backend == "redis":
+        return _open_redis(Path(state_dir), redis_url)
+    raise StoreError(f"store backend {backend!r} is unknown; use store.backend: sqlite or redis")
+
+
+def _open_redis(state_dir: Path, redis_url: str | None) -> Store:
+    """The Redis store, once the state folder's HMAC key is known to be the other machines' key.
+
+    Every machine computes the keyed index of passwords and barcodes with its own key file, so a
+    machine with another key would not find users the others made, and would let a secret in use
+    be set twice. Redis holds only the key's fingerprint, published by the first machine.
+    """
+    if not redis_url:
+        raise StoreError("store.redis_url is required when store.backend is redis, e.g. redis://127.0.0.1:6379/0")
+    # Imported here: redis-py is only needed by those who use Redis, and gateway.accounts imports
+    # gateway.store, so a module-level import would be circular.
+    from gateway.store.redis import RedisStore
+
+    store = RedisStore(redis_url)
+    try:
+        _require_shared_key(state_dir, store)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _require_shared_key(state_dir: Path, store: RedisStore) -> None:
+    from gateway.accounts.keys import SECRET_FILE, load_or_create_secret, secret_fingerprint
+
+    mine = secret_fingerprint(load_or_create_secret(state_dir))
+    shared = store.offer_key_fingerprint(mine)
+    if not hmac.compare_digest(mine, shared):
+        raise StoreError(
+            f"{state_dir / SECRET_FILE} differs from the key the other gateways sharing {store.where} use; "
+            f"copy {SECRET_FILE} from a machine already using this Redis into {state_dir} (it must be the "
+            "same file on every machine) and start again")
