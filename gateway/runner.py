@@ -18,11 +18,11 @@ from typing import Any, Iterable
 
 from mitmproxy import options
 from mitmproxy.addons import next_layer, proxyserver
-from mitmproxy.master import Master
 from mitmproxy.proxy import mode_specs
 
 from addons._context import set_current_config
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.hooktable import GatewayMaster
 from gateway.ports import busy_listeners
 
 logger = logging.getLogger("gateway.runner")
@@ -104,7 +104,7 @@ class Gateway:
         self.config_path = Path(config_path)
         self.addons = list(addons) if addons is not None else build_addons()
         self.config: GatewayConfig | None = None
-        self.master: Master | None = None
+        self.master: GatewayMaster | None = None
         self._fingerprint: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._reload_lock = asyncio.Lock()
@@ -120,7 +120,7 @@ class Gateway:
             raise StartupError("cannot listen:\n  " + "\n  ".join(problems))
 
         opts = options.Options()
-        self.master = Master(opts, with_termlog=False)
+        self.master = GatewayMaster(opts)
         self.master.addons.add(proxyserver.Proxyserver(), next_layer.NextLayer(), *self.addons)
         try:
             self._apply_to_addons(cfg)

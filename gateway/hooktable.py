@@ -1,0 +1,92 @@
+"""Dispatch each mitmproxy event only to the addons that handle it.
+
+mitmproxy's AddonManager walks every addon for every event and asks each one, with getattr,
+whether it has that hook — about 145 calls per request for the gateway's addons, most of them
+answering "no". The gateway's addon set is fixed once built, so the handlers for each event
+are looked up once and kept in a table (rebuilt whenever addons are added or removed).
+
+Behaviour is mitmproxy's: handlers run in chain order; an exception is logged and the next
+handler runs (deny-capable hooks fail closed on their own, see addons/_guard.py); AddonHalt
+stops the event.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Callable
+
+from mitmproxy import addonmanager, exceptions, hooks
+from mitmproxy.master import Master
+
+logger = logging.getLogger("gateway.hooks")
+
+
+class HookTable(addonmanager.AddonManager):
+    def __init__(self, master: Master) -> None:
+        super().__init__(master)
+        self._table: dict[str, list[tuple[Callable[..., Any], bool]]] = {}
+
+    def add(self, *addons: Any) -> None:
+        super().add(*addons)
+        self._table.clear()
+
+    def remove(self, addon: Any) -> None:
+        super().remove(addon)
+        self._table.clear()
+
+    def clear(self) -> None:
+        super().clear()
+        self._table.clear()
+
+    def _handlers(self, event: hooks.Hook) -> list[tuple[Callable[..., Any], bool]]:
+        handlers = self._table.get(event.name)
+        if handlers is None:
+            handlers = [(func, inspect.iscoroutinefunction(func))
+                        for top in self.chain for _, func in self._iter_hooks(top, event)]
+            self._table[event.name] = handlers
+        return handlers
+
+    async def trigger_event(self, event: hooks.Hook) -> None:
+        handlers = self._handlers(event)
+        if not handlers:
+            return
+        args = event.args()
+        for func, _ in handlers:
+            try:
+                result = func(*args)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            except exceptions.AddonHalt:
+                return
+            except (exceptions.OptionsError, exceptions.AddonManagerError):
+                raise
+            except Exception as e:
+                logger.error("addon error in %s: %s", getattr(func, "__qualname__", func), e, exc_info=True)
+
+    def trigger(self, event: hooks.Hook) -> None:
+        handlers = self._handlers(event)
+        if not handlers:
+            return
+        args = event.args()
+        for func, is_async in handlers:
+            if is_async:
+                raise exceptions.AddonManagerError(
+                    f"Async handler {event.name} ({func}) cannot be called from sync context")
+            try:
+                func(*args)
+            except exceptions.AddonHalt:
+                return
+            except (exceptions.OptionsError, exceptions.AddonManagerError):
+                raise
+            except Exception as e:
+                logger.error("addon error in %s: %s", getattr(func, "__qualname__", func), e, exc_info=True)
+
+
+class GatewayMaster(Master):
+    """A mitmproxy Master whose addon manager dispatches through a HookTable."""
+
+    def __init__(self, opts: Any) -> None:
+        super().__init__(opts, with_termlog=False)
+        self.options.changed.disconnect(self.addons._configure_all)
+        self.addons = HookTable(self)
