@@ -80,6 +80,9 @@ def outcome(flow: http.HTTPFlow) -> tuple[int | None, str]:
     verdict = flow.metadata.get("gateway_verdict")
     if flow.response is not None:
         status: int | None = flow.response.status_code
+    elif errorpages.client_closed(flow):
+        # nginx's 499: the client left before the answer; not a back-end failure.
+        return 499, "client-closed"
     elif flow.error is not None:
         # mitmproxy answered the error itself (ErrorPages wrote the text): 504 after a timeout.
         status = 504 if is_timed_out(flow) else 502

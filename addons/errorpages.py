@@ -36,6 +36,14 @@ def mark_timed_out(client: connection.Client) -> None:
 _TIMED_OUT_CLIENTS: set[str] = set()
 
 
+CLIENT_CLOSED = "Client disconnected."
+
+
+def client_closed(flow: http.HTTPFlow) -> bool:
+    """The client went away before its answer: nobody's failure, least of all the back end's."""
+    return bool(flow.error and flow.error.msg == CLIENT_CLOSED)
+
+
 def is_timed_out(client: connection.Client) -> bool:
     """Whether the back end of this client's current request was cut off by the watchdog."""
     return client.id in _TIMED_OUT_CLIENTS
@@ -93,6 +101,10 @@ class ErrorPages:
 
     def error(self, flow: http.HTTPFlow) -> None:
         listener = listener_of(flow.client_conn)
+        if client_closed(flow):
+            flow.metadata.setdefault("gateway_verdict", "client-closed")
+            logger.debug("client %s closed the connection before its answer", flow.client_conn.peername)
+            return
         flag = _timed_out.get()
         if flow.client_conn.id in _TIMED_OUT_CLIENTS:
             _TIMED_OUT_CLIENTS.discard(flow.client_conn.id)

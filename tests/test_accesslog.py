@@ -147,3 +147,22 @@ def test_log_file_rotates_by_size(tmp_path: Path, restore_logging: Any) -> None:
     text = log_file.read_text(encoding="utf-8")
     assert all(json.loads(line)["event"] == "test" for line in text.splitlines())
     assert all(p.stat().st_size <= 2000 for p in log_file.parent.iterdir())
+
+
+def test_client_that_leaves_early_is_logged_499_not_a_back_end_error(
+        standin: Standin, gateway_factory: Callable[..., RunningGateway], tmp_path: Path) -> None:
+    import socket as socket_module
+    import ssl as ssl_module
+    import time as time_module
+
+    gw = gateway_factory(gateway_config(tmp_path, standin, log={"format": "json"}))
+    context = ssl_module.create_default_context(cafile=gw.ca_file)
+    raw = socket_module.create_connection(("127.0.0.1", gw.port("b1")), timeout=10)
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(b"GET /slow?seconds=2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        time_module.sleep(0.3)
+    gw.wait_for_log(r'"verdict": "client-closed"', timeout=10)
+    entries = [e for e in access_entries(gw.log()) if e.get("path", "").startswith("/slow")]
+    assert entries and entries[-1]["status"] == 499
+    assert not any(e.get("verdict") == "backend-error" for e in access_entries(gw.log()))
+    assert "back end" not in gw.log()
