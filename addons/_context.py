@@ -6,7 +6,7 @@ consistent version. Ports are unique across bases, so the local port identifies 
 
 from __future__ import annotations
 
-from mitmproxy import connection
+from mitmproxy import connection, http
 
 from gateway.config import GatewayConfig, Listener
 
@@ -28,3 +28,14 @@ def listener_of(client: connection.Client) -> Listener | None:
     if _current is None or not client.sockname:
         return None
     return _current.listener_for_port(client.sockname[1])
+
+
+def listener_or_deny(flow: http.HTTPFlow) -> Listener | None:
+    """The flow's listener; when its port is no longer configured, the flow is denied (503)."""
+    from addons._guard import deny
+
+    listener = listener_of(flow.client_conn)
+    if listener is None:
+        flow.metadata["gateway_verdict"] = "gateway-error"
+        deny(flow, 503, "503 Service Unavailable: this port is no longer served by the gateway.")
+    return listener

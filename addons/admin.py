@@ -12,28 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from addons._sidelistener import Address, SideListener, SideRequest
 from gateway.config import GatewayConfig
 from gateway.health import RunInfo, remove_run_file, write_run_file
 
 logger = logging.getLogger("gateway.admin")
 
-MAX_REQUEST_BYTES = 8 * 1024
-READ_TIMEOUT = 10.0
 # /readyz asks every back end for a TCP connect; a second is long on a LAN.
 READY_TIMEOUT = 1.0
 PLAIN = "text/plain; charset=utf-8"
-
-
-@dataclass(frozen=True)
-class _Where:
-    host: str
-    port: int
 
 
 @dataclass(frozen=True)
@@ -48,42 +40,32 @@ REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Req
 
 class Admin:
     def __init__(self) -> None:
-        self._where: _Where | None = None
-        self._socket: socket.socket | None = None
-        self._server: asyncio.Server | None = None
+        self._listener = SideListener("admin.listen", self._respond)
         self._config: GatewayConfig | None = None
         self._started = time.time()
-        self._loop_running = False
 
     # --- configuration ---
 
     def apply_config(self, cfg: GatewayConfig) -> None:
-        wanted = _Where(cfg.admin.host, cfg.admin.listen) if cfg.admin.enabled else None
-        if wanted != self._where:
-            new_socket = _bind(wanted) if wanted is not None else None  # raises: config refused
-            self._stop()
-            self._where, self._socket = wanted, new_socket
-            if wanted is not None:
-                logger.info("admin listener on http://%s:%d/ (/metrics, /healthz, /readyz)", wanted.host,
-                            self.port or wanted.port)
+        wanted = Address(cfg.admin.host, cfg.admin.listen) if cfg.admin.enabled else None
+        if self._listener.move(wanted) and wanted is not None:  # raises: configuration refused
+            logger.info("admin listener on http://%s:%d/ (/metrics, /healthz, /readyz)", wanted.host,
+                        self.port or wanted.port)
         self._config = cfg
         self._write_run_file()
-        if self._loop_running:
-            self._start()
 
     def running(self) -> None:
-        self._loop_running = True
         self._write_run_file()
-        self._start()
+        self._listener.running()
 
     def done(self) -> None:
-        self._stop()
+        self._listener.stop()
         if self._config is not None:
             remove_run_file(self._config.state_dir, os.getpid())
 
     @property
     def port(self) -> int | None:
-        return int(self._socket.getsockname()[1]) if self._socket is not None else None
+        return self._listener.port
 
     def _write_run_file(self) -> None:
         cfg = self._config
@@ -100,43 +82,8 @@ class Admin:
 
     # --- serving ---
 
-    def _start(self) -> None:
-        if self._socket is None or self._server is not None:
-            return
-        sock = self._socket
-
-        async def start() -> None:
-            server = await asyncio.start_server(self._handle, sock=sock, limit=MAX_REQUEST_BYTES)
-            if self._socket is sock:
-                self._server = server
-            else:
-                server.close()
-
-        asyncio.get_running_loop().create_task(start())
-
-    def _stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        elif self._socket is not None:
-            self._socket.close()
-        self._server, self._socket = None, None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
-            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            if len(parts) != 3:
-                answer = Answer(400, PLAIN, b"400 Bad Request\n")
-                method = "GET"
-            else:
-                method, target = parts[0], parts[1]
-                answer = await self.answer(method, target.split("?", 1)[0])
-            writer.write(encode(answer, head_only=method == "HEAD"))
-            await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def _respond(self, request: SideRequest) -> bytes:
+        return encode(await self.answer(request.method, request.path), head_only=request.method == "HEAD")
 
     async def answer(self, method: str, path: str) -> Answer:
         if path not in ("/metrics", "/healthz", "/readyz"):
@@ -189,14 +136,3 @@ def encode(answer: Answer, head_only: bool = False) -> bytes:
             f"Content-Length: {len(answer.body)}\r\n"
             "Cache-Control: no-store\r\nConnection: close\r\n\r\n").encode("latin-1")
     return head if head_only else head + answer.body
-
-
-def _bind(where: _Where) -> socket.socket:
-    family = socket.AF_INET6 if ":" in where.host else socket.AF_INET
-    try:
-        sock = socket.create_server((where.host, where.port), family=family)
-    except OSError as e:
-        raise OSError(f"admin.listen: cannot listen on {where.host}:{where.port} ({e.strerror}); "
-                      "choose another port (admin.listen) or stop the program using it") from None
-    sock.setblocking(False)
-    return sock

@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 
 from mitmproxy import connection, http
 
-from addons._context import listener_of
+from addons._context import listener_or_deny
 from addons._guard import already_answered, deny, fail_closed
 from gateway.accounts.authenticate import Authenticator
 from gateway.accounts.keys import load_or_create_secret
@@ -112,10 +112,8 @@ class Auth:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if already_answered(flow):
             return
-        listener = listener_of(flow.client_conn)
+        listener = listener_or_deny(flow)
         if listener is None:
-            flow.metadata["gateway_verdict"] = "gateway-error"
-            deny(flow, 503, "503 Service Unavailable: this port is no longer served by the gateway.")
             return
         path = flow.request.path.split("?", 1)[0]
         if not listener.base.user_auth:

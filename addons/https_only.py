@@ -11,7 +11,7 @@ import logging
 
 from mitmproxy import http
 
-from addons._context import listener_of
+from addons._context import listener_or_deny
 from addons._guard import already_answered, deny, fail_closed
 
 logger = logging.getLogger("gateway.https")
@@ -22,10 +22,8 @@ class HttpsOnly:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if already_answered(flow):
             return
-        listener = listener_of(flow.client_conn)
+        listener = listener_or_deny(flow)
         if listener is None:
-            flow.metadata["gateway_verdict"] = "gateway-error"
-            deny(flow, 503, "503 Service Unavailable: this port is no longer served by the gateway.")
             return
         if listener.base.https and not flow.client_conn.tls_established:
             flow.metadata["gateway_verdict"] = "denied-https"

@@ -15,7 +15,7 @@ from typing import Iterable
 
 from mitmproxy import http
 
-from addons._context import listener_of
+from addons._context import listener_or_deny
 from addons._guard import already_answered, deny, fail_closed
 from gateway.config import GatewayConfig
 from gateway.policy import DEFAULT_POLICY_FILE, ROLES, AccessPolicy, AmbiguousPath, load_policy, normalise_path
@@ -53,10 +53,8 @@ class Policy:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if already_answered(flow):
             return
-        listener = listener_of(flow.client_conn)
+        listener = listener_or_deny(flow)
         if listener is None:
-            flow.metadata["gateway_verdict"] = "gateway-error"
-            deny(flow, 503, "503 Service Unavailable: this port is no longer served by the gateway.")
             return
         if not listener.base.user_auth or flow.request.path.startswith(GATEWAY_PREFIX):
             return

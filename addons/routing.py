@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from addons._context import current_config, listener_of
-from addons._guard import already_answered, deny, fail_closed
+from addons._context import current_config, listener_or_deny
+from addons._guard import already_answered, fail_closed
 
 
 def client_ip(flow: http.HTTPFlow) -> str:
@@ -25,9 +25,8 @@ class Routing:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if already_answered(flow):
             return
-        listener = listener_of(flow.client_conn)
+        listener = listener_or_deny(flow)
         if listener is None:
-            deny(flow, 503, "503 Service Unavailable: this port is no longer served by the gateway.")
             return
         endpoint = listener.endpoint
         request = flow.request

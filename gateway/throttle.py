@@ -4,12 +4,19 @@ The seed allows 10 failed logins a minute from one address; past that the addres
 until the window lets it in again. Each failure is one row in the shared store (an insert, not
 a counter update), so several processes count together without races and a restart keeps
 the count. The clock is injected: tests move time instead of sleeping.
+
+Every request is checked, but failures are rare, so the failure times read for a key are kept
+(in memory) while the store's change marker (``Store.version()``) holds still: any failure
+recorded anywhere, or a ban lifted, moves it and empties the memo, so the memo can never hide a
+new failure. The verdict is computed afresh from those times on every check, so a ban ends,
+and Retry-After counts down, exactly as with a fresh read.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -19,6 +26,9 @@ from gateway.store.base import Store
 
 IP_PREFIX = "ip:"
 ACCOUNT_PREFIX = "user:"
+# Addresses and accounts remembered between store changes; beyond it the memo starts afresh
+# (a flood of addresses costs a store read each, never unbounded memory).
+MEMO_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -72,28 +82,64 @@ def account_key(login: str) -> str:
     return ACCOUNT_PREFIX + login.strip().casefold()
 
 
+@dataclass(frozen=True)
+class _Seen:
+    since: float  # the read covered failures from this time on
+    times: tuple[float, ...]
+
+
 class Throttle:
     def __init__(self, store: Store, settings: ThrottleSettings, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self._memo: dict[str, _Seen] = {}
+        self._memo_version: int | None = None
+        self._lock = threading.Lock()
 
-    def _verdict(self, key: str, limit: int, window: float) -> Verdict:
+    def _verdict(self, key: str, limit: int, window: float, version: int | None) -> Verdict:
         now = self.clock()
-        return window_verdict(self.store.failure_times(key, now - window), limit, window, now)
+        since = now - window
+        if version is None:
+            version = self.store.version()  # before the read it guards (see Store.version)
+        with self._lock:
+            if version != self._memo_version:
+                self._memo.clear()
+                self._memo_version = version
+            seen = self._memo.get(key)
+        # A clock set back would need failures older than the read covered: read again.
+        if seen is None or since < seen.since:
+            seen = _Seen(since, tuple(self.store.failure_times(key, since)))
+            with self._lock:
+                if self._memo_version == version:
+                    if len(self._memo) >= MEMO_ENTRIES:
+                        self._memo.clear()
+                    self._memo[key] = seen
+        return window_verdict(seen.times, limit, window, now)
 
-    def check_ip(self, address: str) -> Verdict:
-        return self._verdict(ip_key(address), self.settings.ip_failures, self.settings.ip_window)
+    def check_ip(self, address: str, version: int | None = None) -> Verdict:
+        """The address's verdict. ``version``: the store's change marker, when the caller has read it."""
+        return self._verdict(ip_key(address), self.settings.ip_failures, self.settings.ip_window, version)
 
-    def check_account(self, login: str) -> Verdict:
-        return self._verdict(account_key(login), self.settings.account_failures, self.settings.account_window)
+    def check_account(self, login: str, version: int | None = None) -> Verdict:
+        return self._verdict(account_key(login), self.settings.account_failures, self.settings.account_window,
+                             version)
+
+    def forget_memo(self) -> None:
+        with self._lock:
+            self._memo.clear()
+            self._memo_version = None
 
     def record_failure(self, address: str, login: str | None = None) -> None:
         now = self.clock()
         forget_before = now - max(self.settings.ip_window, self.settings.account_window)
-        self.store.add_failure(ip_key(address), now, forget_before)
-        if login:
-            self.store.add_failure(account_key(login), now, forget_before)
+        try:
+            self.store.add_failure(ip_key(address), now, forget_before)
+            if login:
+                self.store.add_failure(account_key(login), now, forget_before)
+        finally:
+            # The store's version moves too; dropping the memo here does not depend on it.
+            self.forget_memo()
 
     def bans(self) -> list[Ban]:
         """Addresses and accounts refused right now, longest wait first."""
@@ -115,5 +161,10 @@ class Throttle:
         try:
             ipaddress.ip_address(target.split("%")[0])
         except ValueError:
-            return self.store.clear_failures(account_key(target))
-        return self.store.clear_failures(ip_key(target))
+            key = account_key(target)
+        else:
+            key = ip_key(target)
+        try:
+            return self.store.clear_failures(key)
+        finally:
+            self.forget_memo()

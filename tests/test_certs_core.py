@@ -25,7 +25,7 @@ from gateway.certs.context import alpn_selector, server_context
 from gateway.certs.enrolment import DER_TYPE, PEM_TYPE, EnrolmentContent, answer
 from gateway.certs.importer import import_certificate
 from gateway.certs.inspect import covers, describe, warnings_for
-from gateway.certs.load import CertError, load_bundle, order_chain, parse_material
+from gateway.certs.load import CertError, load_bundle, order_chain
 from gateway.certs.request import build_request, parse_ips, write_request
 from gateway.config import parse_config
 

@@ -6,8 +6,6 @@ import gzip
 import hashlib
 import ssl
 import zlib
-from pathlib import Path
-from typing import Callable
 
 import httpx
 import pytest

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote
 
 import httpx

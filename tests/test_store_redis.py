@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import redis
 
 from gateway.accounts import keys
 from gateway.store import (
@@ -22,7 +21,7 @@ from gateway.store import (
     open_store,
 )
 from gateway.store.redis import RedisStore
-from tests.redis_server import RedisServer, assert_key_not_in_redis, start_redis, stored_bytes
+from tests.redis_server import RedisServer, assert_key_not_in_redis, start_redis
 
 KEY_A, KEY_B, KEY_C = "a" * 64, "b" * 64, "c" * 64
 

@@ -2,8 +2,14 @@
 
 Password-only logins find their user through the keyed-hash index, never by trying every
 user's argon2 hash. A success is cached under a keyed hash of login and secret (never the
-secret itself) together with the user's generation; every hit re-reads that generation from
-the store, so a password change or removal — by any process — ends the cached entry at once.
+secret itself), together with the user (a Principal), its generation, and the store's change
+marker (``Store.version()``) read before the user was. A hit costs no store read while that
+marker holds still. Once it moves — anything written anywhere, by any process — the entry is
+checked again against the user's current generation before use, so a password change or a
+removal ends it at once; a profile or group change is picked up the same way.
+
+An entry lives ``cache_seconds`` after its last use, and never longer than ``max_age`` after
+its argon2 verification, after which the secret is verified again.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from gateway.accounts import keys
@@ -19,6 +25,9 @@ from gateway.store.base import Principal, Store
 
 # Enough entries for every device of a large warehouse; the oldest is dropped beyond it.
 CACHE_ENTRIES = 10_000
+# However often it is used, a cached success is verified with argon2 again after this many
+# cache_seconds: a bound on how long a missed change could go unnoticed.
+MAX_AGE_FACTOR = 10
 
 
 @dataclass(frozen=True)
@@ -34,10 +43,11 @@ class Outcome:
 
 @dataclass(frozen=True)
 class _Entry:
-    user_id: str
-    generation: int
+    principal: Principal
     kind: str
-    expires: float
+    version: int  # the store's change marker when the principal was last read
+    expires: float  # sliding: cache_seconds after the last use
+    verified_until: float  # fixed: max_age after the argon2 verification
 
 
 class Authenticator:
@@ -51,26 +61,54 @@ class Authenticator:
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
-    def cached(self, login: str, secret: str, allow_barcode: bool) -> Principal | None:
-        """The user for a recently verified login, or None; cheap enough for the event loop."""
+    @property
+    def max_age(self) -> float:
+        return self.cache_seconds * MAX_AGE_FACTOR
+
+    def cache_key(self, login: str, secret: str) -> str:
+        """The key a credential is cached (and its verification shared) under; not reversible."""
+        return keys.cache_key(self.secret, login, secret)
+
+    def cached(self, login: str, secret: str, allow_barcode: bool, version: int | None = None) -> Principal | None:
+        return self.cached_by_key(self.cache_key(login, secret), allow_barcode, version)
+
+    def cached_by_key(self, key: str, allow_barcode: bool, version: int | None = None) -> Principal | None:
+        """The user for a recently verified credential, or None; cheap enough for the event loop.
+
+        ``version``: the store's change marker, if the caller has already read it for this request.
+        """
         if self.cache_seconds <= 0:
             return None
-        key = keys.cache_key(self.secret, login, secret)
         with self._lock:
             entry = self._cache.get(key)
         if entry is None:
             return None
-        if entry.expires <= self.clock() or (entry.kind == "barcode" and not allow_barcode):
-            self._forget(key)
+        now = self.clock()
+        if now >= entry.expires or now >= entry.verified_until:
+            self._forget(key, entry)
             return None
-        principal = self.store.principal(entry.user_id)
-        if principal is None or principal.user.generation != entry.generation:
-            self._forget(key)
-            return None
+        if entry.kind == "barcode" and not allow_barcode:
+            return None  # another base may allow it; verify() refuses it here without argon2
+        if version is None:
+            version = self.store.version()
+        principal = entry.principal
+        if version != entry.version:
+            fresh = self.store.principal(principal.user.id)
+            if fresh is None or fresh.user.generation != principal.user.generation:
+                self._forget(key, entry)
+                return None
+            principal = fresh
+        renewed = replace(entry, principal=principal, version=version,
+                          expires=min(now + self.cache_seconds, entry.verified_until))
+        with self._lock:
+            if self._cache.get(key) is entry:  # not replaced or dropped meanwhile
+                self._cache[key] = renewed
+                self._cache.move_to_end(key)
         return principal
 
     def verify(self, login: str, secret: str, allow_barcode: bool) -> Outcome:
         """The full check, argon2 included: call it off the event loop."""
+        version = self.store.version()  # before the reads it guards
         cred = self.store.find_credential(keys.credential_key(self.secret, secret))
         if cred is None:
             who = f"user {login!r}" if login else "password-only login"
@@ -87,17 +125,20 @@ class Authenticator:
         if not keys.verify_secret(cred.hash, secret):
             return Outcome(None, f"user {principal.user.name!r}: {cred.kind} does not verify", cred.kind)
         if self.cache_seconds > 0:
-            entry = _Entry(principal.user.id, principal.user.generation, cred.kind,
-                           self.clock() + self.cache_seconds)
+            now = self.clock()
+            entry = _Entry(principal, cred.kind, version, now + self.cache_seconds, now + self.max_age)
+            key = self.cache_key(login, secret)
             with self._lock:
-                self._cache[keys.cache_key(self.secret, login, secret)] = entry
+                self._cache[key] = entry
+                self._cache.move_to_end(key)
                 while len(self._cache) > CACHE_ENTRIES:
                     self._cache.popitem(last=False)
         return Outcome(principal, kind=cred.kind)
 
-    def _forget(self, key: str) -> None:
+    def _forget(self, key: str, entry: _Entry) -> None:
         with self._lock:
-            self._cache.pop(key, None)
+            if self._cache.get(key) is entry:
+                del self._cache[key]
 
     def clear(self) -> None:
         with self._lock:

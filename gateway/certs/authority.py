@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.certs.install import write_private_key, write_public
-from gateway.certs.load import CertError, CertBundle, load_bundle
+from gateway.certs.load import CertError, load_bundle
 
 logger = logging.getLogger("gateway.tls")
 

@@ -116,4 +116,15 @@ class Store(Protocol):
     def delete_session(self, token_hash: str) -> None: ...
     def purge_sessions(self, now: float) -> int: ...
 
+    # --- change marker ---
+    def version(self) -> int:
+        """A number that changes whenever anything is written to the store, by any process.
+
+        One cheap read, so caches (the success cache, the throttle's memo) stay valid while it
+        holds still and re-read what they keep as soon as it moves. Read it *before* the data it
+        guards: a write that lands in between then shows up as a moved version next time.
+        Equal values mean "nothing written in between"; the values themselves mean nothing.
+        """
+        ...
+
     def close(self) -> None: ...

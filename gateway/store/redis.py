@@ -23,6 +23,11 @@ Keys live under a prefix (``gw:`` by default), so one Redis can serve other thin
     {p}sessions              zset   token hashes scored by expiry (for the purge)
     {p}user-sessions:<id>    set    a user's token hashes (ended with its credentials)
     {p}auth-hmac-fingerprint string fingerprint of the HMAC key every machine must hold (never the key)
+    {p}version               string the change marker: every write script INCRs it (see version())
+
+Every script that writes also INCRs ``{p}version`` in the same atomic step, so ``version()`` (one
+GET) tells caches on every machine that something changed. Changes made by hand with redis-cli
+bypass it: caches then notice them only when their entries expire.
 
 Failure rows and sessions carry TTLs, so an abandoned Redis does not grow without bound even if
 no gateway ever prunes it again. Redis Cluster is not supported (scripts touch many keys).
@@ -59,6 +64,7 @@ RETRY = Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=(redis
 # (which tests inject), and purge_sessions removes it before that anyway.
 SESSION_GRACE = 3600
 FINGERPRINT_HEX_DIGITS = 16  # gateway.accounts.keys.secret_fingerprint
+VERSION_SEED_BITS = 62  # leaves 2**62 INCRs before Redis's signed 64-bit counter overflows
 
 T = TypeVar("T")
 
@@ -138,6 +144,7 @@ redis.call('HSET', key, 'id', id, 'name', ARGV[3], 'name_key', name_key, 'role',
            'offline', ARGV[6], 'doc_types', ARGV[7], 'on_login', ARGV[8], 'on_logout', ARGV[9])
 redis.call('HSET', p..'group-names', name_key, id)
 redis.call('SADD', p..'groups', id)
+redis.call('INCR', ARGV[1]..'version')
 return {'ok'}
 """
 
@@ -152,6 +159,7 @@ if not name_key then return {'missing'} end
 redis.call('HDEL', p..'group-names', name_key)
 redis.call('SREM', p..'groups', id)
 redis.call('DEL', key, p..'group-members:'..id)
+redis.call('INCR', ARGV[1]..'version')
 return {'ok'}
 """
 
@@ -198,6 +206,7 @@ for i = 9, #ARGV, 3 do
   redis.call('HSET', p..'cred:'..ARGV[i], 'user_id', id, 'kind', ARGV[i + 1], 'hash', ARGV[i + 2])
   redis.call('HSET', p..'user-creds:'..id, ARGV[i + 1], ARGV[i])
 end
+redis.call('INCR', ARGV[1]..'version')
 return {'ok'}
 """
 
@@ -221,6 +230,7 @@ redis.call('HSET', key, 'id', id, 'name', ARGV[3], 'name_key', name_key, 'group_
 redis.call('HSET', p..'user-names', name_key, id)
 redis.call('SADD', p..'users', id)
 redis.call('SADD', p..'group-members:'..group_id, id)
+redis.call('INCR', ARGV[1]..'version')
 return {'ok'}
 """
 
@@ -237,6 +247,7 @@ redis.call('HDEL', p..'user-names', old[1])
 redis.call('SREM', p..'group-members:'..old[2], id)
 redis.call('SREM', p..'users', id)
 redis.call('DEL', key, creds)
+redis.call('INCR', ARGV[1]..'version')
 return {'ok'}
 """
 
@@ -259,6 +270,7 @@ if ckey then
 end
 redis.call('HINCRBY', key, 'generation', 1)
 drop_sessions(id)
+redis.call('INCR', ARGV[1]..'version')
 return {'ok'}
 """
 
@@ -292,6 +304,7 @@ for _, k in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', '('..forget)) do
   if #first == 0 then redis.call('ZREM', index, k) else redis.call('ZADD', index, first[2], k) end
 end
 if redis.call('TTL', index) < ttl then redis.call('EXPIRE', index, ttl) end
+redis.call('INCR', ARGV[1]..'version')
 return 1
 """
 
@@ -317,6 +330,7 @@ local rows = p..'fail:'..key
 local n = redis.call('ZCARD', rows)
 redis.call('DEL', rows)
 redis.call('ZREM', p..'fail-keys', key)
+redis.call('INCR', ARGV[1]..'version')
 return n
 """
 
@@ -332,6 +346,7 @@ redis.call('ZADD', p..'sessions', ARGV[5], token)
 local mine = p..'user-sessions:'..id
 redis.call('SADD', mine, token)
 if redis.call('TTL', mine) < ttl then redis.call('EXPIRE', mine, ttl) end
+redis.call('INCR', ARGV[1]..'version')
 return {'ok'}
 """
 
@@ -343,6 +358,7 @@ local id = redis.call('HGET', key, 'user_id')
 if id then redis.call('SREM', p..'user-sessions:'..id, token) end
 redis.call('DEL', key)
 redis.call('ZREM', p..'sessions', token)
+redis.call('INCR', ARGV[1]..'version')
 return 1
 """
 
@@ -358,6 +374,7 @@ for _, token in ipairs(expired) do
   redis.call('DEL', key)
   redis.call('ZREM', index, token)
 end
+if #expired > 0 then redis.call('INCR', ARGV[1]..'version') end
 return #expired
 """
 
@@ -368,6 +385,7 @@ local key = ARGV[1]..'auth-hmac-fingerprint'
 local current = redis.call('GET', key)
 if current then return current end
 redis.call('SET', key, ARGV[2])
+redis.call('INCR', ARGV[1]..'version')
 return ARGV[2]
 """
 
@@ -496,12 +514,32 @@ class RedisStore:
         if found != SCHEMA_VERSION:
             raise StoreError(f"Redis store {self.where}: key {key} holds schema {found!r}, this gateway "
                              f"understands {SCHEMA_VERSION!r}; use another store.redis_url database or prefix")
+        self._seed_version()
+
+    def _seed_version(self) -> None:
+        # A random start, not 0: after a FLUSHDB the count restarts from 1 and can never land on
+        # a value a cache recorded before, so the flush shows as a change.
+        self._redis.set(self.prefix + "version", secrets.randbits(VERSION_SEED_BITS), nx=True)
 
     def close(self) -> None:
         try:
             self._redis.close()
         except redis.RedisError:
             pass
+
+    # --- change marker ---
+
+    @_store_errors
+    def version(self) -> int:
+        found = self._redis.get(self.prefix + "version")
+        if found is None:  # the key was deleted (FLUSHDB, redis-cli DEL): start a new random count
+            self._seed_version()
+            found = self._redis.get(self.prefix + "version")
+        try:
+            return int(found)
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"Redis key {self.prefix}version in {self.where} is damaged (expected an integer); "
+                             f"remove it with redis-cli DEL {self.prefix}version") from e
 
     # --- the HMAC key every machine must hold (checked by gateway.store.open_store) ---
 

@@ -5,6 +5,11 @@ lock instead of failing. Counters are rows inserted one statement at a time (nev
 incremented and written back), and multi-step changes run under ``BEGIN IMMEDIATE``, which takes
 the write lock up front, so two processes cannot interleave a check and its write.
 Each thread gets its own connection: sqlite3 connections must not be shared across threads.
+
+``version()`` is the change marker caches rely on: ``PRAGMA data_version`` on a connection of its
+own that never writes, so a commit by any other connection — another process, or this store's
+own per-thread connections — moves it; plus a count of this object's write transactions, bumped
+after each commit, so a change made here shows even before SQLite would report it.
 """
 
 from __future__ import annotations
@@ -107,6 +112,9 @@ class SqliteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._watch: sqlite3.Connection | None = None
+        self._watch_lock = threading.Lock()
+        self._writes = 0
         self._init_schema()
 
     # --- connections and transactions ---
@@ -134,11 +142,28 @@ class SqliteStore:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            # After the commit, never before: a reader that saw the old count must not have
+            # read the old data under the new one.
+            with self._watch_lock:
+                self._writes += 1
+
+    @_store_errors
+    def version(self) -> int:
+        with self._watch_lock:
+            if self._watch is None:
+                self._watch = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                              isolation_level=None, check_same_thread=False)
+            # A new read transaction per call: SQLite compares the WAL header with the one this
+            # connection saw last and counts a change made by any other connection.
+            data_version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+            return (self._writes << 64) | int(data_version)
 
     @_store_errors
     def _init_schema(self) -> None:
@@ -163,6 +188,13 @@ class SqliteStore:
                     pass
             self._all.clear()
         self._local = threading.local()
+        with self._watch_lock:
+            if self._watch is not None:
+                try:
+                    self._watch.close()
+                except sqlite3.Error:
+                    pass
+                self._watch = None
 
     # --- groups ---
 

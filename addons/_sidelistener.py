@@ -1,0 +1,135 @@
+"""A small plain-HTTP listener on its own socket, for the admin and enrolment pages.
+
+Never a mitmproxy listener, so nothing that arrives there can reach a back end. The socket is
+bound when the configuration is applied — a busy port refuses that configuration — and served
+once the event loop runs; a changed host or port moves it. Requests are one GET per connection:
+the request line and headers are read (bounded in size and time), the page answers, and the
+connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+# A request line and a few headers; anything bigger is not a browser or a metrics scraper.
+MAX_REQUEST_BYTES = 8 * 1024
+READ_TIMEOUT = 10.0
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class SideRequest:
+    method: str
+    target: str
+    headers: dict[str, str]  # names lower-cased
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+
+Handler = Callable[[SideRequest], Awaitable[bytes]]
+
+
+def parse_head(head: bytes) -> SideRequest | None:
+    lines = head.split(b"\r\n")
+    parts = lines[0].decode("latin-1").split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        return None
+    headers = {}
+    for line in lines[1:]:
+        key, sep, value = line.partition(b":")
+        if sep:
+            headers[key.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return SideRequest(parts[0], parts[1], headers)
+
+
+class SideListener:
+    def __init__(self, config_key: str, handler: Handler) -> None:
+        self._config_key = config_key  # named in errors: "admin.listen: cannot listen on …"
+        self._handler = handler
+        self._where: Address | None = None
+        self._socket: socket.socket | None = None
+        self._server: asyncio.Server | None = None
+
+    @property
+    def where(self) -> Address | None:
+        return self._where
+
+    @property
+    def port(self) -> int | None:
+        """The bound port (useful when the configuration says 0)."""
+        return int(self._socket.getsockname()[1]) if self._socket is not None else None
+
+    def move(self, where: Address | None) -> bool:
+        """Listen at ``where`` (None: nowhere). Raises OSError naming the key when it cannot.
+
+        Returns whether anything changed.
+        """
+        if where == self._where:
+            return False
+        new_socket = self._bind(where) if where is not None else None
+        self.stop()
+        self._where, self._socket = where, new_socket
+        self._start_if_loop()
+        return True
+
+    def running(self) -> None:
+        self._start_if_loop()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        elif self._socket is not None:
+            self._socket.close()
+        self._server, self._socket = None, None
+
+    def _bind(self, where: Address) -> socket.socket:
+        family = socket.AF_INET6 if ":" in where.host else socket.AF_INET
+        try:
+            sock = socket.create_server((where.host, where.port), family=family)
+        except OSError as e:
+            raise OSError(f"{self._config_key}: cannot listen on {where.host}:{where.port} ({e.strerror}); "
+                          f"choose another port ({self._config_key}) or stop the program using it") from None
+        sock.setblocking(False)
+        return sock
+
+    def _start_if_loop(self) -> None:
+        if self._socket is None or self._server is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # started from `running` once the loop is up
+        sock = self._socket
+
+        async def start() -> None:
+            if self._socket is not sock or self._server is not None:
+                return  # moved, stopped or already started meanwhile
+            server = await asyncio.start_server(self._serve, sock=sock, limit=MAX_REQUEST_BYTES)
+            if self._socket is sock and self._server is None:
+                self._server = server
+            else:
+                server.close()
+
+        loop.create_task(start())
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            request = parse_head(head[:-4])
+            writer.write(BAD_REQUEST if request is None else await self._handler(request))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
