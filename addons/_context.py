@@ -30,10 +30,14 @@ def listener_of(client: connection.Client) -> Listener | None:
     return _current.listener_for_port(client.sockname[1])
 
 
-def listener_or_deny(flow: http.HTTPFlow) -> Listener | None:
-    """The flow's listener; when its port is no longer configured, the flow is denied (503)."""
-    from addons._guard import deny
+def listener_to_check(flow: http.HTTPFlow) -> Listener | None:
+    """The flow's listener, for a hook about to check it; None when there is nothing to check:
+    an earlier hook already answered the flow, or its port is no longer configured (then the
+    flow is denied here with 503)."""
+    from addons._guard import already_answered, deny
 
+    if already_answered(flow):
+        return None
     listener = listener_of(flow.client_conn)
     if listener is None:
         flow.metadata["gateway_verdict"] = "gateway-error"

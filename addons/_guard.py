@@ -69,14 +69,27 @@ def fail_closed(hook: Hook) -> Hook:
                 return None
         return async_wrapper  # type: ignore[return-value]
 
-    @functools.wraps(hook)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    async def guard_rest(pending: Any, args: tuple[Any, ...]) -> Any:
         try:
-            return hook(*args, **kwargs)
+            return await pending
         except Exception:
             logger.exception("%s failed; denying", name)
             _deny_after_crash(name, args)
             return None
+
+    @functools.wraps(hook)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = hook(*args, **kwargs)
+        except Exception:
+            logger.exception("%s failed; denying", name)
+            _deny_after_crash(name, args)
+            return None
+        # A hook that is synchronous on its fast path may hand the rest of its work back as an
+        # awaitable; what fails in there must deny just the same.
+        if inspect.isawaitable(result):
+            return guard_rest(result, args)
+        return result
     return wrapper  # type: ignore[return-value]
 
 

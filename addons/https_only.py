@@ -11,8 +11,8 @@ import logging
 
 from mitmproxy import http
 
-from addons._context import listener_or_deny
-from addons._guard import already_answered, deny, fail_closed
+from addons._context import listener_to_check
+from addons._guard import deny, fail_closed
 
 logger = logging.getLogger("gateway.https")
 
@@ -20,9 +20,7 @@ logger = logging.getLogger("gateway.https")
 class HttpsOnly:
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if already_answered(flow):
-            return
-        listener = listener_or_deny(flow)
+        listener = listener_to_check(flow)
         if listener is None:
             return
         if listener.base.https and not flow.client_conn.tls_established:

@@ -15,8 +15,8 @@ from typing import Iterable
 
 from mitmproxy import http
 
-from addons._context import listener_or_deny
-from addons._guard import already_answered, deny, fail_closed
+from addons._context import listener_to_check
+from addons._guard import deny, fail_closed
 from gateway.config import GatewayConfig
 from gateway.policy import DEFAULT_POLICY_FILE, ROLES, AccessPolicy, AmbiguousPath, load_policy, normalise_path
 
@@ -51,9 +51,7 @@ class Policy:
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if already_answered(flow):
-            return
-        listener = listener_or_deny(flow)
+        listener = listener_to_check(flow)
         if listener is None:
             return
         if not listener.base.user_auth or flow.request.path.startswith(GATEWAY_PREFIX):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from addons._context import current_config, listener_or_deny
-from addons._guard import already_answered, fail_closed
+from addons._context import current_config, listener_to_check
+from addons._guard import fail_closed
 
 
 def client_ip(flow: http.HTTPFlow) -> str:
@@ -23,9 +23,7 @@ def client_ip(flow: http.HTTPFlow) -> str:
 class Routing:
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if already_answered(flow):
-            return
-        listener = listener_or_deny(flow)
+        listener = listener_to_check(flow)
         if listener is None:
             return
         endpoint = listener.endpoint

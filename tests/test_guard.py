@@ -68,3 +68,21 @@ def test_already_answered_guard() -> None:
     assert not already_answered(flow)
     flow.live = False
     assert already_answered(flow)
+
+
+class SlowPathExploding:
+    """Synchronous on its fast path, handing back a coroutine for the slow one (as Auth does)."""
+
+    @fail_closed
+    def requestheaders(self, flow):  # type: ignore[no-untyped-def]
+        async def slow() -> None:
+            raise RuntimeError("argon2 pool gone")
+        return slow()
+
+
+def test_awaitable_returned_by_a_sync_hook_is_guarded_too() -> None:
+    flow = tflow.tflow()
+    pending = SlowPathExploding().requestheaders(flow)
+    assert flow.response is None  # nothing decided yet
+    asyncio.run(pending)
+    assert flow.response is not None and flow.response.status_code == 500
