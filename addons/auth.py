@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 
 from mitmproxy import connection, http
 
-from addons._context import listener_or_deny
+from addons._context import listener_to_check
 from addons._guard import already_answered, deny, fail_closed
 from gateway.accounts.authenticate import Authenticator
 from gateway.accounts.keys import load_or_create_secret
@@ -110,9 +110,7 @@ class Auth:
 
     @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if already_answered(flow):
-            return
-        listener = listener_or_deny(flow)
+        listener = listener_to_check(flow)
         if listener is None:
             return
         path = flow.request.path.split("?", 1)[0]
