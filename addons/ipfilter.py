@@ -72,7 +72,7 @@ class IpFilter:
         client.error = f"refused by IP list ({decision.verdict})"
         logger.warning("refused %s on base %r (%s): %s", host, base.name, base.id, decision.describe(),
                        extra={"event": "ip-denied", "base": base.name, "base_id": base.id, "client": host,
-                              "verdict": decision.verdict,
+                              "verdict": "denied-ip", "reason": decision.verdict,
                               "file": str(decision.match.path) if decision.match else None,
                               "line": decision.match.line if decision.match else None})
 

@@ -59,8 +59,11 @@ def redact_url(path_with_query: str) -> str:
     url = _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", path_with_query)
     base, hash_, fragment = url.partition("#")
     path, question, query = base.partition("?")
+    # Path parameters (/a;password=x) carry name=value pairs as well.
+    if ";" in path:
+        path = "/".join(_redact_query(segment) for segment in path.split("/"))
     if not question:
-        return url
+        return f"{path}{hash_}{fragment}"
     return f"{path}?{_redact_query(query)}{hash_}{fragment}"
 
 

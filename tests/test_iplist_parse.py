@@ -161,3 +161,9 @@ def test_leading_zeros_refused_even_where_inet_pton_accepts_them(monkeypatch: py
     parsed = parse_text("010.1.1.1\n10.1.1.1\n")
     assert [e.line for e in parsed.errors] == [1] and "leading zeros" in parsed.errors[0].reason
     assert parsed.spans(V4) == [(v4("10.1.1.1"), v4("10.1.1.1"), 2)]
+
+
+def test_a_host_name_with_a_dash_is_reported_whole() -> None:
+    with pytest.raises(EntryError) as info:
+        parse_entry("склад-пк")
+    assert "'склад-пк'" in str(info.value) and "name" in str(info.value)

@@ -71,3 +71,12 @@ def test_redact_mitmproxy_headers_keeps_repeats() -> None:
 def test_redact_header_pairs() -> None:
     out = redact_headers([("Set-Cookie", "gateway_session=abc; Secure; HttpOnly"), ("X-Auth-Token", "t")])
     assert out == {"Set-Cookie": "gateway_session=***", "X-Auth-Token": MASK}
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    ("/a;password=QsecretPW11", "/a;password=***"),
+    ("/api/v1;token=abc/Docs?x=1", "/api/v1;token=***/Docs?x=1"),
+    ("/a;jsessionid=1;b=2", "/a;jsessionid=1;b=2"),
+])
+def test_path_parameters_are_masked_too(url: str, masked: str) -> None:
+    assert redact_url(url) == masked

@@ -28,7 +28,7 @@ MAPPED_END = MAPPED_START + (1 << 32) - 1
 _BLANKS = " \t\r\n\x0b\x0c\xa0\ufeff\u200b"
 _LEADING_ZERO = re.compile(r"(?:^|\.)0\d")
 # A host name: dotted labels, one of which starts with a letter (so "1.2.3.4a" is not one).
-_NAME = re.compile(r"^[A-Za-z0-9_.-]*(?:^|\.)[A-Za-z][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"^(?=[\w.-]*[^\W\d_])[\w.-]+$")  # a host name, in any script: letters, digits, . and -
 
 _pton = socket.inet_pton
 _from_bytes = int.from_bytes
@@ -113,6 +113,9 @@ def parse_address(text: str) -> tuple[int, int]:
 def parse_entry(text: str) -> tuple[int, int, int]:
     """One entry (already stripped of comments and blanks) → ``(family, start, end)``."""
     if "-" in text:
+        if _NAME.match(text):
+            # A host name such as "склад-пк": report it whole, before '-' cuts it into a "range".
+            raise EntryError(_hint(text))
         return _range(text)
     if "/" in text:
         return _mask(text)
