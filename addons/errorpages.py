@@ -17,7 +17,8 @@ import logging
 from http import HTTPStatus
 
 from mitmproxy import connection, http
-from mitmproxy.proxy.layers.http import _http1, _http2
+from mitmproxy.proxy.commands import SendData
+from mitmproxy.proxy.layers.http import ResponseProtocolError, _http1, _http2
 
 from addons._context import listener_of
 from gateway.config import Listener
@@ -66,29 +67,54 @@ def error_text(status: int, base_name: str | None, timed_out: bool) -> str:
     return f"{status} {phrase}: the gateway could not complete this request{where}."
 
 
-def _format_error(status_code: int, message: str) -> bytes:
-    listener = _listener.get()
+def _error_status(status_code: int) -> tuple[int, bool]:
     flag = _timed_out.get()
     timed_out = bool(flag and flag[0])
-    return (error_text(504 if timed_out else status_code, listener.base.name if listener else None, timed_out) + "\n").encode()
+    return (504 if timed_out else status_code), timed_out
+
+
+def _format_error(status_code: int, message: str) -> bytes:
+    status, timed_out = _error_status(status_code)
+    listener = _listener.get()
+    return (error_text(status, listener.base.name if listener else None, timed_out) + "\n").encode()
 
 
 def _make_error_response(status_code: int, message: str = "") -> bytes:
-    flag = _timed_out.get()
-    if flag and flag[0]:
-        status_code = 504
+    status, _ = _error_status(status_code)
     resp = http.Response.make(
-        status_code,
+        status,
         _format_error(status_code, message),
         http.Headers(Connection="close", Content_Type="text/plain; charset=utf-8", Cache_Control="no-store"),
     )
     return _http1.http1.assemble_response(resp)
 
 
+_h2_handle_event = _http2.Http2Server._handle_event
+
+
+def _h2_server_handle_event(self: _http2.Http2Server, event: object):  # type: ignore[no-untyped-def]
+    """HTTP/2's error answer, like HTTP/1's: the right status (504 after a timeout), plain text,
+    and no ``server: mitmproxy`` header. Anything else goes to mitmproxy's own handling."""
+    if isinstance(event, ResponseProtocolError) and self.is_open_for_us(event.stream_id):
+        stream = self.h2_conn.streams.get(event.stream_id)
+        status = event.code.http_status_code()
+        if stream is not None and status is not None and not stream.state_machine.headers_sent:
+            self.h2_conn.send_headers(event.stream_id, [
+                (b":status", b"%d" % _error_status(status)[0]),
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"cache-control", b"no-store"),
+            ])
+            self.h2_conn.send_data(event.stream_id, _format_error(status, event.message), end_stream=True)
+            yield SendData(self.conn, self.h2_conn.data_to_send())
+            return
+    yield from _h2_handle_event(self, event)
+
+
 def install() -> None:
     """Replace mitmproxy's error page builders. Idempotent."""
     _http1.make_error_response = _make_error_response
     _http2.format_error = _format_error
+    _http2.Http2Server._handle_event = _h2_server_handle_event  # type: ignore[method-assign]
 
 
 class ErrorPages:

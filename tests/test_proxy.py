@@ -296,3 +296,21 @@ def subprocess_run_gateway(directory: Path, args: list[str]) -> Any:
 
     return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
                           encoding="utf-8", env=_env(), cwd=directory, timeout=60)
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+def test_error_answers_are_plain_text_over_http1_and_http2(standin: Standin, gateway_factory: Factory,
+                                                           tmp_path: Path, http2: bool) -> None:
+    dead = base_entry(standin, "dead", "Склад без сервера")
+    dead["data"]["backend"] = f"http://127.0.0.1:{free_port()}"
+    slow = base_entry(standin, "slow", "Медленный склад")
+    gw = gateway_factory(gateway_config(tmp_path, bases=[dead, slow], proxy={"backend_timeout": 1}))
+    with client(gw, http2=http2, http1=not http2) as http:
+        down = http.get(gw.url("dead", path="/api/v1/Docs"))
+        late = http.get(gw.url("slow", path="/slow?seconds=5"))
+    assert down.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+    assert (down.status_code, late.status_code) == (502, 504)
+    for answer in (down, late):
+        assert answer.headers["content-type"].startswith("text/plain")
+        assert "mitmproxy" not in answer.headers.get("server", "").lower()
+    assert "Склад без сервера" in down.text and "Медленный склад" in late.text
