@@ -14,6 +14,7 @@ and Retry-After counts down, exactly as with a fresh read.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import threading
@@ -43,6 +44,9 @@ class Verdict:
         return str(max(1, math.ceil(self.retry_after)))
 
 
+NO_FAILURES = Verdict(False, 0)
+
+
 @dataclass(frozen=True)
 class Ban:
     key: str
@@ -68,6 +72,7 @@ def window_verdict(times: Sequence[float], limit: int, window: float, now: float
     return Verdict(True, len(recent), max(leaves_at - now, 0.0))
 
 
+@functools.lru_cache(maxsize=4096)  # parsing an address costs more than the rest of a check
 def ip_key(address: str) -> str:
     try:
         ip = ipaddress.ip_address(address.split("%")[0])
@@ -115,6 +120,8 @@ class Throttle:
                     if len(self._memo) >= MEMO_ENTRIES:
                         self._memo.clear()
                     self._memo[key] = seen
+        if not seen.times:
+            return NO_FAILURES
         return window_verdict(seen.times, limit, window, now)
 
     def check_ip(self, address: str, version: int | None = None) -> Verdict:

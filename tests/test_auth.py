@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dataclasses import replace
+
 import pytest
 from argon2 import PasswordHasher
 from mitmproxy.test import tflow
@@ -13,6 +15,7 @@ from mitmproxy.test import tflow
 from addons import _context
 from addons.auth import Auth
 from gateway.accounts import Accounts, keys
+from gateway.accounts.authenticate import Authenticator
 from gateway.config import GatewayConfig, parse_config
 from gateway.store import SqliteStore
 
@@ -44,8 +47,8 @@ def auth(tmp_path: Path) -> Auth:
     addon.done()
 
 
-def request(addon: Auth, headers: dict[str, str] | None = None, path: str = "/api/v1/Docs",
-            method: str = "GET", client: str = "127.0.0.2") -> Any:
+def request_flow(headers: dict[str, str] | None = None, path: str = "/api/v1/Docs",
+                 method: str = "GET", client: str = "127.0.0.2") -> Any:
     flow = tflow.tflow()
     flow.client_conn.sockname = ("127.0.0.1", PORT)
     flow.client_conn.peername = (client, 50000)
@@ -53,7 +56,15 @@ def request(addon: Auth, headers: dict[str, str] | None = None, path: str = "/ap
     flow.request.method = method
     for name, value in (headers or {}).items():
         flow.request.headers[name] = value
-    asyncio.run(addon.requestheaders(flow))
+    return flow
+
+
+def request(addon: Auth, headers: dict[str, str] | None = None, path: str = "/api/v1/Docs",
+            method: str = "GET", client: str = "127.0.0.2") -> Any:
+    flow = request_flow(headers, path, method, client)
+    step = addon.requestheaders(flow)
+    if step is not None:  # only the slow path (argon2, a store write) is a coroutine
+        asyncio.run(step)
     return flow
 
 
@@ -162,3 +173,141 @@ def test_an_unexpected_error_fails_closed(auth: Auth, monkeypatch: pytest.Monkey
     monkeypatch.setattr(auth._state.throttle, "check_ip", boom)  # type: ignore[union-attr]
     flow = request(auth, basic("", PASSWORD))
     assert flow.response.status_code == 500
+
+
+# --- the cost of a cached login, and sharing one verification ---
+
+def test_a_cached_login_is_answered_synchronously_reading_only_the_change_marker(
+        auth: Auth, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert request(auth, basic("Иванов", PASSWORD)).response is None  # verifies, caches
+    store = auth._state.store  # type: ignore[union-attr]
+    reads = {"version": 0}
+    real_version = store.version
+
+    def counted_version() -> int:
+        reads["version"] += 1
+        return real_version()
+
+    def refused(*args: Any) -> None:
+        raise AssertionError("the cache-hit path read the store")
+
+    monkeypatch.setattr(store, "version", counted_version)
+    for name in ("principal", "failure_times", "find_credential", "get_session", "get_user"):
+        monkeypatch.setattr(store, name, refused)
+    for _ in range(20):
+        flow = request_flow(basic("Иванов", PASSWORD))
+        assert auth.requestheaders(flow) is None  # no coroutine: no thread hop, nothing awaited
+        assert flow.response is None and flow.metadata["gateway_user"] == "Иванов"
+    assert reads["version"] == 20  # one read of the marker per request, nothing else
+
+
+def test_concurrent_requests_with_one_credential_share_one_argon2_run(auth: Auth) -> None:
+    assert auth.authenticator is not None
+    flows = [request_flow(basic("", PASSWORD)) for _ in range(16)]
+    steps = [auth.requestheaders(flow) for flow in flows]
+    assert all(step is not None for step in steps)  # all missed the cache at the same moment
+
+    async def run_all() -> None:
+        await asyncio.gather(*steps)  # type: ignore[arg-type]
+
+    asyncio.run(run_all())
+    assert auth.authenticator.argon2_runs == 1
+    assert all(flow.response is None and flow.metadata["gateway_user"] == "Иванов" for flow in flows)
+
+
+def test_concurrent_wrong_passwords_share_one_check_but_each_counts_as_a_failure(
+        auth: Auth, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert auth.authenticator is not None and auth._state is not None
+    checks = []
+    real_verify = auth.authenticator.verify
+
+    def counted_verify(*args: Any) -> Any:
+        checks.append(1)
+        return real_verify(*args)
+
+    monkeypatch.setattr(auth.authenticator, "verify", counted_verify)
+    flows = [request_flow(basic("Иванов", "Wrong12345"), client="127.0.0.5") for _ in range(6)]
+    steps = [auth.requestheaders(flow) for flow in flows]
+
+    async def run_all() -> None:
+        await asyncio.gather(*steps)  # type: ignore[arg-type]
+
+    asyncio.run(run_all())
+    assert len(checks) == 1
+    assert [flow.response.status_code for flow in flows] == [401] * 6
+    assert len(auth._state.store.failure_times("ip:127.0.0.5", 0.0)) == 6
+    assert len(auth._state.store.failure_times("user:иванов", 0.0)) == 6
+    assert auth._state.flights == {}  # nothing kept once the verification landed
+
+
+def test_a_password_change_elsewhere_ends_the_cached_login_at_once(auth: Auth, tmp_path: Path) -> None:
+    assert request(auth, basic("", PASSWORD)).response is None
+    assert request(auth, basic("", PASSWORD)).response is None
+    # another process: its own store object on the same file
+    other = Accounts(SqliteStore(tmp_path / "state" / "gateway.db"),
+                     keys.load_or_create_secret(tmp_path / "state"))
+    other.set_password("Иванов", "Another123")
+    assert request(auth, basic("", PASSWORD)).response.status_code == 401
+    assert request(auth, basic("", "Another123")).response is None
+    other.remove_user("Иванов")
+    assert request(auth, basic("", "Another123")).response.status_code == 401
+
+
+# --- the success cache itself (gateway.accounts.authenticate), with an injected clock ---
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def accounts(tmp_path: Path) -> Accounts:
+    state = tmp_path / "state"
+    accounts = Accounts(SqliteStore(state / "gateway.db"), keys.load_or_create_secret(state))
+    accounts.add_group("Операторы ТСД", "mobile", ("Приход",))
+    accounts.add_user("Иванов", "1", PASSWORD)
+    return accounts
+
+
+def test_an_entry_slides_with_use_but_is_verified_again_after_its_maximum_age(accounts: Accounts) -> None:
+    clock = Clock()
+    authenticator = Authenticator(accounts.store, accounts.secret, cache_seconds=30, clock=clock)
+    assert authenticator.verify("", PASSWORD, False).ok
+    verified_at = clock.now
+    while clock.now + 20 < verified_at + authenticator.max_age:
+        clock.now += 20  # used every 20 s: longer than 30 s in all, never idle for 30 s
+        assert authenticator.cached("", PASSWORD, False) is not None
+    clock.now = verified_at + authenticator.max_age
+    assert authenticator.cached("", PASSWORD, False) is None  # argon2 again, however busy
+    assert authenticator.verify("", PASSWORD, False).ok
+    clock.now += 30  # idle for cache_seconds
+    assert authenticator.cached("", PASSWORD, False) is None
+    assert authenticator.argon2_runs == 2
+
+
+def test_a_change_anywhere_revalidates_once_and_picks_up_the_new_group(accounts: Accounts) -> None:
+    authenticator = Authenticator(accounts.store, accounts.secret, cache_seconds=30)
+    assert authenticator.verify("", PASSWORD, False).ok
+    reads = []
+    real_principal = accounts.store.principal
+
+    def counted_principal(user_id: str) -> Any:
+        reads.append(user_id)
+        return real_principal(user_id)
+
+    accounts.store.principal = counted_principal  # type: ignore[method-assign]
+    for _ in range(5):
+        assert authenticator.cached("", PASSWORD, False) is not None
+    assert reads == []
+    other = SqliteStore(accounts.store.path)  # type: ignore[attr-defined]
+    group = other.find_group("Операторы ТСД")
+    assert group is not None
+    other.put_group(replace(group, doc_types=("Приход", "Отгрузка")), replace=True)
+    for _ in range(5):
+        principal = authenticator.cached("", PASSWORD, False)
+        assert principal is not None and principal.group.doc_types == ("Приход", "Отгрузка")
+    assert reads == ["1"]  # once after the change, then from memory again
+    assert authenticator.argon2_runs == 1

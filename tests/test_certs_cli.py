@@ -127,3 +127,14 @@ def test_show_lists_the_fields_and_warnings(workdir: Path) -> None:
     assert soon.returncode == 0 and "expires within 30 days" in soon.stdout
     missing = run_gateway_command(workdir, "cert", "show", "absent.pem")
     assert missing.returncode != 0 and "file missing" in missing.stderr
+
+
+def test_internationalised_and_bad_names(tmp_path: Path) -> None:
+    """Cyrillic names work (as their xn-- form); a name that is no DNS name is one clear line."""
+    from gateway.certs.request import parse_names
+
+    assert parse_names(["склад.рф", "*.Example.COM."]) == ["xn--80aiqe2a.xn--p1ai", "*.example.com"]
+    from gateway.certs.load import CertError
+
+    with pytest.raises(CertError, match="is not a DNS name"):
+        parse_names(["bad name!"])

@@ -87,3 +87,16 @@ def test_a_broken_database_raises_store_error(tmp_path: Path) -> None:
     (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError):
         SqliteStore(tmp_path / "junk.db")
+
+
+def test_version_sees_another_process_write(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    store = SqliteStore(path)
+    before = store.version()
+    assert store.version() == before  # nothing written: the same value
+    ctx = multiprocessing.get_context("spawn")
+    worker = ctx.Process(target=_hammer, args=(str(path), "ip:127.0.0.2", 1))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0
+    assert store.version() != before

@@ -241,6 +241,51 @@ def test_one_credential_wins_a_race(store: Store) -> None:
     assert len(store.list_users()) == 1
 
 
+def _another_handle(store: Store, request: pytest.FixtureRequest) -> Store:
+    """A second store object on the same data: another process, or another machine."""
+    if isinstance(store, SqliteStore):
+        return SqliteStore(store.path)
+    return RedisStore(request.getfixturevalue("clean_redis").url)  # the instance the store fixture used
+
+
+def test_version_moves_with_every_write_and_only_then(store: Store, request: pytest.FixtureRequest) -> None:
+    other = _another_handle(store, request)
+    writes = [
+        lambda s: s.put_group(_group()),
+        lambda s: s.put_group(_group(name="Переименована"), replace=True),
+        lambda s: s.add_user(User("1", "Иванов", "1"), (_cred(KEY_A),)),
+        lambda s: s.put_user(User("1", "Иванов", "1", description="кладовщик")),
+        lambda s: s.set_credential("1", _cred(KEY_B), "password"),
+        lambda s: s.add_failure("ip:127.0.0.2", 1000.0, 900.0),
+        lambda s: s.clear_failures("ip:127.0.0.2"),
+        lambda s: s.create_session("s1", SessionRecord("1", 2, 2000.0)),
+        lambda s: s.delete_session("s1"),
+        lambda s: s.create_session("s2", SessionRecord("1", 2, 1000.0)),
+        lambda s: s.purge_sessions(1500.0),
+        lambda s: s.remove_user("1"),
+        lambda s: s.remove_group("1"),
+    ]
+    reads = [
+        lambda s: s.get_group("1"), lambda s: s.find_group("1"), lambda s: s.list_groups(),
+        lambda s: s.get_user("1"), lambda s: s.find_user("Иванов"), lambda s: s.list_users(),
+        lambda s: s.credentials_of("1"), lambda s: s.find_credential(KEY_B), lambda s: s.principal("1"),
+        lambda s: s.next_id("users"), lambda s: s.failure_times("ip:127.0.0.2", 0.0),
+        lambda s: s.failure_keys(0.0), lambda s: s.get_session("s1"),
+    ]
+    for i, write in enumerate(writes):
+        writer = store if i % 2 == 0 else other  # a change by this handle and by another one
+        seen_here, seen_there = store.version(), other.version()
+        write(writer)
+        assert store.version() != seen_here, f"write {i} did not move version() of the writing side"
+        assert other.version() != seen_there, f"write {i} did not move version() of the other side"
+        steady_here, steady_there = store.version(), other.version()
+        for read in reads:
+            read(store)
+            read(other)
+        assert (store.version(), other.version()) == (steady_here, steady_there), "a read moved version()"
+    other.close()
+
+
 # --- Redis only ---
 
 def _hammer(url: str, key: str, count: int) -> None:
@@ -270,7 +315,8 @@ def test_keys_are_prefixed_and_expire(clean_redis: RedisServer) -> None:
     store.create_session("s1", SessionRecord("1", 1, 2e9))
     with clean_redis.client() as client:
         names = set(client.scan_iter("*"))
-        assert {name for name in names if not name.startswith("gw:")} == {"other:schema"}
+        # the other tenant holds only its schema mark and its change marker
+        assert {name for name in names if not name.startswith("gw:")} == {"other:schema", "other:version"}
         assert "gw:users" in names
         assert 0 < client.ttl("gw:fail:ip:127.0.0.2") <= 61
         assert 0 < client.ttl("gw:fail-keys") <= 61
@@ -398,3 +444,18 @@ def test_moving_users_from_sqlite_to_redis_keeps_their_passwords(clean_redis: Re
     assert import_accounts(redis_store, secret, exported, tmp_path / "users.yaml") == (1, 1)
     outcome = Authenticator(redis_store, secret, 0).verify("", "Sklad2024x", allow_barcode=False)
     assert outcome.principal is not None and outcome.principal.user.name == "Иванов"
+
+
+def test_version_survives_a_flush_as_a_change(clean_redis: RedisServer) -> None:
+    store = RedisStore(clean_redis.url)
+    before = store.version()
+    with clean_redis.client() as client:
+        client.flushdb()  # everything gone, the counter too: a cache must not take it for "unchanged"
+    after = store.version()
+    assert after != before
+    store.add_failure("ip:127.0.0.2", 1000.0, 900.0)
+    assert store.version() != after
+    with clean_redis.client() as client:
+        client.set("gw:version", "not a number")
+    with pytest.raises(StoreError, match="gw:version"):
+        store.version()

@@ -95,3 +95,60 @@ def test_a_restart_keeps_the_count(tmp_path: Path) -> None:
     first.close()
     again = Throttle(SqliteStore(tmp_path / "gateway.db"), ThrottleSettings(), clock)
     assert again.check_ip("127.0.0.2").blocked
+
+
+class CountingReads:
+    """The real store, counting failure_times reads (the query the memo saves)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    def failure_times(self, key: str, since: float) -> list[float]:
+        self.reads += 1
+        return self.store.failure_times(key, since)
+
+
+def test_checks_read_the_store_once_while_nothing_changes(tmp_path: Path) -> None:
+    store = CountingReads(SqliteStore(tmp_path / "gateway.db"))
+    throttle = Throttle(store, ThrottleSettings(), Clock())  # type: ignore[arg-type]
+    for _ in range(50):
+        assert not throttle.check_ip("127.0.0.2").blocked
+        assert not throttle.check_account("admin").blocked
+    assert store.reads == 2
+
+
+def test_a_failure_recorded_by_another_process_is_seen_at_once(tmp_path: Path) -> None:
+    clock = Clock()
+    here = Throttle(SqliteStore(tmp_path / "gateway.db"), ThrottleSettings(), clock)
+    there = Throttle(SqliteStore(tmp_path / "gateway.db"), ThrottleSettings(), clock)
+    for _ in range(10):
+        assert not here.check_ip("127.0.0.2").blocked  # memoised between failures
+        there.record_failure("127.0.0.2", "admin")
+    assert here.check_ip("127.0.0.2").blocked
+    assert here.check_account("admin").failures == 10
+    there.lift("127.0.0.2")
+    assert not here.check_ip("127.0.0.2").blocked
+
+
+def test_a_memoised_ban_counts_down_and_ends_on_time(tmp_path: Path) -> None:
+    clock = Clock()
+    store = CountingReads(SqliteStore(tmp_path / "gateway.db"))
+    throttle = Throttle(store, ThrottleSettings(), clock)  # type: ignore[arg-type]
+    for _ in range(10):
+        throttle.record_failure("127.0.0.2")
+    first = throttle.check_ip("127.0.0.2")
+    assert first.blocked and first.retry_after_header == "60"
+    reads = store.reads
+    clock.now += 45
+    later = throttle.check_ip("127.0.0.2")
+    assert later.blocked and later.retry_after_header == "15"
+    clock.now += 15
+    assert not throttle.check_ip("127.0.0.2").blocked
+    assert store.reads == reads  # all from memory, yet exact
+    clock.now -= 120  # a clock set back needs older rows than the memo holds: read again
+    throttle.check_ip("127.0.0.2")
+    assert store.reads == reads + 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 from gateway.accounts import keys
@@ -41,8 +41,9 @@ class Outcome:
         return self.principal is not None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Entry:
+    # Changed in place under the Authenticator's lock: a hit must stay cheaper than a store read.
     principal: Principal
     kind: str
     version: int  # the store's change marker when the principal was last read
@@ -98,11 +99,11 @@ class Authenticator:
                 self._forget(key, entry)
                 return None
             principal = fresh
-        renewed = replace(entry, principal=principal, version=version,
-                          expires=min(now + self.cache_seconds, entry.verified_until))
         with self._lock:
+            if entry.version != version:
+                entry.principal, entry.version = principal, version
+            entry.expires = min(now + self.cache_seconds, entry.verified_until)
             if self._cache.get(key) is entry:  # not replaced or dropped meanwhile
-                self._cache[key] = renewed
                 self._cache.move_to_end(key)
         return principal
 

@@ -7,6 +7,7 @@ stays here (owner-only file); only the request goes to the CA.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,27 @@ def write_request(out: Path, names: list[str], ips: list[IpAddress], organizatio
     write_private_key(files.key, key)
     write_public(files.csr, csr.public_bytes(serialization.Encoding.PEM))
     return files
+
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def parse_names(values: list[str]) -> list[str]:
+    """DNS names as certificates carry them: internationalised names (склад.рф) in their
+    xn-- form, a leading "*." allowed; anything else is refused with the reason."""
+    names = []
+    for value in values:
+        text = value.strip().rstrip(".")
+        wildcard = text.startswith("*.")
+        try:
+            ascii_name = (text[2:] if wildcard else text).encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            raise CertError(f"--name {value!r} is not a DNS name; give e.g. --name sklad.example.ru") from None
+        if not ascii_name or len(ascii_name) > 253 or not all(_LABEL.match(l) for l in ascii_name.split(".")):
+            raise CertError(f"--name {value!r} is not a DNS name (letters, digits, '-' and '.' only); "
+                            "give e.g. --name sklad.example.ru, and addresses with --ip")
+        names.append(("*." if wildcard else "") + ascii_name)
+    return names
 
 
 def parse_ips(values: list[str]) -> list[IpAddress]:

@@ -17,9 +17,9 @@ from gateway.certs.authority import (
 from gateway.certs.importer import import_certificate
 from gateway.certs.inspect import describe, fingerprint, load_local_ca, render, warnings_for
 from gateway.certs.load import CertError, load_certificates
-from gateway.certs.request import parse_ips, write_request
+from gateway.certs.request import parse_ips, parse_names, write_request
 from gateway.certs.sources import base_source, default_source, local_ca_file
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import DEFAULT_CONFIG_NAME, ConfigError, GatewayConfig, load_config, parse_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -61,8 +61,14 @@ def _fail(message: object) -> int:
 
 
 def _config(args: argparse.Namespace, required: bool) -> GatewayConfig | None:
-    if not required and not Path(args.config).exists():
-        return None
+    if not Path(args.config).exists():
+        if not required:
+            return None
+        if Path(args.config) == Path(DEFAULT_CONFIG_NAME):
+            # A test lab may make its certificate before writing any configuration: the
+            # defaults (state folder ./state) are what `gateway run` will use later too.
+            print(f"note: no {DEFAULT_CONFIG_NAME} here; using the default state folder ./state", file=sys.stderr)
+            return parse_config({}, Path(DEFAULT_CONFIG_NAME).resolve())
     return load_config(args.config)
 
 
@@ -77,7 +83,7 @@ def self_signed(args: argparse.Namespace) -> int:
         cfg = _config(args, required=True)
         assert cfg is not None
         ips = parse_ips(args.ip)
-        names = list(args.name)
+        names = parse_names(args.name)
         if not names and not ips:
             names, ips = default_names(cfg.listen_host)
         folder = certs_folder(cfg.state_dir)
@@ -90,7 +96,9 @@ def self_signed(args: argparse.Namespace) -> int:
         return _fail(f"{e.filename}: {e.strerror}")
     print(("Created" if created else "Kept") + f" the local CA: {ca.cert_file}")
     print(f"  SHA-256 {fingerprint(ca.certificate)}")
-    print(f"Server certificate: {cert_file} (valid {args.days} days)")
+    expires = certificate.not_valid_after_utc
+    capped = " — capped at the CA's own expiry" if (expires - certificate.not_valid_before_utc).days < args.days - 1 else ""
+    print(f"Server certificate: {cert_file} (valid until {expires:%Y-%m-%d}{capped})")
     print(f"  covers: {', '.join(names + [str(ip) for ip in ips])}")
     if cfg.tls.cert is not None:
         print(f"note: the config serves {cfg.tls.cert} (tls.cert); remove tls.cert/tls.key to serve this one")
@@ -102,7 +110,7 @@ def self_signed(args: argparse.Namespace) -> int:
 
 def make_request(args: argparse.Namespace) -> int:
     try:
-        files = write_request(args.out, list(args.name), parse_ips(args.ip), args.org)
+        files = write_request(args.out, parse_names(args.name), parse_ips(args.ip), args.org)
     except CertError as e:
         return _fail(e)
     except OSError as e:

@@ -113,6 +113,7 @@ class SqliteStore:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._watch: sqlite3.Connection | None = None
+        self._watch_cursor: sqlite3.Cursor | None = None
         self._watch_lock = threading.Lock()
         self._writes = 0
         self._init_schema()
@@ -157,12 +158,13 @@ class SqliteStore:
     @_store_errors
     def version(self) -> int:
         with self._watch_lock:
-            if self._watch is None:
+            if self._watch_cursor is None:
                 self._watch = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                               isolation_level=None, check_same_thread=False)
+                self._watch_cursor = self._watch.cursor()
             # A new read transaction per call: SQLite compares the WAL header with the one this
             # connection saw last and counts a change made by any other connection.
-            data_version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+            data_version = self._watch_cursor.execute("PRAGMA data_version").fetchone()[0]
             return (self._writes << 64) | int(data_version)
 
     @_store_errors
@@ -195,6 +197,7 @@ class SqliteStore:
                 except sqlite3.Error:
                     pass
                 self._watch = None
+                self._watch_cursor = None
 
     # --- groups ---
 
