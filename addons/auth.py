@@ -3,8 +3,11 @@
 Order inside a request, each step cheap before the next costly one:
 1. the client address over its failure limit → 429 with Retry-After; nothing else is read;
 2. a gateway session token (header or cookie) → the user, one store read;
-3. ``Authorization: Basic`` → the success cache, else argon2 in a bounded thread pool;
+3. ``Authorization: Basic`` → the success cache, else argon2 in a bounded thread pool, one run
+   shared by all concurrent requests with the same credentials;
 4. any failure is counted (address and named account) and answered 401 with a Basic challenge.
+With credentials already cached and no recent failure, the hook reads only the store's change
+marker and stays synchronous: no store query, no thread hop, no coroutine.
 ``/.gateway/login`` and ``/.gateway/logout`` are answered here and never forwarded.
 """
 
@@ -14,14 +17,14 @@ import asyncio
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, TypeVar
 
 from mitmproxy import connection, http
 
 from addons._context import listener_to_check
-from addons._guard import already_answered, deny, fail_closed
-from gateway.accounts.authenticate import Authenticator
+from addons._guard import deny, fail_closed
+from gateway.accounts.authenticate import Authenticator, Outcome
 from gateway.accounts.keys import load_or_create_secret
 from gateway.config import BaseConfig, GatewayConfig
 from gateway.credentials import BasicCredentials, CredentialError, is_basic, parse_authorization
@@ -64,6 +67,8 @@ class _State:
     verify_pool: ThreadPoolExecutor
     store_pool: ThreadPoolExecutor
     verify_threads: int
+    # verifications under way, by (cache key, barcode allowed): see Auth._shared_verification
+    flights: dict[tuple[str, bool], asyncio.Future[Outcome]] = field(default_factory=dict)
 
 
 class Auth:
@@ -109,91 +114,147 @@ class Auth:
     # --- the hook ---
 
     @fail_closed
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Synchronous on the common path (a cached credential, no recent failure): only a step
+        that needs argon2 or a store write returns a coroutine, which mitmproxy then awaits."""
         listener = listener_to_check(flow)
         if listener is None:
-            return
+            return None
         path = flow.request.path.split("?", 1)[0]
         if not listener.base.user_auth:
             if path.startswith(PREFIX):
                 deny(flow, 404, "404 Not Found: this base does not use user authentication.")
-            return
+            return None
         state = self._state
         if state is None:
             raise RuntimeError("Auth has no configuration applied")
         try:
-            await self._authenticate(flow, listener.base, path, state)
+            step = self._authenticate(flow, listener.base, path, state)
         except StoreError as e:
-            logger.error("user store failed; request refused: %s", e)
-            flow.metadata["gateway_verdict"] = "gateway-error"
-            flow.metadata["gateway_reason"] = "user store unavailable"
-            deny(flow, 503, "503 Service Unavailable: the gateway cannot check users right now; try again later.")
+            self._store_failed(flow, e)
+            return None
+        return None if step is None else self._finish(flow, step)
 
-    async def _authenticate(self, flow: http.HTTPFlow, base: BaseConfig, path: str, state: _State) -> None:
+    @fail_closed
+    async def _finish(self, flow: http.HTTPFlow, step: Awaitable[None]) -> None:
+        try:
+            await step
+        except StoreError as e:
+            self._store_failed(flow, e)
+
+    @staticmethod
+    def _store_failed(flow: http.HTTPFlow, error: StoreError) -> None:
+        logger.error("user store failed; request refused: %s", error)
+        flow.metadata["gateway_verdict"] = "gateway-error"
+        flow.metadata["gateway_reason"] = "user store unavailable"
+        deny(flow, 503, "503 Service Unavailable: the gateway cannot check users right now; try again later.")
+
+    def _authenticate(self, flow: http.HTTPFlow, base: BaseConfig, path: str,
+                      state: _State) -> Awaitable[None] | None:
         address = flow.client_conn.peername[0] if flow.client_conn.peername else ""
         trusted = is_whitelisted(flow.client_conn)
+        # One read of the store's change marker for the whole request: while it holds still,
+        # the throttle's memo and the success cache answer without reading the store.
+        version = state.store.version()
         if not trusted:
-            verdict = state.throttle.check_ip(address)
+            verdict = state.throttle.check_ip(address, version)
             if verdict.blocked:
                 self._throttled(flow, verdict, f"address {address}: {verdict.failures} failed logins")
-                return
+                return None
         if path.startswith(PREFIX) and path not in (LOGIN_PATH, LOGOUT_PATH):
             deny(flow, 404, f"404 Not Found: the gateway has no {path}; it serves {LOGIN_PATH} and {LOGOUT_PATH}.")
-            return
+            return None
         if path in (LOGIN_PATH, LOGOUT_PATH) and flow.request.method != "POST":
             deny(flow, 405, f"405 Method Not Allowed: use POST {path}.", {"Allow": "POST"})
-            return
-        token = self._take_token(flow)
+            return None
+        # Header lookups through mitmproxy's Headers cost more than one pass over the raw names.
+        present = {name.lower() for name, _ in flow.request.headers.fields}
+        token = self._take_token(flow, present)
         if path == LOGOUT_PATH:
-            if token:
-                await self._off_loop(state.store_pool, state.sessions.end, token)
-            self._answer_json(flow, base, 200, {"logged_out": True}, cookie="")
-            flow.metadata["gateway_verdict"] = "allowed"
-            return
+            return self._logout(flow, base, state, token)
 
         principal: Principal | None = None
         if token and path != LOGIN_PATH:
             principal = state.sessions.resolve(token)
-        authorization = flow.request.headers.get("Authorization", "")
         if principal is None:
+            authorization = flow.request.headers.get("Authorization", "") if b"authorization" in present else ""
             if not authorization or not is_basic(authorization):
                 why = "session expired or unknown" if token else "no Basic credentials"
                 self._unauthorized(flow, base, why, "401 Unauthorized: log in with a user name (or none) and password.")
-                return
+                return None
             try:
                 creds = parse_authorization(authorization)
             except CredentialError as e:
-                await self._fail(flow, base, state, address, None, trusted, str(e), f"401 Unauthorized: {e}.")
-                return
-            principal = await self._check(flow, base, state, address, trusted, creds)
+                return self._fail(flow, base, state, address, None, trusted, str(e), f"401 Unauthorized: {e}.")
+            if creds.login and not trusted:
+                verdict = state.throttle.check_account(creds.login, version)
+                if verdict.blocked:
+                    self._throttled(flow, verdict, f"user {creds.login!r}: {verdict.failures} failed logins")
+                    return None
+            key = state.authenticator.cache_key(creds.login, creds.secret)
+            principal = state.authenticator.cached_by_key(key, base.login_by_barcode, version)
             if principal is None:
-                return
-        if path == LOGIN_PATH:
-            token, expires = await self._off_loop(state.store_pool, state.sessions.create, principal)
-            self._set_identity(flow, principal)
-            flow.metadata["gateway_verdict"] = "allowed"
-            self._answer_json(flow, base, 200, {"token": token, "expires_in": int(state.sessions.ttl),
-                                                "user": principal.user.name, "header": HEADER_NAME,
-                                                "cookie": COOKIE_NAME}, cookie=token)
-            return
-        self._set_identity(flow, principal)
+                return self._verify(flow, base, path, state, address, trusted, creds, key)
+        return self._admit(flow, base, path, state, principal)
 
-    async def _check(self, flow: http.HTTPFlow, base: BaseConfig, state: _State, address: str, trusted: bool,
-                     creds: BasicCredentials) -> Principal | None:
-        if creds.login and not trusted:
-            verdict = state.throttle.check_account(creds.login)
-            if verdict.blocked:
-                self._throttled(flow, verdict, f"user {creds.login!r}: {verdict.failures} failed logins")
-                return None
-        principal = state.authenticator.cached(creds.login, creds.secret, base.login_by_barcode)
-        if principal is not None:
-            return principal
-        outcome = await self._off_loop(state.verify_pool, state.authenticator.verify,
-                                       creds.login, creds.secret, base.login_by_barcode)
+    def _admit(self, flow: http.HTTPFlow, base: BaseConfig, path: str, state: _State,
+               principal: Principal) -> Awaitable[None] | None:
+        if path == LOGIN_PATH:
+            return self._start_session(flow, base, state, principal)
+        self._set_identity(flow, principal)
+        return None
+
+    async def _verify(self, flow: http.HTTPFlow, base: BaseConfig, path: str, state: _State, address: str,
+                      trusted: bool, creds: BasicCredentials, key: str) -> None:
+        # shield: a client that goes away must not cancel the verification others are waiting for.
+        outcome = await asyncio.shield(self._shared_verification(state, creds, key, base.login_by_barcode))
         if outcome.principal is None:
+            # Every request is its own failed attempt, even when several shared one argon2 run.
             await self._fail(flow, base, state, address, creds.login or None, trusted, outcome.reason,
                              "401 Unauthorized: wrong user name, password or barcode.")
-        return outcome.principal
+            return
+        step = self._admit(flow, base, path, state, outcome.principal)
+        if step is not None:
+            await step
+
+    @staticmethod
+    def _shared_verification(state: _State, creds: BasicCredentials, key: str,
+                             allow_barcode: bool) -> asyncio.Future[Outcome]:
+        """One argon2 run for all concurrent requests with the same credentials (single flight).
+
+        Without it, every connection that misses the cache at the same moment (a cold start, an
+        entry past its maximum age) runs its own argon2 — 64 MiB and a fifth of a second each.
+        """
+        flight = (key, allow_barcode)
+        pending = state.flights.get(flight)
+        if pending is None:
+            pending = asyncio.get_running_loop().run_in_executor(
+                state.verify_pool, state.authenticator.verify, creds.login, creds.secret, allow_barcode)
+            state.flights[flight] = pending
+
+            def landed(done: asyncio.Future[Outcome]) -> None:
+                if state.flights.get(flight) is done:
+                    del state.flights[flight]
+                if not done.cancelled():
+                    done.exception()  # marks it retrieved even if every waiter has gone
+
+            pending.add_done_callback(landed)
+        return pending
+
+    async def _logout(self, flow: http.HTTPFlow, base: BaseConfig, state: _State, token: str) -> None:
+        if token:
+            await self._off_loop(state.store_pool, state.sessions.end, token)
+        self._answer_json(flow, base, 200, {"logged_out": True}, cookie="")
+        flow.metadata["gateway_verdict"] = "allowed"
+
+    async def _start_session(self, flow: http.HTTPFlow, base: BaseConfig, state: _State,
+                             principal: Principal) -> None:
+        token, _expires = await self._off_loop(state.store_pool, state.sessions.create, principal)
+        self._set_identity(flow, principal)
+        flow.metadata["gateway_verdict"] = "allowed"
+        self._answer_json(flow, base, 200, {"token": token, "expires_in": int(state.sessions.ttl),
+                                            "user": principal.user.name, "header": HEADER_NAME,
+                                            "cookie": COOKIE_NAME}, cookie=token)
 
     # --- answers ---
 
@@ -234,9 +295,15 @@ class Auth:
         })
 
     @staticmethod
-    def _take_token(flow: http.HTTPFlow) -> str:
-        """The session token, removed from the request so it never reaches the back end."""
-        token = flow.request.headers.pop(HEADER_NAME, "").strip()
+    def _take_token(flow: http.HTTPFlow, present: set[bytes]) -> str:
+        """The session token, removed from the request so it never reaches the back end.
+
+        ``present``: the request's header names, lower-cased.
+        """
+        headers = flow.request.headers
+        token = headers.pop(HEADER_NAME, "").strip() if HEADER_NAME.lower().encode() in present else ""
+        if b"cookie" not in present:
+            return token
         cookies = flow.request.cookies
         if COOKIE_NAME in cookies:
             token = token or cookies.get(COOKIE_NAME, "").strip()

@@ -62,6 +62,7 @@ class GatewayTls:
         policy = _Policy(cfg.tls.min_version, cfg.tls.http2)
         dh_file = dh_params_file(certs_folder(cfg.state_dir))
         by_base = {base.id: source_for(cfg, base) for base in cfg.bases}
+        keys = {source: key for key, source in _config_keys(cfg, by_base)}
         served: dict[CertSource, _Served] = {}
         for source in set(by_base.values()):
             old = self._served.get(source)
@@ -69,7 +70,10 @@ class GatewayTls:
             if old is not None and old.stamp == stamp and policy == self._policy:
                 served[source] = old
                 continue
-            served[source] = _Served(self._build(source, policy, dh_file), stamp)
+            try:
+                served[source] = _Served(self._build(source, policy, dh_file), stamp)
+            except CertError as e:
+                raise CertError(f"{keys.get(source, 'tls.cert')}: {e}{_fix_for(str(e))}") from None
         self._served, self._by_base, self._policy, self._dh_file = served, by_base, policy, dh_file
 
     @staticmethod
@@ -151,6 +155,19 @@ class GatewayTls:
             logger.info("certificate %s replaced; new connections get it (expires %s)",
                         source.cert, format_date(bundle.leaf.not_valid_after_utc))
         self._served = updated
+
+
+def _config_keys(cfg: GatewayConfig, by_base: dict[str, CertSource]) -> list[tuple[str, CertSource]]:
+    """Which configuration key names each certificate, for error messages (the default last, so
+    a base's own key wins when it names the same files)."""
+    named = [(f"bases[{i}].tls.cert", by_base[b.id]) for i, b in enumerate(cfg.bases) if b.tls and b.tls.cert]
+    return [("tls.cert", by_base[b.id]) for b in cfg.bases if not (b.tls and b.tls.cert)] + named
+
+
+def _fix_for(problem: str) -> str:
+    if problem.endswith("file missing"):
+        return " — put the certificate there, or remove tls.cert and tls.key to have the gateway generate one"
+    return ""
 
 
 def _ssl_reason(error: Exception) -> str:

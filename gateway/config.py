@@ -555,6 +555,26 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
     return config
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping: plain YAML keeps the
+    last one, so `https: true` followed later by `https: false` would silently serve in clear."""
+
+
+def _mapping_without_repeats(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in first_line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is written twice (first on line {first_line[key]}); keep one",
+                key_node.start_mark)
+        first_line[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
+
+
 def load_config(path: Path | str) -> GatewayConfig:
     source = Path(path)
     try:
@@ -566,7 +586,7 @@ def load_config(path: Path | str) -> GatewayConfig:
     except OSError as e:
         raise ConfigError(source, "", f"cannot be read: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"

@@ -101,7 +101,7 @@ def watched_files(config_path: Path, cfg: GatewayConfig | None) -> list[Path]:
 
 class Gateway:
     def __init__(self, config_path: Path | str, addons: Iterable[Any] | None = None) -> None:
-        self.config_path = Path(config_path)
+        self.config_path = Path(config_path).resolve()
         self.addons = list(addons) if addons is not None else build_addons()
         self.config: GatewayConfig | None = None
         self.master: GatewayMaster | None = None

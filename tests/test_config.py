@@ -134,3 +134,9 @@ def test_bad_stream_threshold_is_explained(tmp_path: Path) -> None:
 def test_shipped_configurations_load(name: str) -> None:
     cfg = load_config(Path(__file__).resolve().parent.parent / name)
     assert cfg.bases
+
+
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
+    text = GOOD.replace("    https: true\n", "    https: true\n    https: false\n")
+    with pytest.raises(ConfigError, match=r"line 12, column 5: .*'https' is written twice \(first on line 11\)"):
+        load_config(write(tmp_path, text))

@@ -59,3 +59,16 @@ def test_global_files_are_compiled_once_for_all_bases(tmp_path: Path) -> None:
     lists.configure(cfg)
     assert sum(1 for c in lists.watcher.all() if c.path.name == "global-black.dat") == 1
     assert not lists.decide("b1", "10.0.0.6").allowed and not lists.decide("b2", "10.0.0.6").allowed
+
+
+def test_a_missing_global_list_refuses_the_configuration(tmp_path: Path) -> None:
+    """A typo in ip_lists must not quietly drop a blacklist; a base's own absent .dat is fine."""
+    import pytest
+
+    from gateway.iplist import ListUnreadable
+
+    lists = IpLists()
+    lists.configure(config(tmp_path))  # no Server/*.dat anywhere: empty lists, accepted
+    with pytest.raises(ListUnreadable, match=r"ip_lists\.blacklist\[0\]: .*missing\.dat: file not found"):
+        lists.configure(config(tmp_path, ip_lists={"blacklist": ["missing.dat"]}))
+    assert lists.decide("b1", "10.0.0.9").allowed  # the configuration in force is unchanged

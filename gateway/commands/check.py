@@ -75,9 +75,10 @@ def ip_list_problems(cfg: GatewayConfig) -> dict[str, list[str]]:
     """Bad lines and unreadable files of each base's whitelists and blacklists."""
     try:
         from gateway.iplist import ListUnreadable, load_list
-        from gateway.iplist.registry import base_lists
+        from gateway.iplist.registry import base_lists, missing_global_lists
     except ImportError:
         return {}
+    missing = missing_global_lists(cfg)
     by_file: dict[Path, list[str]] = {}
 
     def problems_of(path: Path) -> list[str]:
@@ -89,7 +90,7 @@ def ip_list_problems(cfg: GatewayConfig) -> dict[str, list[str]]:
                 by_file[path] = [str(e)]
         return by_file[path]
 
-    return {base_id: [p for path in (*lists.whitelists, *lists.blacklists) for p in problems_of(path)]
+    return {base_id: missing + [p for path in (*lists.whitelists, *lists.blacklists) for p in problems_of(path)]
             for base_id, lists in base_lists(cfg).items()}
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import GatewayConfig
+from gateway.iplist.files import ListUnreadable
 from gateway.iplist.decision import Decision, client_address, decide, find
 from gateway.iplist.watch import ListWatcher
 
@@ -31,6 +32,22 @@ def base_lists(cfg: GatewayConfig) -> dict[str, BaseLists]:
     }
 
 
+def missing_global_lists(cfg: GatewayConfig) -> list[str]:
+    """Global list files named in the configuration that do not exist.
+
+    A base's own Server/*.dat may be absent (no file is an empty list, as in the seed), but a
+    file someone named in ip_lists was meant to apply: a typo there must not silently let
+    every address in.
+    """
+    problems = []
+    for kind, paths in (("whitelist", cfg.ip_lists.whitelist), ("blacklist", cfg.ip_lists.blacklist)):
+        for index, path in enumerate(paths):
+            if not path.exists():
+                problems.append(f"ip_lists.{kind}[{index}]: {path}: file not found; create it (it may be "
+                                "empty) or remove it from the configuration")
+    return problems
+
+
 class IpLists:
     def __init__(self, watcher: ListWatcher | None = None) -> None:
         self.watcher = watcher or ListWatcher()
@@ -38,6 +55,9 @@ class IpLists:
 
     def configure(self, cfg: GatewayConfig) -> None:
         """Adopt a configuration. Raises ListUnreadable (and changes nothing) if a new file can't be read."""
+        missing = missing_global_lists(cfg)
+        if missing:
+            raise ListUnreadable(cfg.source, "; ".join(missing))
         bases = base_lists(cfg)
         self.watcher.track(path for lists in bases.values() for path in (*lists.whitelists, *lists.blacklists))
         self._bases = bases
