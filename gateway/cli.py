@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 from gateway.config import DEFAULT_CONFIG_NAME
 
 COMMAND_MODULES = ("run", "demo", "check", "standin", "cert", "iplist", "group", "user", "bans")
+# These set up logging themselves; every other command logs like the gateway it manages.
+SERVING_COMMANDS = frozenset({"run", "demo", "standin"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +52,25 @@ def _accept_config_anywhere(parser: argparse.ArgumentParser) -> None:
                 _accept_config_anywhere(sub)
 
 
+def log_like_the_gateway(config_path: Path) -> None:
+    """A one-shot command's security events (a ban lifted, a weak password forced, a user
+    removed) go where the running gateway logs: into log.file when there is one. On a
+    terminal only warnings and errors show, so command output stays readable."""
+    from gateway.config import ConfigError, LogSettings, load_config
+    from gateway.logsetup import configure_logging
+
+    try:
+        settings = load_config(config_path).log
+    except ConfigError:
+        settings = LogSettings()  # the command itself reports the broken configuration
+    if settings.file is None:
+        settings = dataclasses.replace(settings, level="WARNING")
+    try:
+        configure_logging(settings)
+    except OSError:
+        configure_logging(dataclasses.replace(settings, file=None, level="WARNING"))
+
+
 def main(argv: list[str] | None = None) -> int:
     # Cyrillic base names must print on a Windows console or a C-locale terminal alike.
     for stream in (sys.stdout, sys.stderr):
@@ -59,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.command not in SERVING_COMMANDS:
+        log_like_the_gateway(args.config)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

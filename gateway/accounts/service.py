@@ -57,23 +57,29 @@ class Accounts:
 
     # --- users ---
 
-    def _credential(self, value: str, kind: str, *, force: bool = False, who: str = "") -> Credential:
+    def _credential(self, value: str, kind: str, *, force: bool = False) -> Credential:
         check_secret(value, kind)
         if kind == "password":
             problems = password_weaknesses(value)
             if problems and not force:
                 raise AccountError("the password is weak (" + ", ".join(problems) + "); use at least 8 characters "
                                    "with upper- and lower-case letters and digits, or pass --force")
-            if problems:
-                logger.warning("weak password accepted with --force for user %r (%s)", who, ", ".join(problems))
         return Credential(key=keys.credential_key(self.secret, value), kind=kind, hash=keys.hash_secret(value))
+
+    @staticmethod
+    def _log_if_forced(password: str, who: str) -> None:
+        """Logged once the weak password is really stored, never when the change failed after all."""
+        problems = password_weaknesses(password)
+        if problems:
+            logger.warning("weak password accepted with --force for user %r (%s)", who, ", ".join(problems),
+                           extra={"event": "weak-password-forced", "user": who})
 
     def add_user(self, name: str, group: str, password: str, *, barcode: str | None = None,
                  description: str = "", warehouses: tuple[str, ...] = (), user_id: str | None = None,
                  force: bool = False) -> User:
         check_user_name(name)
         target = self.group(group)
-        creds = [self._credential(password, "password", force=force, who=name)]
+        creds = [self._credential(password, "password", force=force)]
         if barcode is not None:
             creds.append(self._credential(barcode, "barcode"))
         if barcode is not None and barcode == password:
@@ -85,7 +91,8 @@ class Accounts:
             self.store.add_user(user, tuple(creds))
         except (DuplicateError, NotFoundError) as e:
             raise AccountError(str(e)) from None
-        logger.info("user %r added to group %r", user.name, target.name)
+        self._log_if_forced(password, user.name)
+        logger.info("user %r added to group %r", user.name, target.name, extra={"event": "user-added", "user": user.name})
         return user
 
     def update_user(self, id_or_name: str, *, group: str | None = None, description: str | None = None,
@@ -100,9 +107,10 @@ class Accounts:
 
     def set_password(self, id_or_name: str, password: str, *, force: bool = False) -> User:
         user = self.user(id_or_name)
-        cred = self._credential(password, "password", force=force, who=user.name)
+        cred = self._credential(password, "password", force=force)
         self._set(user, cred, "password")
-        logger.info("password of user %r changed", user.name)
+        self._log_if_forced(password, user.name)
+        logger.info("password of user %r changed", user.name, extra={"event": "password-changed", "user": user.name})
         return user
 
     def set_barcode(self, id_or_name: str, barcode: str | None) -> User:
@@ -124,5 +132,5 @@ class Accounts:
             self.store.remove_user(user.id)
         except NotFoundError as e:
             raise AccountError(str(e)) from None
-        logger.info("user %r removed", user.name)
+        logger.info("user %r removed", user.name, extra={"event": "user-removed", "user": user.name})
         return user

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from gateway.accounts.cli_support import open_state, user_errors
 from gateway.throttle import Throttle
+
+logger = logging.getLogger("gateway.bans")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -42,4 +45,6 @@ def lift_ban(args: argparse.Namespace) -> int:
         print(f"{args.target} had no recent failed logins; nothing to lift")
         return 0
     print(f"lifted: {forgotten} failed login(s) of {args.target} forgotten")
+    logger.info("ban lifted for %s (%d failed login(s) forgotten)", args.target, forgotten,
+                extra={"event": "ban-lifted", "target": args.target})
     return 0
