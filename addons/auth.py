@@ -152,15 +152,15 @@ class Auth:
     def _authenticate(self, flow: http.HTTPFlow, base: BaseConfig, path: str,
                       state: _State) -> Awaitable[None] | None:
         address = flow.client_conn.peername[0] if flow.client_conn.peername else ""
-        trusted = is_whitelisted(flow.client_conn)
         # One read of the store's change marker for the whole request: while it holds still,
         # the throttle's memo and the success cache answer without reading the store.
         version = state.store.version()
-        if not trusted:
-            verdict = state.throttle.check_ip(address, version)
-            if verdict.blocked:
-                self._throttled(flow, verdict, f"address {address}: {verdict.failures} failed logins")
-                return None
+        # The whitelist is asked only when its answer matters (a refusal, or a failure to count):
+        # whitelisted addresses are never throttled, and the common path skips the lookup.
+        verdict = state.throttle.check_ip(address, version)
+        if verdict.blocked and not is_whitelisted(flow.client_conn):
+            self._throttled(flow, verdict, f"address {address}: {verdict.failures} failed logins")
+            return None
         if path.startswith(PREFIX) and path not in (LOGIN_PATH, LOGOUT_PATH):
             deny(flow, 404, f"404 Not Found: the gateway has no {path}; it serves {LOGIN_PATH} and {LOGOUT_PATH}.")
             return None
@@ -185,16 +185,19 @@ class Auth:
             try:
                 creds = parse_authorization(authorization)
             except CredentialError as e:
-                return self._fail(flow, base, state, address, None, trusted, str(e), f"401 Unauthorized: {e}.")
-            if creds.login and not trusted:
+                return self._fail(flow, base, state, address, None, str(e), f"401 Unauthorized: {e}.")
+            if creds.login:
                 verdict = state.throttle.check_account(creds.login, version)
-                if verdict.blocked:
+                if verdict.blocked and not is_whitelisted(flow.client_conn):
                     self._throttled(flow, verdict, f"user {creds.login!r}: {verdict.failures} failed logins")
                     return None
             key = state.authenticator.cache_key(creds.login, creds.secret)
-            principal = state.authenticator.cached_by_key(key, base.login_by_barcode, version)
-            if principal is None:
-                return self._verify(flow, base, path, state, address, trusted, creds, key)
+            hit = state.authenticator.lookup(key, base.login_by_barcode, version)
+            if hit is None:
+                return self._verify(flow, base, path, state, address, creds, key)
+            if hit.refresh:
+                return self._refresh_then_admit(flow, base, path, state, creds, key, hit.principal)
+            principal = hit.principal
         return self._admit(flow, base, path, state, principal)
 
     def _admit(self, flow: http.HTTPFlow, base: BaseConfig, path: str, state: _State,
@@ -205,15 +208,24 @@ class Auth:
         return None
 
     async def _verify(self, flow: http.HTTPFlow, base: BaseConfig, path: str, state: _State, address: str,
-                      trusted: bool, creds: BasicCredentials, key: str) -> None:
+                      creds: BasicCredentials, key: str) -> None:
         # shield: a client that goes away must not cancel the verification others are waiting for.
         outcome = await asyncio.shield(self._shared_verification(state, creds, key, base.login_by_barcode))
         if outcome.principal is None:
             # Every request is its own failed attempt, even when several shared one argon2 run.
-            await self._fail(flow, base, state, address, creds.login or None, trusted, outcome.reason,
+            await self._fail(flow, base, state, address, creds.login or None, outcome.reason,
                              "401 Unauthorized: wrong user name, password or barcode.")
             return
         step = self._admit(flow, base, path, state, outcome.principal)
+        if step is not None:
+            await step
+
+    async def _refresh_then_admit(self, flow: http.HTTPFlow, base: BaseConfig, path: str, state: _State,
+                                  creds: BasicCredentials, key: str, principal: Principal) -> None:
+        # The entry nears its maximum age: argon2 runs again in the background (once, however
+        # many requests ask), while this request goes on with the entry that still holds.
+        self._shared_verification(state, creds, key, base.login_by_barcode)
+        step = self._admit(flow, base, path, state, principal)
         if step is not None:
             await step
 
@@ -263,8 +275,8 @@ class Auth:
         return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
 
     async def _fail(self, flow: http.HTTPFlow, base: BaseConfig, state: _State, address: str,
-                    login: str | None, trusted: bool, reason: str, text: str) -> None:
-        if not trusted:
+                    login: str | None, reason: str, text: str) -> None:
+        if not is_whitelisted(flow.client_conn):
             await self._off_loop(state.store_pool, state.throttle.record_failure, address, login)
         logger.info("login failed from %s: %s", address, reason,
                     extra={"event": "login-failed", "client": address, "base": base.name})

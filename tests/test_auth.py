@@ -311,3 +311,34 @@ def test_a_change_anywhere_revalidates_once_and_picks_up_the_new_group(accounts:
         assert principal is not None and principal.group.doc_types == ("Приход", "Отгрузка")
     assert reads == ["1"]  # once after the change, then from memory again
     assert authenticator.argon2_runs == 1
+
+
+def test_near_its_maximum_age_an_entry_is_verified_again_in_the_background(auth: Auth) -> None:
+    authenticator, state = auth.authenticator, auth._state
+    assert authenticator is not None and state is not None
+    clock = Clock()
+    authenticator.clock = clock
+    assert request(auth, basic("", PASSWORD)).response is None
+    verified_at = clock.now
+    while clock.now + 20 < verified_at + authenticator.max_age * 0.9:
+        clock.now += 20
+        flow = request_flow(basic("", PASSWORD))
+        assert auth.requestheaders(flow) is None and flow.response is None
+    clock.now = verified_at + authenticator.max_age * 0.95
+
+    async def near_the_end() -> list[Any]:
+        flows = [request_flow(basic("", PASSWORD)) for _ in range(5)]
+        steps = [auth.requestheaders(flow) for flow in flows]
+        await asyncio.gather(*[step for step in steps if step is not None])
+        # answered at once from the entry that still holds; one verification runs meanwhile
+        assert all(flow.response is None and flow.metadata["gateway_user"] == "Иванов" for flow in flows)
+        assert len(state.flights) == 1
+        await asyncio.gather(*state.flights.values())
+        return flows
+
+    asyncio.run(near_the_end())
+    assert authenticator.argon2_runs == 2
+    clock.now = verified_at + authenticator.max_age + 1  # past the first verification's age
+    flow = request_flow(basic("", PASSWORD))
+    assert auth.requestheaders(flow) is None and flow.response is None  # the renewed entry serves
+    assert authenticator.argon2_runs == 2

@@ -9,7 +9,9 @@ checked again against the user's current generation before use, so a password ch
 removal ends it at once; a profile or group change is picked up the same way.
 
 An entry lives ``cache_seconds`` after its last use, and never longer than ``max_age`` after
-its argon2 verification, after which the secret is verified again.
+its argon2 verification, after which the secret is verified again. A hit in the last tenth of
+that age says so (``Hit.refresh``), so the caller can verify again in the background while the
+entry still serves, instead of making every request wait for argon2 when it runs out.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ CACHE_ENTRIES = 10_000
 # However often it is used, a cached success is verified with argon2 again after this many
 # cache_seconds: a bound on how long a missed change could go unnoticed.
 MAX_AGE_FACTOR = 10
+REFRESH_AHEAD = 0.1  # the last tenth of max_age: a hit there asks for a background verification
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    principal: Principal
+    refresh: bool  # the entry nears its maximum age: verify again now, off the request's path
 
 
 @dataclass(frozen=True)
@@ -71,9 +80,10 @@ class Authenticator:
         return keys.cache_key(self.secret, login, secret)
 
     def cached(self, login: str, secret: str, allow_barcode: bool, version: int | None = None) -> Principal | None:
-        return self.cached_by_key(self.cache_key(login, secret), allow_barcode, version)
+        hit = self.lookup(self.cache_key(login, secret), allow_barcode, version)
+        return hit.principal if hit else None
 
-    def cached_by_key(self, key: str, allow_barcode: bool, version: int | None = None) -> Principal | None:
+    def lookup(self, key: str, allow_barcode: bool, version: int | None = None) -> Hit | None:
         """The user for a recently verified credential, or None; cheap enough for the event loop.
 
         ``version``: the store's change marker, if the caller has already read it for this request.
@@ -105,7 +115,7 @@ class Authenticator:
             entry.expires = min(now + self.cache_seconds, entry.verified_until)
             if self._cache.get(key) is entry:  # not replaced or dropped meanwhile
                 self._cache.move_to_end(key)
-        return principal
+        return Hit(principal, now >= entry.verified_until - self.max_age * REFRESH_AHEAD)
 
     def verify(self, login: str, secret: str, allow_barcode: bool) -> Outcome:
         """The full check, argon2 included: call it off the event loop."""
