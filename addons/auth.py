@@ -49,6 +49,20 @@ def challenge(base: BaseConfig) -> str:
     return f'Basic realm="{realm}", charset="UTF-8"'
 
 
+def _record_failure(throttle: Throttle, address: str, login: str | None, base_name: str) -> None:
+    """Count one failed login; the failure that reaches a limit is a lockout, logged once."""
+    throttle.record_failure(address, login)
+    settings = throttle.settings
+    reached = [("address", address, throttle.check_ip(address), settings.ip_failures)]
+    if login:
+        reached.append(("user", login, throttle.check_account(login), settings.account_failures))
+    for kind, target, verdict, limit in reached:
+        if verdict.blocked and verdict.failures == limit:
+            logger.warning("lockout: %s %s reached %d failed logins; refused for %s s", kind, target, limit,
+                           verdict.retry_after_header,
+                           extra={"event": "lockout", "target": target, "kind": kind, "base": base_name})
+
+
 def is_whitelisted(client: connection.Client) -> bool:
     try:
         from addons.ipfilter import is_whitelisted as check
@@ -276,10 +290,10 @@ class Auth:
 
     async def _fail(self, flow: http.HTTPFlow, base: BaseConfig, state: _State, address: str,
                     login: str | None, reason: str, text: str) -> None:
-        if not is_whitelisted(flow.client_conn):
-            await self._off_loop(state.store_pool, state.throttle.record_failure, address, login)
         logger.info("login failed from %s: %s", address, reason,
                     extra={"event": "login-failed", "client": address, "base": base.name})
+        if not is_whitelisted(flow.client_conn):
+            await self._off_loop(state.store_pool, _record_failure, state.throttle, address, login, base.name)
         self._unauthorized(flow, base, reason, text)
 
     @staticmethod

@@ -88,6 +88,7 @@ def test_auth_end_to_end(tmp_path: Path, standin: Standin,
             assert attacker.get("/echo", headers=b64("", WRONG)).status_code == 401
         refused = attacker.get("/echo", headers=b64("", PASSWORD))
         assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
+        assert gw.log().count("lockout: address 127.0.0.2 reached 10 failed logins") == 1  # a security event, once
         assert other.get("/echo", headers=b64("", PASSWORD)).status_code == 200
         for _ in range(12):
             assert trusted.get("/echo", headers=b64("", WRONG)).status_code == 401
