@@ -29,6 +29,7 @@ logger = logging.getLogger("gateway.access")
 Stream = Callable[[bytes], Any]
 COUNTER_KEY = "gateway_bytes"  # flow.metadata: {"in": ByteCounter | None, "out": ByteCounter | None}
 LOGGED_KEY = "gateway_access_logged"
+ENTRY_KEY = "gateway_access_entry"  # flow.metadata: the logged fields, reused by Metrics
 
 
 class ByteCounter:
@@ -71,22 +72,15 @@ def body_size(message: http.Message | None, counter: ByteCounter | None) -> int 
     return int(length) if length.isdigit() else None
 
 
-def is_timed_out(flow: http.HTTPFlow) -> bool:
-    return errorpages.is_timed_out(flow.client_conn)
-
-
 def outcome(flow: http.HTTPFlow) -> tuple[int | None, str]:
     """(status the client got, verdict)."""
     verdict = flow.metadata.get("gateway_verdict")
     if flow.response is not None:
         status: int | None = flow.response.status_code
-    elif errorpages.client_closed(flow):
-        # nginx's 499: the client left before the answer; not a back-end failure.
-        return 499, "client-closed"
     elif flow.error is not None:
-        # mitmproxy answered the error itself (ErrorPages wrote the text): 504 after a timeout.
-        status = 504 if is_timed_out(flow) else 502
-        verdict = verdict or "backend-error"
+        # mitmproxy answered the error itself (ErrorPages wrote the text), or the client left.
+        status, fallback = errorpages.failure(flow)
+        verdict = fallback if fallback != "backend-error" else (verdict or fallback)
     else:
         status = None
     if verdict is None:
@@ -171,6 +165,6 @@ class AccessLog:
         if flow.metadata.get(LOGGED_KEY):
             return
         flow.metadata[LOGGED_KEY] = True
-        fields = entry(flow)
+        fields = flow.metadata[ENTRY_KEY] = entry(flow)
         logger.info("%s", text_line(fields), extra=fields)
 

@@ -45,6 +45,22 @@ def client_closed(flow: http.HTTPFlow) -> bool:
     return bool(flow.error and flow.error.msg == CLIENT_CLOSED)
 
 
+def never_reached_back_end(flow: http.HTTPFlow) -> bool:
+    """mitmproxy refused the request itself (a malformed one, a CONNECT to this reverse proxy)
+    before any back-end connection was tried: the client's fault, answered 400."""
+    # Routing marks every request it sends on; mitmproxy's own refusals skip the gateway's hooks.
+    return bool(flow.error and "gateway_base" not in flow.metadata and not client_closed(flow))
+
+
+def failure(flow: http.HTTPFlow) -> tuple[int, str]:
+    """(status the client got, verdict) for a flow that ended in an error instead of a response."""
+    if client_closed(flow):
+        return 499, "client-closed"  # nginx's code: the client left before the answer
+    if never_reached_back_end(flow):
+        return 400, "bad-request"
+    return (504 if is_timed_out(flow.client_conn) else 502), "backend-error"
+
+
 def is_timed_out(client: connection.Client) -> bool:
     """Whether the back end of this client's current request was cut off by the watchdog."""
     return client.id in _TIMED_OUT_CLIENTS
@@ -130,6 +146,13 @@ class ErrorPages:
         if client_closed(flow):
             flow.metadata.setdefault("gateway_verdict", "client-closed")
             logger.debug("client %s closed the connection before its answer", flow.client_conn.peername)
+            return
+        if never_reached_back_end(flow):
+            flow.metadata.setdefault("gateway_verdict", "bad-request")
+            logger.info("refused a request the gateway cannot read from %s (%s %s): %s",
+                        flow.client_conn.peername[0] if flow.client_conn.peername else "?", flow.request.method,
+                        flow.request.path.split("?", 1)[0][:200], flow.error.msg if flow.error else "",
+                        extra={"event": "bad-request"})
             return
         flag = _timed_out.get()
         if flow.client_conn.id in _TIMED_OUT_CLIENTS:

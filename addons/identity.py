@@ -13,6 +13,7 @@ never reaches the back end. ``Authorization`` is forwarded unchanged unless the 
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from mitmproxy import http
@@ -24,6 +25,10 @@ from gateway.config import ConfigError, GatewayConfig
 SESSION_COOKIE = "gateway_session"
 SESSION_HEADER = "X-Gateway-Session"
 DEFAULT_PREFIX = "X-Gateway-"
+SESSION_COOKIE_BYTES = SESSION_COOKIE.encode("ascii")
+# flow.metadata: the identity set in requestheaders and the header fields it added, for the check in request
+STAMP_KEY = "gateway_identity_headers"
+ENCODED_CACHE_ENTRIES = 4096
 
 
 def encode_header_value(value: object) -> str:
@@ -47,6 +52,21 @@ def strip_session_cookie(cookie_header: str) -> str:
 class Identity:
     def __init__(self) -> None:
         self.prefix = DEFAULT_PREFIX
+        self._stripped: tuple[str, ...] = ()
+        self._stripped_bytes: tuple[bytes, ...] = ()
+        self._names: tuple[tuple[str, bytes, str], ...] = ()
+        self._set_prefix(DEFAULT_PREFIX)
+        # Encoded header values by name: the same few users send most requests.
+        self._encoded: dict[str, str] = {}
+
+    def _set_prefix(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._stripped = (prefix.lower(), SESSION_HEADER.lower())
+        self._stripped_bytes = tuple(p.encode("ascii") for p in self._stripped)
+        # (metadata key, lower-case header name, header name) of the headers set from the user.
+        self._names = tuple((key, (prefix + suffix).lower().encode("ascii"), prefix + suffix)
+                            for key, suffix in (("gateway_user", "User"), ("gateway_group", "Group"),
+                                                ("gateway_role", "Role")))
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         prefix = cfg.auth.header_prefix.strip()
@@ -54,28 +74,38 @@ class Identity:
             # An empty prefix would strip every header; a strange one would never match.
             raise ConfigError(cfg.source, "auth.header_prefix",
                               f"{cfg.auth.header_prefix!r} must be letters, digits and '-', e.g. X-Gateway-")
-        self.prefix = prefix
+        self._set_prefix(prefix)
+        self._encoded = {}
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if already_answered(flow):
+            return
         self._rewrite(flow)
 
-    # Run again when the whole request is in: Auth may finish only then on a buffered request,
-    # and an addon between the two hooks must not be able to leave a forged header behind.
+    # Checked again when the whole request is in: Auth may finish only then on a buffered
+    # request, and an addon between the two hooks must not be able to leave a forged header
+    # behind. The check is one pass over the raw header names; only a request that changed
+    # since requestheaders (or an identity that changed) is rewritten in full.
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
+        if already_answered(flow):
+            return
+        listener = listener_of(flow.client_conn)
+        if listener is not None and self._unchanged(flow, listener.base.forward_authorization):
+            return
         self._rewrite(flow)
 
     def _rewrite(self, flow: http.HTTPFlow) -> None:
-        if already_answered(flow):
-            return
+        flow.metadata.pop(STAMP_KEY, None)
         headers = flow.request.headers
-        prefix = self.prefix.lower()
-        for name in {n for n in headers.keys() if n.lower().startswith((prefix, SESSION_HEADER.lower()))}:
-            del headers[name]
-        cookies = [strip_session_cookie(v) for v in headers.get_all("cookie")]
-        if any(SESSION_COOKIE in v for v in headers.get_all("cookie")):
-            headers.set_all("cookie", [c for c in cookies if c])
+        kept, has_cookie = self._scan(headers.fields)
+        if len(kept) != len(headers.fields):
+            headers.fields = tuple(kept)
+        if has_cookie:
+            cookie_values = headers.get_all("cookie")
+            if any(SESSION_COOKIE in v for v in cookie_values):
+                headers.set_all("cookie", [c for c in map(strip_session_cookie, cookie_values) if c])
         listener = listener_of(flow.client_conn)
         if listener is None:
             flow.metadata["gateway_verdict"] = "gateway-error"
@@ -83,10 +113,74 @@ class Identity:
             return
         if not listener.base.forward_authorization:
             headers.pop("authorization", None)
-        user = flow.metadata.get("gateway_user")
-        if user:
-            headers[self.prefix + "User"] = encode_header_value(user)
-            for key, suffix in (("gateway_group", "Group"), ("gateway_role", "Role")):
-                value = flow.metadata.get(key)
+        identity = self._identity(flow)
+        added: list[tuple[bytes, bytes]] = []
+        if identity[0]:
+            fields = list(headers.fields)
+            for (_key, lower, name), value in zip(self._names, identity):
                 if value:
-                    headers[self.prefix + suffix] = encode_header_value(value)
+                    encoded = self._encode(value).encode("ascii")
+                    # Every prefixed header is gone, so adding equals setting.
+                    fields.append((name.encode("ascii"), encoded))
+                    added.append((lower, encoded))
+            headers.fields = tuple(fields)
+        flow.metadata[STAMP_KEY] = (identity, tuple(added))
+
+    def _scan(self, fields: tuple[tuple[bytes, bytes], ...]) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """The header fields to keep (all but the prefixed ones), and whether a Cookie is among them."""
+        kept: list[tuple[bytes, bytes]] = []
+        has_cookie = False
+        for field in fields:
+            raw = field[0]
+            if raw.isascii():
+                lower = raw.lower()
+                if lower.startswith(self._stripped_bytes):
+                    continue
+                has_cookie = has_cookie or lower == b"cookie"
+            elif raw.decode("utf-8", "surrogateescape").lower().startswith(self._stripped):
+                # Unicode case mapping can turn a non-ASCII name into the prefix: compare as text.
+                continue
+            kept.append(field)
+        return kept, has_cookie
+
+    def _unchanged(self, flow: http.HTTPFlow, forward_authorization: bool) -> bool:
+        """True when the headers are exactly as requestheaders left them, for the same identity."""
+        stamp = flow.metadata.get(STAMP_KEY)
+        if stamp is None or stamp[0] != self._identity(flow):
+            return False
+        found: list[tuple[bytes, bytes]] = []
+        for raw, value in flow.request.headers.fields:
+            if not raw.isascii():
+                return False
+            lower = raw.lower()
+            if lower.startswith(self._stripped_bytes):
+                found.append((lower, value))
+            elif lower == b"cookie":
+                if SESSION_COOKIE_BYTES in value:
+                    return False
+            elif lower == b"authorization" and not forward_authorization:
+                return False
+        return tuple(found) == stamp[1]
+
+    def _identity(self, flow: http.HTTPFlow) -> tuple[Any, ...]:
+        metadata = flow.metadata
+        return tuple(_frozen(metadata.get(key)) for key, _lower, _name in self._names)
+
+    def _encode(self, value: Any) -> str:
+        if not isinstance(value, str):
+            return encode_header_value(value)
+        encoded = self._encoded.get(value)
+        if encoded is None:
+            if len(self._encoded) >= ENCODED_CACHE_ENTRIES:
+                self._encoded.clear()
+            encoded = self._encoded[value] = encode_header_value(value)
+        return encoded
+
+
+def _frozen(value: Any) -> Any:
+    """An immutable copy for comparison: a list changed in place must not look unchanged."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, set):
+        return frozenset(value)
+    return value

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from addons._context import listener_of
-from addons.accesslog import entry
+from addons.accesslog import ENTRY_KEY, entry
 from gateway.config import GatewayConfig
 
 logger = logging.getLogger("gateway.metrics")
@@ -201,7 +201,8 @@ class Metrics:
         if flow.metadata.get("gateway_counted"):
             return
         flow.metadata["gateway_counted"] = True
-        fields = entry(flow, time.time())
+        # AccessLog, just before in the addon order, has worked the same facts out already.
+        fields = flow.metadata.get(ENTRY_KEY) or entry(flow, time.time())
         base = fields["base"] or UNKNOWN
         status = str(fields["status"]) if fields["status"] is not None else "none"
         self.requests.labels(base=base, status=status, verdict=fields["verdict"]).inc()

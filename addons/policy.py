@@ -36,6 +36,9 @@ class Policy:
     def __init__(self, default_file: Path = DEFAULT_POLICY_FILE) -> None:
         self.default_file = default_file
         self.by_base: dict[str, AccessPolicy] = {}
+        # What the log says for each rule ("default.yaml rules[3]"), by base id and rule index:
+        # it depends only on the configuration, so it is made once per reload.
+        self._rule_labels: dict[str, dict[int, str]] = {}
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         """Load every base's policy; a broken file raises, refusing the whole reload."""
@@ -46,6 +49,9 @@ class Policy:
             if path not in loaded:
                 loaded[path] = load_policy(path)
             by_base[base.id] = loaded[path]
+        labels = {id(policy): {rule.index: f"{Path(policy.source).name} rules[{rule.index}]" for rule in policy.rules}
+                  for policy in loaded.values()}
+        self._rule_labels = {base_id: labels[id(policy)] for base_id, policy in by_base.items()}
         self.by_base = by_base
         logger.debug("policies loaded: %s", ", ".join(str(p) for p in loaded) or "none")
 
@@ -71,7 +77,8 @@ class Policy:
             return
         decision = policy.decide(str(role), flow.request.method, normal.segments, doc_types)
         if decision.rule is not None:
-            flow.metadata["gateway_policy_rule"] = f"{Path(policy.source).name} rules[{decision.rule.index}]"
+            label = self._rule_labels.get(listener.base.id, {}).get(decision.rule.index)
+            flow.metadata["gateway_policy_rule"] = label or f"{Path(policy.source).name} rules[{decision.rule.index}]"
         if not decision.allowed:
             self._refuse(flow, 403, decision.reason)
             return

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 
 # Big enough for a 256-character password in base64 with a long login; anything larger is
 # not a credential, and refusing it early bounds the work done for an attacker.
 MAX_AUTHORIZATION_LENGTH = 1024
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # C0 controls and DEL
 
 
 class CredentialError(ValueError):
@@ -37,7 +39,8 @@ class BasicCredentials:
 
 
 def is_basic(value: str) -> bool:
-    return value.strip()[:6].lower() == "basic " or value.strip().lower() == "basic"
+    value = value.strip()
+    return value[:6].lower() == "basic " or value.lower() == "basic"
 
 
 def parse_authorization(value: str) -> BasicCredentials:
@@ -57,7 +60,7 @@ def parse_authorization(value: str) -> BasicCredentials:
     login, colon, secret = decoded.partition(":")
     if not colon:
         raise CredentialError("the Basic credentials have no ':' between user name and password")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in decoded):
+    if _CONTROL.search(decoded):
         raise CredentialError("the Basic credentials contain control characters")
     if not secret:
         raise CredentialError("the password in the Basic credentials is empty")

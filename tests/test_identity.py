@@ -7,6 +7,8 @@ from typing import Any, Iterator
 from urllib.parse import unquote
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mitmproxy.test import taddons, tflow
 
 from addons._context import set_current_config
@@ -139,3 +141,122 @@ def test_crash_denies(identity: Identity) -> None:
 class _Unprintable:
     def __str__(self) -> str:
         raise RuntimeError("boom")
+
+
+# --- the request hook's quick check: it must end with the same headers as a full rewrite ---
+
+def _reference_rewrite(headers: Any, prefix: str, forward_authorization: bool, metadata: dict[str, Any]) -> None:
+    """The full rewrite as first written (before the quick check existed): the specification."""
+    for name in {n for n in headers.keys() if n.lower().startswith((prefix.lower(), "x-gateway-session"))}:
+        del headers[name]
+    cookies = [strip_session_cookie(v) for v in headers.get_all("cookie")]
+    if any("gateway_session" in v for v in headers.get_all("cookie")):
+        headers.set_all("cookie", [c for c in cookies if c])
+    if not forward_authorization:
+        headers.pop("authorization", None)
+    user = metadata.get("gateway_user")
+    if user:
+        headers[prefix + "User"] = encode_header_value(user)
+        for key, suffix in (("gateway_group", "Group"), ("gateway_role", "Role")):
+            value = metadata.get(key)
+            if value:
+                headers[prefix + suffix] = encode_header_value(value)
+
+
+def _both_hooks(identity: Identity, headers: list[tuple[bytes, bytes]], added: list[tuple[bytes, bytes]],
+                port: int, metadata: dict[str, Any], later: dict[str, Any]) -> tuple[Any, Any]:
+    """(headers after Identity's two hooks, headers after two full reference rewrites), with
+    ``added`` header fields and ``later`` metadata changes made between the hooks."""
+    flow = flow_for(headers, port=port, **metadata)
+    identity.requestheaders(flow)
+    flow.request.headers.fields += tuple(added)
+    flow.metadata.update(later)
+    identity.request(flow)
+
+    expected = flow_for(headers, port=port, **metadata)
+    forward = port == FORWARD_PORT
+    _reference_rewrite(expected.request.headers, identity.prefix, forward, expected.metadata)
+    expected.request.headers.fields += tuple(added)
+    expected.metadata.update(later)
+    _reference_rewrite(expected.request.headers, identity.prefix, forward, expected.metadata)
+    return _by_name(flow.request.headers.fields), _by_name(expected.request.headers.fields)
+
+
+def _by_name(fields: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
+    """Fields in a form where only what HTTP gives meaning to counts (RFC 9110 §5.3): the order
+    of fields with different names does not, the order of fields with the same name does."""
+    return sorted(fields, key=lambda field: field[0].lower())
+
+
+@pytest.mark.parametrize("added, later", [
+    ([], {}),
+    ([(b"X-Gateway-User", b"forged")], {}),
+    ([(b"x-gateway-role", b"admin")], {}),
+    ([(b"X-Gateway-Session", b"stolen")], {}),
+    ([(b"Cookie", b"gateway_session=stolen; lang=ru")], {}),
+    ([(b"Authorization", b"Basic aTpw")], {}),
+    ([(b"X-Gateway-\xd0\x98", b"1")], {}),
+    ([], {"gateway_user": "другой"}),
+    ([], {"gateway_role": "admin"}),
+    ([], {"gateway_group": None}),
+])
+@pytest.mark.parametrize("port", [FORWARD_PORT, DROP_PORT])
+def test_request_hook_ends_like_a_full_rewrite(identity: Identity, added: list[tuple[bytes, bytes]],
+                                                 later: dict[str, Any], port: int) -> None:
+    got, expected = _both_hooks(identity, FORGED + [(b"Cookie", b"a=1")], added, port,
+                                {"gateway_user": "Иванов", "gateway_group": "Склад", "gateway_role": "mobile"},
+                                later)
+    assert got == expected
+
+
+def test_request_hook_sees_a_changed_identity_value(identity: Identity) -> None:
+    flow = flow_for([], gateway_user="u", gateway_role="mobile")
+    identity.requestheaders(flow)
+    flow.request.headers["X-Gateway-Role"] = "admin"  # same name, other value
+    identity.request(flow)
+    assert flow.request.headers.get_all("X-Gateway-Role") == ["mobile"]
+
+
+def test_request_hook_sees_a_group_list_changed_in_place(identity: Identity) -> None:
+    groups = ["a"]
+    flow = flow_for([], gateway_user="u", gateway_group=groups)
+    identity.requestheaders(flow)
+    groups.append("b")
+    identity.request(flow)
+    assert flow.request.headers["X-Gateway-Group"] == "a,b"
+
+
+def test_request_hook_leaves_an_unchanged_request_alone(identity: Identity) -> None:
+    flow = flow_for([(b"Accept", b"*/*")], gateway_user="u", gateway_role="mobile")
+    identity.requestheaders(flow)
+    before = flow.request.headers.fields
+    identity.request(flow)
+    assert flow.request.headers.fields is before
+
+
+def test_request_hook_without_requestheaders_rewrites_in_full(identity: Identity) -> None:
+    flow = flow_for(FORGED, gateway_user="u")
+    identity.request(flow)
+    assert flow.request.headers.get_all("X-Gateway-User") == ["u"]
+    assert "X-Gateway-Session" not in flow.request.headers
+
+
+_NAMES = st.sampled_from([b"X-Gateway-User", b"x-gateway-user", b"X-GATEWAY-ROLE", b"X-Gateway-Group",
+                          b"X-Gateway-Session", b"x-gateway-x", b"Cookie", b"cookie", b"Authorization",
+                          b"Accept", b"X-Gatewa", b"X-Other", b"X-Gateway-\xd0\x98"])
+_VALUES = st.sampled_from([b"1", b"admin", b"gateway_session=t", b"a=1; gateway_session=t; b=2", b"a=1",
+                           b"%D0%98", b"mobile", b"u"])
+_FIELDS = st.lists(st.tuples(_NAMES, _VALUES), max_size=6)
+_IDENTITY = st.fixed_dictionaries({"gateway_user": st.sampled_from(["", "u", "Иванов"]),
+                                   "gateway_group": st.sampled_from([None, "g", ["a", "b"]]),
+                                   "gateway_role": st.sampled_from([None, "mobile", "admin"])})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(headers=_FIELDS, added=_FIELDS, metadata=_IDENTITY, later=_IDENTITY | st.just({}),
+       port=st.sampled_from([FORWARD_PORT, DROP_PORT]))
+def test_request_hook_agrees_with_full_rewrite(identity: Identity, headers: list[tuple[bytes, bytes]],
+                                               added: list[tuple[bytes, bytes]], metadata: dict[str, Any],
+                                               later: dict[str, Any], port: int) -> None:
+    got, expected = _both_hooks(identity, headers, added, port, metadata, later)
+    assert got == expected

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.policy.paths import AmbiguousPath, normalise_path
+from gateway.policy.paths import _PLAIN_TARGET, AmbiguousPath, normalise_path, normalise_path_in_full
 
 POSTUPLENIE = "%D0%9F%D0%BE%D1%81%D1%82%D1%83%D0%BF%D0%BB%D0%B5%D0%BD%D0%B8%D0%B5"
 
@@ -92,3 +94,43 @@ def test_normal_form_is_stable() -> None:
     for target, _, _ in ACCEPTED:
         once = normalise_path(target)
         assert normalise_path(once.target) == once
+
+
+# --- the shortcut for plain targets must read every target exactly as the full reading ---
+
+MORE_TARGETS = [
+    "/api/v1/DocTypes", "/api/v1/Docs/", "/", "/x?", "/x?a=1&b=2", "/x?a?b", "/x?a b", "/x?a#b", "/x#",
+    "/a//b", "//", "/a/", "/A-Z_a~z!$&'()*+,=:@", "/Docs('42')", "/a b", "/a.b", "/a%41", "/a;b",
+    "/a\\b", "x/a", "?a", "/?", "/a?\x00", "/a?\x7f", "/a?\u0085", "/a?\udcff", "/a\x7f", "/a\x1f",
+    "/Поступление", "/a?Поступление", "/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p", "/" + "a" * 5000 + "%",
+]
+
+
+def _reading(function: object, target: str) -> object:
+    try:
+        return function(target)  # type: ignore[operator]
+    except AmbiguousPath as e:
+        return ("refused", e.reason)
+
+
+@pytest.mark.parametrize("target", [t for t, _, _ in ACCEPTED] + [t for t, _ in REFUSED] + MORE_TARGETS)
+def test_shortcut_agrees_with_the_full_reading(target: str) -> None:
+    assert _reading(normalise_path, target) == _reading(normalise_path_in_full, target)
+
+
+def test_shortcut_is_taken_for_a_plain_target() -> None:
+    assert _PLAIN_TARGET.fullmatch("/api/v1/DocTypes?$top=1") is not None
+    for target in ("/a//b", "/a/./b", "/a%41", "/a;b", "/a\\b", "/a b", "/a?#", "/Поступление", ""):
+        assert _PLAIN_TARGET.fullmatch(target) is None, target
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("/a.%2F5c;\\?#: \x00\x7f\u0085Пé\udcff'(")), max_size=24))
+def test_shortcut_agrees_on_any_target(target: str) -> None:
+    assert _reading(normalise_path, target) == _reading(normalise_path_in_full, target)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=24).map(lambda t: "/" + t))
+def test_shortcut_agrees_on_any_text(target: str) -> None:
+    assert _reading(normalise_path, target) == _reading(normalise_path_in_full, target)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config import ConfigError
+from gateway.policy.model import fold
 from gateway.policy import DEFAULT_POLICY_FILE, PolicyError, load_policy, normalise_path, parse_pattern, parse_policy
 
 DEFAULT = load_policy(DEFAULT_POLICY_FILE)
@@ -191,3 +195,40 @@ def test_not_utf8_policy_file(tmp_path: Path) -> None:
     path.write_bytes("rules:\n  - comment: склад\n".encode("cp1251"))
     with pytest.raises(PolicyError, match="not UTF-8"):
         load_policy(path)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(max_size=12) | st.text(alphabet=st.characters(max_codepoint=127), max_size=12))
+def test_fold_shortcut_for_ascii_agrees_with_nfc_casefold(text: str) -> None:
+    assert fold(text) == unicodedata.normalize("NFC", text).casefold()
+
+
+def test_document_types_given_as_a_list_or_a_tuple_decide_alike() -> None:
+    policy = load_policy(DEFAULT_POLICY_FILE)
+    for target in ("/api/v1/Docs/Поступление", "/api/v1/Docs/Other"):
+        segments = normalise_path(target).segments
+        as_list = policy.decide("mobile", "GET", segments, ["поступление"])
+        as_tuple = policy.decide("mobile", "GET", segments, ("поступление",))
+        assert as_list.allowed == as_tuple.allowed and as_list.rule == as_tuple.rule
+
+
+def test_remembered_decisions_equal_fresh_ones() -> None:
+    targets = [t for _, t, _ in MOBILE] + ["/api/v1/Products", "/", "/API/V1/products"]
+    for role in ("mobile", "external", "admin", "nobody"):
+        for target in targets:
+            segments = normalise_path(target).segments
+            fresh = load_policy(DEFAULT_POLICY_FILE)
+            first = DEFAULT.decide(role, "GET", segments, TYPES)
+            again = DEFAULT.decide(role, "get", segments, list(TYPES))
+            assert first == again == fresh.decide(role, "GET", segments, TYPES)
+            other_types = DEFAULT.decide(role, "GET", segments, ())
+            assert other_types == fresh.decide(role, "GET", segments, ())
+
+
+def test_remembered_decisions_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.policy import model
+    monkeypatch.setattr(model, "DECISIONS_REMEMBERED", 10)
+    policy = load_policy(DEFAULT_POLICY_FILE)
+    for n in range(50):
+        policy.decide("external", "GET", ("api", "v1", f"P{n}"), ())
+    assert len(policy._decisions) <= 10

@@ -8,6 +8,7 @@ fingerprint, so that a machine with another key refuses to start instead of spli
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -51,15 +52,27 @@ def _read_secret(path: Path) -> bytes:
                      "of the state folder, or delete it and set every password and barcode again")
 
 
+@functools.lru_cache(maxsize=8)
+def _keyed(secret: bytes, label: bytes) -> hmac.HMAC:
+    """An HMAC already keyed and fed the label; a copy of it costs half of keying afresh, and
+    cache_key runs on every authenticated request."""
+    return hmac.new(secret, label, hashlib.sha256)
+
+
+def _keyed_hash(secret: bytes, label: bytes, message: bytes) -> str:
+    mac = _keyed(secret, label).copy()
+    mac.update(message)
+    return mac.hexdigest()
+
+
 def credential_key(secret: bytes, value: str) -> str:
     """The unique-index key of a password or barcode (the same space for both)."""
-    return hmac.new(secret, b"credential\x00" + value.encode("utf-8"), hashlib.sha256).hexdigest()
+    return _keyed_hash(secret, b"credential\x00", value.encode("utf-8"))
 
 
 def cache_key(secret: bytes, login: str, value: str) -> str:
     """Key of a cached successful verification: the login is part of it, the secret never stored."""
-    message = b"cache\x00" + login.casefold().encode("utf-8") + b"\x00" + value.encode("utf-8")
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+    return _keyed_hash(secret, b"cache\x00", login.casefold().encode("utf-8") + b"\x00" + value.encode("utf-8"))
 
 
 def secret_fingerprint(secret: bytes) -> str:

@@ -20,6 +20,7 @@ type the gateway could check, so ``{doc_type}`` rules never match it.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -27,11 +28,19 @@ from typing import Iterable
 ROLES = ("mobile", "external", "admin")
 ANY = "*"
 VARIABLES = ("doc_type",)
+DECISIONS_REMEMBERED = 4096
 
 
 def fold(text: str) -> str:
     """The form both patterns and paths are compared in."""
+    if text.isascii():
+        return text.lower()  # NFC leaves ASCII as it is, and casefold() of ASCII is lower()
     return unicodedata.normalize("NFC", text).casefold()
+
+
+@functools.lru_cache(maxsize=1024)  # a user's document types are the same on every request
+def _folded_types(doc_types: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(fold(t) for t in doc_types if t)
 
 
 @dataclass(frozen=True)
@@ -103,11 +112,25 @@ class Decision:
 class AccessPolicy:
     source: str
     rules: tuple[Rule, ...] = field(default_factory=tuple)
+    # Decisions already taken, by everything they depend on: a policy never changes (a reload
+    # makes a new one), and the same few requests repeat all day.
+    _decisions: dict[tuple[str, str, tuple[str, ...], frozenset[str]], Decision] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def decide(self, role: str, method: str, segments: tuple[str, ...], doc_types: Iterable[str]) -> Decision:
         """First matching rule wins; no match denies. ``segments`` come from normalise_path."""
         method = method.upper()  # a back end may accept "get" as GET; rules must see it as one
-        folded_types = frozenset(fold(t) for t in doc_types if t)
+        folded_types = _folded_types(doc_types if isinstance(doc_types, tuple) else tuple(doc_types))
+        segments = segments if isinstance(segments, tuple) else tuple(segments)
+        key = (role, method, segments, folded_types)
+        decision = self._decisions.get(key)
+        if decision is None:
+            if len(self._decisions) >= DECISIONS_REMEMBERED:
+                self._decisions.clear()  # a flood of distinct paths costs a re-decision, never memory
+            decision = self._decisions[key] = self._decide(role, method, segments, folded_types)
+        return decision
+
+    def _decide(self, role: str, method: str, segments: tuple[str, ...], folded_types: frozenset[str]) -> Decision:
         folded_path = tuple(fold(s) for s in segments)
         shown = "/" + "/".join(segments)
         if role not in ROLES:

@@ -27,6 +27,11 @@ _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _ESCAPE_LEFT = re.compile(r"%[0-9A-Fa-f]{2}")
 _SURROGATE_ESCAPE = re.compile("[\udc80-\udcff]")  # how mitmproxy carries bytes that are not UTF-8
+# A target the full reading would return unchanged: ASCII path characters other than '%', '.',
+# ';', '\\' and space, no empty segment (no '//'), and a query of printable ASCII without '#'.
+# Nearly every real request looks like this; tests/test_paths.py checks both readings agree.
+_PLAIN_TARGET = re.compile(r"(/(?:[A-Za-z0-9_~!$&'()*+,=:@-]++(?:/[A-Za-z0-9_~!$&'()*+,=:@-]++)*+/?)?)"
+                           r"(?:(\?)([\x20-\x22\x24-\x7e]*+))?")
 
 
 class AmbiguousPath(ValueError):
@@ -111,6 +116,17 @@ def normalise_path(target: str) -> NormalPath:
 
     Raises AmbiguousPath when the path cannot be read unambiguously.
     """
+    plain = _PLAIN_TARGET.fullmatch(target)
+    if plain is None:
+        return normalise_path_in_full(target)
+    path, has_query, query = plain.groups()
+    # Nothing to decode, resolve or merge: the segments are the path's own.
+    segments = tuple(path.split("/")[1:]) if path != "/" else ()
+    return NormalPath(path=path, segments=segments, query=query if has_query else None)
+
+
+def normalise_path_in_full(target: str) -> NormalPath:
+    """normalise_path without the shortcut for plain targets: every step, for any target."""
     if _SURROGATE_ESCAPE.search(target):
         raise AmbiguousPath("the request target is not valid UTF-8")
     if "#" in target:
