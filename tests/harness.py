@@ -224,3 +224,12 @@ def _terminate(process: subprocess.Popen[bytes]) -> int:
             process.kill()
             process.wait(5)
     return int(process.returncode)
+
+
+def cli_ok(directory: Path, *args: str, input: str | None = None, secrets: tuple[str, ...] = ()) -> str:
+    """Run a one-shot gateway command that must succeed and must not echo any of ``secrets``."""
+    done = run_gateway_command(directory, *args, input=input)
+    assert done.returncode == 0, done.stderr
+    for secret in secrets:
+        assert secret not in done.stdout + done.stderr, "a secret was echoed by the command"
+    return done.stdout

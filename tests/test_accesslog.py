@@ -15,7 +15,7 @@ import pytest
 
 from gateway.config import LogSettings
 from gateway.logsetup import JsonFormatter, TextFormatter, configure_logging
-from tests.harness import RunningGateway, Standin, base_entry, free_port, gateway_config, run_gateway_command
+from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config
 
 PASSWORD, BARCODE, WRONG = "Sklad2024xQ", "4600000000093", "Wrong12345zz"
 URL_PASSWORD, URL_BARCODE = "UrlSecret77x", "2900000012345"
@@ -46,8 +46,7 @@ def access_entries(log: str) -> list[dict[str, Any]]:
 
 
 def cli(gw: RunningGateway, *args: str, input: str | None = None) -> None:
-    done = run_gateway_command(gw.directory, *args, input=input)
-    assert done.returncode == 0, done.stderr
+    cli_ok(gw.directory, *args, input=input)
 
 
 def test_json_access_log_has_verdicts_and_no_secrets(standin: Standin, gateway_factory: Callable[..., RunningGateway],

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import httpx
 
-from tests.harness import RunningGateway, Standin, base_entry, gateway_config, run_gateway_command
+from tests.harness import RunningGateway, Standin, base_entry, cli_ok, gateway_config
 
 PASSWORD, NEW_PASSWORD, ADMIN_PASSWORD, BARCODE = "Sklad2024x", "Novyi2025Y", "Admin0Secret", "4600000000017"
 WRONG = "Wrong12345"
@@ -34,11 +34,7 @@ def client(gw: RunningGateway, source: str = "127.0.0.1") -> httpx.Client:
 
 
 def cli(gw: RunningGateway, *args: str, input: str | None = None) -> str:
-    done = run_gateway_command(gw.directory, *args, input=input)
-    assert done.returncode == 0, done.stderr
-    for secret in SECRETS:
-        assert secret not in done.stdout + done.stderr
-    return done.stdout
+    return cli_ok(gw.directory, *args, input=input, secrets=SECRETS)
 
 
 def make_config(tmp_path: Path, standin: Standin) -> dict[str, Any]:

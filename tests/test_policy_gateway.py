@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.harness import RunningGateway, Standin, base_entry, gateway_config, run_gateway_command
+from tests.harness import RunningGateway, Standin, base_entry, cli_ok, gateway_config
 
 MOBILE_PASSWORD = "Sklad2024Mob"
 EXCHANGE_PASSWORD = "Obmen2024Ext"
@@ -24,8 +24,7 @@ POSTUPLENIE = "%D0%9F%D0%BE%D1%81%D1%82%D1%83%D0%BF%D0%BB%D0%B5%D0%BD%D0%B8%D0%B
 
 
 def cli(directory: Path, *args: str, secret: str | None = None) -> None:
-    result = run_gateway_command(directory, *args, input=None if secret is None else secret + "\n")
-    assert result.returncode == 0, result.stderr
+    cli_ok(directory, *args, input=None if secret is None else secret + "\n")
 
 
 @pytest.fixture(scope="module")

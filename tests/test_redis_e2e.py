@@ -20,7 +20,7 @@ import yaml
 
 from gateway.accounts import keys
 from tests.harness import (
-    START_TIMEOUT, RunningGateway, Standin, base_entry, gateway_config, run_gateway_command, start_gateway,
+    START_TIMEOUT, RunningGateway, Standin, base_entry, cli_ok, gateway_config, run_gateway_command, start_gateway,
 )
 from tests.redis_server import RedisServer, assert_key_not_in_redis, start_redis, stored_bytes
 
@@ -45,11 +45,7 @@ def client(gw: RunningGateway, source: str = "127.0.0.1") -> httpx.Client:
 
 
 def cli(gw: RunningGateway, *args: str, input: str | None = None) -> str:
-    done = run_gateway_command(gw.directory, *args, input=input)
-    assert done.returncode == 0, done.stderr
-    for secret in SECRETS:
-        assert secret not in done.stdout + done.stderr
-    return done.stdout
+    return cli_ok(gw.directory, *args, input=input, secrets=SECRETS)
 
 
 def machine_config(tmp_path: Path, standin: Standin, redis_url: str) -> dict[str, Any]:

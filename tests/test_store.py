@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import (
-    Credential, DuplicateError, Group, SessionRecord, SqliteStore, Store, StoreError, User, open_store,
-)
+from gateway.store import SqliteStore, Store, StoreError, open_store
 
-KEY_A, KEY_B = "a" * 64, "b" * 64
+# The behaviour every store shares (users, groups, credentials, sessions, failures) is tested
+# against SQLite and Redis alike in tests/test_store_redis.py; here: what is SQLite's own.
 
 
 def _hammer(path: str, key: str, count: int) -> None:
@@ -40,43 +39,6 @@ def test_wal_mode_and_private_file(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     if sys.platform != "win32":
         assert stat.S_IMODE((tmp_path / "gateway.db").stat().st_mode) == 0o600
-
-
-def _group(gid: str = "1", name: str = "Операторы ТСД") -> Group:
-    return Group(id=gid, name=name, role="mobile", doc_types=("Приход",))
-
-
-def test_users_groups_and_the_unique_credential_index(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "gateway.db")
-    store.put_group(_group())
-    with pytest.raises(DuplicateError, match="already exists"):
-        store.put_group(_group("2", "операторы тсд"))  # names are unique regardless of case
-    store.add_user(User("1", "Иванов", "1"), (Credential(KEY_A, "password", "$argon2id$x"),))
-    with pytest.raises(DuplicateError, match="already in use"):
-        store.add_user(User("2", "Петров", "1"), (Credential(KEY_A, "barcode", "$argon2id$y"),))
-    assert store.get_user("2") is None  # the failed add left nothing behind
-    with pytest.raises(DuplicateError, match="named"):
-        store.add_user(User("3", "ИВАНОВ", "1"), (Credential(KEY_B, "password", "$argon2id$z"),))
-    found = store.find_credential(KEY_A)
-    assert found is not None and (found.user_id, found.kind) == ("1", "password")
-    principal = store.principal("1")
-    assert principal is not None and principal.group.doc_types == ("Приход",)
-    with pytest.raises(DuplicateError, match="still has 1 user"):
-        store.remove_group("1")
-
-
-def test_credential_change_bumps_generation_and_ends_sessions(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "gateway.db")
-    store.put_group(_group())
-    store.add_user(User("1", "Иванов", "1"), (Credential(KEY_A, "password", "$argon2id$x"),))
-    store.create_session("t" * 64, SessionRecord("1", 1, 2e9))
-    store.set_credential("1", Credential(KEY_B, "password", "$argon2id$y"), "password")
-    user = store.get_user("1")
-    assert user is not None and user.generation == 2
-    assert store.get_session("t" * 64) is None
-    assert store.find_credential(KEY_A) is None
-    store.remove_user("1")
-    assert store.find_credential(KEY_B) is None
 
 
 def test_a_broken_database_raises_store_error(tmp_path: Path) -> None:
