@@ -2,7 +2,8 @@
 
 The Host header is kept by mitmproxy (``keep_host_header``) so that X-Forwarded-Host can carry
 what the client asked for; it is then set to the back end's own address, as nginx does by
-default. Incoming X-Forwarded-* values are replaced, not appended: the gateway is the edge,
+default — or left as the client sent it with ``proxy.preserve_host``, for back ends that build
+absolute links (OData's @odata.nextLink) from it. Incoming X-Forwarded-* values are replaced, not appended: the gateway is the edge,
 and anything a client put there is unverified.
 """
 
@@ -31,14 +32,17 @@ class Routing:
         original_host = request.host_header or ""
         # Reading the back end from the live configuration makes a changed back end address
         # take effect at once on reload, even for connections that were already open.
-        request.scheme = "https" if endpoint.backend.startswith("https:") else "http"
-        request.host = endpoint.backend_host
-        request.port = endpoint.backend_port
-        request.host_header = f"{endpoint.backend_host}:{endpoint.backend_port}"
+        request.scheme = "http"
+        # Through .data: the host and port setters would rewrite the Host header as well.
+        request.data.host = endpoint.backend_host
+        request.data.port = endpoint.backend_port
+        proxy = current_config().proxy
+        if not proxy.preserve_host or not original_host:
+            request.host_header = f"{endpoint.backend_host}:{endpoint.backend_port}"
         flow.metadata["gateway_base"] = listener.base.name
         flow.metadata["gateway_base_id"] = listener.base.id
         flow.metadata["gateway_port_role"] = listener.role
-        if current_config().proxy.forwarded_headers:
+        if proxy.forwarded_headers:
             request.headers["X-Forwarded-For"] = client_ip(flow)
             request.headers["X-Forwarded-Proto"] = "https" if flow.client_conn.tls_established else "http"
             request.headers["X-Forwarded-Host"] = original_host

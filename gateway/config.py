@@ -172,6 +172,8 @@ class StoreSettings:
 @dataclass(frozen=True)
 class ProxySettings:
     forwarded_headers: bool = True
+    # Pass the client's Host header to the back end instead of the back end's own address.
+    preserve_host: bool = False
     stream_threshold: int = DEFAULT_STREAM_THRESHOLD
     backend_timeout: float = DEFAULT_BACKEND_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
@@ -477,6 +479,7 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
             raise r.fail("stream_threshold", str(e)) from None
         return ProxySettings(
             forwarded_headers=r.get("forwarded_headers", bool, True),
+            preserve_host=r.get("preserve_host", bool, False),
             stream_threshold=threshold,
             backend_timeout=_positive(r, "backend_timeout", float, DEFAULT_BACKEND_TIMEOUT),
             connect_timeout=_positive(r, "connect_timeout", float, DEFAULT_CONNECT_TIMEOUT),

@@ -314,3 +314,15 @@ def test_error_answers_are_plain_text_over_http1_and_http2(standin: Standin, gat
         assert answer.headers["content-type"].startswith("text/plain")
         assert "mitmproxy" not in answer.headers.get("server", "").lower()
     assert "Склад без сервера" in down.text and "Медленный склад" in late.text
+
+
+def test_host_header_is_the_back_ends_unless_preserved(standin: Standin, gateway_factory: Factory,
+                                                       tmp_path: Path) -> None:
+    default = gateway_factory(gateway_config(tmp_path, standin), directory=tmp_path / "default")
+    kept = gateway_factory(gateway_config(tmp_path, standin, proxy={"preserve_host": True}),
+                           directory=tmp_path / "kept")
+    for gw, expected in ((default, f"127.0.0.1:{standin.data_port}"), (kept, None)):
+        with client(gw) as http:
+            headers = {k.lower(): v for k, v in http.get(gw.url("b1", path="/echo/h")).json()["headers"].items()}
+        assert headers["host"] == (expected or f"127.0.0.1:{gw.port('b1')}")
+        assert headers["x-forwarded-host"] == f"127.0.0.1:{gw.port('b1')}"
