@@ -10,6 +10,7 @@ connection closes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -31,6 +32,7 @@ class SideRequest:
     method: str
     target: str
     headers: dict[str, str]  # names lower-cased
+    peer: str = ""  # the client's address
 
     @property
     def path(self) -> str:
@@ -127,6 +129,9 @@ class SideListener:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
             request = parse_head(head[:-4])
+            if request is not None:
+                peer = writer.get_extra_info("peername")
+                request = dataclasses.replace(request, peer=str(peer[0]) if isinstance(peer, tuple) and peer else "")
             writer.write(BAD_REQUEST if request is None else await self._handler(request))
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):

@@ -1,5 +1,5 @@
-"""The admin listener (``admin:``, 127.0.0.1:9400 by default): /metrics, /healthz and /readyz,
-nothing else. Plain HTTP on its own socket, never a mitmproxy listener, so it can never reach a
+"""The admin listener (``admin:``, 127.0.0.1:9400 by default): /metrics, /healthz, /readyz and
+the read-only console under /console (addons/console.py, admin users only), nothing else. Plain HTTP on its own socket, never a mitmproxy listener, so it can never reach a
 back end. The port is bound in ``apply_config`` (a busy port refuses the configuration) and
 served once the event loop runs; a changed host or port moves it on reload.
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from addons._sidelistener import Address, SideListener, SideRequest
+from addons.console import HTML, SECURITY_HEADERS, Console, is_console_path
 from gateway.config import GatewayConfig
 from gateway.health import RunInfo, remove_run_file, write_run_file
 
@@ -33,14 +34,17 @@ class Answer:
     status: int
     content_type: str
     body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 503: "Service Unavailable"}
-
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 429: "Too Many Requests", 500: "Internal Server Error",
+           503: "Service Unavailable"}
 
 class Admin:
     def __init__(self) -> None:
         self._listener = SideListener("admin.listen", self._respond)
+        self._console = Console()
         self._config: GatewayConfig | None = None
         self._started = time.time()
 
@@ -49,8 +53,10 @@ class Admin:
     def apply_config(self, cfg: GatewayConfig) -> None:
         wanted = Address(cfg.admin.host, cfg.admin.listen) if cfg.admin.enabled else None
         if self._listener.move(wanted) and wanted is not None:  # raises: configuration refused
-            logger.info("admin listener on http://%s:%d/ (/metrics, /healthz, /readyz)", wanted.host,
+            logger.info("admin listener on http://%s:%d/ (/metrics, /healthz, /readyz, /console)", wanted.host,
                         self.port or wanted.port)
+        if cfg.admin.enabled:
+            self._console.apply_config(cfg)  # raises (store unusable): configuration refused
         self._config = cfg
         self._write_run_file()
 
@@ -60,6 +66,7 @@ class Admin:
 
     def done(self) -> None:
         self._listener.stop()
+        self._console.done()
         if self._config is not None:
             remove_run_file(self._config.state_dir, os.getpid())
 
@@ -83,11 +90,20 @@ class Admin:
     # --- serving ---
 
     async def _respond(self, request: SideRequest) -> bytes:
-        return encode(await self.answer(request.method, request.path), head_only=request.method == "HEAD")
+        if is_console_path(request.path):
+            answer = await self.console(request)
+        else:
+            answer = await self.answer(request.method, request.path)
+        return encode(answer, head_only=request.method == "HEAD")
+
+    async def console(self, request: SideRequest) -> Answer:
+        page = await self._console.answer(request.method, request.path, request.headers, request.peer)
+        return Answer(page.status, HTML, page.body.encode("utf-8"), SECURITY_HEADERS + page.headers)
 
     async def answer(self, method: str, path: str) -> Answer:
         if path not in ("/metrics", "/healthz", "/readyz"):
-            return Answer(404, PLAIN, b"404 Not Found: this listener serves /metrics, /healthz and /readyz only\n")
+            return Answer(404, PLAIN, b"404 Not Found: this listener serves /metrics, /healthz, /readyz "
+                                      b"and /console only\n")
         if method not in ("GET", "HEAD"):
             return Answer(405, PLAIN, b"405 Method Not Allowed: use GET\n")
         if path == "/healthz":
@@ -134,5 +150,6 @@ def encode(answer: Answer, head_only: bool = False) -> bytes:
     head = (f"HTTP/1.1 {answer.status} {REASONS.get(answer.status, '')}\r\n"
             f"Content-Type: {answer.content_type}\r\n"
             f"Content-Length: {len(answer.body)}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in answer.headers) +
             "Cache-Control: no-store\r\nConnection: close\r\n\r\n").encode("latin-1")
     return head if head_only else head + answer.body
