@@ -24,12 +24,11 @@ from mitmproxy import connection, http
 
 from addons._context import listener_to_check
 from addons._guard import deny, fail_closed
-from gateway.accounts.authenticate import Authenticator, Outcome
-from gateway.accounts.keys import load_or_create_secret
+from gateway.accounts.authenticate import Authenticator, Outcome, reuse_or_open
 from gateway.config import BaseConfig, GatewayConfig
 from gateway.credentials import BasicCredentials, CredentialError, is_basic, parse_authorization
 from gateway.sessions import COOKIE_NAME, HEADER_NAME, Sessions
-from gateway.store import Principal, Store, StoreError, open_store
+from gateway.store import Principal, Store, StoreError
 from gateway.throttle import Throttle, Verdict
 
 logger = logging.getLogger("gateway.auth")
@@ -93,13 +92,8 @@ class Auth:
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         old = self._state
-        store_key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
-        if old is not None and old.store_key == store_key:
-            store, authenticator = old.store, old.authenticator
-            authenticator.cache_seconds = cfg.auth.cache_seconds
-        else:
-            store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
-            authenticator = Authenticator(store, load_or_create_secret(cfg.state_dir), cfg.auth.cache_seconds)
+        store_key, store, authenticator = reuse_or_open(
+            cfg, (old.store_key, old.store, old.authenticator) if old is not None else None)
         if old is not None and old.verify_threads == cfg.auth.verify_threads and old.store is store:
             verify_pool, store_pool = old.verify_pool, old.store_pool
         else:

@@ -16,8 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gateway.accounts.authenticate import Authenticator
-from gateway.accounts.keys import load_or_create_secret
+from gateway.accounts.authenticate import Authenticator, reuse_or_open
 from gateway.certs.enrolment import qr_svg
 from gateway.certs.inspect import describe, fingerprint, load_local_ca
 from gateway.certs.sources import load_source, source_for
@@ -29,7 +28,7 @@ from gateway.console import (
 from gateway.console.pages import BanView
 from gateway.credentials import CredentialError, is_basic, parse_authorization
 from gateway.health import public_host, tcp_problem
-from gateway.store import Principal, Store, open_store
+from gateway.store import Principal, Store
 from gateway.throttle import Throttle
 
 logger = logging.getLogger("gateway.console")
@@ -79,13 +78,8 @@ class Console:
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         old = self._state
-        store_key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
-        if old is not None and old.store_key == store_key:
-            store, authenticator = old.store, old.authenticator
-            authenticator.cache_seconds = cfg.auth.cache_seconds
-        else:
-            store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
-            authenticator = Authenticator(store, load_or_create_secret(cfg.state_dir), cfg.auth.cache_seconds)
+        store_key, store, authenticator = reuse_or_open(
+            cfg, (old.store_key, old.store, old.authenticator) if old is not None else None)
         self._state = _State(cfg, store, store_key, authenticator, Throttle(store, cfg.throttle))
         if old is not None and old.store is not store:
             old.store.close()

@@ -20,10 +20,13 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Hashable
 
 from gateway.accounts import keys
 from gateway.store.base import Principal, Store
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 # Enough entries for every device of a large warehouse; the oldest is dropped beyond it.
 CACHE_ENTRIES = 10_000
@@ -154,3 +157,21 @@ class Authenticator:
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()
+
+
+def reuse_or_open(cfg: GatewayConfig, previous: tuple[Hashable, Store, Authenticator] | None
+                  ) -> tuple[Hashable, Store, Authenticator]:
+    """The store and authenticator for a configuration: the previous ones while the store
+    settings are unchanged (so a reload keeps the success cache), else newly opened.
+
+    Returns (store settings key, store, authenticator); the key is what the next call compares.
+    """
+    key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+    if previous is not None and previous[0] == key:
+        _, store, authenticator = previous
+        authenticator.cache_seconds = cfg.auth.cache_seconds
+        return key, store, authenticator
+    from gateway.store import open_store  # gateway.store imports gateway.accounts: keep it lazy
+
+    store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+    return key, store, Authenticator(store, keys.load_or_create_secret(cfg.state_dir), cfg.auth.cache_seconds)
