@@ -1,11 +1,14 @@
 """User authentication on bases with ``user_auth: true``: throttle, then credentials, then session.
 
+The decisions are the core's (``gateway.login``); this addon reads the request, drives a login
+attempt through ``addons._login.Logins`` (store calls in threads, argon2 in its pool) and answers.
 Order inside a request, each step cheap before the next costly one:
 1. the client address over its failure limit → 429 with Retry-After; nothing else is read;
 2. a gateway session token (header or cookie) → the user, one store read;
-3. ``Authorization: Basic`` → the success cache, else argon2 in a bounded thread pool, one run
-   shared by all concurrent requests with the same credentials;
-4. any failure is counted (address and named account) and answered 401 with a Basic challenge.
+3. ``Authorization: Basic`` in the success cache → admitted, unless its account is locked;
+4. otherwise a login attempt: a place reserved in the address's and the account's windows
+   before any check (waiting for one while they are all held), then the keyed-hash lookup and
+   argon2; a failure turns the place into a failure row and is answered 401 with a challenge.
 With credentials already cached and no recent failure, the hook reads only the store's change
 marker and stays synchronous: no store query, no thread hop, no coroutine.
 ``/.gateway/login`` and ``/.gateway/logout`` are answered here and never forwarded.
@@ -17,16 +20,18 @@ import asyncio
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
 from mitmproxy import connection, http
 
 from addons._context import listener_to_check
 from addons._guard import deny, fail_closed
-from gateway.accounts.authenticate import Authenticator, Outcome, reuse_or_open
+from addons._login import Logins
+from gateway.accounts.authenticate import Authenticator, reuse_or_open
 from gateway.config import BaseConfig, GatewayConfig
 from gateway.credentials import BasicCredentials, CredentialError, is_basic, parse_authorization
+from gateway.login import Admit, Refuse, decide_cached
 from gateway.sessions import COOKIE_NAME, HEADER_NAME, Sessions
 from gateway.store import Principal, Store, StoreError
 from gateway.throttle import Throttle, Verdict
@@ -48,20 +53,6 @@ def challenge(base: BaseConfig) -> str:
     return f'Basic realm="{realm}", charset="UTF-8"'
 
 
-def _record_failure(throttle: Throttle, address: str, login: str | None, base_name: str) -> None:
-    """Count one failed login; the failure that reaches a limit is a lockout, logged once."""
-    throttle.record_failure(address, login)
-    settings = throttle.settings
-    reached = [("address", address, throttle.check_ip(address), settings.ip_failures)]
-    if login:
-        reached.append(("user", login, throttle.check_account(login), settings.account_failures))
-    for kind, target, verdict, limit in reached:
-        if verdict.blocked and verdict.failures == limit:
-            logger.warning("lockout: %s %s reached %d failed logins; refused for %s s", kind, target, limit,
-                           verdict.retry_after_header,
-                           extra={"event": "lockout", "target": target, "kind": kind, "base": base_name})
-
-
 def is_whitelisted(client: connection.Client) -> bool:
     try:
         from addons.ipfilter import is_whitelisted as check
@@ -80,8 +71,7 @@ class _State:
     verify_pool: ThreadPoolExecutor
     store_pool: ThreadPoolExecutor
     verify_threads: int
-    # verifications under way, by (cache key, barcode allowed): see Auth._shared_verification
-    flights: dict[tuple[str, bool], asyncio.Future[Outcome]] = field(default_factory=dict)
+    logins: Logins
 
 
 class Auth:
@@ -99,9 +89,10 @@ class Auth:
         else:
             verify_pool = ThreadPoolExecutor(cfg.auth.verify_threads, thread_name_prefix="gateway-argon2")
             store_pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="gateway-store")
-        self._state = _State(store, store_key, authenticator, Throttle(store, cfg.throttle),
+        throttle = Throttle(store, cfg.throttle)
+        self._state = _State(store, store_key, authenticator, throttle,
                              Sessions(store, cfg.auth.session_ttl), verify_pool, store_pool,
-                             cfg.auth.verify_threads)
+                             cfg.auth.verify_threads, Logins(store, authenticator, throttle, verify_pool, store_pool))
         if old is not None and old.verify_pool is not verify_pool:
             old.verify_pool.shutdown(wait=False)
             old.store_pool.shutdown(wait=False)
@@ -193,18 +184,20 @@ class Auth:
             try:
                 creds = parse_authorization(authorization)
             except CredentialError as e:
-                return self._fail(flow, base, state, address, None, str(e), f"401 Unauthorized: {e}.")
-            if creds.login:
-                verdict = state.throttle.check_account(creds.login, version)
-                if verdict.blocked and not is_whitelisted(flow.client_conn):
-                    self._throttled(flow, verdict, f"user {creds.login!r}: {verdict.failures} failed logins")
-                    return None
+                return self._login(flow, base, path, state, address, None, str(e))
             key = state.authenticator.cache_key(creds.login, creds.secret)
             hit = state.authenticator.lookup(key, base.login_by_barcode, version)
             if hit is None:
-                return self._verify(flow, base, path, state, address, creds, key)
+                return self._login(flow, base, path, state, address, creds)
+            # A cached credential needs no place, but its account may have been locked since.
+            account = state.throttle.check_account(hit.principal.user.name, version)
+            if account.blocked:
+                decision = decide_cached(hit.principal, verdict, account, is_whitelisted(flow.client_conn))
+                if isinstance(decision, Refuse):
+                    self._refused(flow, base, decision)
+                    return None
             if hit.refresh:
-                return self._refresh_then_admit(flow, base, path, state, creds, key, hit.principal)
+                return self._refresh_then_admit(flow, base, path, state, creds, hit.principal)
             principal = hit.principal
         return self._admit(flow, base, path, state, principal)
 
@@ -215,51 +208,26 @@ class Auth:
         self._set_identity(flow, principal)
         return None
 
-    async def _verify(self, flow: http.HTTPFlow, base: BaseConfig, path: str, state: _State, address: str,
-                      creds: BasicCredentials, key: str) -> None:
-        # shield: a client that goes away must not cancel the verification others are waiting for.
-        outcome = await asyncio.shield(self._shared_verification(state, creds, key, base.login_by_barcode))
-        if outcome.principal is None:
-            # Every request is its own failed attempt, even when several shared one argon2 run.
-            await self._fail(flow, base, state, address, creds.login or None, outcome.reason,
-                             "401 Unauthorized: wrong user name, password or barcode.")
+    async def _login(self, flow: http.HTTPFlow, base: BaseConfig, path: str, state: _State, address: str,
+                     creds: BasicCredentials | None, malformed: str = "") -> None:
+        decision = await state.logins.check(address, creds, base_id=base.id, base_name=base.name,
+                                            allow_barcode=base.login_by_barcode,
+                                            whitelisted=is_whitelisted(flow.client_conn), malformed=malformed)
+        if isinstance(decision, Admit):
+            step = self._admit(flow, base, path, state, decision.principal)
+            if step is not None:
+                await step
             return
-        step = self._admit(flow, base, path, state, outcome.principal)
-        if step is not None:
-            await step
+        self._refused(flow, base, decision, f"401 Unauthorized: {malformed}." if malformed else "")
 
     async def _refresh_then_admit(self, flow: http.HTTPFlow, base: BaseConfig, path: str, state: _State,
-                                  creds: BasicCredentials, key: str, principal: Principal) -> None:
+                                  creds: BasicCredentials, principal: Principal) -> None:
         # The entry nears its maximum age: argon2 runs again in the background (once, however
         # many requests ask), while this request goes on with the entry that still holds.
-        self._shared_verification(state, creds, key, base.login_by_barcode)
+        state.logins.shared_verification(creds, base.login_by_barcode)
         step = self._admit(flow, base, path, state, principal)
         if step is not None:
             await step
-
-    @staticmethod
-    def _shared_verification(state: _State, creds: BasicCredentials, key: str,
-                             allow_barcode: bool) -> asyncio.Future[Outcome]:
-        """One argon2 run for all concurrent requests with the same credentials (single flight).
-
-        Without it, every connection that misses the cache at the same moment (a cold start, an
-        entry past its maximum age) runs its own argon2 — 64 MiB and a fifth of a second each.
-        """
-        flight = (key, allow_barcode)
-        pending = state.flights.get(flight)
-        if pending is None:
-            pending = asyncio.get_running_loop().run_in_executor(
-                state.verify_pool, state.authenticator.verify, creds.login, creds.secret, allow_barcode)
-            state.flights[flight] = pending
-
-            def landed(done: asyncio.Future[Outcome]) -> None:
-                if state.flights.get(flight) is done:
-                    del state.flights[flight]
-                if not done.cancelled():
-                    done.exception()  # marks it retrieved even if every waiter has gone
-
-            pending.add_done_callback(landed)
-        return pending
 
     async def _logout(self, flow: http.HTTPFlow, base: BaseConfig, state: _State, token: str) -> None:
         if token:
@@ -282,13 +250,11 @@ class Auth:
     async def _off_loop(pool: ThreadPoolExecutor, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
 
-    async def _fail(self, flow: http.HTTPFlow, base: BaseConfig, state: _State, address: str,
-                    login: str | None, reason: str, text: str) -> None:
-        logger.info("login failed from %s: %s", address, reason,
-                    extra={"event": "login-failed", "client": address, "base": base.name})
-        if not is_whitelisted(flow.client_conn):
-            await self._off_loop(state.store_pool, _record_failure, state.throttle, address, login, base.name)
-        self._unauthorized(flow, base, reason, text)
+    def _refused(self, flow: http.HTTPFlow, base: BaseConfig, refusal: Refuse, text: str = "") -> None:
+        if refusal.status == 429:
+            self._throttled(flow, Verdict(True, 0, refusal.retry_after), refusal.reason)
+        else:
+            self._unauthorized(flow, base, refusal.reason, text or "401 Unauthorized: wrong user name, password or barcode.")
 
     @staticmethod
     def _unauthorized(flow: http.HTTPFlow, base: BaseConfig, reason: str, text: str) -> None:

@@ -153,6 +153,8 @@ class ThrottleSettings:
     ip_window: float = 60.0
     account_failures: int = 20
     account_window: float = 60.0
+    spray_failures: int = 100  # failed password-only logins per base from all addresses ...
+    spray_window: float = 60.0  # ... per this many seconds, past which such checks queue up
 
 
 @dataclass(frozen=True)
@@ -531,6 +533,8 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
             ip_window=_positive(r, "ip_window", float, 60.0),
             account_failures=_positive(r, "account_failures", int, 20),
             account_window=_positive(r, "account_window", float, 60.0),
+            spray_failures=_positive(r, "spray_failures", int, 100),
+            spray_window=_positive(r, "spray_window", float, 60.0),
         )),
         auth=_section(top, "auth", lambda r: AuthSettings(
             cache_seconds=r.get("cache_seconds", float, 30.0),

@@ -148,6 +148,15 @@ class Throttle:
             # The store's version moves too; dropping the memo here does not depend on it.
             self.forget_memo()
 
+    def lockouts(self, address: str, login: str | None) -> list[tuple[str, str, Verdict, int]]:
+        """(kind, target, verdict, limit) for the address and account whose failures have just
+        reached their limit: the one failure that locks is logged, not the ones after it."""
+        settings = self.settings
+        found = [("address", address, self.check_ip(address), settings.ip_failures)]
+        if login:
+            found.append(("user", login, self.check_account(login), settings.account_failures))
+        return [item for item in found if item[2].blocked and item[2].failures == item[3]]
+
     def bans(self) -> list[Ban]:
         """Addresses and accounts refused right now, longest wait first."""
         now = self.clock()
@@ -156,6 +165,8 @@ class Throttle:
         for key, times in self.store.failure_keys(since).items():
             if key.startswith(IP_PREFIX):
                 limit, window = self.settings.ip_failures, self.settings.ip_window
+            elif not key.startswith(ACCOUNT_PREFIX):
+                continue  # a base's password-only (spray) window slows, never bans
             else:
                 limit, window = self.settings.account_failures, self.settings.account_window
             verdict = window_verdict(times, limit, window, now)

@@ -120,6 +120,15 @@ class Authenticator:
                 self._cache.move_to_end(key)
         return Hit(principal, now >= entry.verified_until - self.max_age * REFRESH_AHEAD)
 
+    def account_of(self, login: str, secret: str) -> str | None:
+        """The account an attempt counts against: the name it gives, else the user whose password
+        or barcode the secret is (one keyed-hash lookup, no argon2), else None."""
+        if login:
+            return login
+        cred = self.store.find_credential(keys.credential_key(self.secret, secret))
+        user = self.store.get_user(cred.user_id) if cred is not None else None
+        return user.name if user is not None else None
+
     def verify(self, login: str, secret: str, allow_barcode: bool) -> Outcome:
         """The full check, argon2 included: call it off the event loop."""
         version = self.store.version()  # before the reads it guards

@@ -39,10 +39,11 @@ class Accounts:
                   on_login: str = "", on_logout: str = "", group_id: str | None = None) -> Group:
         doc_types = tuple(d.strip() for d in doc_types if d.strip())
         check_group(name, role, doc_types)
-        group = Group(id=group_id or self.store.next_id("groups"), name=name.strip(), role=role,
+        # No id given: the store allocates the next number in the same atomic step as the insert.
+        group = Group(id=group_id or "", name=name.strip(), role=role,
                       doc_types=doc_types, offline=offline, on_login=on_login, on_logout=on_logout)
         try:
-            self.store.put_group(group)
+            group = self.store.put_group(group) or group
         except DuplicateError as e:
             raise AccountError(e.what) from None
         return group
@@ -84,11 +85,11 @@ class Accounts:
             creds.append(self._credential(barcode, "barcode"))
         if barcode is not None and barcode == password:
             raise AccountError("the barcode equals the password; a barcode must differ from every password")
-        user = User(id=user_id or self.store.next_id("users"), name=name.strip(), group_id=target.id,
+        user = User(id=user_id or "", name=name.strip(), group_id=target.id,
                     description=description, warehouses=tuple(w.strip() for w in warehouses if w.strip()),
                     has_barcode=barcode is not None)
         try:
-            self.store.add_user(user, tuple(creds))
+            user = self.store.add_user(user, tuple(creds)) or user
         except (DuplicateError, NotFoundError) as e:
             raise AccountError(str(e)) from None
         self._log_if_forced(password, user.name)

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.store.base import (
-    CREDENTIAL_KINDS, ROLES, Credential, DuplicateError, Group, NotFoundError, Principal,
-    SessionRecord, Store, StoreError, User,
+    CREDENTIAL_KINDS, ROLES, Credential, DuplicateError, Group, NotFoundError, Place, Principal,
+    Reservation, SessionRecord, Store, StoreError, User,
 )
 from gateway.store.sqlite import DB_NAME, SqliteStore
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from gateway.store.redis import RedisStore
 
 __all__ = [
-    "CREDENTIAL_KINDS", "ROLES", "Credential", "DuplicateError", "Group", "NotFoundError", "Principal",
+    "CREDENTIAL_KINDS", "ROLES", "Credential", "DuplicateError", "Group", "NotFoundError", "Place", "Principal", "Reservation",
     "SessionRecord", "Store", "StoreError", "User", "SqliteStore", "open_store",
 ]
 

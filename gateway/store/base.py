@@ -8,7 +8,7 @@ operation, so no caller ever does read-modify-write across calls.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 ROLES = ("mobile", "external", "admin")
 CREDENTIAL_KINDS = ("password", "barcode")
@@ -78,17 +78,47 @@ class SessionRecord:
     expires: float
 
 
+@dataclass(frozen=True)
+class Place:
+    """A window an attempt must find room in: at most ``limit`` failures of ``key`` per ``window`` s."""
+
+    key: str
+    limit: int
+    window: float
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What ``Store.reserve`` found: ``reserved`` (the places are held), ``wait`` (the places left
+    are all held by attempts still being checked) or ``refused`` (recorded failures fill a window)."""
+
+    outcome: str
+    key: str = ""  # the key that made it wait or refused it
+    failures: int = 0
+    retry_after: float = 0.0
+
+    @classmethod
+    def refused(cls, place: Place, times: list[float], now: float) -> Reservation:
+        """``times``: the window's failure times, oldest first; allowed again when enough leave it."""
+        leaves_at = times[len(times) - place.limit] + place.window
+        return cls("refused", place.key, len(times), max(leaves_at - now, 0.0))
+
+
 @runtime_checkable
 class Store(Protocol):
     # --- groups ---
-    def put_group(self, group: Group, *, replace: bool = False) -> None: ...
+    def put_group(self, group: Group, *, replace: bool = False) -> Group:
+        """Insert (or update with ``replace``); an empty ``id`` is allocated in the same atomic step."""
+        ...
     def get_group(self, group_id: str) -> Group | None: ...
     def find_group(self, id_or_name: str) -> Group | None: ...
     def list_groups(self) -> list[Group]: ...
     def remove_group(self, group_id: str) -> None: ...
 
     # --- users ---
-    def add_user(self, user: User, credentials: tuple[Credential, ...]) -> None: ...
+    def add_user(self, user: User, credentials: tuple[Credential, ...]) -> User:
+        """Insert; an empty ``user.id`` is allocated in the same atomic step. Returns the stored user."""
+        ...
     def put_user(self, user: User) -> None:
         """Import: insert or replace the user's profile, keeping its credentials."""
         ...
@@ -105,10 +135,27 @@ class Store(Protocol):
     def next_id(self, table: str) -> str: ...
 
     # --- failed logins ---
-    def add_failure(self, key: str, at: float, forget_before: float) -> None: ...
+    def add_failure(self, key: str, at: float, forget_before: float, who: str = "") -> None: ...
     def failure_times(self, key: str, since: float) -> list[float]: ...
     def failure_keys(self, since: float) -> dict[str, list[float]]: ...
     def clear_failures(self, key: str) -> int: ...
+
+    # --- login attempts being checked: one atomic step each (see gateway.throttle) ---
+    def reserve(self, places: Sequence[Place], holder: str, now: float, lease: float) -> Reservation:
+        """Hold a place in every window for ``holder`` (until ``now + lease``), or say why not."""
+        ...
+    def release(self, holder: str) -> None:
+        """The attempt succeeded: its places are free again."""
+        ...
+    def settle_failure(self, holder: str, rows: Sequence[tuple[str, str]], at: float, forget_before: float) -> None:
+        """The attempt failed: its places become failure rows (key, who), in one step."""
+        ...
+    def failure_summary(self, key: str, since: float) -> tuple[int, int]:
+        """(failures of ``key`` after ``since``, distinct ``who`` among them)."""
+        ...
+    def claim(self, key: str, now: float, until: float) -> bool:
+        """True for the first caller (any process, any machine) until ``until``; False for the rest."""
+        ...
 
     # --- gateway sessions ---
     def create_session(self, token_hash: str, record: SessionRecord) -> None: ...

@@ -19,6 +19,8 @@ Keys live under a prefix (``gw:`` by default), so one Redis can serve other thin
     {p}cred:<key>            hash   one credential: user_id, kind, argon2id hash
     {p}fail:<key>            zset   failed logins of an address or account, scored by time
     {p}fail-keys             zset   keys holding failures, scored by their oldest failure
+    {p}held:<key>            zset   login attempts being checked, scored by their lease's end
+    {p}claim:<key>           string a one-off marker with a TTL (spray event raised this window)
     {p}session:<token hash>  hash   a gateway session
     {p}sessions              zset   token hashes scored by expiry (for the purge)
     {p}user-sessions:<id>    set    a user's token hashes (ended with its credentials)
@@ -35,12 +37,13 @@ no gateway ever prunes it again. Redis Cluster is not supported (scripts touch m
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import secrets
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -48,7 +51,8 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from gateway.store.base import (
-    Credential, DuplicateError, Group, NotFoundError, Principal, SessionRecord, StoreError, User,
+    Credential, DuplicateError, Group, NotFoundError, Place, Principal, Reservation, SessionRecord, StoreError,
+    User,
 )
 
 DEFAULT_PREFIX = "gw:"
@@ -131,9 +135,23 @@ end
 return out
 """
 
-# ARGV: p, id, name, name_key, role, offline, doc_types, on_login, on_logout, replace
-_PUT_GROUP = """
+# The next free number among a set's ids, inside the script that inserts: no other writer runs
+# in between, on any machine.
+_NEXT_ID = """
+local function next_id(set)
+  local top = 0
+  for _, x in ipairs(redis.call('SMEMBERS', set)) do
+    if string.match(x, '^%d+$') and tonumber(x) > top then top = tonumber(x) end
+  end
+  return tostring(top + 1)
+end
+"""
+
+# ARGV: p, id ('' = the next free number), name, name_key, role, offline, doc_types, on_login,
+# on_logout, replace -> {'ok', id} or a refusal
+_PUT_GROUP = _NEXT_ID + """
 local p, id, name_key = ARGV[1], ARGV[2], ARGV[4]
+if id == '' then id = next_id(p..'groups') end
 local clash = redis.call('HGET', p..'group-names', name_key)
 if clash and clash ~= id then return {'dup-name', clash} end
 local key = p..'group:'..id
@@ -145,7 +163,7 @@ redis.call('HSET', key, 'id', id, 'name', ARGV[3], 'name_key', name_key, 'role',
 redis.call('HSET', p..'group-names', name_key, id)
 redis.call('SADD', p..'groups', id)
 redis.call('INCR', ARGV[1]..'version')
-return {'ok'}
+return {'ok', id}
 """
 
 # ARGV: p, id
@@ -184,8 +202,9 @@ end
 
 # ARGV: p, id, name, name_key, group_id, description, warehouses, generation, then
 # (key, kind, hash) per credential.
-_ADD_USER = _USER_CHECKS + """
+_ADD_USER = _USER_CHECKS + _NEXT_ID + """
 local id, name_key, group_id = ARGV[2], ARGV[4], ARGV[5]
+if id == '' then id = next_id(p..'users') end
 local key = p..'user:'..id
 if redis.call('EXISTS', key) == 1 then return {'dup-id'} end
 local bad = check_user(id, name_key, group_id)
@@ -207,7 +226,7 @@ for i = 9, #ARGV, 3 do
   redis.call('HSET', p..'user-creds:'..id, ARGV[i + 1], ARGV[i])
 end
 redis.call('INCR', ARGV[1]..'version')
-return {'ok'}
+return {'ok', id}
 """
 
 # ARGV: p, id, name, name_key, group_id, description, warehouses. Credentials stay; an existing
@@ -305,6 +324,62 @@ for _, k in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', '('..forget)) do
 end
 if redis.call('TTL', index) < ttl then redis.call('EXPIRE', index, ttl) end
 redis.call('INCR', ARGV[1]..'version')
+return 1
+"""
+
+# ARGV: p, holder, now, lease, then key, limit, window per place. Expired leases (a process that
+# died mid-check) are dropped first; a full window refuses, places all held make it wait.
+_RESERVE = """
+local p, holder, now, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local waiting = nil
+for i = 5, #ARGV, 3 do
+  local key, limit, window = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local held = p..'held:'..key
+  redis.call('ZREMRANGEBYSCORE', held, '-inf', '('..ARGV[3])
+  local rows = redis.call('ZRANGEBYSCORE', p..'fail:'..key, '('..tostring(now - window), '+inf', 'WITHSCORES')
+  local n = #rows / 2
+  if n >= limit then
+    return {'refused', key, tostring(n), rows[2 * (n - limit) + 2]}
+  end
+  if not waiting and n + redis.call('ZCARD', held) >= limit then waiting = {'wait', key, tostring(n)} end
+end
+if waiting then return waiting end
+for i = 5, #ARGV, 3 do
+  local held = p..'held:'..ARGV[i]
+  redis.call('ZADD', held, now + lease, holder)
+  redis.call('EXPIRE', held, math.ceil(lease) + 1)
+end
+return {'reserved'}
+"""
+
+# ARGV: p, holder, then the keys it holds
+_RELEASE = """
+for i = 3, #ARGV do redis.call('ZREM', ARGV[1]..'held:'..ARGV[i], ARGV[2]) end
+return 1
+"""
+
+# ARGV: p, holder, at, forget_before, ttl, n held keys, the held keys, then (key, member) per row.
+# One step: the places go and the failures appear, so no count ever misses the attempt.
+_SETTLE_FAILURE = """
+local p, holder, at, forget, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
+for i = 7, 6 + n do redis.call('ZREM', p..'held:'..ARGV[i], holder) end
+local index = p..'fail-keys'
+for i = 7 + n, #ARGV, 2 do
+  local key = ARGV[i]
+  local rows = p..'fail:'..key
+  redis.call('ZADD', rows, at, ARGV[i + 1])
+  redis.call('EXPIRE', rows, ttl)
+  redis.call('ZADD', index, redis.call('ZRANGE', rows, 0, 0, 'WITHSCORES')[2], key)
+end
+for _, k in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', '('..forget)) do
+  local old = p..'fail:'..k
+  redis.call('ZREMRANGEBYSCORE', old, '-inf', '('..forget)
+  local first = redis.call('ZRANGE', old, 0, 0, 'WITHSCORES')
+  if #first == 0 then redis.call('ZREM', index, k) else redis.call('ZADD', index, first[2], k) end
+end
+if redis.call('TTL', index) < ttl then redis.call('EXPIRE', index, ttl) end
+redis.call('INCR', p..'version')
 return 1
 """
 
@@ -427,6 +502,11 @@ def safe_location(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path if parts.hostname else ''}"
 
 
+def _member(who: str) -> str:
+    """A failure row's zset member: who failed, made unique (two failures may share a time)."""
+    return f"{who}|{secrets.token_hex(8)}"
+
+
 def _fields(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[0::2], flat[1::2]))
 
@@ -499,8 +579,12 @@ class RedisStore:
             "credentials_of": _CREDENTIALS_OF, "add_failure": _ADD_FAILURE,
             "failure_keys": _FAILURE_KEYS, "clear_failures": _CLEAR_FAILURES,
             "create_session": _CREATE_SESSION, "delete_session": _DELETE_SESSION,
-            "purge_sessions": _PURGE_SESSIONS, "offer_key_fingerprint": _OFFER_KEY_FINGERPRINT,
+            "purge_sessions": _PURGE_SESSIONS, "reserve": _RESERVE, "release": _RELEASE,
+            "settle_failure": _SETTLE_FAILURE, "offer_key_fingerprint": _OFFER_KEY_FINGERPRINT,
         }.items()}
+        # The keys each reservation of this process holds: release and settle name them, since a
+        # script may only touch keys it is told about.
+        self._held: dict[str, list[str]] = {}  # one holder is touched by one attempt only
         self._init_schema()
 
     def _run(self, script: str, *args: str) -> Any:
@@ -564,11 +648,12 @@ class RedisStore:
     # --- groups ---
 
     @_store_errors
-    def put_group(self, group: Group, *, replace: bool = False) -> None:
+    def put_group(self, group: Group, *, replace: bool = False) -> Group:
         outcome = self._run("put_group", group.id, group.name, _name_key(group.name), group.role,
                             "1" if group.offline else "0", json.dumps(list(group.doc_types), ensure_ascii=False),
                             group.on_login, group.on_logout, "1" if replace else "0")
         _check(outcome, "group", group.id if outcome[0] == "dup-id" else group.name)
+        return group if group.id else dataclasses.replace(group, id=outcome[1])
 
     @_store_errors
     def get_group(self, group_id: str) -> Group | None:
@@ -603,10 +688,11 @@ class RedisStore:
         _check(outcome, "user", user.id if outcome[0] == "dup-id" else user.name)
 
     @_store_errors
-    def add_user(self, user: User, credentials: tuple[Credential, ...]) -> None:
+    def add_user(self, user: User, credentials: tuple[Credential, ...]) -> User:
         creds = [part for c in credentials for part in (c.key, c.kind, c.hash)]
         outcome = self._run("add_user", *self._user_args(user), str(user.generation), *creds)
         self._check_user_outcome(outcome, user)
+        return user if user.id else dataclasses.replace(user, id=outcome[1])
 
     @_store_errors
     def put_user(self, user: User) -> None:
@@ -662,10 +748,10 @@ class RedisStore:
     # --- failed logins ---
 
     @_store_errors
-    def add_failure(self, key: str, at: float, forget_before: float) -> None:
+    def add_failure(self, key: str, at: float, forget_before: float, who: str = "") -> None:
         # The row lives as long as any window can still count it, measured from now.
         ttl = max(1, math.ceil(at - forget_before)) + 1
-        self._run("add_failure", key, _num(at), _num(forget_before), secrets.token_hex(8), str(ttl))
+        self._run("add_failure", key, _num(at), _num(forget_before), _member(who), str(ttl))
 
     @_store_errors
     def failure_times(self, key: str, since: float) -> list[float]:
@@ -681,6 +767,47 @@ class RedisStore:
     @_store_errors
     def clear_failures(self, key: str) -> int:
         return int(self._run("clear_failures", key))
+
+    # --- login attempts being checked (see gateway.throttle) ---
+
+    @_store_errors
+    def reserve(self, places: Sequence[Place], holder: str, now: float, lease: float) -> Reservation:
+        args = [a for place in places for a in (place.key, str(place.limit), _num(place.window))]
+        found = self._run("reserve", holder, _num(now), _num(lease), *args)
+        outcome = found[0]
+        if outcome == "refused":
+            place = next(p for p in places if p.key == found[1])
+            return Reservation("refused", found[1], int(found[2]),
+                               max(float(found[3]) + place.window - now, 0.0))
+        if outcome == "wait":
+            return Reservation("wait", found[1], int(found[2]))
+        if outcome == "reserved":
+            self._held[holder] = [place.key for place in places]
+            return Reservation("reserved")
+        raise StoreError(f"unexpected answer from the Redis store: {outcome}")
+
+    @_store_errors
+    def release(self, holder: str) -> None:
+        held = self._held.pop(holder, [])
+        if held:
+            self._run("release", holder, *held)
+
+    @_store_errors
+    def settle_failure(self, holder: str, rows: Sequence[tuple[str, str]], at: float, forget_before: float) -> None:
+        held = self._held.pop(holder, [])
+        ttl = max(1, math.ceil(at - forget_before)) + 1
+        flat = [a for key, who in rows for a in (key, _member(who))]
+        self._run("settle_failure", holder, _num(at), _num(forget_before), str(ttl), str(len(held)), *held, *flat)
+
+    @_store_errors
+    def failure_summary(self, key: str, since: float) -> tuple[int, int]:
+        members = self._redis.zrangebyscore(self.prefix + "fail:" + key, "(" + _num(since), "+inf")
+        return len(members), len({m.rpartition("|")[0] for m in members})
+
+    @_store_errors
+    def claim(self, key: str, now: float, until: float) -> bool:
+        ms = max(1, math.ceil((until - now) * 1000))
+        return bool(self._redis.set(self.prefix + "claim:" + key, "1", nx=True, px=ms))
 
     # --- gateway sessions ---
 

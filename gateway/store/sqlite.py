@@ -14,6 +14,7 @@ after each commit, so a change made here shows even before SQLite would report i
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -21,10 +22,11 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from gateway.store.base import (
-    Credential, DuplicateError, Group, NotFoundError, Principal, SessionRecord, StoreError, User,
+    Credential, DuplicateError, Group, NotFoundError, Place, Principal, Reservation, SessionRecord, StoreError,
+    User,
 )
 
 DB_NAME = "gateway.db"
@@ -70,6 +72,14 @@ CREATE TABLE IF NOT EXISTS failures (
 );
 CREATE INDEX IF NOT EXISTS failures_key_at ON failures (key, at);
 CREATE INDEX IF NOT EXISTS failures_at ON failures (at);
+-- Login attempts being checked right now: each holds a place in the windows of its keys until it
+-- succeeds (the row goes) or fails (the row becomes a failure). ``expires`` is a lease, so a
+-- process that dies mid-check does not hold a place for ever.
+CREATE TABLE IF NOT EXISTS held (holder TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS held_key ON held (key, expires);
+CREATE INDEX IF NOT EXISTS held_holder ON held (holder);
+-- One-off markers ("spray event already raised in this window"), each until a time.
+CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -180,6 +190,9 @@ class SqliteStore:
                 if statement.strip():
                     c.execute(statement)
             c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            # Failure rows name who failed (the address), for the spray event's address count.
+            if "who" not in {row[1] for row in c.execute("PRAGMA table_info(failures)")}:
+                c.execute("ALTER TABLE failures ADD COLUMN who TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -209,9 +222,19 @@ class SqliteStore:
 
     _GROUP_COLS = "id, name, role, offline, doc_types, on_login, on_logout"
 
+    @staticmethod
+    def _next_id(c: sqlite3.Connection, table: str) -> str:
+        # Called inside the write transaction that inserts: no other process can take it meanwhile.
+        row = c.execute(f"SELECT MAX(CAST(id AS INTEGER)) FROM {table} "
+                        "WHERE id != '' AND id NOT GLOB '*[^0-9]*'").fetchone()
+        return str((row[0] or 0) + 1)
+
     @_store_errors
-    def put_group(self, group: Group, *, replace: bool = False) -> None:
+    def put_group(self, group: Group, *, replace: bool = False) -> Group:
+        """Insert (or with ``replace``, update) a group; an empty id gets the next free number."""
         with self._write() as c:
+            if not group.id:
+                group = dataclasses.replace(group, id=self._next_id(c, "groups"))
             clash = c.execute("SELECT id FROM groups WHERE name_key = ? AND id != ?",
                               (_name_key(group.name), group.id)).fetchone()
             if clash:
@@ -226,6 +249,7 @@ class SqliteStore:
                 "doc_types = excluded.doc_types, on_login = excluded.on_login, on_logout = excluded.on_logout",
                 (group.id, group.name, _name_key(group.name), group.role, int(group.offline),
                  json.dumps(list(group.doc_types), ensure_ascii=False), group.on_login, group.on_logout))
+        return group
 
     @_store_errors
     def get_group(self, group_id: str) -> Group | None:
@@ -284,8 +308,11 @@ class SqliteStore:
                   (cred.key, user_id, cred.kind, cred.hash))
 
     @_store_errors
-    def add_user(self, user: User, credentials: tuple[Credential, ...]) -> None:
+    def add_user(self, user: User, credentials: tuple[Credential, ...]) -> User:
+        """Insert a user with its secrets; an empty id gets the next free number."""
         with self._write() as c:
+            if not user.id:
+                user = dataclasses.replace(user, id=self._next_id(c, "users"))
             if c.execute("SELECT 1 FROM users WHERE id = ?", (user.id,)).fetchone():
                 raise DuplicateError(f"a user with id {user.id!r} already exists")
             self._check_user(c, user)
@@ -295,6 +322,7 @@ class SqliteStore:
                        json.dumps(list(user.warehouses), ensure_ascii=False), user.generation))
             for cred in credentials:
                 self._insert_credential(c, user.id, cred)
+        return user
 
     @_store_errors
     def put_user(self, user: User) -> None:
@@ -381,9 +409,9 @@ class SqliteStore:
     # --- failed logins ---
 
     @_store_errors
-    def add_failure(self, key: str, at: float, forget_before: float) -> None:
+    def add_failure(self, key: str, at: float, forget_before: float, who: str = "") -> None:
         with self._write() as c:
-            c.execute("INSERT INTO failures (key, at) VALUES (?, ?)", (key, at))
+            c.execute("INSERT INTO failures (key, at, who) VALUES (?, ?, ?)", (key, at, who))
             # Old events are useless to every window; pruning here keeps the table small.
             c.execute("DELETE FROM failures WHERE at < ?", (forget_before,))
 
@@ -404,6 +432,52 @@ class SqliteStore:
     def clear_failures(self, key: str) -> int:
         with self._write() as c:
             return c.execute("DELETE FROM failures WHERE key = ?", (key,)).rowcount
+
+    # --- login attempts being checked (see gateway.throttle) ---
+
+    @_store_errors
+    def reserve(self, places: Sequence[Place], holder: str, now: float, lease: float) -> Reservation:
+        with self._write() as c:
+            c.execute("DELETE FROM held WHERE expires < ?", (now,))
+            waiting: Reservation | None = None
+            for place in places:
+                times = [r[0] for r in c.execute("SELECT at FROM failures WHERE key = ? AND at > ? ORDER BY at",
+                                                 (place.key, now - place.window))]
+                if len(times) >= place.limit:
+                    return Reservation.refused(place, times, now)
+                held = c.execute("SELECT COUNT(*) FROM held WHERE key = ?", (place.key,)).fetchone()[0]
+                if waiting is None and len(times) + held >= place.limit:
+                    waiting = Reservation("wait", place.key, len(times))
+            if waiting is not None:
+                return waiting
+            c.executemany("INSERT INTO held (holder, key, expires) VALUES (?, ?, ?)",
+                          [(holder, place.key, now + lease) for place in places])
+            return Reservation("reserved")
+
+    @_store_errors
+    def release(self, holder: str) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM held WHERE holder = ?", (holder,))
+
+    @_store_errors
+    def settle_failure(self, holder: str, rows: Sequence[tuple[str, str]], at: float, forget_before: float) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM held WHERE holder = ?", (holder,))
+            c.executemany("INSERT INTO failures (key, at, who) VALUES (?, ?, ?)",
+                          [(key, at, who) for key, who in rows])
+            c.execute("DELETE FROM failures WHERE at < ?", (forget_before,))
+
+    @_store_errors
+    def failure_summary(self, key: str, since: float) -> tuple[int, int]:
+        row = self._conn().execute("SELECT COUNT(*), COUNT(DISTINCT who) FROM failures WHERE key = ? AND at > ?",
+                                   (key, since)).fetchone()
+        return int(row[0]), int(row[1])
+
+    @_store_errors
+    def claim(self, key: str, now: float, until: float) -> bool:
+        with self._write() as c:
+            c.execute("DELETE FROM claims WHERE until <= ?", (now,))
+            return c.execute("INSERT OR IGNORE INTO claims (key, until) VALUES (?, ?)", (key, until)).rowcount == 1
 
     # --- gateway sessions ---
 
