@@ -36,7 +36,7 @@ WAIT_POLL = 0.5
 WAIT_STALL = 5.0
 WAIT_MAX = 30.0
 # While a spray goes on, each password-only check of the base waits this long, one at a time.
-SPRAY_DELAY = 0.2
+SPRAY_DELAY = 0.1
 SPRAY_PREFIX = "spray:"
 
 
