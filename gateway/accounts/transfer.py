@@ -7,6 +7,7 @@ key file, which is deliberately not in the export).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import yaml
 
 from gateway.accounts import keys
 from gateway.accounts.rules import AccountError, check_group, check_user_name
-from gateway.store.base import CREDENTIAL_KINDS, Credential, Group, Store, User
+from gateway.store.base import CREDENTIAL_KINDS, Credential, DuplicateError, Group, Store, User
 
 FORMAT = "tls-gateway-users/1"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -122,12 +123,20 @@ def parse_accounts(text: str, source: Path, secret: bytes) -> tuple[list[Group],
 def import_accounts(store: Store, secret: bytes, text: str, source: Path) -> tuple[int, int]:
     """Add or replace the file's groups and users; everything is checked before anything is written."""
     groups, users = parse_accounts(text, source, secret)
-    for group in groups:
-        store.put_group(group, replace=True)
-    for user, creds in users:
-        if store.get_user(user.id) is None:
-            store.add_user(user, tuple(creds))
-        else:
+    # SQLite: the whole file in one transaction, so an admin editing meanwhile sees it all or none.
+    atomically = getattr(store, "atomically", contextlib.nullcontext)
+    with atomically():
+        for group in groups:
+            store.put_group(group, replace=True)
+        for user, creds in users:
+            # Try the insert first rather than asking whether the user exists: another admin may
+            # add it between a question and the write; the insert's own check is atomic.
+            try:
+                store.add_user(user, tuple(creds))
+                continue
+            except DuplicateError:
+                if store.get_user(user.id) is None:
+                    raise  # a clash of name or secret with another user, not this user already there
             store.put_user(user)
             for kind in CREDENTIAL_KINDS:
                 store.set_credential(user.id, next((c for c in creds if c.kind == kind), None), kind)

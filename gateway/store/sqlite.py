@@ -149,8 +149,22 @@ class SqliteStore:
         return conn
 
     @contextmanager
+    def atomically(self) -> Iterator[None]:
+        """Every store call of this thread inside the block is one write transaction: all or nothing,
+        and no other process writes in between (an import of a users file)."""
+        with self._write():
+            self._local.joined = True
+            try:
+                yield
+            finally:
+                self._local.joined = False
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
+        if getattr(self._local, "joined", False):
+            yield conn  # part of the transaction atomically() holds
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             try:
