@@ -93,6 +93,18 @@ class Logins:
             account = await self._in_store_thread(self.authenticator.account_of, creds.login, creds.secret)
         attempt = LoginAttempt(self.throttle.settings, address, creds.login if creds is not None else None,
                                account, base_id, whitelisted, time.time())
+        try:
+            return await self._drive(attempt, creds, base_name, allow_barcode, malformed)
+        except BaseException:
+            if attempt.holding:
+                # A store error, a bug, or the client gone (cancelled): give the places back now
+                # rather than when the lease runs out. Best effort, off the loop, not awaited.
+                self.store_pool.submit(self.store.release, attempt.holder)
+            raise
+
+    async def _drive(self, attempt: LoginAttempt, creds: BasicCredentials | None, base_name: str,
+                     allow_barcode: bool, malformed: str) -> Admit | Refuse:
+        base_id = attempt.base_id
         action: Any = attempt.start()
         waited = False
         while True:

@@ -137,7 +137,7 @@ class LoginAttempt:
     whitelisted: bool
     now: float
     holder: str = field(default_factory=lambda: secrets.token_hex(12))
-    _reserved: bool = False
+    holding: bool = False  # places reserved and not yet settled by verified()
     _started: float = 0.0
     _progress: float = 0.0
 
@@ -182,7 +182,7 @@ class LoginAttempt:
             if self.now - self._progress >= WAIT_STALL or self.now - self._started >= WAIT_MAX:
                 return Refuse(429, f"too many logins at once; waited {self.now - self._started:.0f} s for a place", 1.0)
             return Wait(result.key, WAIT_POLL)
-        self._reserved = True
+        self.holding = True
         if spray is not None and spray[0] >= self.settings.spray_failures:
             alert = SprayAlert(self.base_id, f"spray-event:{self.base_id}", self.now + self.settings.spray_window,
                                spray[0], spray[1])
@@ -198,7 +198,8 @@ class LoginAttempt:
 
     def verified(self, principal: Principal | None, reason: str, now: float) -> Admit | Refuse:
         """The check's outcome: admit (and free the places) or record the failure."""
-        holder = self.holder if self._reserved else None
+        holder = self.holder if self.holding else None
+        self.holding = False  # the action returned settles them
         if principal is not None:
             return Admit(principal, holder)
         if self.whitelisted:
