@@ -5,12 +5,13 @@ nothing here blocks the event loop. The proxy's Auth addon and the admin console
 path, so a console login counts against the same address and account windows as any other:
 
     logins = Logins(store, authenticator, throttle, verify_pool, store_pool)
-    decision = await logins.check(address, creds, base_id="console", base_name="console",
+    decision = await logins.login(address, creds, base_id="console", base_name="console",
                                   allow_barcode=False, whitelisted=False)
-    if isinstance(decision, Admit): ...decision.principal...
+    if isinstance(decision, Admit): ...decision.principal...  (then check its role)
     else: ...answer decision.status (401 or 429, Retry-After: decision.retry_after_header)...
 
-``check`` is for a success-cache miss; a hit is decided by ``gateway.login.decide_cached``.
+``login`` asks the success cache first; the proxy, which does that on the event loop itself,
+calls ``check`` on a miss. ``creds`` None with ``malformed=<why>`` counts an unreadable header.
 """
 
 from __future__ import annotations
@@ -83,6 +84,17 @@ class Logins:
 
     async def _in_store_thread(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.store_pool, func, *args)
+
+    async def login(self, address: str, creds: BasicCredentials | None, *, base_id: str, base_name: str,
+                    allow_barcode: bool, whitelisted: bool, malformed: str = "") -> Admit | Refuse:
+        """The whole login — success cache first, then ``check`` — for callers off the proxy's hot
+        path, such as the admin console ("this admin's login from this address")."""
+        if creds is not None:
+            cached = await self._in_store_thread(self._cached_decision, address, creds, allow_barcode, whitelisted)
+            if cached is not None:
+                return cached
+        return await self.check(address, creds, base_id=base_id, base_name=base_name, allow_barcode=allow_barcode,
+                                whitelisted=whitelisted, malformed=malformed)
 
     async def check(self, address: str, creds: BasicCredentials | None, *, base_id: str, base_name: str,
                     allow_barcode: bool, whitelisted: bool, malformed: str = "") -> Admit | Refuse:
@@ -163,11 +175,15 @@ class Logins:
         self.authenticator.lookup(self.authenticator.cache_key(creds.login, creds.secret), allow_barcode, version)
 
     def _cached(self, attempt: LoginAttempt, creds: BasicCredentials, allow_barcode: bool) -> Admit | Refuse | None:
+        return self._cached_decision(attempt.address, creds, allow_barcode, attempt.whitelisted)
+
+    def _cached_decision(self, address: str, creds: BasicCredentials, allow_barcode: bool,
+                         whitelisted: bool) -> Admit | Refuse | None:
         hit = self.authenticator.lookup(self.authenticator.cache_key(creds.login, creds.secret), allow_barcode)
         if hit is None:
             return None
-        return decide_cached(hit.principal, self.throttle.check_ip(attempt.address),
-                             self.throttle.check_account(hit.principal.user.name), attempt.whitelisted)
+        return decide_cached(hit.principal, self.throttle.check_ip(address),
+                             self.throttle.check_account(hit.principal.user.name), whitelisted)
 
     def _reserve(self, action: Reserve) -> tuple[Reservation, tuple[int, int] | None]:
         result = self.store.reserve(action.places, action.holder, action.now, LEASE)

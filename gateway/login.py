@@ -34,7 +34,7 @@ WAIT_POLL = 0.5
 # A waiting attempt gives up when no place has been freed for this long, or after WAIT_MAX in all:
 # long enough for a shift's worth of terminals behind one NAT address to get through argon2 in turn.
 WAIT_STALL = 5.0
-WAIT_MAX = 30.0
+WAIT_MAX = 60.0
 # While a spray goes on, each password-only check of the base waits this long, one at a time.
 SPRAY_DELAY = 0.1
 SPRAY_PREFIX = "spray:"
@@ -176,7 +176,7 @@ class LoginAttempt:
     def reserved(self, result: Reservation, spray: tuple[int, int] | None = None) -> Verify | Wait | Refuse:
         """``spray``: (failures, addresses) of the base's password-only window, when asked for."""
         if result.outcome == "refused":
-            what = "this address" if result.key.startswith("ip:") else f"user {self.account!r}"
+            what = f"address {self.address}" if result.key.startswith("ip:") else f"user {self.account!r}"
             return Refuse(429, f"{what}: {result.failures} failed logins", result.retry_after)
         if result.outcome == "wait":
             if self.now - self._progress >= WAIT_STALL or self.now - self._started >= WAIT_MAX:

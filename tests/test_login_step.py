@@ -130,3 +130,43 @@ def test_claim_is_granted_once_until_it_runs_out(store: Store) -> None:
     assert store.claim("spray-event:b1", 1000.0, 1060.0)
     assert not store.claim("spray-event:b1", 1001.0, 1061.0)
     assert store.failure_summary("spray:b1", 0.0) == (0, 0)
+
+
+def test_the_console_s_login_path_counts_against_the_same_windows(tmp_path: Path) -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from addons._login import Logins
+    from gateway.accounts import Accounts, keys
+    from gateway.accounts.authenticate import Authenticator
+    from gateway.credentials import BasicCredentials
+    from gateway.throttle import Throttle
+
+    state = tmp_path / "state"
+    sqlite = SqliteStore(state / "gateway.db")
+    secret = keys.load_or_create_secret(state)
+    accounts = Accounts(sqlite, secret)
+    accounts.add_group("Администраторы", "admin", ("Приход",))
+    accounts.add_user("admin", "Администраторы", "Admin2024x")
+    throttle = Throttle(sqlite, ThrottleSettings())
+    pool = ThreadPoolExecutor(2)
+    logins = Logins(sqlite, Authenticator(sqlite, secret, 30), throttle, pool, pool)
+
+    async def console(secret_sent: str) -> Admit | Refuse:
+        return await logins.login("127.0.0.9", BasicCredentials("admin", secret_sent), base_id="console",
+                                  base_name="console", allow_barcode=False, whitelisted=False)
+
+    async def session() -> None:
+        admitted = await console("Admin2024x")
+        assert isinstance(admitted, Admit) and admitted.principal.group.role == "admin"
+        wrong = await asyncio.gather(*(console(f"Wrong{i}xY") for i in range(12)))
+        assert sorted(w.status for w in wrong if isinstance(w, Refuse)) == [401] * 10 + [429] * 2
+        refused = await console("Admin2024x")  # cached, but the address is locked now
+        assert isinstance(refused, Refuse) and refused.status == 429
+
+    try:
+        asyncio.run(session())
+        assert throttle.check_ip("127.0.0.9").blocked  # what the proxy's Auth reads too
+    finally:
+        pool.shutdown()
+        sqlite.close()
