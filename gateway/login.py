@@ -140,6 +140,7 @@ class LoginAttempt:
     holding: bool = False  # places reserved and not yet settled by verified()
     _started: float = 0.0
     _progress: float = 0.0
+    _holders: str = ""
 
     def __post_init__(self) -> None:
         self._started = self._progress = self.now
@@ -179,6 +180,8 @@ class LoginAttempt:
             what = f"address {self.address}" if result.key.startswith("ip:") else f"user {self.account!r}"
             return Refuse(429, f"{what}: {result.failures} failed logins", result.retry_after)
         if result.outcome == "wait":
+            if result.holders != self._holders:  # places freed or taken, here or in another process
+                self._holders, self._progress = result.holders, self.now
             if self.now - self._progress >= WAIT_STALL or self.now - self._started >= WAIT_MAX:
                 return Refuse(429, f"too many logins at once; waited {self.now - self._started:.0f} s for a place", 1.0)
             return Wait(result.key, WAIT_POLL)
@@ -190,7 +193,8 @@ class LoginAttempt:
         return Verify()
 
     def waited(self, now: float, progressed: bool) -> Reserve:
-        """``progressed``: a place was freed (or filled) by this process while waiting."""
+        """``progressed``: a place was freed (or filled) by this process while waiting; a change
+        made by another process shows as other holders in the next ``Reservation``."""
         self.now = now
         if progressed:
             self._progress = now

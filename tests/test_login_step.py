@@ -113,7 +113,8 @@ def test_reserve_holds_places_until_settled_and_a_dead_holder_s_lease_runs_out(s
     now = 1000.0
     assert store.reserve(places, "a", now, LEASE).outcome == "reserved"
     assert store.reserve(places, "b", now, LEASE).outcome == "reserved"
-    assert store.reserve(places, "c", now, LEASE).outcome == "wait"
+    waiting = store.reserve(places, "c", now, LEASE)
+    assert (waiting.outcome, waiting.holders) == ("wait", "a b")
     store.release("a")  # a succeeded
     assert store.reserve(places, "c", now, LEASE).outcome == "reserved"
     store.settle_failure("c", [("ip:10.0.0.7", "10.0.0.7")], now, now - 600)
@@ -170,3 +171,17 @@ def test_the_console_s_login_path_counts_against_the_same_windows(tmp_path: Path
     finally:
         pool.shutdown()
         sqlite.close()
+
+
+def test_a_queue_moving_in_another_process_keeps_the_attempt_waiting() -> None:
+    a = attempt()
+    a.start()
+    now = 1000.0
+    for step in range(4):  # never woken here, but each poll finds other holders ahead
+        assert isinstance(a.reserved(Reservation("wait", "ip:10.0.0.7", 9, holders=f"h{step}")), Wait)
+        now += WAIT_STALL * 0.75
+        a.waited(now, progressed=False)
+    assert isinstance(a.reserved(Reservation("wait", "ip:10.0.0.7", 9, holders="h4")), Wait)
+    now += WAIT_STALL + 1
+    a.waited(now, progressed=False)
+    assert isinstance(a.reserved(Reservation("wait", "ip:10.0.0.7", 9, holders="h4")), Refuse)  # stuck

@@ -96,6 +96,7 @@ class Reservation:
     key: str = ""  # the key that made it wait or refused it
     failures: int = 0
     retry_after: float = 0.0
+    holders: str = ""  # "wait": who holds the key's places now; a change means the queue moves
 
     @classmethod
     def refused(cls, place: Place, times: list[float], now: float) -> Reservation:

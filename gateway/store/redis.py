@@ -341,7 +341,9 @@ for i = 5, #ARGV, 3 do
   if n >= limit then
     return {'refused', key, tostring(n), rows[2 * (n - limit) + 2]}
   end
-  if not waiting and n + redis.call('ZCARD', held) >= limit then waiting = {'wait', key, tostring(n)} end
+  if not waiting and n + redis.call('ZCARD', held) >= limit then
+    waiting = {'wait', key, tostring(n), table.concat(redis.call('ZRANGE', held, 0, -1), ' ')}
+  end
 end
 if waiting then return waiting end
 for i = 5, #ARGV, 3 do
@@ -780,7 +782,7 @@ class RedisStore:
             return Reservation("refused", found[1], int(found[2]),
                                max(float(found[3]) + place.window - now, 0.0))
         if outcome == "wait":
-            return Reservation("wait", found[1], int(found[2]))
+            return Reservation("wait", found[1], int(found[2]), holders=found[3])
         if outcome == "reserved":
             self._held[holder] = [place.key for place in places]
             return Reservation("reserved")

@@ -461,7 +461,9 @@ class SqliteStore:
                     return Reservation.refused(place, times, now)
                 held = c.execute("SELECT COUNT(*) FROM held WHERE key = ?", (place.key,)).fetchone()[0]
                 if waiting is None and len(times) + held >= place.limit:
-                    waiting = Reservation("wait", place.key, len(times))
+                    holders = c.execute("SELECT group_concat(holder, ' ') FROM (SELECT holder FROM held "
+                                        "WHERE key = ? ORDER BY holder)", (place.key,)).fetchone()[0]
+                    waiting = Reservation("wait", place.key, len(times), holders=holders or "")
             if waiting is not None:
                 return waiting
             c.executemany("INSERT INTO held (holder, key, expires) VALUES (?, ?, ?)",
