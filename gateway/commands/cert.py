@@ -9,7 +9,8 @@ from pathlib import Path
 from gateway.certs.authority import (
     DEFAULT_SERVER_DAYS,
     certs_folder,
-    default_names,
+    create_ca,
+    load_ca,
     issue_server_certificate,
     load_or_create_ca,
     write_server_certificate,
@@ -33,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     own.add_argument("--ip", action="append", default=[], metavar="IP",
                      help="an IP address to cover (repeatable; default: loopback and this computer's addresses)")
     own.add_argument("--days", type=int, default=DEFAULT_SERVER_DAYS, help=f"validity (default {DEFAULT_SERVER_DAYS})")
+    own.add_argument("--replace", action="store_true",
+                     help="cover only the given names (default: add them to what the current certificate covers)")
+    own.add_argument("--new-ca", action="store_true",
+                     help="make a NEW local CA even though one exists or existed (every device must be re-enrolled)")
     own.set_defaults(func=self_signed)
 
     request = commands.add_parser("request", help="make a private key and a certificate request (CSR) for a CA")
@@ -79,15 +84,30 @@ def _password(args: argparse.Namespace) -> bytes | None:
 
 
 def self_signed(args: argparse.Namespace) -> int:
+    from gateway.certs.caguard import check_local_ca, remember_ca, remembered_ca, ca_fingerprint, warn_new_ca
+    from gateway.certs.coverage import planned_names, uncovered
+
     try:
         cfg = _config(args, required=True)
         assert cfg is not None
-        ips = parse_ips(args.ip)
-        names = parse_names(args.name)
-        if not names and not ips:
-            names, ips = default_names(cfg.listen_host)
         folder = certs_folder(cfg.state_dir)
-        ca, created = load_or_create_ca(folder)
+        names, ips, kept = planned_names(cfg, folder, parse_names(args.name), parse_ips(args.ip), args.replace)
+        for host, why in uncovered(cfg, folder, names, ips):
+            print(f"warning: the new certificate will not cover {host} ({why}); add --name/--ip {host} "
+                  "to keep it", file=sys.stderr)
+        if args.new_ca:
+            existing = load_ca(folder) if (folder / "ca.pem").exists() else None
+            previous = remembered_ca(cfg) or (ca_fingerprint(existing.certificate) if existing else None)
+            folder.mkdir(parents=True, exist_ok=True)
+            ca, created = create_ca(folder), True
+            warn_new_ca(cfg, ca, previous)
+            if previous is not None:
+                print("WARNING: a NEW local CA replaced the one devices trusted; every device must be "
+                      f"re-enrolled (install {ca.cert_file} on it again)", file=sys.stderr)
+        else:
+            check_local_ca(cfg)  # a CA that existed before is never re-made silently
+            ca, created = load_or_create_ca(folder)
+        remember_ca(cfg, ca)
         certificate, key = issue_server_certificate(ca, names, ips, days=args.days)
         cert_file, _ = write_server_certificate(folder, ca, certificate, key)
     except (ConfigError, CertError) as e:
@@ -100,6 +120,8 @@ def self_signed(args: argparse.Namespace) -> int:
     capped = " — capped at the CA's own expiry" if (expires - certificate.not_valid_before_utc).days < args.days - 1 else ""
     print(f"Server certificate: {cert_file} (valid until {expires:%Y-%m-%d}{capped})")
     print(f"  covers: {', '.join(names + [str(ip) for ip in ips])}")
+    if kept:
+        print(f"  (kept from the previous certificate: {', '.join(kept)}; --replace to start over)")
     if cfg.tls.cert is not None:
         print(f"note: the config serves {cfg.tls.cert} (tls.cert); remove tls.cert/tls.key to serve this one")
     else:

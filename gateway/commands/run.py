@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(cfg.log)
     try:
-        return asyncio.run(serve(args.config))
+        return asyncio.run(serve(args.config, init=getattr(args, "init", False)))
     except (ConfigError, StartupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
