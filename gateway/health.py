@@ -183,12 +183,17 @@ class BaseStatus:
     name: str
     address: str
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # said, but do not fail the check
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def line(self) -> str:
+        text = self._problems_line()
+        return "\n".join([text, *(f"  warning: {w}" for w in self.warnings)])
+
+    def _problems_line(self) -> str:
         if self.ok:
             return f"{self.name} — {self.address} — OK"
         if len(self.problems) == 1:
@@ -199,7 +204,7 @@ class BaseStatus:
 
     def as_dict(self) -> dict[str, object]:
         return {"base": self.base_id, "name": self.name, "address": self.address, "ok": self.ok,
-                "problems": list(self.problems)}
+                "problems": list(self.problems), "warnings": list(self.warnings)}
 
 
 def public_host(cfg: GatewayConfig) -> str:

@@ -121,3 +121,49 @@ def _windows_owner(port: int) -> PortOwner | None:
 
 def describe(owner: PortOwner) -> str:
     return f"{owner.name} (pid {owner.pid})"
+
+
+# --- on which addresses a port listens (for the bypass check) -----------------------------------
+
+
+def _decode_proc_address(hex_addr: str) -> str:
+    import ipaddress
+
+    raw = bytes.fromhex(hex_addr)
+    # /proc stores each 32-bit word in host (little-endian) order.
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def listen_addresses(port: int) -> list[str] | None:
+    """Local addresses with a listening TCP socket on ``port`` ("0.0.0.0"/"::" = every address);
+    None when this OS cannot tell us. Read from the OS tables: no connection is made."""
+    try:
+        if sys.platform.startswith("linux"):
+            found: list[str] = []
+            for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+                try:
+                    lines = Path(table).read_text().splitlines()[1:]
+                except OSError:
+                    continue
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == LISTEN_STATE:
+                        address, _, hex_port = fields[1].rpartition(":")
+                        if int(hex_port, 16) == port:
+                            found.append(_decode_proc_address(address))
+            return sorted(set(found))
+        if sys.platform == "win32":
+            out = subprocess.run(["netstat", "-ano", "-p", "TCP"], capture_output=True, text=True, timeout=5).stdout
+            out += subprocess.run(["netstat", "-ano", "-p", "TCPv6"], capture_output=True, text=True, timeout=5).stdout
+            found = []
+            for line in out.splitlines():
+                fields = line.split()
+                if len(fields) >= 4 and fields[3].upper() == "LISTENING":
+                    address, _, text_port = fields[1].rpartition(":")
+                    if text_port == str(port):
+                        found.append(address.strip("[]"))
+            return sorted(set(found))
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return None

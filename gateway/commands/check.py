@@ -52,6 +52,11 @@ def check(cfg: GatewayConfig, timeout: float = 1.0) -> list[BaseStatus]:
         extra[base_id].append(problem)
     ours = gateway_ports(cfg.state_dir)
     statuses = check_bases(cfg, extra, timeout, ours)
+    from gateway.bypass import bypass_warnings
+
+    bypass = bypass_warnings(cfg)
+    for status in statuses:
+        status.warnings += bypass.get(status.base_id, [])
     return statuses + side_listener_statuses(cfg, ours)
 
 
