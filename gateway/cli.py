@@ -67,8 +67,10 @@ def log_like_the_gateway(config_path: Path) -> None:
     from gateway.config import ConfigError, LogSettings, load_config
     from gateway.logsetup import configure_logging
 
+    state_dir = None
     try:
-        settings = load_config(config_path).log
+        cfg = load_config(config_path)
+        settings, state_dir = cfg.log, cfg.state_dir
     except ConfigError:
         settings = LogSettings()  # the command itself reports the broken configuration
     if settings.file is None:
@@ -77,6 +79,13 @@ def log_like_the_gateway(config_path: Path) -> None:
         configure_logging(settings)
     except OSError:
         configure_logging(dataclasses.replace(settings, file=None, level="WARNING"))
+    if state_dir is not None:
+        import logging
+
+        from gateway.eventjournal import JournalHandler
+
+        # Security events also go to the running gateway's console (gateway/eventjournal.py).
+        logging.getLogger("gateway").addHandler(JournalHandler(state_dir))
 
 
 def refuse_fresh_state(config_path: Path, init: bool) -> str | None:
