@@ -52,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     imp.add_argument("--key", type=Path, metavar="KEYFILE", help="the private key, when FILE does not hold it")
     imp.add_argument("--password-stdin", action="store_true", help="read the PFX or key password from standard input")
     imp.add_argument("--base", metavar="ID", help="install as this base's own certificate instead of the default one")
+    imp.add_argument("--install", action="store_true",
+                     help="also write the tls: cert/key lines into the configuration (comments are kept)")
     imp.set_defaults(func=import_file)
 
     show = commands.add_parser("show", help="show a certificate like the SSL settings dialog, with warnings")
@@ -75,6 +77,13 @@ def _config(args: argparse.Namespace, required: bool) -> GatewayConfig | None:
             print(f"note: no {DEFAULT_CONFIG_NAME} here; using the default state folder ./state", file=sys.stderr)
             return parse_config({}, Path(DEFAULT_CONFIG_NAME).resolve())
     return load_config(args.config)
+
+
+def _interactive() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _password(args: argparse.Namespace) -> bytes | None:
@@ -150,7 +159,16 @@ def import_file(args: argparse.Namespace) -> int:
     try:
         cfg = _config(args, required=True)
         assert cfg is not None
-        result = import_certificate(cfg, args.file, args.key, _password(args), args.base)
+        try:
+            result = import_certificate(cfg, args.file, args.key, _password(args), args.base)
+        except CertError as e:
+            if args.password_stdin or "password" not in str(e) or "wrong" in str(e) or not _interactive():
+                raise
+            # As `user add` does: on a terminal, ask instead of failing (never from argv).
+            import getpass
+
+            typed = getpass.getpass(f"Password for {args.file}: ").encode("utf-8")
+            result = import_certificate(cfg, args.file, args.key, typed, args.base)
     except (ConfigError, CertError) as e:
         return _fail(e)
     except OSError as e:
@@ -163,8 +181,26 @@ def import_file(args: argparse.Namespace) -> int:
         print(f"  covers: {', '.join(result.covered)}")
     for host in result.not_covered:
         print(f"warning: does not cover {host}; devices connecting to {host} will refuse it")
-    if result.config_lines:
-        print("Add to the configuration so the gateway serves it:")
+    from gateway.certs.inspect import is_self_signed
+
+    if len(result.bundle.chain) == 1 and not is_self_signed(leaf):
+        print(f"warning: the chain is incomplete: no certificate of the issuer ({leaf.issuer.rfc4514_string()}) "
+              "came with it; devices that do not already hold that intermediate certificate will refuse the "
+              "connection. Import the file with the whole chain (leaf, then intermediates), or append the "
+              "issuer's certificate to it")
+    if result.config_lines and args.install:
+        from gateway.configedit import EditError, install_tls
+
+        try:
+            install_tls(cfg.source, result.cert_file, result.key_file, args.base)
+        except (EditError, OSError) as e:
+            print(f"warning: could not edit {cfg.source} ({e}); add these lines yourself:")
+            for line in result.config_lines:
+                print(f"  {line}")
+            return 1
+        print(f"Wrote the tls: lines into {cfg.source} (comments kept); a running gateway reloads it by itself.")
+    elif result.config_lines:
+        print("Add to the configuration so the gateway serves it (or import again with --install):")
         for line in result.config_lines:
             print(f"  {line}")
     else:
