@@ -97,6 +97,9 @@ def watched_files(config_path: Path, cfg: GatewayConfig | None) -> list[Path]:
         from gateway.policy import DEFAULT_POLICY_FILE
 
         files += sorted({base.policy or DEFAULT_POLICY_FILE for base in cfg.bases if base.user_auth})
+        # A wrong key password, once fixed in its file, must be picked up without saving the config.
+        files += sorted({tls.password_file for tls in (cfg.tls, *(b.tls for b in cfg.bases))
+                         if tls is not None and tls.password_file is not None})
     return files
 
 
