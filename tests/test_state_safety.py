@@ -115,3 +115,17 @@ def test_reload_and_status_commands(tmp_path, standin, gateway_factory):
     stopped = run_gateway_command(gw.directory, "status")
     assert stopped.returncode == 3 and "not running" in stopped.stdout
     assert run_gateway_command(gw.directory, "reload").returncode == 3
+
+
+def test_replaced_store_file_is_an_error_event(tmp_path, standin, gateway_factory):
+    config = _with_admin(tmp_path, standin)
+    gw = gateway_factory(config)
+    cli_ok(gw.directory, "group", "add", "Кладовщики", "--role", "mobile", "--doc-type", "Поступление")
+    db = gw.state_dir / "gateway.db"
+    copy = gw.state_dir / "restored.db"
+    shutil.copy(db, copy)
+    gw.mark_log()
+    copy.replace(db)  # a backup copied over the live file
+    gw.wait_for_log(r"ERROR.*gateway\.db was replaced while the gateway runs", timeout=10)
+    status, text = _readyz(config["admin"]["listen"])
+    assert status == 503 and "Restart the gateway" in text
