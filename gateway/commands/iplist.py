@@ -70,7 +70,7 @@ def test_address(args: argparse.Namespace) -> int:
             base for base in cfg.bases if base.name.casefold() == args.base.strip().casefold())
         if not bases:
             known = "; ".join(f"{base.id} ({base.name})" for base in cfg.bases) or "none"
-            print(f"error: no base with id or name {args.base!r} in {cfg.source}; known bases: {known}",
+            print(f"error: no base with id {args.base!r} (nor with that name) in {cfg.source}; known bases: {known}",
                   file=sys.stderr)
             return 2
     if not bases:
