@@ -103,6 +103,21 @@ def refuse_fresh_state(config_path: Path, init: bool) -> str | None:
     return statecheck.fresh_state_problem(cfg)
 
 
+def _remember_state(config_path: Path) -> None:
+    """A command may have created the store or the key: remember them at once, not at the next start."""
+    from gateway import statecheck
+    from gateway.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError:
+        return
+    if statecheck.has_run_before(cfg) and statecheck.fresh_state_problem(cfg) is None:
+        state_dir = Path(cfg.state_dir)
+        statecheck.remember(cfg.source, key_fingerprint=statecheck.key_fingerprint(state_dir),
+                            had_store=cfg.store.backend != "sqlite" or (state_dir / statecheck.DB_NAME).exists())
+
+
 def main(argv: list[str] | None = None) -> int:
     # Cyrillic base names must print on a Windows console or a C-locale terminal alike.
     for stream in (sys.stdout, sys.stderr):
@@ -121,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {refused}", file=sys.stderr)
             return 2
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        if args.command in STATE_COMMANDS and args.command != "run":
+            _remember_state(args.config)
+        return status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -118,8 +118,7 @@ def fresh_state_problem(cfg: GatewayConfig) -> str | None:
     history = f"the gateway of {cfg.source} has run before (last start {when})"
     if not state_dir.exists():
         return (f"state folder {state_dir} is missing, but {history}: its users, HMAC key and local CA "
-                "are gone. Restore the folder from a backup, or start over on purpose with --init "
-                "(devices must then be re-enrolled)")
+                "are gone. Restore the folder from a backup, or start over on purpose with --init")
     if cfg.store.backend == "sqlite" and not (state_dir / DB_NAME).exists() and memory.get("had_store"):
         return (f"{state_dir / DB_NAME} (users and groups) is missing, but {history}. Restore it from a "
                 "backup, or start over on purpose with --init")

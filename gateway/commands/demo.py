@@ -107,6 +107,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
     if statecheck.fresh_state_problem(cfg):
         # The demo's state is disposable (`make clean` removes it): start it over, CA included.
+        print(f"note: the demo's state folder {cfg.state_dir} was removed; the demo starts over with new users "
+              "and a NEW local CA (devices that trusted the old demo CA must install the new ca.pem)",
+              file=sys.stderr)
         statecheck.forget(cfg.source)
     try:
         ensure_demo_user(config_path)

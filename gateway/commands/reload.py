@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     for pid, answer in sorted(answers.items()):
         if answer.get("ok"):
-            print(f"pid {pid}: new configuration applied ({answer.get('message')})")
+            message = str(answer.get("message") or "applied")
+            print(f"pid {pid}: new configuration applied" + ("" if message == "applied" else f" ({message})"))
         else:
             print(f"pid {pid}: reload {answer.get('message')}; the previous configuration stays in force")
             status = 1

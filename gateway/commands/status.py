@@ -63,6 +63,14 @@ def run(args: argparse.Namespace) -> int:
                                         for p in processes]}, ensure_ascii=False, indent=2))
         return 0 if processes else 3
     if not processes:
+        orphans = _gateways_holding_ports(cfg)
+        if orphans:
+            # Its run file went with the state folder; the OS still knows who holds the ports.
+            print(f"running: pid {', '.join(map(str, orphans))} holds the ports of {cfg.source}, but its run file in "
+                  f"{cfg.state_dir / 'run'} is gone (no uptime or reload details)")
+            if state_problem:
+                print(f"state: {state_problem}")
+            return 0
         print(f"not running: no live gateway process for {cfg.source} (state folder {cfg.state_dir})")
         if state_problem:
             print(f"state: {state_problem}")
@@ -83,3 +91,23 @@ def run(args: argparse.Namespace) -> int:
     if state_problem:
         print(f"state: {state_problem}")
     return 0
+
+
+def _gateways_holding_ports(cfg: object) -> list[int]:
+    from pathlib import Path
+
+    from gateway.portowner import owner_of
+
+    pids: set[int] = set()
+    for listener in cfg.listeners():  # type: ignore[attr-defined]
+        owner = owner_of(listener.port)
+        if owner is None or not owner.is_gateway():
+            continue
+        theirs = owner.config_path()
+        try:
+            same = theirs is None or theirs.resolve() == Path(cfg.source).resolve()  # type: ignore[attr-defined]
+        except OSError:
+            same = False
+        if same:
+            pids.add(owner.pid)
+    return sorted(pids)
