@@ -28,4 +28,4 @@ system-deps:
 	scripts/system-deps.sh
 
 clean:
-	rm -rf $(VENV) demo/state
+	rm -rf $(VENV) demo/state demo/.gateway.yaml.state.json

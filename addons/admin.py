@@ -21,6 +21,7 @@ from addons._sidelistener import Address, SideListener, SideRequest
 from addons.console import HTML, SECURITY_HEADERS, Console, is_console_path
 from gateway.config import GatewayConfig
 from gateway.health import RunInfo, remove_run_file, write_run_file
+from gateway.statecheck import current_problem as current_state_problem
 
 logger = logging.getLogger("gateway.admin")
 
@@ -47,6 +48,8 @@ class Admin:
         self._console = Console()
         self._config: GatewayConfig | None = None
         self._started = time.time()
+        self._loaded_at: float | None = None
+        self._last_reload: dict[str, object] | None = None
 
     # --- configuration ---
 
@@ -70,6 +73,11 @@ class Admin:
         if self._config is not None:
             remove_run_file(self._config.state_dir, os.getpid())
 
+    def note_reload(self, last_reload: dict[str, object] | None, loaded_at: float | None) -> None:
+        """The runner tells what `gateway status` and `gateway reload` read back from the run file."""
+        self._last_reload, self._loaded_at = last_reload, loaded_at
+        self._write_run_file()
+
     @property
     def port(self) -> int | None:
         return self._listener.port
@@ -82,7 +90,11 @@ class Admin:
         if cfg.enrolment.enabled:
             ports.add(cfg.enrolment.listen)
         try:
-            write_run_file(cfg.state_dir, RunInfo(os.getpid(), tuple(sorted(ports)), self.port, self._started))
+            listeners = tuple(f"{l.scheme}://{cfg.listen_host or '*'}:{l.port} {l.base.name} ({l.role}) -> "
+                              f"{l.endpoint.backend}" for l in cfg.listeners())
+            write_run_file(cfg.state_dir, RunInfo(os.getpid(), tuple(sorted(ports)), self.port, self._started,
+                                                  config=str(cfg.source), loaded_at=self._loaded_at,
+                                                  last_reload=self._last_reload, listeners=listeners))
         except OSError as e:
             logger.warning("cannot write %s (gateway check may call the gateway's own ports taken): %s",
                            cfg.state_dir, e.strerror or e)
@@ -109,6 +121,9 @@ class Admin:
         if path == "/healthz":
             return Answer(200, PLAIN, b"ok\n")
         if path == "/readyz":
+            state_problem = current_state_problem()
+            if state_problem:
+                return Answer(503, PLAIN, f"not ready; state folder: {state_problem}\n".encode())
             return await self.readiness()
         metrics = _metrics_addon()
         body = await asyncio.get_running_loop().run_in_executor(None, metrics.render) if metrics else b""

@@ -24,7 +24,8 @@ class Enrolment:
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         ca = load_local_ca(cfg)
-        self._content = EnrolmentContent.for_ca(ca) if ca is not None else None
+        self._content = EnrolmentContent.for_ca(ca, cfg.tls.hosts, lan_addresses(), cfg.enrolment.listen) \
+            if ca is not None else None
         wanted = Address(cfg.enrolment.host, cfg.enrolment.listen) if cfg.enrolment.enabled else None
         if self._listener.move(wanted) and wanted is not None:  # raises: configuration refused
             logger.info("enrolment page on http://%s:%d/ (CA certificate only)", wanted.host, wanted.port)
@@ -42,3 +43,14 @@ class Enrolment:
     async def _respond(self, request: SideRequest) -> bytes:
         reply = answer(request.method, request.target, self._content, request.headers.get("host"))
         return encode(reply, head_only=request.method == "HEAD")
+
+
+def lan_addresses() -> tuple[str, ...]:
+    """This machine's private LAN addresses, for the QR code when tls.hosts names none."""
+    import ipaddress
+
+    from gateway.certs.authority import default_names
+
+    found = [ip for ip in default_names()[1] if ip.is_private and not ip.is_loopback and not ip.is_link_local]
+    found.sort(key=lambda ip: ip.version)  # IPv4 first: what phones on a warehouse LAN use
+    return tuple(str(ipaddress.ip_address(ip)) for ip in found)

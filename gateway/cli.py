@@ -11,7 +11,9 @@ from pathlib import Path
 
 from gateway.config import DEFAULT_CONFIG_NAME
 
-COMMAND_MODULES = ("run", "demo", "check", "standin", "cert", "iplist", "group", "user", "bans")
+COMMAND_MODULES = ("run", "demo", "check", "standin", "cert", "iplist", "group", "user", "bans", "status", "reload")
+# Commands that open the users' store: they refuse to create a fresh one where one existed.
+STATE_COMMANDS = frozenset({"run", "group", "user", "bans"})
 # These set up logging themselves; every other command logs like the gateway it manages.
 SERVING_COMMANDS = frozenset({"run", "demo", "standin"})
 
@@ -23,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-c", "--config", type=Path, default=Path(DEFAULT_CONFIG_NAME),
                         help=f"configuration file (default: ./{DEFAULT_CONFIG_NAME})")
+    parser.add_argument("--init", action="store_true",
+                        help="allow creating a fresh state folder (users, HMAC key) for a configuration whose "
+                             "gateway has run before; without it a lost state folder is an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module_name = f"gateway.commands.{name}"
@@ -49,6 +54,9 @@ def _accept_config_anywhere(parser: argparse.ArgumentParser) -> None:
                 if not any("-c" in a.option_strings for a in sub._actions):
                     sub.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS,
                                      help=f"configuration file (default: ./{DEFAULT_CONFIG_NAME})")
+                if not any("--init" in a.option_strings for a in sub._actions):
+                    sub.add_argument("--init", action="store_true", default=argparse.SUPPRESS,
+                                     help="start the state folder over on purpose (see `gateway --help`)")
                 _accept_config_anywhere(sub)
 
 
@@ -59,8 +67,10 @@ def log_like_the_gateway(config_path: Path) -> None:
     from gateway.config import ConfigError, LogSettings, load_config
     from gateway.logsetup import configure_logging
 
+    state_dir = None
     try:
-        settings = load_config(config_path).log
+        cfg = load_config(config_path)
+        settings, state_dir = cfg.log, cfg.state_dir
     except ConfigError:
         settings = LogSettings()  # the command itself reports the broken configuration
     if settings.file is None:
@@ -69,6 +79,43 @@ def log_like_the_gateway(config_path: Path) -> None:
         configure_logging(settings)
     except OSError:
         configure_logging(dataclasses.replace(settings, file=None, level="WARNING"))
+    if state_dir is not None:
+        import logging
+
+        from gateway.eventjournal import JournalHandler
+
+        # Security events also go to the running gateway's console (gateway/eventjournal.py).
+        logging.getLogger("gateway").addHandler(JournalHandler(state_dir))
+
+
+def refuse_fresh_state(config_path: Path, init: bool) -> str | None:
+    """Why this command must not touch the state folder, or None (see gateway/statecheck.py)."""
+    from gateway import statecheck
+    from gateway.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError:
+        return None  # the command itself reports the broken configuration
+    if init:
+        statecheck.start_over(cfg)
+        return None
+    return statecheck.fresh_state_problem(cfg)
+
+
+def _remember_state(config_path: Path) -> None:
+    """A command may have created the store or the key: remember them at once, not at the next start."""
+    from gateway import statecheck
+    from gateway.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError:
+        return
+    if statecheck.has_run_before(cfg) and statecheck.fresh_state_problem(cfg) is None:
+        state_dir = Path(cfg.state_dir)
+        statecheck.remember(cfg.source, key_fingerprint=statecheck.key_fingerprint(state_dir),
+                            had_store=cfg.store.backend != "sqlite" or (state_dir / statecheck.DB_NAME).exists())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,8 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command not in SERVING_COMMANDS:
         log_like_the_gateway(args.config)
+    if args.command in STATE_COMMANDS and args.command != "run":
+        refused = refuse_fresh_state(args.config, args.init)
+        if refused:
+            print(f"error: {refused}", file=sys.stderr)
+            return 2
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        if args.command in STATE_COMMANDS and args.command != "run":
+            _remember_state(args.config)
+        return status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -598,5 +598,7 @@ def load_config(path: Path | str) -> GatewayConfig:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
         problem = getattr(e, "problem", None) or str(e)
+        if "\\t" in problem or "\t" in problem:
+            problem += "; YAML does not allow tabs for indentation: use spaces"
         raise ConfigError(source, where, f"not valid YAML: {problem}") from None
     return parse_config(data, source.resolve())

@@ -16,7 +16,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from gateway.config import BaseConfig, GatewayConfig, Listener
 from gateway.ports import port_problem
@@ -58,6 +58,12 @@ class RunInfo:
     ports: tuple[int, ...]
     admin: int | None = None
     started: float = 0.0
+    # For `gateway status` and `gateway reload` (gateway/commands/status.py, reloadctl.py).
+    config: str = ""
+    loaded_at: float | None = None
+    last_reload: dict[str, Any] | None = None
+    listeners: tuple[str, ...] = ()
+    workers: tuple[int, ...] = ()
 
 
 def run_file(state_dir: Path, pid: int) -> Path:
@@ -70,7 +76,9 @@ def write_run_file(state_dir: Path, info: RunInfo) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": info.pid, "ports": sorted(info.ports), "admin": info.admin,
-                               "started": info.started}), encoding="utf-8")
+                               "started": info.started, "config": info.config, "loaded_at": info.loaded_at,
+                               "last_reload": info.last_reload, "listeners": list(info.listeners),
+                               "workers": list(info.workers)}), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -88,7 +96,12 @@ def read_run_files(state_dir: Path) -> list[RunInfo]:
             data = json.loads(path.read_text(encoding="utf-8"))
             infos.append(RunInfo(pid=int(data["pid"]), ports=tuple(int(p) for p in data.get("ports", ())),
                                  admin=int(data["admin"]) if data.get("admin") else None,
-                                 started=float(data.get("started", 0.0))))
+                                 started=float(data.get("started", 0.0)),
+                                 config=str(data.get("config") or ""),
+                                 loaded_at=float(data["loaded_at"]) if data.get("loaded_at") else None,
+                                 last_reload=data.get("last_reload") if isinstance(data.get("last_reload"), dict) else None,
+                                 listeners=tuple(str(x) for x in data.get("listeners") or ()),
+                                 workers=tuple(int(x) for x in data.get("workers") or ())))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return infos
@@ -136,12 +149,29 @@ def gateway_ports(state_dir: Path, alive: Callable[[int], bool] = process_alive)
     return ports
 
 
-def listen_problem(host: str, port: int, ours: set[int]) -> str | None:
-    """Like ports.port_problem, but a port the running gateway holds is fine."""
+def listen_problem(host: str, port: int, ours: set[int], config: Path | None = None) -> str | None:
+    """Like ports.port_problem, but a port the running gateway holds is fine — known from its run
+    file, or, when that is gone with the state folder, from the process holding the port."""
     problem = port_problem(host, port)
-    if problem is not None and port in ours and "taken" in problem:
-        return None
+    if problem is not None and "taken" in problem:
+        if port in ours:
+            return None
+        from gateway.portowner import owner_of
+
+        owner = owner_of(port)
+        if owner is not None and owner.is_gateway():
+            theirs = owner.config_path()
+            if config is None or theirs is None or _same_file(theirs, config):
+                return None
+            return f"port {port} is held by another gateway (pid {owner.pid}, configuration {theirs})"
     return problem
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 # --- one line per base ------------------------------------------------------------------------
@@ -153,17 +183,28 @@ class BaseStatus:
     name: str
     address: str
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # said, but do not fail the check
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def line(self) -> str:
-        return f"{self.name} — {self.address} — {'OK' if self.ok else '; '.join(self.problems)}"
+        text = self._problems_line()
+        return "\n".join([text, *(f"  warning: {w}" for w in self.warnings)])
+
+    def _problems_line(self) -> str:
+        if self.ok:
+            return f"{self.name} — {self.address} — OK"
+        if len(self.problems) == 1:
+            return f"{self.name} — {self.address} — {self.problems[0]}"
+        # One problem per line: a long run of "; " hid the one that mattered.
+        return "\n".join([f"{self.name} — {self.address} — {len(self.problems)} problems:",
+                          *(f"  - {p}" for p in self.problems)])
 
     def as_dict(self) -> dict[str, object]:
         return {"base": self.base_id, "name": self.name, "address": self.address, "ok": self.ok,
-                "problems": list(self.problems)}
+                "problems": list(self.problems), "warnings": list(self.warnings)}
 
 
 def public_host(cfg: GatewayConfig) -> str:
@@ -177,10 +218,11 @@ def address_of(cfg: GatewayConfig, base: BaseConfig) -> str:
     return f"{'https' if base.https else 'http'}://{public_host(cfg)}:{base.data.listen}"
 
 
-def listener_problems(listener: Listener, host: str, ours: set[int], timeout: float) -> list[str]:
+def listener_problems(listener: Listener, host: str, ours: set[int], timeout: float,
+                      config: Path | None = None) -> list[str]:
     problems = []
     where = "" if listener.role == "data" else "print "
-    taken = listen_problem(host, listener.port, ours)
+    taken = listen_problem(host, listener.port, ours, config)
     if taken:
         problems.append(where + taken)
     unreachable = backend_problem(listener.endpoint.backend, listener.endpoint.backend_host,
@@ -200,7 +242,8 @@ def check_bases(cfg: GatewayConfig, extra: dict[str, list[str]] | None = None,
     listeners = cfg.listeners()
     # Back ends are probed side by side: ten unreachable bases must not take ten timeouts.
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(listeners)))) as pool:
-        found = list(pool.map(lambda listener: listener_problems(listener, host, ours, timeout), listeners))
+        found = list(pool.map(lambda listener: listener_problems(listener, host, ours, timeout, cfg.source),
+                              listeners))
     statuses = []
     for base in cfg.bases:
         status = BaseStatus(base.id, base.name, address_of(cfg, base))

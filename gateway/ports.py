@@ -48,7 +48,10 @@ def port_problem(host: str, port: int) -> str | None:
         return f"port {port} needs administrator rights (ports below 1024); choose a port above 1024"
     except OSError as e:
         if e.errno == errno.EADDRINUSE or getattr(e, "winerror", None) == 10048:
-            return f"port {port} is taken by another program"
+            from gateway.portowner import describe, owner_of
+
+            owner = owner_of(port)
+            return f"port {port} is taken by another program" + (f": {describe(owner)}" if owner else "")
         if e.errno == errno.EADDRNOTAVAIL:
             return f"address {host} is not an address of this machine"
         return f"port {port} cannot be opened: {e.strerror or e}"

@@ -23,6 +23,7 @@ from mitmproxy.proxy import mode_specs
 from addons._context import set_current_config
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.hooktable import GatewayMaster
+from gateway import eventjournal, reloadctl, statecheck
 from gateway.ports import busy_listeners
 
 logger = logging.getLogger("gateway.runner")
@@ -96,12 +97,22 @@ def watched_files(config_path: Path, cfg: GatewayConfig | None) -> list[Path]:
         from gateway.policy import DEFAULT_POLICY_FILE
 
         files += sorted({base.policy or DEFAULT_POLICY_FILE for base in cfg.bases if base.user_auth})
+        # A wrong key password, once fixed in its file, must be picked up without saving the config.
+        files += sorted({tls.password_file for tls in (cfg.tls, *(b.tls for b in cfg.bases))
+                         if tls is not None and tls.password_file is not None})
     return files
 
 
 class Gateway:
-    def __init__(self, config_path: Path | str, addons: Iterable[Any] | None = None) -> None:
+    def __init__(self, config_path: Path | str, addons: Iterable[Any] | None = None, *, init: bool = False) -> None:
         self.config_path = Path(config_path).resolve()
+        self.init = init
+        self._state_watch: statecheck.StateWatch | None = None
+        self._reloads: reloadctl.ReloadRequests | None = None
+        self._request_id: str | None = None
+        self._journal: eventjournal.JournalReader | None = None
+        self.last_reload: dict[str, Any] | None = None
+        self.config_loaded_at: float | None = None
         self.addons = list(addons) if addons is not None else build_addons()
         self.config: GatewayConfig | None = None
         self.master: GatewayMaster | None = None
@@ -114,6 +125,11 @@ class Gateway:
     async def start(self) -> None:
         cfg = load_config(self.config_path)
         self._fingerprint = files_fingerprint(watched_files(self.config_path, cfg))
+        if self.init:
+            statecheck.start_over(cfg)
+        state_problem = statecheck.fresh_state_problem(cfg)
+        if state_problem:
+            raise StartupError(state_problem)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         problems = busy_listeners(cfg, listen_host_option(cfg), skip_ports=set())
         if problems:
@@ -141,6 +157,17 @@ class Gateway:
         run_task = asyncio.get_running_loop().create_task(self.master.run())
         self._tasks.append(run_task)
         await self._wait_listening(cfg, run_task)
+        import time
+
+        self.config_loaded_at = time.time()
+        admin = self.master.addons.get("admin")
+        if admin is not None and hasattr(admin, "note_reload"):
+            admin.note_reload(None, self.config_loaded_at)
+        statecheck.remember_start(cfg)
+        self._reloads = reloadctl.ReloadRequests(cfg.state_dir)
+        self._journal = eventjournal.JournalReader(cfg.state_dir)
+        self._state_watch = statecheck.StateWatch.snapshot(cfg)
+        statecheck.set_problem(None)
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch_config()))
         self._install_signal_handlers()
         for listener in cfg.listeners():
@@ -200,6 +227,18 @@ class Gateway:
     async def _watch_config(self) -> None:
         while True:
             await asyncio.sleep(CONFIG_POLL_INTERVAL)
+            if self._state_watch is not None:
+                self._state_watch.poll()
+            if self._journal is not None:
+                self._journal.poll()
+            request = self._reloads.pending() if self._reloads is not None else None
+            if request is not None:
+                self._request_id = request
+                try:
+                    await self.reload("`gateway reload`")
+                finally:
+                    self._request_id = None
+                continue
             fingerprint = files_fingerprint(watched_files(self.config_path, self.config))
             if fingerprint is not None and fingerprint != self._fingerprint:
                 await self.reload("configuration file changed")
@@ -212,24 +251,18 @@ class Gateway:
                 new = load_config(self.config_path)
             except ConfigError as e:
                 self._fingerprint = files_fingerprint(watched_files(self.config_path, old))
-                logger.error("configuration reload refused (%s): %s — the running configuration stays in force",
-                             reason, e, extra={"event": "config-reload-refused"})
-                return False
+                return self._refused(reason, str(e))
             # Taken before applying: a save during the reload is then seen as a new change.
             self._fingerprint = files_fingerprint(watched_files(self.config_path, new))
             new = self._keep_restart_only_settings(old, new)
             problems = busy_listeners(new, listen_host_option(new), skip_ports={l.port for l in old.listeners()})
             if problems:
-                logger.error("configuration reload refused (%s): %s — the running configuration stays in force",
-                             reason, "; ".join(problems), extra={"event": "config-reload-refused"})
-                return False
+                return self._refused(reason, "; ".join(problems))
             try:
                 self._apply_to_addons(new)
             except Exception as e:
-                logger.error("configuration reload refused (%s): %s — the running configuration stays in force",
-                             reason, e, extra={"event": "config-reload-refused"})
                 self._apply_to_addons(old)
-                return False
+                return self._refused(reason, str(e))
             self.config = new
             set_current_config(new)
             self._warn_plaintext(new)
@@ -243,7 +276,24 @@ class Gateway:
                         reason, len(new.bases), sorted(added) or "none", sorted(removed) or "none",
                         "" if all_ok else " — some listeners failed, see above",
                         extra={"event": "config-reloaded"})
+            self._record_reload(all_ok, "applied" if all_ok else "applied, but some listeners failed (see the log)")
             return all_ok
+
+    def _refused(self, reason: str, why: str) -> bool:
+        logger.error("configuration reload refused (%s): %s — the running configuration stays in force",
+                     reason, why, extra={"event": "config-reload-refused"})
+        self._record_reload(False, f"refused: {why}")
+        return False
+
+    def _record_reload(self, ok: bool, message: str) -> None:
+        import time
+
+        self.last_reload = {"at": time.time(), "ok": ok, "message": message, "request": self._request_id}
+        if ok:
+            self.config_loaded_at = self.last_reload["at"]
+        admin = self.master.addons.get("admin") if self.master else None
+        if admin is not None and hasattr(admin, "note_reload"):
+            admin.note_reload(self.last_reload, self.config_loaded_at)
 
     @staticmethod
     def _keep_restart_only_settings(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
@@ -270,8 +320,8 @@ class Gateway:
                                base.name, extra={"event": "plaintext-base", "base": base.name})
 
 
-async def serve(config_path: Path | str) -> int:
-    gateway = Gateway(config_path)
+async def serve(config_path: Path | str, *, init: bool = False) -> int:
+    gateway = Gateway(config_path, init=init)
     await gateway.start()
     try:
         await gateway.wait()

@@ -57,7 +57,7 @@ def test_json_access_log_has_verdicts_and_no_secrets(standin: Standin, gateway_f
     dead.pop("print")
     config = gateway_config(tmp_path, standin, bases=[secured, open_base, dead], log={"format": "json"})
     gw = gateway_factory(config)
-    cli(gw, "group", "add", "Операторы", "--role", "mobile", "--doc-type", "Приход")
+    cli(gw, "group", "add", "Операторы", "--role", "mobile", "--doc-type", "Поступление")
     cli(gw, "user", "add", "Иванов", "--group", "Операторы", "--password-stdin", "--barcode-stdin",
         input=f"{PASSWORD}\n{BARCODE}\n")
 

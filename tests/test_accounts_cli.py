@@ -34,7 +34,7 @@ def run(config: str, monkeypatch: pytest.MonkeyPatch, *args: str, stdin: str = "
 def test_seed_flow_from_the_cli(config: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(config, monkeypatch, "group", "add", "Операторы ТСД", "--role", "mobile") == 1
     assert "хотя бы одну операцию" in capsys.readouterr().err
-    assert run(config, monkeypatch, "group", "add", "Операторы ТСД", "--role", "mobile", "--doc-type", "Приход") == 0
+    assert run(config, monkeypatch, "group", "add", "Операторы ТСД", "--role", "mobile", "--doc-type", "Поступление") == 0
     assert run(config, monkeypatch, "user", "add", "Иванов", "--group", "операторы тсд", "--password-stdin",
                stdin="weak\n") == 1
     err = capsys.readouterr().err
@@ -59,7 +59,7 @@ def test_seed_flow_from_the_cli(config: str, monkeypatch: pytest.MonkeyPatch, ca
 
 
 def test_export_import_via_cli(config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert run(config, monkeypatch, "group", "add", "Учёт", "--role", "external", "--doc-type", "Приход") == 0
+    assert run(config, monkeypatch, "group", "add", "Учёт", "--role", "external", "--doc-type", "Поступление") == 0
     assert run(config, monkeypatch, "user", "add", "1c", "--group", "Учёт", "--password-stdin",
                stdin=f"{PASSWORD}\n") == 0
     out = tmp_path / "users.yaml"

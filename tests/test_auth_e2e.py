@@ -51,8 +51,8 @@ def test_auth_end_to_end(tmp_path: Path, standin: Standin,
     gw = gateway_factory(config, directory=tmp_path / "gw0")
 
     # --- the seed's users-and-groups page, from the CLI, with secrets on stdin ---
-    cli(gw, "group", "add", "Операторы ТСД", "--role", "mobile", "--doc-type", "Приход,Инвентаризация")
-    cli(gw, "group", "add", "Учёт", "--role", "external", "--doc-type", "Приход")
+    cli(gw, "group", "add", "Операторы ТСД", "--role", "mobile", "--doc-type", "Поступление,Инвентаризация")
+    cli(gw, "group", "add", "Учёт", "--role", "external", "--doc-type", "Поступление")
     cli(gw, "user", "add", "Иванов", "--group", "Операторы ТСД", "--password-stdin", "--barcode-stdin",
         input=f"{PASSWORD}\n{BARCODE}\n")
     cli(gw, "user", "add", "1c", "--group", "Учёт", "--password-stdin", input=ADMIN_PASSWORD + "\n")

@@ -115,7 +115,9 @@ def test_import_refusals_are_one_line(workdir: Path, case: str, message: str) ->
 
 
 def test_show_lists_the_fields_and_warnings(workdir: Path) -> None:
-    assert run_gateway_command(workdir, "cert", "self-signed", "--name", "other.lan").returncode == 0
+    made = run_gateway_command(workdir, "cert", "self-signed", "--name", "other.lan", "--replace")
+    assert made.returncode == 0
+    assert "will not cover 127.0.0.1 (the listen address)" in made.stderr
     shown = run_gateway_command(workdir, "cert", "show")
     assert shown.returncode == 0, shown.stderr
     for field in ("Holder:", "Issuer:", "Issued:", "Expires:", "days left", "SHA-256:", "local CA", "other.lan"):

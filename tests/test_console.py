@@ -129,8 +129,8 @@ def console_gateway(standin: Standin, gateway_factory: Callable[..., RunningGate
                                         admin={"enabled": True, "host": "127.0.0.1", "listen": admin_port}),
                          directory=tmp_path / "gw")
     d = gw.directory
-    cli_ok(d, "group", "add", "Администраторы", "--role", "admin", "--doc-type", "Приход")
-    cli_ok(d, "group", "add", "ТСД", "--role", "mobile", "--doc-type", "Приход")
+    cli_ok(d, "group", "add", "Администраторы", "--role", "admin", "--doc-type", "Поступление")
+    cli_ok(d, "group", "add", "ТСД", "--role", "mobile", "--doc-type", "Поступление")
     cli_ok(d, "user", "add", "админ", "--group", "Администраторы", "--password-stdin",
            input=ADMIN_PASSWORD + "\n", secrets=(ADMIN_PASSWORD,))
     cli_ok(d, "user", "add", "terminal1", "--group", "ТСД", "--password-stdin",

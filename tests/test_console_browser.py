@@ -20,7 +20,7 @@ def test_admin_sees_bases_and_navigates_to_users(standin: Standin, gateway_facto
     gw = gateway_factory(gateway_config(tmp_path, standin, bases=[base_entry(standin, "b1", "Склад Центральный")],
                                         admin={"enabled": True, "host": "127.0.0.1", "listen": admin_port}),
                          directory=tmp_path / "gw")
-    cli_ok(gw.directory, "group", "add", "Админы", "--role", "admin", "--doc-type", "Приход")
+    cli_ok(gw.directory, "group", "add", "Админы", "--role", "admin", "--doc-type", "Поступление")
     cli_ok(gw.directory, "user", "add", "admin", "--group", "Админы", "--password-stdin", input=PASSWORD + "\n",
            secrets=(PASSWORD,))
     with sync_playwright() as playwright:

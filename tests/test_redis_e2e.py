@@ -66,7 +66,7 @@ def test_two_machines_share_users_counts_bans_and_sessions(
     assert keys.load_or_create_secret(a.state_dir) == keys.load_or_create_secret(b.state_dir)
 
     # --- a user made with machine A's CLI logs in on machine B ---
-    cli(a, "group", "add", "Операторы ТСД", "--role", "mobile", "--doc-type", "Приход")
+    cli(a, "group", "add", "Операторы ТСД", "--role", "mobile", "--doc-type", "Поступление")
     cli(a, "user", "add", "Иванов", "--group", "Операторы ТСД", "--password-stdin", input=PASSWORD + "\n")
     assert "Иванов" in cli(b, "user", "list")
     with client(b) as on_b, client(a) as on_a:
@@ -127,7 +127,7 @@ def test_a_machine_with_another_key_file_refuses_to_start_and_writes_nothing(
     for directory in (a_dir, b_dir):
         directory.mkdir()
         (directory / "gateway.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    cli_a = run_gateway_command(a_dir, "group", "add", "Операторы ТСД", "--role", "mobile", "--doc-type", "Приход")
+    cli_a = run_gateway_command(a_dir, "group", "add", "Операторы ТСД", "--role", "mobile", "--doc-type", "Поступление")
     assert cli_a.returncode == 0, cli_a.stderr
     cli_a = run_gateway_command(a_dir, "user", "add", "Иванов", "--group", "Операторы ТСД", "--password-stdin",
                                 input=PASSWORD + "\n")

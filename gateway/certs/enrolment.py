@@ -7,6 +7,7 @@ plain-HTTP port exposes no part of the gateway.
 from __future__ import annotations
 
 import html
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -47,21 +48,59 @@ class EnrolmentContent:
     der: bytes
     page: bytes
     ca: x509.Certificate | None = None
+    # Names devices use (tls.hosts) and this machine's LAN addresses, for the QR code.
+    hosts: tuple[str, ...] = ()
+    lan_addresses: tuple[str, ...] = ()
+    port: int | None = None
 
     @classmethod
-    def for_ca(cls, ca: x509.Certificate) -> EnrolmentContent:
+    def for_ca(cls, ca: x509.Certificate, hosts: tuple[str, ...] = (), lan_addresses: tuple[str, ...] = (),
+               port: int | None = None) -> EnrolmentContent:
         return cls(
             pem=ca.public_bytes(serialization.Encoding.PEM),
             der=ca.public_bytes(serialization.Encoding.DER),
             page=render_page(ca).encode("utf-8"),
-            ca=ca,
+            ca=ca, hosts=hosts, lan_addresses=lan_addresses, port=port,
         )
 
     def page_for(self, host: str | None) -> bytes:
-        """The page with a QR code of the download link as the device would reach it."""
-        if self.ca is None or not host or not _SAFE_HOST.match(host):
+        """The page with a QR code of the download link as a phone on the LAN would reach it."""
+        target = qr_host(host, self.hosts, self.lan_addresses, self.port)
+        if self.ca is None or target is None:
             return self.page
-        return render_page(self.ca, qr_svg(f"http://{host}/ca.pem")).encode("utf-8")
+        return render_page(self.ca, qr_svg(f"http://{target}/ca.pem")).encode("utf-8")
+
+
+def _phone_can_reach(name: str) -> bool:
+    """Not loopback, not a bare host name (phones rarely resolve those), not a wildcard."""
+    bare = name.strip("[]")
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        return "." in bare and not bare.startswith("*") and not bare.endswith(".localhost") and bare != "localhost"
+    return not (ip.is_loopback or ip.is_unspecified or ip.is_link_local)
+
+
+def qr_host(request_host: str | None, hosts: tuple[str, ...], lan_addresses: tuple[str, ...],
+            port: int | None) -> str | None:
+    """host[:port] for the QR code: tls.hosts first, then the address the page was opened with,
+    then a LAN address of this machine; never 127.0.0.1 or a bare name. None: no QR code."""
+    def with_port(name: str) -> str:
+        name = f"[{name}]" if ":" in name and not name.startswith("[") else name
+        return f"{name}:{port}" if port and port != 80 else name
+
+    for name in hosts:
+        if _phone_can_reach(name):
+            return with_port(name)
+    if request_host and _SAFE_HOST.match(request_host):
+        name, _, _ = request_host.rpartition(":") if not request_host.endswith("]") else (request_host, "", "")
+        name = name or request_host
+        if _phone_can_reach(name):
+            return request_host
+    for address in lan_addresses:
+        if _phone_can_reach(address):
+            return with_port(address)
+    return None
 
 
 def qr_svg(text: str) -> str:
@@ -98,7 +137,10 @@ def answer(method: str, path: str, content: EnrolmentContent | None, host: str |
     path = path.split("?", 1)[0]
     if content is None:
         if path == "/":
-            return _text(200, "OK", "this gateway serves a certificate from a trusted CA: devices need no setup")
+            return _text(200, "OK", "this gateway does not serve a certificate of its local CA (tls.cert is set). "
+                                    "Devices trust it only when they already trust the CA that issued it: one from a "
+                                    "public CA needs no setup; one from a company CA, or a self-signed one, must be "
+                                    "installed on each device as your administrator describes")
         return _text(404, "Not Found", "not found")
     if path == "/":
         return Answer(200, "OK", {"Content-Type": HTML_TYPE, "Cache-Control": "no-cache", **COMMON_HEADERS},

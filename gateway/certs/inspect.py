@@ -193,7 +193,21 @@ def source_problems(source: CertSource, cfg: GatewayConfig, now: datetime.dateti
     except CertError as e:
         return [str(e)]
     view = describe(list(bundle.chain), load_local_ca(cfg), now)
-    return [f"{source.cert}: does not cover {host}" for host in configured_hosts(cfg) if not covers(view, host)]
+    missing = [host for host in configured_hosts(cfg) if not covers(view, host)]
+    if missing and cfg.tls.cert is None and source.cert == default_source(cfg).cert:
+        # The generated certificate: one command adds the names, keeping the ones it had.
+        flags = " ".join(f"--ip {h.strip('[]')}" if _is_ip_text(h) else f"--name {h}" for h in missing)
+        return [f"{source.cert}: does not cover {', '.join(missing)} — fix: "
+                f"gateway -c {cfg.source} cert self-signed {flags}"]
+    return [f"{source.cert}: does not cover {host}" for host in missing]
+
+
+def _is_ip_text(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def render(path: Path | str, view: CertificateView, warnings: list[str]) -> str:

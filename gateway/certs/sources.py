@@ -81,8 +81,15 @@ def ensure_default_certificate(cfg: GatewayConfig) -> tuple[Path, Path]:
     certificate renewed near its expiry, keeping the CA)."""
     if cfg.tls.cert is not None:
         return cfg.tls.cert, cfg.tls.key or cfg.tls.cert
+    from gateway.certs.caguard import check_local_ca, remember_ca
+    from gateway.certs.authority import load_ca
+
+    check_local_ca(cfg)  # raises: a CA devices trust is never replaced silently
     try:
         cert, key = ensure_local_server_certificate(certs_folder(cfg.state_dir), cfg.listen_host)
+        ca = load_ca(certs_folder(cfg.state_dir))
+        if ca is not None:
+            remember_ca(cfg, ca)
     except OSError as e:
         raise CertError(f"{certs_folder(cfg.state_dir)}: cannot create the test certificate ({e.strerror}); "
                         "check state_dir in the config") from None

@@ -9,7 +9,8 @@ from pathlib import Path
 from gateway.certs.authority import (
     DEFAULT_SERVER_DAYS,
     certs_folder,
-    default_names,
+    create_ca,
+    load_ca,
     issue_server_certificate,
     load_or_create_ca,
     write_server_certificate,
@@ -33,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     own.add_argument("--ip", action="append", default=[], metavar="IP",
                      help="an IP address to cover (repeatable; default: loopback and this computer's addresses)")
     own.add_argument("--days", type=int, default=DEFAULT_SERVER_DAYS, help=f"validity (default {DEFAULT_SERVER_DAYS})")
+    own.add_argument("--replace", action="store_true",
+                     help="cover only the given names (default: add them to what the current certificate covers)")
+    own.add_argument("--new-ca", action="store_true",
+                     help="make a NEW local CA even though one exists or existed (every device must be re-enrolled)")
     own.set_defaults(func=self_signed)
 
     request = commands.add_parser("request", help="make a private key and a certificate request (CSR) for a CA")
@@ -47,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     imp.add_argument("--key", type=Path, metavar="KEYFILE", help="the private key, when FILE does not hold it")
     imp.add_argument("--password-stdin", action="store_true", help="read the PFX or key password from standard input")
     imp.add_argument("--base", metavar="ID", help="install as this base's own certificate instead of the default one")
+    imp.add_argument("--install", action="store_true",
+                     help="also write the tls: cert/key lines into the configuration (comments are kept)")
     imp.set_defaults(func=import_file)
 
     show = commands.add_parser("show", help="show a certificate like the SSL settings dialog, with warnings")
@@ -72,6 +79,13 @@ def _config(args: argparse.Namespace, required: bool) -> GatewayConfig | None:
     return load_config(args.config)
 
 
+def _interactive() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _password(args: argparse.Namespace) -> bytes | None:
     if not args.password_stdin:
         return None
@@ -79,15 +93,30 @@ def _password(args: argparse.Namespace) -> bytes | None:
 
 
 def self_signed(args: argparse.Namespace) -> int:
+    from gateway.certs.caguard import check_local_ca, remember_ca, remembered_ca, ca_fingerprint, warn_new_ca
+    from gateway.certs.coverage import planned_names, uncovered
+
     try:
         cfg = _config(args, required=True)
         assert cfg is not None
-        ips = parse_ips(args.ip)
-        names = parse_names(args.name)
-        if not names and not ips:
-            names, ips = default_names(cfg.listen_host)
         folder = certs_folder(cfg.state_dir)
-        ca, created = load_or_create_ca(folder)
+        names, ips, kept = planned_names(cfg, folder, parse_names(args.name), parse_ips(args.ip), args.replace)
+        for host, why in uncovered(cfg, folder, names, ips):
+            print(f"warning: the new certificate will not cover {host} ({why}); add --name/--ip {host} "
+                  "to keep it", file=sys.stderr)
+        if args.new_ca:
+            existing = load_ca(folder) if (folder / "ca.pem").exists() else None
+            previous = remembered_ca(cfg) or (ca_fingerprint(existing.certificate) if existing else None)
+            folder.mkdir(parents=True, exist_ok=True)
+            ca, created = create_ca(folder), True
+            warn_new_ca(cfg, ca, previous)
+            if previous is not None:
+                print("WARNING: a NEW local CA replaced the one devices trusted; every device must be "
+                      f"re-enrolled (install {ca.cert_file} on it again)", file=sys.stderr)
+        else:
+            check_local_ca(cfg)  # a CA that existed before is never re-made silently
+            ca, created = load_or_create_ca(folder)
+        remember_ca(cfg, ca)
         certificate, key = issue_server_certificate(ca, names, ips, days=args.days)
         cert_file, _ = write_server_certificate(folder, ca, certificate, key)
     except (ConfigError, CertError) as e:
@@ -100,6 +129,8 @@ def self_signed(args: argparse.Namespace) -> int:
     capped = " — capped at the CA's own expiry" if (expires - certificate.not_valid_before_utc).days < args.days - 1 else ""
     print(f"Server certificate: {cert_file} (valid until {expires:%Y-%m-%d}{capped})")
     print(f"  covers: {', '.join(names + [str(ip) for ip in ips])}")
+    if kept:
+        print(f"  (kept from the previous certificate: {', '.join(kept)}; --replace to start over)")
     if cfg.tls.cert is not None:
         print(f"note: the config serves {cfg.tls.cert} (tls.cert); remove tls.cert/tls.key to serve this one")
     else:
@@ -128,7 +159,16 @@ def import_file(args: argparse.Namespace) -> int:
     try:
         cfg = _config(args, required=True)
         assert cfg is not None
-        result = import_certificate(cfg, args.file, args.key, _password(args), args.base)
+        try:
+            result = import_certificate(cfg, args.file, args.key, _password(args), args.base)
+        except CertError as e:
+            if args.password_stdin or "password" not in str(e) or "wrong" in str(e) or not _interactive():
+                raise
+            # As `user add` does: on a terminal, ask instead of failing (never from argv).
+            import getpass
+
+            typed = getpass.getpass(f"Password for {args.file}: ").encode("utf-8")
+            result = import_certificate(cfg, args.file, args.key, typed, args.base)
     except (ConfigError, CertError) as e:
         return _fail(e)
     except OSError as e:
@@ -141,8 +181,26 @@ def import_file(args: argparse.Namespace) -> int:
         print(f"  covers: {', '.join(result.covered)}")
     for host in result.not_covered:
         print(f"warning: does not cover {host}; devices connecting to {host} will refuse it")
-    if result.config_lines:
-        print("Add to the configuration so the gateway serves it:")
+    from gateway.certs.inspect import is_self_signed
+
+    if len(result.bundle.chain) == 1 and not is_self_signed(leaf):
+        print(f"warning: the chain is incomplete: no certificate of the issuer ({leaf.issuer.rfc4514_string()}) "
+              "came with it; devices that do not already hold that intermediate certificate will refuse the "
+              "connection. Import the file with the whole chain (leaf, then intermediates), or append the "
+              "issuer's certificate to it")
+    if result.config_lines and args.install:
+        from gateway.configedit import EditError, install_tls
+
+        try:
+            install_tls(cfg.source, result.cert_file, result.key_file, args.base)
+        except (EditError, OSError) as e:
+            print(f"warning: could not edit {cfg.source} ({e}); add these lines yourself:")
+            for line in result.config_lines:
+                print(f"  {line}")
+            return 1
+        print(f"Wrote the tls: lines into {cfg.source} (comments kept); a running gateway reloads it by itself.")
+    elif result.config_lines:
+        print("Add to the configuration so the gateway serves it (or import again with --install):")
         for line in result.config_lines:
             print(f"  {line}")
     else:

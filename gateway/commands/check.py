@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"error: {e}", file=sys.stderr)
         return 2
-    statuses = check(cfg, args.timeout)
+    statuses = state_statuses(cfg) + check(cfg, args.timeout)
     if args.json:
         print(json.dumps([s.as_dict() for s in statuses], ensure_ascii=False, indent=2))
     else:
@@ -52,6 +52,11 @@ def check(cfg: GatewayConfig, timeout: float = 1.0) -> list[BaseStatus]:
         extra[base_id].append(problem)
     ours = gateway_ports(cfg.state_dir)
     statuses = check_bases(cfg, extra, timeout, ours)
+    from gateway.bypass import bypass_warnings
+
+    bypass = bypass_warnings(cfg)
+    for status in statuses:
+        status.warnings += bypass.get(status.base_id, [])
     return statuses + side_listener_statuses(cfg, ours)
 
 
@@ -117,8 +122,31 @@ def side_listener_statuses(cfg: GatewayConfig, ours: set[int]) -> list[BaseStatu
         if not settings.enabled:
             continue
         status = BaseStatus(name.split()[0], name, f"http://{settings.host}:{settings.listen}")
-        problem = listen_problem(settings.host, settings.listen, ours)
+        problem = listen_problem(settings.host, settings.listen, ours, cfg.source)
         if problem:
             status.problems.append(problem)
         statuses.append(status)
+    return statuses
+
+
+def state_statuses(cfg: GatewayConfig) -> list[BaseStatus]:
+    """The state folder, when it is not what this configuration's gateway ran with (lost, replaced),
+    and the local CA devices trust, when it is missing or another one."""
+    from gateway import statecheck
+
+    statuses = []
+    problem = statecheck.fresh_state_problem(cfg)
+    if problem:
+        statuses.append(BaseStatus("state", "state folder", str(cfg.state_dir), [problem]))
+    try:
+        from gateway.certs.caguard import check_local_ca
+        from gateway.certs.load import CertError
+
+        if cfg.tls.cert is None:
+            try:
+                check_local_ca(cfg)
+            except CertError as e:
+                statuses.append(BaseStatus("local-ca", "local CA", str(cfg.state_dir / "certs"), [str(e)]))
+    except ImportError:
+        pass
     return statuses

@@ -21,6 +21,9 @@ DEMO_PASSWORD = "Demo-Warehouse-2026"
 # External-connection role: the printed curl line calls the REST API, which the default policy
 # keeps from mobile users.
 DEMO_GROUP = "Внешние подключения"
+DEMO_ADMIN = "demo-admin"
+DEMO_ADMIN_PASSWORD = "Demo-Console-2026"
+DEMO_ADMIN_GROUP = "Администраторы (демо)"
 DEMO_DOC_TYPES = ("Поступление", "Инвентаризация", "Перемещение", "Продажа", "Списание", "Возврат")
 
 
@@ -45,6 +48,14 @@ def ensure_demo_user(config_path: Path) -> None:
         accounts.add_group(DEMO_GROUP, "external", DEMO_DOC_TYPES)
     if store.find_user(DEMO_USER) is None:
         accounts.add_user(DEMO_USER, DEMO_GROUP, DEMO_PASSWORD, description="demo user created by `gateway demo`")
+    # The console (admin listener) needs an admin; the demo makes one if there is none.
+    if not any(g.role == "admin" for g in store.list_groups()):
+        accounts.add_group(DEMO_ADMIN_GROUP, "admin", DEMO_DOC_TYPES[:1])
+    admin_groups = [g for g in store.list_groups() if g.role == "admin"]
+    if not any(u.group_id in {g.id for g in admin_groups} for u in store.list_users()) \
+            and store.find_user(DEMO_ADMIN) is None:
+        accounts.add_user(DEMO_ADMIN, admin_groups[0].id, DEMO_ADMIN_PASSWORD,
+                          description="demo console admin created by `gateway demo`")
 
 
 async def _run(config_path: Path) -> int:
@@ -76,7 +87,9 @@ def _print_banner(config_path: Path) -> None:
         auth = f" -u {DEMO_USER}:{DEMO_PASSWORD}" if base.user_auth else ""
         lines.append(f"  {base.name}: {url}")
         lines.append(f"    curl --cacert {ca}{auth} {url}")
-    lines += [f"  CA certificate to trust on devices: {ca}", "  Stop with Ctrl+C.", ""]
+    lines += [f"  CA certificate to trust on devices: {ca}"]
+    lines += next_steps(config_path, cfg)
+    lines += ["  Stop with Ctrl+C.", ""]
     print("\n".join(lines), flush=True)
 
 
@@ -90,9 +103,38 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     configure_logging(cfg.log)
+    from gateway import statecheck
+
+    if statecheck.fresh_state_problem(cfg):
+        # The demo's state is disposable (`make clean` removes it): start it over, CA included.
+        print(f"note: the demo's state folder {cfg.state_dir} was removed; the demo starts over with new users "
+              "and a NEW local CA (devices that trusted the old demo CA must install the new ca.pem)",
+              file=sys.stderr)
+        statecheck.forget(cfg.source)
     try:
         ensure_demo_user(config_path)
         return asyncio.run(_run(config_path))
     except (ConfigError, StartupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def next_steps(config_path: Path, cfg: object) -> list[str]:
+    """What to do next, with commands that work as printed from the repository folder."""
+    import os
+
+    try:
+        shown = Path(os.path.relpath(config_path))
+    except ValueError:  # another drive on Windows
+        shown = config_path
+    gateway = Path(".venv") / ("Scripts" if sys.platform == "win32" else "bin") / "gateway"
+    lines = ["", "Next steps (in another terminal, from this folder):",
+             f"  {gateway} -c {shown} status      # pid, uptime, listeners",
+             f"  {gateway} -c {shown} check       # one line per base",
+             f"  {gateway} -c {shown} user list",
+             f"  (or `. .venv/bin/activate` once, then `gateway -c {shown} ...`)"]
+    admin = getattr(cfg, "admin", None)
+    if admin is not None and admin.enabled:
+        lines += [f"  Console: http://{admin.host}:{admin.listen}/console  — log in as "
+                  f"{DEMO_ADMIN} / {DEMO_ADMIN_PASSWORD}"]
+    return lines

@@ -24,7 +24,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("--offline", action="store_true", help="allow offline work (the seed's «Автономная работа»)")
     add.add_argument("--on-login", default="", metavar="OPERATION", help="operation run when a user logs in")
     add.add_argument("--on-logout", default="", metavar="OPERATION", help="operation run when a user logs out")
+    add.add_argument("--no-doc-type-check", action="store_true",
+                     help="do not check the document types against the back ends' /api/v1/DocTypes")
     add.set_defaults(func=add_group)
+
+    edit = commands.add_parser("edit", help="change a group's document types, role or offline work")
+    edit.add_argument("group", help="id or name")
+    edit.add_argument("--doc-type", dest="doc_types", action="append", default=[], metavar="TYPE",
+                      help="the group's document types, replacing the old list (repeatable, or comma-separated)")
+    edit.add_argument("--role", choices=ROLES, help="a new role")
+    edit.add_argument("--offline", action=argparse.BooleanOptionalAction, default=None,
+                      help="allow (--offline) or forbid (--no-offline) offline work")
+    edit.add_argument("--no-doc-type-check", action="store_true",
+                      help="do not check the document types against the back ends' /api/v1/DocTypes")
+    edit.set_defaults(func=edit_group)
 
     commands.add_parser("list", help="list groups").set_defaults(func=list_groups)
     show = commands.add_parser("show", help="show one group and its users")
@@ -39,9 +52,31 @@ def _doc_types(raw: list[str]) -> tuple[str, ...]:
     return tuple(part.strip() for item in raw for part in item.split(",") if part.strip())
 
 
+def _checked_doc_types(args: argparse.Namespace, cfg: object) -> tuple[str, ...] | None:
+    """The names given, or None (after saying why) when the back end does not know one."""
+    import sys
+
+    from gateway.doctypes import check_doc_types, known_doc_types
+
+    names = _doc_types(args.doc_types)
+    if not names or args.no_doc_type_check:
+        return names
+    errors, warnings = check_doc_types(names, known_doc_types(cfg))  # type: ignore[arg-type]
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if errors:
+        print("nothing was changed (--no-doc-type-check keeps the names as given)", file=sys.stderr)
+        return None
+    return names
+
+
 @user_errors
 def add_group(args: argparse.Namespace) -> int:
     state = open_state(args.config)
+    if _checked_doc_types(args, state.config) is None:
+        return 1
     group = state.accounts.add_group(args.name, args.role, _doc_types(args.doc_types), offline=args.offline,
                                      on_login=args.on_login, on_logout=args.on_logout, group_id=args.group_id)
     print(f"group {group.name!r} added (id {group.id}, role {group.role}, {len(group.doc_types)} document types)")
@@ -86,4 +121,24 @@ def show_group(args: argparse.Namespace) -> int:
 def remove_group(args: argparse.Namespace) -> int:
     group = open_state(args.config).accounts.remove_group(args.group)
     print(f"group {group.name!r} removed")
+    return 0
+
+
+@user_errors
+def edit_group(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from gateway.accounts.rules import check_group
+
+    state = open_state(args.config)
+    group = state.accounts.group(args.group)
+    names = _checked_doc_types(args, state.config)
+    if names is None:
+        return 1
+    changed = dataclasses.replace(
+        group, doc_types=names or group.doc_types, role=args.role or group.role,
+        offline=group.offline if args.offline is None else args.offline)
+    check_group(changed.name, changed.role, changed.doc_types)
+    state.store.put_group(changed, replace=True)
+    print(f"group {changed.name!r} changed (role {changed.role}, document types: {', '.join(changed.doc_types)})")
     return 0

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     test = commands.add_parser("test", help="would this address be let in? which file and line decide it")
     test.add_argument("address", metavar="ADDRESS")
-    test.add_argument("--base", metavar="ID", help="only this base (its id); default: every base")
+    test.add_argument("--base", metavar="ID", help="only this base (its id or its name); default: every base")
     test.set_defaults(func=test_address)
 
 
@@ -53,7 +53,9 @@ def test_address(args: argparse.Namespace) -> int:
         print(f"error: {e}; give one address such as 192.168.1.10 or 2001:db8::1", file=sys.stderr)
         return 2
     # Bad lines are printed below as warnings; the watcher's log records would repeat them.
-    logging.getLogger("gateway.ipfilter").addHandler(logging.NullHandler())
+    quiet = logging.getLogger("gateway.ipfilter")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False  # the terminal would otherwise show each bad line twice
     try:
         cfg = load_config(args.config)
         lists = IpLists()
@@ -63,10 +65,13 @@ def test_address(args: argparse.Namespace) -> int:
         return 2
     bases = cfg.bases
     if args.base is not None:
-        bases = tuple(base for base in cfg.bases if base.id == args.base)
+        # The id, or the name people see everywhere else ("Магазин 15"), case-insensitively.
+        bases = tuple(base for base in cfg.bases if base.id == args.base) or tuple(
+            base for base in cfg.bases if base.name.casefold() == args.base.strip().casefold())
         if not bases:
-            known = ", ".join(base.id for base in cfg.bases) or "none"
-            print(f"error: no base with id {args.base!r} in {cfg.source}; known ids: {known}", file=sys.stderr)
+            known = "; ".join(f"{base.id} ({base.name})" for base in cfg.bases) or "none"
+            print(f"error: no base with id {args.base!r} (nor with that name) in {cfg.source}; known bases: {known}",
+                  file=sys.stderr)
             return 2
     if not bases:
         print(f"error: {cfg.source} configures no bases", file=sys.stderr)

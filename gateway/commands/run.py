@@ -25,8 +25,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     configure_logging(cfg.log)
+    if cfg.log.file is not None:
+        # Everything else goes to the file; without this line the terminal would stay silent.
+        print(f"gateway: logging to {cfg.log.file} (log.file in {cfg.source}); stop with Ctrl+C", file=sys.stderr,
+              flush=True)
     try:
-        return asyncio.run(serve(args.config))
+        return asyncio.run(serve(args.config, init=getattr(args, "init", False)))
     except (ConfigError, StartupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
