@@ -60,7 +60,7 @@ def config(request: pytest.FixtureRequest, tmp_path: Path, standin: Standin) -> 
 
 
 def test_20_concurrent_user_adds_all_succeed_with_distinct_ids(config: Path) -> None:
-    run(config, "group", "add", "Операторы", "--role", "mobile", "--doc-type", "Приход")
+    run(config, "group", "add", "Операторы", "--role", "mobile", "--doc-type", "Поступление")
     done = at_once(config, [["user", "add", f"Оператор{i}", "--group", "Операторы", "--password-stdin"]
                             for i in range(20)], [f"{PASSWORD}{i}\n" for i in range(20)])
     assert [d.returncode for d in done] == [0] * 20, [d.stderr for d in done if d.returncode]
@@ -80,7 +80,7 @@ def test_concurrent_group_removal_and_user_adds_never_leave_a_user_in_a_removed_
     # SQLite only: the Redis store makes the same check in the same script as the insert, and the
     # test above already runs twenty processes against it.
     config = write_config(tmp_path / "gw", standin)
-    run(config, "group", "add", "Временная", "--role", "mobile", "--doc-type", "Приход")
+    run(config, "group", "add", "Временная", "--role", "mobile", "--doc-type", "Поступление")
     commands = [["user", "add", f"Сезонный{i}", "--group", "Временная", "--password-stdin"] for i in range(9)]
     commands.insert(4, ["group", "remove", "Временная"])
     done = at_once(config, commands, [f"{PASSWORD}{i}\n" for i in range(len(commands))])
