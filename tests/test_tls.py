@@ -201,3 +201,30 @@ def test_hot_swap_keeps_open_connections_and_refuses_broken_files(
     gw.wait_for_log(r"new certificate refused.*expired on", timeout=10)
     assert peer_sha256(port) == new_sha
     assert "PRIVATE KEY" not in gw.log()
+
+
+def test_mozilla_intermediate_profile_has_no_exceptions(two_bases: tuple[RunningGateway, str]) -> None:
+    """sslyze's own Mozilla checker: versions, ciphers, groups (no secp521r1/X448, which the
+    gateway's openssl.cnf removes), DH size, certificate type/size/lifespan and vulnerabilities."""
+    from sslyze import (Scanner, ServerNetworkLocation, ServerScanRequest)
+    from sslyze.mozilla_tls_profile.tls_config_checker import (
+        SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER, MozillaTlsConfiguration, TlsConfigurationEnum,
+        check_server_against_tls_configuration)
+    from sslyze.plugins.certificate_info.implementation import CertificateInfoExtraArgument
+    from sslyze.plugins.scan_commands import ScanCommand
+    from sslyze.scanner.models import ScanCommandsExtraArguments
+
+    gw, _ = two_bases
+    scanner = Scanner()
+    scanner.queue_scans([ServerScanRequest(
+        server_location=ServerNetworkLocation("localhost", gw.port("b1"), "127.0.0.1"),
+        scan_commands=SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER | {ScanCommand.ELLIPTIC_CURVES},
+        scan_commands_extra_arguments=ScanCommandsExtraArguments(
+            certificate_info=CertificateInfoExtraArgument(custom_ca_file=Path(gw.ca_file))))])
+    [result] = list(scanner.get_results())
+    # Raises ServerNotCompliantWithTlsConfiguration listing every deviation.
+    check_server_against_tls_configuration(result, MozillaTlsConfiguration.get(TlsConfigurationEnum.MOZILLA_INTERMEDIATE))
+    curves = result.scan_result.elliptic_curves.result
+    assert curves is not None
+    assert sorted(c.name for c in curves.supported_curves) == ["X25519", "secp256r1", "secp384r1"]
+    assert {c.name for c in curves.rejected_curves} >= {"secp521r1", "X448"}
