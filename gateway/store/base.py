@@ -128,3 +128,13 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    # --- short leases (one gateway of several does a job, e.g. ordering a certificate) ---
+    def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        """Take the lease ``name`` for ``ttl`` seconds unless another owner holds a live one;
+        the same owner taking it again extends it. True when ``owner`` now holds it."""
+        ...
+
+    def unlock(self, name: str, owner: str) -> None:
+        """Give the lease back (only when ``owner`` still holds it)."""
+        ...

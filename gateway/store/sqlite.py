@@ -428,3 +428,27 @@ class SqliteStore:
     def purge_sessions(self, now: float) -> int:
         with self._write() as c:
             return c.execute("DELETE FROM sessions WHERE expires < ?", (now,)).rowcount
+
+    # --- short leases ---
+
+    @_store_errors
+    def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        import time  # local: the module's imports belong to the store's main part
+
+        now = time.time()
+        with self._write() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+                      "expires REAL NOT NULL)")
+            row = c.execute("SELECT owner, expires FROM leases WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                return False
+            c.execute("INSERT OR REPLACE INTO leases (name, owner, expires) VALUES (?, ?, ?)",
+                      (name, owner, now + ttl))
+            return True
+
+    @_store_errors
+    def unlock(self, name: str, owner: str) -> None:
+        with self._write() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+                      "expires REAL NOT NULL)")
+            c.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
