@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 # Host-name endings that only mean something on a LAN (RFC 6762, 6761, 8375 and common habits).
 LAN_SUFFIXES = (".local", ".lan", ".internal", ".localhost", ".home.arpa", ".localdomain", ".corp", ".home")
+# Addresses only a LAN reaches (RFC 1918, carrier-grade NAT, link-local, unique-local). The
+# documentation ranges (203.0.113.0/24 …) are not listed: examples use them as public addresses.
+LAN_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "0.0.0.0/8",
+    "fc00::/7", "fe80::/10"))
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 LAN_ADVICE = ("devices on the LAN should use the gateway's local CA instead (gateway cert self-signed and the "
               "enrolment page); set acme.allow_private: true only when acme.directory is a private ACME CA")
@@ -108,7 +113,7 @@ def lan_only_problem(name: str) -> str | None:
         ip = ipaddress.ip_address(name)
         if ip.is_loopback:
             return f"{name} is a loopback address"
-        if not ip.is_global:
+        if ip.is_unspecified or ip.is_multicast or any(ip in net for net in LAN_NETWORKS if net.version == ip.version):
             return f"{name} is a private (LAN) address"
         return None
     if name == "localhost" or "." not in name:
