@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 from OpenSSL import SSL
 
@@ -29,15 +30,19 @@ CHECK_SECONDS = 60.0
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nNot Found\n"
 
 
-def alpn_challenge_context(state_dir: Path, sni: str | None) -> SSL.Context | None:
-    """A context presenting the acme-tls/1 certificate for ``sni``, when an order placed one."""
+def alpn_challenge_context(state_dir: Path, sni: str | None, store: Any = None) -> SSL.Context | None:
+    """A context presenting the acme-tls/1 certificate for ``sni``, when an order placed one
+    (here, or on another machine sharing the store)."""
     if not sni:
         return None
-    path = storage.alpn_challenge_file(state_dir, name_from_sni(sni))
+    name = name_from_sni(sni)
     try:
-        pem = path.read_bytes()
+        pem = storage.alpn_challenge_file(state_dir, name).read_bytes()
     except OSError:
-        return None
+        shared = _shared(store, storage.shared_alpn_key(name))
+        if shared is None:
+            return None
+        pem = shared.encode("ascii")
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from OpenSSL import crypto
@@ -51,6 +56,16 @@ def alpn_challenge_context(state_dir: Path, sni: str | None) -> SSL.Context | No
     return context
 
 
+def _shared(store: Any, key: str) -> str | None:
+    if store is None:
+        return None
+    try:
+        return store.get_shared(key)  # type: ignore[no-any-return]
+    except Exception as e:  # noqa: BLE001 — no answer is a 404 / failed validation, nothing worse
+        logger.warning("ACME challenge answer not readable from the store: %s", e)
+        return None
+
+
 def offers_acme_tls(alpn_offers: list[bytes] | tuple[bytes, ...] | None) -> bool:
     # RFC 8737: the CA offers acme-tls/1 and nothing else; ordinary clients never do.
     return bool(alpn_offers) and list(alpn_offers or ()) == [ACME_TLS_1]
@@ -62,6 +77,8 @@ class AutoCert:
         self._config: GatewayConfig | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._store: Any = None
+        self._store_key: tuple[object, ...] | None = None
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         wanted = None
@@ -70,8 +87,26 @@ class AutoCert:
             wanted = Address(host, cfg.acme.challenge_listen)
         if self._listener.move(wanted) and wanted is not None:  # raises: configuration refused
             logger.info("ACME challenge listener on http://%s:%d%s…", wanted.host, wanted.port, PREFIX)
+        self._open_store(cfg)
         self._config = cfg
         self._wake.set()
+
+    def _open_store(self, cfg: GatewayConfig) -> None:
+        key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url) if cfg.acme.enabled else None
+        if key == self._store_key:
+            return
+        old, self._store, self._store_key = self._store, None, None
+        if key is not None:
+            from gateway.store import open_store
+
+            self._store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)  # raises: refused
+            self._store_key = key
+        if old is not None:
+            old.close()
+
+    @property
+    def store(self) -> Any:
+        return self._store
 
     @property
     def port(self) -> int | None:
@@ -84,6 +119,9 @@ class AutoCert:
 
     def done(self) -> None:
         self._listener.stop()
+        if self._store is not None:
+            self._store.close()
+            self._store, self._store_key = None, None
         if self._loop_task is not None:
             self._loop_task.cancel()
             self._loop_task = None
@@ -93,6 +131,11 @@ class AutoCert:
         if cfg is None or request.method not in ("GET", "HEAD"):
             return NOT_FOUND
         body = answer(cfg.state_dir, request.path)
+        if body is None and self._store is not None and request.path.startswith(PREFIX):
+            token = request.path[len(PREFIX):]
+            shared = await asyncio.get_running_loop().run_in_executor(
+                None, _shared, self._store, storage.shared_http_key(token))
+            body = shared.encode("ascii") if shared is not None else None
         if body is None:
             return NOT_FOUND
         head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
@@ -108,7 +151,7 @@ class AutoCert:
             cfg = self._config
             if cfg is not None and acme_bases(cfg):
                 try:
-                    await loop.run_in_executor(None, renew_due, cfg)
+                    await loop.run_in_executor(None, lambda: renew_due(cfg, store=self._store))
                     await loop.run_in_executor(None, refresh_renewal_info, cfg)
                 except Exception:  # one bad round must not end renewals for good
                     logger.exception("ACME renewal check failed; trying again in %g s", CHECK_SECONDS)

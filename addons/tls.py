@@ -107,7 +107,7 @@ class GatewayTls:
         context = self.context_for(listener) if listener is not None else None
         if self._state_dir is not None and offers_acme_tls(client.alpn_offers):
             # The CA validating TLS-ALPN-01: its challenge certificate, when an order placed one.
-            context = alpn_challenge_context(self._state_dir, client.sni) or context
+            context = alpn_challenge_context(self._state_dir, client.sni, _acme_store()) or context
         if context is None:
             # No ssl_conn: the proxy core then drops the connection. Fail closed.
             client.error = "refused: this port is not configured for TLS"
@@ -164,6 +164,16 @@ class GatewayTls:
             logger.info("certificate %s replaced; new connections get it (expires %s)",
                         source.cert, format_date(bundle.leaf.not_valid_after_utc))
         self._served = updated
+
+
+def _acme_store() -> object:
+    """The store AutoCert keeps open (challenge answers placed by another machine)."""
+    from mitmproxy import ctx
+
+    try:
+        return getattr(ctx.master.addons.get("autocert"), "store", None)
+    except AttributeError:
+        return None
 
 
 def _config_keys(cfg: GatewayConfig, by_base: dict[str, CertSource]) -> list[tuple[str, CertSource]]:

@@ -161,7 +161,7 @@ def test_ip_order_goes_through_the_profile_and_the_cas_refusal_is_reported(
                  ca_bundle=str(fake_ca.ca_bundle), profile="shortlived")
     before = datetime.datetime.now(UTC)
     with caplog.at_level("ERROR", logger="gateway.acme"):
-        [outcome] = renew_due(cfg, open_store=lambda: open_store(cfg.state_dir))
+        [outcome] = renew_due(cfg)
     [order] = fake_ca.posts("/new-order")
     assert order["profile"] == "shortlived"
     assert {"type": "ip", "value": "203.0.113.10"} in order["identifiers"]
@@ -172,12 +172,12 @@ def test_ip_order_goes_through_the_profile_and_the_cas_refusal_is_reported(
     assert status.failures == 1 and status.next_attempt is not None
     assert before + datetime.timedelta(seconds=50) < status.next_attempt < before + datetime.timedelta(minutes=2)
     assert any("too many certificates" in r.getMessage() and "next attempt" in r.getMessage() for r in caplog.records)
-    assert renew_due(cfg, open_store=lambda: open_store(cfg.state_dir)) == []  # backing off
+    assert renew_due(cfg) == []  # backing off
 
     # A profile the directory does not offer: refused before any order is sent.
     unknown = config(tmp_path / "p2", ["203.0.113.10"], directory=fake_ca.directory_url,
                      ca_bundle=str(fake_ca.ca_bundle), profile="sixday")
-    [refused] = renew_due(unknown, open_store=lambda: open_store(unknown.state_dir))
+    [refused] = renew_due(unknown)
     assert "'sixday' is not offered" in refused.message and "classic, shortlived" in refused.message
     assert len(fake_ca.posts("/new-order")) == 1
 
@@ -186,11 +186,11 @@ def test_one_gateway_orders_at_a_time(tmp_path: Path, fake_ca: FakeAcme) -> None
     cfg = config(tmp_path, ["sklad.example.ru"], directory=fake_ca.directory_url, ca_bundle=str(fake_ca.ca_bundle))
     store = open_store(cfg.state_dir)
     assert store.try_lock("acme-order", "other-machine:1", 60)
-    [outcome] = renew_due(cfg, open_store=lambda: open_store(cfg.state_dir))
+    [outcome] = renew_due(cfg)
     assert not outcome.ok and "another gateway is ordering" in outcome.message
     assert fake_ca.requests == []  # nothing was sent to the CA
     store.unlock("acme-order", "other-machine:1")
-    [outcome] = renew_due(cfg, open_store=lambda: open_store(cfg.state_dir))
+    [outcome] = renew_due(cfg)
     assert "too many certificates" in outcome.message  # this time it ordered
 
 

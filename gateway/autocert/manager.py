@@ -15,7 +15,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from cryptography import x509
 
@@ -127,28 +127,37 @@ class Outcome:
 
 
 def renew_due(cfg: GatewayConfig, *, force: bool = False, only: str | None = None,
-              open_store: Callable[[], object] | None = None, now: Callable[[], datetime.datetime] = now_utc,
-              ) -> list[Outcome]:
+              store: Any = None, now: Callable[[], datetime.datetime] = now_utc) -> list[Outcome]:
     """Order every due certificate (or ``only`` one base). Returns what happened per base
-    (bases not due are left out). Another gateway holding the order lock: nothing is done."""
+    (bases not due are left out). Another gateway holding the order lock: nothing is done.
+    ``store``: the gateway's store (opened and closed here when not given)."""
+    if store is None:
+        if not acme_bases(cfg):
+            return []
+        opened = _open_store(cfg)
+        try:
+            return renew_due(cfg, force=force, only=only, store=opened, now=now)
+        finally:
+            opened.close()  # type: ignore[attr-defined]
     bases = [b for b in acme_bases(cfg) if only is None or b.id == only]
-    due = [(b, r) for b in bases if (r := due_reason(cfg, b, now(), force)) is not None]
+    adopt_shared(cfg, store, bases)
+
+    def due_now() -> list[tuple[BaseConfig, str]]:
+        return [(b, r) for b in bases if (r := due_reason(cfg, b, now(), force)) is not None]
+
+    due = due_now()
     if not due:
         return []
-    store = open_store() if open_store is not None else _open_store(cfg)
     owner = lock_owner()
+    if not store.try_lock(LOCK_NAME, owner, LOCK_SECONDS):
+        logger.info("another gateway is ordering certificates; its result will be served here")
+        return [Outcome(b.id, False, "another gateway is ordering now; try again in a minute") for b, _ in due]
     try:
-        if not store.try_lock(LOCK_NAME, owner, LOCK_SECONDS):  # type: ignore[attr-defined]
-            logger.info("another gateway is ordering certificates; its result will be served here")
-            return [Outcome(b.id, False, "another gateway is ordering now; try again in a minute") for b, _ in due]
-        try:
-            return _order_all(cfg, due, now)
-        finally:
-            store.unlock(LOCK_NAME, owner)  # type: ignore[attr-defined]
+        # Again under the lease: the gateway that held it may have just renewed these.
+        adopt_shared(cfg, store, bases)
+        return _order_all(cfg, due_now(), now, store)
     finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()
+        store.unlock(LOCK_NAME, owner)
 
 
 def _open_store(cfg: GatewayConfig) -> object:
@@ -158,7 +167,7 @@ def _open_store(cfg: GatewayConfig) -> object:
 
 
 def _order_all(cfg: GatewayConfig, due: list[tuple[BaseConfig, str]],
-               now: Callable[[], datetime.datetime]) -> list[Outcome]:
+               now: Callable[[], datetime.datetime], store: Any) -> list[Outcome]:
     outcomes = []
     session: AcmeSession | None = None
     for base, reason in due:
@@ -167,9 +176,10 @@ def _order_all(cfg: GatewayConfig, due: list[tuple[BaseConfig, str]],
                     cfg.acme.directory, ", ".join(base.tls.acme if base.tls else ()))
         try:
             if session is None:
-                session = AcmeSession(cfg.acme, cfg.state_dir)
+                session = AcmeSession(cfg.acme, cfg.state_dir, store)
             issued = session.order(base)
             storage.write_private(storage.certificate_file(cfg.state_dir, base.id), issued.pem)
+            _share(store, base, issued.pem)
         except AcmeError as e:
             outcomes.append(Outcome(base.id, False, _record_failure(cfg, base, status, str(e), now())))
             continue
@@ -186,6 +196,47 @@ def _order_all(cfg: GatewayConfig, due: list[tuple[BaseConfig, str]],
         logger.info(message, extra={"event": "acme-certificate-installed", "base": base.name})
         outcomes.append(Outcome(base.id, True, message))
     return outcomes
+
+
+def _share(store: Any, base: BaseConfig, pem: bytes) -> None:
+    try:
+        store.put_shared(storage.shared_certificate_key(base.id), pem.decode("ascii"))
+    except Exception as e:  # noqa: BLE001 — this machine serves it anyway
+        logger.warning("certificate for base %r not shared with the other gateways: %s", base.name, e)
+
+
+def adopt_shared(cfg: GatewayConfig, store: Any, bases: list[BaseConfig]) -> list[str]:
+    """Serve a certificate another gateway ordered (shared through the store) when it covers
+    this base's names and lasts longer than the one served here. Returns the base ids taken."""
+    taken = []
+    for base in bases:
+        try:
+            shared = store.get_shared(storage.shared_certificate_key(base.id))
+        except Exception as e:  # noqa: BLE001 — the local certificate keeps serving
+            logger.warning("shared ACME certificate for base %r not readable: %s", base.name, e)
+            continue
+        if not shared:
+            continue
+        pem = shared.encode("ascii")
+        try:
+            leaf = x509.load_pem_x509_certificates(pem)[0]
+        except ValueError:
+            continue
+        if leaf_names(leaf) != set(base.tls.acme if base.tls else ()):
+            continue
+        status = storage.read_status(cfg.state_dir, base.id)
+        current = served_leaf(cfg, base)
+        if status.issued and current is not None and current.not_valid_after_utc >= leaf.not_valid_after_utc:
+            continue
+        storage.write_private(storage.certificate_file(cfg.state_dir, base.id), pem)
+        storage.write_status(cfg.state_dir, base.id, storage.Status(
+            names=list(base.tls.acme if base.tls else ()), issued=True, issuer=leaf.issuer.rfc4514_string(),
+            not_before=leaf.not_valid_before_utc, not_after=leaf.not_valid_after_utc,
+            next_renewal=renewal_time(leaf.not_valid_before_utc, leaf.not_valid_after_utc, None)))
+        logger.info("certificate for base %r taken from the shared store (ordered by another gateway), "
+                    "expires %s", base.name, _fmt(leaf.not_valid_after_utc))
+        taken.append(base.id)
+    return taken
 
 
 def _record_failure(cfg: GatewayConfig, base: BaseConfig, status: storage.Status, problem: str,

@@ -109,9 +109,13 @@ def _explain(error: BaseException, settings: AcmeSettings) -> str:
 class AcmeSession:
     """A connection to the directory with the (loaded or newly registered) account."""
 
-    def __init__(self, settings: AcmeSettings, state_dir: Path) -> None:
+    def __init__(self, settings: AcmeSettings, state_dir: Path, store: Any = None) -> None:
         self.settings = settings
         self.state_dir = state_dir
+        # With a store shared by several machines, challenge answers go there too: the CA's
+        # request may reach any of them.
+        self.store = store
+        self._published: list[str] = []
         try:
             self._connect()
         except AcmeError:
@@ -162,6 +166,9 @@ class AcmeSession:
         except errors.ARIError as e:
             logger.warning("renewal information (ARI) not available: %s", e.__cause__ or e)
             return None, _aware(e.retry_after)
+        except Exception as e:  # noqa: BLE001 — a malformed answer must not undo an installed certificate
+            logger.warning("renewal information (ARI) unreadable: %s", e)
+            return None, datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=6)
         return (_aware(suggested) if suggested else None), _aware(ask_again)
 
     def order(self, base: BaseConfig) -> Issued:
@@ -173,6 +180,12 @@ class AcmeSession:
             raise AcmeError(_explain(e, self.settings)) from e
         finally:
             _clean_challenges(self.state_dir)
+            for key in self._published:
+                try:
+                    self.store.delete_shared(key)
+                except Exception:  # noqa: BLE001 — it expires by itself
+                    pass
+            self._published = []
 
     def _order(self, base: BaseConfig) -> Issued:
         names = base.tls.acme if base.tls else ()
@@ -204,8 +217,9 @@ class AcmeSession:
             challb = by_type["tls-alpn-01"]
             token = challb.chall.jobj["token"]
             key_authorization = f"{token}.{jose.b64encode(self.account_key.thumbprint()).decode()}"
-            storage.write_private(storage.alpn_challenge_file(self.state_dir, name),
-                                  challenge_certificate(name, key_authorization))
+            pem = challenge_certificate(name, key_authorization)
+            storage.write_private(storage.alpn_challenge_file(self.state_dir, name), pem)
+            self._publish(storage.shared_alpn_key(name), pem.decode("ascii"))
             # The answer is an empty JSON object for every type (RFC 8555 7.5.1).
             response: Any = challenges.HTTP01Response(key_authorization=key_authorization)
         elif "http-01" in by_type:
@@ -214,11 +228,19 @@ class AcmeSession:
             token_name = challb.chall.encode("token")
             folder = storage.http_challenge_folder(self.state_dir)
             storage.write_private(folder / token_name, validation.encode("ascii"))
+            self._publish(storage.shared_http_key(token_name), validation)
         else:
             offered = ", ".join(sorted(str(t) for t in by_type))
             raise AcmeError(f"{name}: the CA offers no challenge the gateway answers (it offers {offered}; "
                             "the gateway does http-01, and tls-alpn-01 on a base listening on acme.tls_alpn_port)")
         self.client.answer_challenge(challb, response)
+
+
+    def _publish(self, key: str, value: str) -> None:
+        if self.store is None:
+            return
+        self.store.put_shared(key, value, storage.CHALLENGE_TTL)
+        self._published.append(key)
 
 
 def _clean_challenges(state_dir: Path) -> None:

@@ -61,6 +61,23 @@ def alpn_challenge_file(state_dir: Path, name: str) -> Path:
     return acme_folder(state_dir) / "challenges" / "tls-alpn-01" / f"{_safe(name)}.pem"
 
 
+# Keys of the values shared through the store with the other machines.
+def shared_http_key(token: str) -> str:
+    return f"acme:http-01:{token}"
+
+
+def shared_alpn_key(name: str) -> str:
+    return f"acme:tls-alpn-01:{name}"
+
+
+def shared_certificate_key(base_id: str) -> str:
+    return f"acme:certificate:{base_id}"
+
+
+# Challenge answers outlive no order: a CA validates within minutes.
+CHALLENGE_TTL = 900.0
+
+
 def write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for folder in (path.parent, acme_folder_of(path)):

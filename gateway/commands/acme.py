@@ -119,6 +119,12 @@ def renew_now(args: argparse.Namespace) -> int:
             outcomes = renew_due(cfg, force=args.force, only=args.base)
     except OSError as e:
         return _fail(e)
+    except Exception as e:  # the store: StoreError names it
+        from gateway.store import StoreError
+
+        if not isinstance(e, StoreError):
+            raise
+        return _fail(e)
     if not outcomes:
         print("Nothing is due; use --force to order anyway. Planned renewals:")
         for b in acme_bases(cfg):

@@ -722,6 +722,25 @@ class RedisStore:
     def unlock(self, name: str, owner: str) -> None:
         self._redis.eval(_UNLOCK, 1, self.prefix + "lease:" + name, owner)
 
+    # --- small shared values ---
+
+    @_store_errors
+    def put_shared(self, name: str, value: str, ttl: float | None = None) -> None:
+        key = self.prefix + "shared:" + name
+        if ttl is None:
+            self._redis.set(key, value)
+        else:
+            self._redis.set(key, value, px=max(1, int(ttl * 1000)))
+
+    @_store_errors
+    def get_shared(self, name: str) -> str | None:
+        found = self._redis.get(self.prefix + "shared:" + name)
+        return None if found is None else str(found)
+
+    @_store_errors
+    def delete_shared(self, name: str) -> None:
+        self._redis.delete(self.prefix + "shared:" + name)
+
 
 # Take the lease when free or already ours (extending it); atomic on the server.
 _TRY_LOCK = """
@@ -734,3 +753,4 @@ _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
+
