@@ -81,8 +81,10 @@ class AutoCert:
         self._store_key: tuple[object, ...] | None = None
 
     def apply_config(self, cfg: GatewayConfig) -> None:
+        from gateway.autocert.manager import acme_bases
+
         wanted = None
-        if cfg.acme.enabled:
+        if acme_bases(cfg):  # port 80 is bound only when some base needs it
             host = cfg.listen_host if cfg.listen_host not in ("", "::") else "0.0.0.0"
             wanted = Address(host, cfg.acme.challenge_listen)
         if self._listener.move(wanted) and wanted is not None:  # raises: configuration refused

@@ -158,14 +158,26 @@ def test_tls_alpn_01_on_the_base_port(standin: Standin, tmp_path: Path,
         server.stop()
 
 
-def test_challenge_port_taken_is_named(standin: Standin, tmp_path: Path,
-                                       gateway_factory: Callable[..., RunningGateway]) -> None:
+def test_challenge_port_taken_is_named(tmp_path: Path) -> None:
+    """The gateway refuses the configuration (and so does not start), naming the key and the port;
+    `gateway cert acme renew` without a running gateway says the same."""
+    from addons.autocert import AutoCert
+    from gateway.config import load_config
+    from tests.harness import _write_yaml
+
     with socket.create_server(("127.0.0.1", 0)) as busy:
         taken = busy.getsockname()[1]
-        config = gateway_config(tmp_path, standin, bases=[base_entry(standin, "b1", tls={"acme": [NAME]})],
-                                acme={"enabled": True, "directory": f"https://127.0.0.1:{free_port()}/dir",
-                                      "challenge_listen": taken})
-        gw = gateway_factory(config, wait=False)
-        gw.process.wait(20)
-        assert gw.process.returncode != 0
-        assert f"acme.challenge_listen: cannot listen on 127.0.0.1:{taken}" in gw.log()
+        config = {"state_dir": "./state", "listen_host": "127.0.0.1", "admin": {"enabled": False},
+                  "acme": {"enabled": True, "directory": f"https://127.0.0.1:{free_port()}/dir",
+                           "challenge_listen": taken},
+                  "bases": [{"id": "b1", "name": "B", "tls": {"acme": [NAME]},
+                             "data": {"listen": free_port(), "backend": "http://127.0.0.1:9"}}]}
+        _write_yaml(tmp_path / "gateway.yaml", config)
+        addon = AutoCert()
+        with pytest.raises(OSError) as info:
+            addon.apply_config(load_config(tmp_path / "gateway.yaml"))
+        assert f"acme.challenge_listen: cannot listen on 127.0.0.1:{taken}" in str(info.value)
+        addon.done()
+        done = run_gateway_command(tmp_path, "cert", "acme", "renew")
+        assert done.returncode == 1
+        assert f"acme.challenge_listen: port {taken} on 127.0.0.1 is taken by another program" in done.stderr
