@@ -82,6 +82,12 @@ def test_order_serve_renew_under_load_and_ca_down(
     assert status.returncode == 0, status.stderr
     assert "Pebble Intermediate" in status.stdout and NAME in status.stdout and "Last error:   none" in status.stdout
 
+    # The account record is lost (the key stays): the next order finds the same account again.
+    [account_record] = list(acme_dir.glob("account-*.json"))
+    account_uri = account_record.read_text()
+    account_record.unlink()
+    key_before = account_key.read_bytes()
+
     # Forced renewal while requests keep coming, each on a new connection: none may fail.
     failures: list[str] = []
     done = 0
@@ -118,7 +124,8 @@ def test_order_serve_renew_under_load_and_ca_down(
     held.sendall(b"GET /api/v1/DocTypes HTTP/1.1\r\nHost: x\r\n\r\n")
     assert held.recv(100).startswith(b"HTTP/1.1 200")  # a connection opened before the swap continues
     held.close()
-    assert len(list(acme_dir.glob("account-*.key"))) == 1  # the account was reused
+    assert len(list(acme_dir.glob("account-*.key"))) == 1 and account_key.read_bytes() == key_before
+    assert '"uri"' in account_uri and account_uri.split('"uri"')[1][:80] in account_record.read_text()
 
     # The CA goes away: a clear error, the current certificate keeps serving.
     pebble.stop()

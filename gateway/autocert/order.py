@@ -142,10 +142,11 @@ class AcmeSession:
             email=self.settings.email or None, terms_of_service_agreed=True)
         try:
             account = self.client.new_account(registration)
-        except errors.ConflictError:
-            # The key is registered already (the .json was lost): look the account up.
-            account = self.client.query_registration(messages.RegistrationResource(
-                body=messages.Registration(), uri=None))  # type: ignore[arg-type]
+        except errors.ConflictError as e:
+            # The key is registered already (the .json was lost): the CA named its account.
+            known = messages.RegistrationResource(body=messages.Registration(), uri=e.location)
+            self.client.net.account = known
+            account = self.client.query_registration(known)
         storage.write_private(account_file, account.json_dumps().encode())
         logger.info("registered an ACME account with %s", self.settings.directory)
 
