@@ -7,6 +7,7 @@ the problem document a real CA sent."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import ssl
 import threading
@@ -14,8 +15,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-
-import ipaddress
 
 from gateway.certs.authority import create_ca, issue_server_certificate, write_server_certificate
 

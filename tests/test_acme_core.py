@@ -4,7 +4,6 @@ and the listener / check / readyz of a running gateway whose CA is unreachable."
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import socket
 import ssl
 from pathlib import Path

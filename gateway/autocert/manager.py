@@ -89,12 +89,6 @@ def leaf_names(leaf: x509.Certificate) -> set[str]:
 # --- what is due -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Due:
-    base: BaseConfig
-    reason: str
-
-
 def due_reason(cfg: GatewayConfig, base: BaseConfig, now: datetime.datetime, force: bool = False) -> str | None:
     """Why ``base`` needs an order now, or None."""
     status = storage.read_status(cfg.state_dir, base.id)

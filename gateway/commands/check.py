@@ -63,7 +63,7 @@ def certificate_problems(cfg: GatewayConfig) -> list[tuple[str, str]]:
         from gateway.certs import certificate_problems as find
     except ImportError:
         return []
-    own_cert = {b.id for b in cfg.bases if b.tls is not None and b.tls.cert is not None}
+    own_cert = {b.id for b in cfg.bases if b.tls is not None and (b.tls.cert is not None or b.tls.acme)}
     found: list[tuple[str, str]] = []
     for owner, problem in find(cfg):
         if owner is not None:
