@@ -145,19 +145,21 @@ class AutoCert:
         return head if request.method == "HEAD" else head + body
 
     async def _renewals(self) -> None:
-        from gateway.autocert.manager import acme_bases, refresh_renewal_info, renew_due
+        from gateway.autocert.manager import acme_bases, refresh_renewal_info, renew_due, seconds_to_next_check
 
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
             cfg = self._config
+            pause = CHECK_SECONDS
             if cfg is not None and acme_bases(cfg):
                 try:
                     await loop.run_in_executor(None, lambda: renew_due(cfg, store=self._store))
                     await loop.run_in_executor(None, refresh_renewal_info, cfg)
+                    pause = await loop.run_in_executor(None, seconds_to_next_check, cfg, CHECK_SECONDS)
                 except Exception:  # one bad round must not end renewals for good
                     logger.exception("ACME renewal check failed; trying again in %g s", CHECK_SECONDS)
             try:
-                await asyncio.wait_for(self._wake.wait(), CHECK_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), pause)
             except asyncio.TimeoutError:
                 pass

@@ -67,7 +67,8 @@ class Pebble:
                     process.wait(5)
 
 
-def start_pebble(folder: Path, http_port: int, tls_port: int | None = None) -> Pebble:
+def start_pebble(folder: Path, http_port: int, tls_port: int | None = None,
+                 validity_seconds: int | None = None) -> Pebble:
     folder.mkdir(parents=True, exist_ok=True)
     import ipaddress
 
@@ -80,6 +81,8 @@ def start_pebble(folder: Path, http_port: int, tls_port: int | None = None) -> P
         "certificate": str(cert_file), "privateKey": str(key_file),
         "httpPort": http_port, "tlsPort": tls_port or free_port(), "ocspResponderURL": "",
         "externalAccountBindingRequired": False}}
+    if validity_seconds is not None:
+        config["pebble"]["certificateValidityPeriod"] = validity_seconds
     (folder / "pebble.json").write_text(json.dumps(config))
     env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0", PEBBLE_AUTHZREUSE="0")
     log = open(folder / "pebble.log", "wb")

@@ -139,12 +139,14 @@ def test_order_serve_renew_under_load_and_ca_down(
     assert gw.process.poll() is None
 
 
-def test_tls_alpn_01_on_the_base_port(standin: Standin, tmp_path: Path,
+def test_tls_alpn_01_on_the_base_port_and_renewal_by_the_running_gateway(standin: Standin, tmp_path: Path,
                                       gateway_factory: Callable[..., RunningGateway]) -> None:
     base_port = free_port()
     # Nothing listens on pebble's HTTP-01 port: only the TLS-ALPN-01 answer on the base's own
     # port (acme.tls_alpn_port, 443 in production) can succeed.
-    server = pebble_server.start_pebble(tmp_path / "pebble", http_port=free_port(), tls_port=base_port)
+    # Certificates living 8 s: the gateway itself renews them at half their life, no restart.
+    server = pebble_server.start_pebble(tmp_path / "pebble", http_port=free_port(), tls_port=base_port,
+                                        validity_seconds=8)
     try:
         entry = base_entry(standin, "b1", tls={"acme": [NAME]})
         entry["data"]["listen"] = base_port
@@ -154,7 +156,12 @@ def test_tls_alpn_01_on_the_base_port(standin: Standin, tmp_path: Path,
         gw = gateway_factory(config)
         root = tmp_path / "root.pem"
         root.write_bytes(server.root_pem())
-        wait_for_issued(gw, base_port, root, NAME)
+        first = wait_for_issued(gw, base_port, root, NAME)
+        gw.wait_for_log(r"(?s)installed.*installed", 20)
+        deadline = time.monotonic() + 5
+        while served_sha256(base_port, root, NAME) == first and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert served_sha256(base_port, root, NAME) != first
         # An ordinary client offering acme-tls/1 among others still gets the real certificate.
         ctx = ssl.create_default_context(cafile=str(root))
         ctx.set_alpn_protocols(["h2", "acme-tls/1", "http/1.1"])

@@ -268,6 +268,25 @@ def refresh_renewal_info(cfg: GatewayConfig, now: datetime.datetime | None = Non
         storage.write_status(cfg.state_dir, base.id, status)
 
 
+def seconds_to_next_check(cfg: GatewayConfig, longest: float, now: datetime.datetime | None = None) -> float:
+    """How long the renewal loop may sleep: until the earliest renewal, retry or ARI check,
+    at most ``longest`` — so a certificate living hours (or seconds, in tests) renews on time."""
+    now = now or now_utc()
+    moments = []
+    for base in acme_bases(cfg):
+        status = storage.read_status(cfg.state_dir, base.id)
+        leaf = served_leaf(cfg, base)
+        if status.failures and status.next_attempt is not None:
+            moments.append(status.next_attempt)
+        elif status.issued and leaf is not None:
+            moments.append(renewal_time(leaf.not_valid_before_utc, leaf.not_valid_after_utc, status.ari_renewal))
+            if status.ari_next_check is not None:
+                moments.append(status.ari_next_check)
+    if not moments:
+        return longest
+    return min(longest, max(1.0, (min(moments) - now).total_seconds()))
+
+
 def problems(cfg: GatewayConfig, now: datetime.datetime | None = None) -> list[tuple[str, str]]:
     """(base id, problem) for `gateway check` and /readyz: a certificate close to expiry (or
     expired) that the last attempt could not renew, or none from the CA at all after failures."""
