@@ -60,3 +60,23 @@ def test_cert_show_and_check_warn(tmp_path: Path) -> None:
     assert "WARNING: key ECDSA secp521r1 is outside the Mozilla intermediate TLS profile" in shown.stdout
     checked = run_gateway_command(tmp_path, "check")
     assert "ECDSA secp521r1 is outside the Mozilla intermediate TLS profile" in checked.stdout
+
+
+def test_openssl_conf_is_set_before_openssl_loads_and_never_leaks_into_a_host_program() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from gateway.opensslconf import CONF_FILE
+    from tests.harness import REPO
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENSSL_CONF"}
+    probe = ("import os, sys; {pre}from gateway.opensslconf import use_gateway_openssl_conf as use; "
+             "print(use(), os.environ.get('OPENSSL_CONF'))")
+    fresh = subprocess.run([sys.executable, "-c", probe.format(pre="")], capture_output=True, text=True,
+                           cwd=REPO, env=env, timeout=30)
+    assert fresh.stdout.split() == ["True", str(CONF_FILE)]
+    loaded = subprocess.run([sys.executable, "-c", probe.format(pre="import cryptography.hazmat.bindings._rust; ")],
+                            capture_output=True, text=True, cwd=REPO, env=env, timeout=30)
+    assert loaded.stdout.split() == ["False", "None"]
+    assert "Groups = X25519:prime256v1:secp384r1" in CONF_FILE.read_text()
