@@ -137,7 +137,19 @@ class Admin:
         down = [f"{url}: {problem}" for (url, _, _), problem in zip(backends, results) if problem]
         if down:
             return Answer(503, PLAIN, ("not ready; back ends not answering:\n" + "\n".join(down) + "\n").encode())
+        expiring = await asyncio.get_running_loop().run_in_executor(None, _acme_problems, cfg)
+        if expiring:
+            return Answer(503, PLAIN, ("not ready; certificates not renewed:\n" + "\n".join(expiring) + "\n").encode())
         return Answer(200, PLAIN, f"ready: {len(backends)} back end(s) answer\n".encode())
+
+
+def _acme_problems(cfg: GatewayConfig | None) -> list[str]:
+    from gateway.autocert.manager import problems
+
+    if cfg is None:
+        return []
+    names = {b.id: b.name for b in cfg.bases}
+    return [f"base {names.get(base_id, base_id)!r}: {problem}" for base_id, problem in problems(cfg)]
 
 
 async def _connect_problem(host: str, port: int) -> str | None:

@@ -17,6 +17,8 @@ from OpenSSL import SSL
 
 from addons._context import listener_of
 from addons._guard import fail_closed
+from addons.autocert import alpn_challenge_context, offers_acme_tls
+from gateway.autocert.manager import acme_bases, ensure_placeholder
 from gateway.certs.authority import certs_folder
 from gateway.certs.context import dh_params_file, server_context
 from gateway.certs.load import CertError, format_date
@@ -53,12 +55,15 @@ class GatewayTls:
         self._policy: _Policy | None = None
         self._dh_file = None
         self._watcher: asyncio.Task[None] | None = None
+        self._state_dir = None
 
     # --- configuration -----------------------------------------------------------------------
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         """Build every context first; a broken certificate raises and refuses the config."""
         ensure_default_certificate(cfg)
+        for base in acme_bases(cfg):
+            ensure_placeholder(cfg, base)  # served until the CA's certificate arrives
         policy = _Policy(cfg.tls.min_version, cfg.tls.http2)
         dh_file = dh_params_file(certs_folder(cfg.state_dir))
         by_base = {base.id: source_for(cfg, base) for base in cfg.bases}
@@ -75,6 +80,7 @@ class GatewayTls:
             except CertError as e:
                 raise CertError(f"{keys.get(source, 'tls.cert')}: {e}{_fix_for(str(e))}") from None
         self._served, self._by_base, self._policy, self._dh_file = served, by_base, policy, dh_file
+        self._state_dir = cfg.state_dir if cfg.acme.enabled else None
 
     @staticmethod
     def _build(source: CertSource, policy: _Policy, dh_file: object) -> SSL.Context:
@@ -99,6 +105,9 @@ class GatewayTls:
         client = tls_start.context.client
         listener = listener_of(client)
         context = self.context_for(listener) if listener is not None else None
+        if self._state_dir is not None and offers_acme_tls(client.alpn_offers):
+            # The CA validating TLS-ALPN-01: its challenge certificate, when an order placed one.
+            context = alpn_challenge_context(self._state_dir, client.sni, _acme_store()) or context
         if context is None:
             # No ssl_conn: the proxy core then drops the connection. Fail closed.
             client.error = "refused: this port is not configured for TLS"
@@ -155,6 +164,16 @@ class GatewayTls:
             logger.info("certificate %s replaced; new connections get it (expires %s)",
                         source.cert, format_date(bundle.leaf.not_valid_after_utc))
         self._served = updated
+
+
+def _acme_store() -> object:
+    """The store AutoCert keeps open (challenge answers placed by another machine)."""
+    from mitmproxy import ctx
+
+    try:
+        return getattr(ctx.master.addons.get("autocert"), "store", None)
+    except AttributeError:
+        return None
 
 
 def _config_keys(cfg: GatewayConfig, by_base: dict[str, CertSource]) -> list[tuple[str, CertSource]]:

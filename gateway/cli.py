@@ -119,6 +119,10 @@ def _remember_state(config_path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First of all: OpenSSL reads its configuration (the TLS profile's groups) when it starts.
+    from gateway.opensslconf import use_gateway_openssl_conf
+
+    use_gateway_openssl_conf()
     # Cyrillic base names must print on a Windows console or a C-locale terminal alike.
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.autocert.settings import AcmeSettings
+
 DEFAULT_CONFIG_NAME = "gateway.yaml"
 # Bodies above this are streamed, not held in memory; 4 MiB keeps typical OData pages
 # (a few hundred KiB) inspectable while multi-MB product lists pass through in chunks.
@@ -61,6 +63,7 @@ class CertPair:
     cert: Path | None = None
     key: Path | None = None
     password_file: Path | None = None
+    acme: tuple[str, ...] = ()  # names/IPs of a certificate ordered from acme.directory
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ class GatewayConfig:
     log: LogSettings = LogSettings()
     admin: AdminSettings = AdminSettings()
     enrolment: EnrolmentSettings = EnrolmentSettings()
+    acme: AcmeSettings = AcmeSettings()
     _by_port: dict[int, Listener] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -346,12 +350,19 @@ def _endpoint(reader: _Reader, name: str, optional: bool) -> Endpoint | None:
     return endpoint
 
 
-def _cert_pair(reader: _Reader, base_dir: Path) -> CertPair:
+def _cert_pair(reader: _Reader, base_dir: Path, with_acme: bool = False) -> CertPair:
     pair = CertPair(
         cert=reader.path_value("cert", base_dir),
         key=reader.path_value("key", base_dir),
         password_file=reader.path_value("password_file", base_dir),
     )
+    if with_acme and "acme" in reader.data:
+        from gateway.autocert.settings import parse_names
+
+        if pair.cert is not None:
+            raise reader.fail("acme", "and cert are both given; a base serves either its own file or an ACME "
+                                      "certificate — remove one")
+        pair = CertPair(acme=parse_names(reader, "acme"))
     if pair.key is not None and pair.cert is None:
         raise reader.fail("cert", "is missing while key is given; name the certificate file too")
     return pair
@@ -366,7 +377,9 @@ def _base(reader: _Reader, base_dir: Path) -> BaseConfig:
         raise reader.fail("name", "is empty; give the base a name people recognise")
     tls = None
     if "tls" in reader.data:
-        tls = _cert_pair(reader.sub("tls"), base_dir)
+        tls_reader = reader.sub("tls")
+        tls = _cert_pair(tls_reader, base_dir, with_acme=True)
+        tls_reader.finish()
     hsts_raw = reader.get("hsts", (bool, int), False)
     hsts = (31536000 if hsts_raw else 0) if isinstance(hsts_raw, bool) else hsts_raw
     if hsts < 0:
@@ -551,6 +564,7 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
         enrolment=_section(top, "enrolment", lambda r: EnrolmentSettings(
             enabled=r.get("enabled", bool, False), host=_host(r, "host", "0.0.0.0"),
             listen=_port(r, "listen", 8079))),
+        acme=_section(top, "acme", lambda r: _acme(r, base_dir)),
     )
     top.finish()
     reserved = {}
@@ -558,8 +572,23 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
         reserved[config.admin.listen] = "the admin listener (admin.listen)"
     if config.enrolment.enabled:
         reserved[config.enrolment.listen] = "the enrolment listener (enrolment.listen)"
+    if config.acme.enabled:
+        reserved[config.acme.challenge_listen] = "the ACME challenge listener (acme.challenge_listen)"
     _check_ports(source, bases, reserved)
+    _acme_validate(source, bases, config.acme)
     return config
+
+
+def _acme(r: _Reader, base_dir: Path) -> AcmeSettings:
+    from gateway.autocert.settings import parse_acme
+
+    return parse_acme(r, base_dir)
+
+
+def _acme_validate(source: Path, bases: list[BaseConfig], settings: AcmeSettings) -> None:
+    from gateway.autocert.settings import validate
+
+    validate(source, bases, settings)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -42,11 +42,12 @@ def build_addons() -> list[Any]:
     Imported directly, not discovered: a security addon that fails to import must stop the
     gateway from starting, never leave a base unprotected.
     """
-    from addons import (accesslog, admin, auth, backups, compress, enrolment, errorpages, hsts, https_only,
-                        identity, ipfilter, metrics, policy, routing, timeouts, tls)
+    from addons import (accesslog, admin, auth, autocert, backups, compress, enrolment, errorpages, hsts,
+                        https_only, identity, ipfilter, metrics, policy, routing, timeouts, tls)
 
     return [
         tls.GatewayTls(),              # first: chooses the certificate in tls_start_client
+        autocert.AutoCert(),           # ACME challenges and renewals; GatewayTls serves the files
         hsts.Hsts(),
         enrolment.Enrolment(),         # after GatewayTls, which creates the CA it serves
         ipfilter.IpFilter(),           # client_connected: before any TLS handshake

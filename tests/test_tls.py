@@ -93,17 +93,24 @@ def test_sni_and_no_sni_get_the_listeners_certificate(two_bases: tuple[RunningGa
 
 
 def test_policy_refuses_old_protocols_and_weak_ciphers(two_bases: tuple[RunningGateway, str]) -> None:
-    from sslyze import (ScanCommand, Scanner, ServerNetworkLocation, ServerScanRequest,
-                        ServerScanStatusEnum)
+    """One sslyze scan: our own checks, then sslyze's Mozilla "intermediate" checker, which must
+    find no exception — versions, ciphers, key-exchange groups (no secp521r1/X448: the gateway's
+    openssl.cnf), DH size, certificate type/size/lifespan and the vulnerability probes."""
+    from sslyze import Scanner, ServerNetworkLocation, ServerScanRequest, ServerScanStatusEnum
+    from sslyze.mozilla_tls_profile.tls_config_checker import (
+        SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER, MozillaTlsConfiguration, TlsConfigurationEnum,
+        check_server_against_tls_configuration)
+    from sslyze.plugins.certificate_info.implementation import CertificateInfoExtraArgument
+    from sslyze.plugins.scan_commands import ScanCommand
+    from sslyze.scanner.models import ScanCommandsExtraArguments
 
     gw, _ = two_bases
     scanner = Scanner()
-    commands = {ScanCommand.SSL_2_0_CIPHER_SUITES, ScanCommand.SSL_3_0_CIPHER_SUITES,
-                ScanCommand.TLS_1_0_CIPHER_SUITES, ScanCommand.TLS_1_1_CIPHER_SUITES,
-                ScanCommand.TLS_1_2_CIPHER_SUITES, ScanCommand.TLS_1_3_CIPHER_SUITES,
-                ScanCommand.TLS_COMPRESSION}
-    scanner.queue_scans([ServerScanRequest(server_location=ServerNetworkLocation("127.0.0.1", gw.port("b1")),
-                                           scan_commands=commands)])
+    scanner.queue_scans([ServerScanRequest(
+        server_location=ServerNetworkLocation("localhost", gw.port("b1"), "127.0.0.1"),
+        scan_commands=SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER | {ScanCommand.ELLIPTIC_CURVES},
+        scan_commands_extra_arguments=ScanCommandsExtraArguments(
+            certificate_info=CertificateInfoExtraArgument(custom_ca_file=Path(gw.ca_file))))])
     [result] = list(scanner.get_results())
     assert result.scan_status == ServerScanStatusEnum.COMPLETED
     attempts = result.scan_result
@@ -123,6 +130,14 @@ def test_policy_refuses_old_protocols_and_weak_ciphers(two_bases: tuple[RunningG
     assert accepted(attempts.tls_1_3_cipher_suites)
     assert attempts.tls_compression.result is not None
     assert not attempts.tls_compression.result.supports_compression
+
+    # Raises ServerNotCompliantWithTlsConfiguration listing every deviation.
+    check_server_against_tls_configuration(
+        result, MozillaTlsConfiguration.get(TlsConfigurationEnum.MOZILLA_INTERMEDIATE))
+    curves = attempts.elliptic_curves.result
+    assert curves is not None
+    assert sorted(c.name for c in curves.supported_curves) == ["X25519", "secp256r1", "secp384r1"]
+    assert {c.name for c in curves.rejected_curves} >= {"secp521r1", "X448"}
 
 
 def test_http2_is_negotiated_and_hsts_sent_per_base(two_bases: tuple[RunningGateway, str]) -> None:
@@ -201,3 +216,4 @@ def test_hot_swap_keeps_open_connections_and_refuses_broken_files(
     gw.wait_for_log(r"new certificate refused.*expired on", timeout=10)
     assert peer_sha256(port) == new_sha
     assert "PRIVATE KEY" not in gw.log()
+

@@ -33,8 +33,9 @@ SERVER_KEY_NAME = "server.key"
 RSA_KEY_BITS = 2048
 CA_DAYS = 10 * 365
 # Apple platforms refuse server certificates valid for more than 825 days even from a private
-# CA; 397 days also fits the public-CA limit, so one number works everywhere.
-DEFAULT_SERVER_DAYS = 397
+# CA; 365 days also fits the public-CA limit and Mozilla's profile (at most 366 days), so one
+# number works everywhere.
+DEFAULT_SERVER_DAYS = 365
 # Renew the generated server certificate at start when this close to expiry.
 RENEW_BEFORE_DAYS = 30
 # Clocks on terminals drift; a certificate that starts "now" is "not yet valid" on a device a

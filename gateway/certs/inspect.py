@@ -33,6 +33,7 @@ class CertificateView:
     sha256: str
     kind: str  # "self-signed", "local CA", "CA-signed"
     chain_length: int
+    key: str = ""  # "RSA 2048", "ECDSA secp256r1", …
 
     @property
     def private(self) -> bool:
@@ -92,7 +93,32 @@ def describe(chain: list[x509.Certificate], local_ca: x509.Certificate | None = 
         sha256=fingerprint(leaf),
         kind=kind,
         chain_length=len(chain),
+        key=key_description(leaf),
     )
+
+
+def key_description(certificate: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = certificate.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"ECDSA {key.curve.name}"
+    return type(key).__name__.removeprefix("_").replace("PublicKey", "")
+
+
+def key_profile_problem(key: str) -> str | None:
+    """Mozilla "intermediate": RSA of at least 2048 bits, or ECDSA on P-256 or P-384."""
+    if not key:
+        return None
+    kind, _, size = key.partition(" ")
+    if kind == "RSA" and size.isdigit() and int(size) >= 2048:
+        return None
+    if kind == "ECDSA" and size in ("secp256r1", "secp384r1"):
+        return None
+    return (f"key {key} is outside the Mozilla intermediate TLS profile (RSA 2048+ or ECDSA P-256/P-384): "
+            "some clients refuse it; request the certificate with such a key (gateway cert request makes RSA 2048)")
 
 
 def covers(view: CertificateView, host: str) -> bool:
@@ -144,6 +170,9 @@ def warnings_for(view: CertificateView, cfg: GatewayConfig | None, uses: list[st
     elif (days_left := (view.not_after - now).days) < EXPIRY_WARNING_DAYS:
         found.append(f"expires within {EXPIRY_WARNING_DAYS} days ({days_left} days left, "
                      f"{format_date(view.not_after)}); renew it now")
+    key_problem = key_profile_problem(view.key)
+    if key_problem:
+        found.append(key_problem)
     if cfg is None:
         return found
     for host in configured_hosts(cfg):
@@ -193,13 +222,15 @@ def source_problems(source: CertSource, cfg: GatewayConfig, now: datetime.dateti
     except CertError as e:
         return [str(e)]
     view = describe(list(bundle.chain), load_local_ca(cfg), now)
+    key_problem = key_profile_problem(view.key)
+    key_found = [f"{source.cert}: {key_problem}"] if key_problem else []
     missing = [host for host in configured_hosts(cfg) if not covers(view, host)]
     if missing and cfg.tls.cert is None and source.cert == default_source(cfg).cert:
         # The generated certificate: one command adds the names, keeping the ones it had.
         flags = " ".join(f"--ip {h.strip('[]')}" if _is_ip_text(h) else f"--name {h}" for h in missing)
         return [f"{source.cert}: does not cover {', '.join(missing)} — fix: "
-                f"gateway -c {cfg.source} cert self-signed {flags}"]
-    return [f"{source.cert}: does not cover {host}" for host in missing]
+                f"gateway -c {cfg.source} cert self-signed {flags}"] + key_found
+    return [f"{source.cert}: does not cover {host}" for host in missing] + key_found
 
 
 def _is_ip_text(text: str) -> bool:
@@ -228,6 +259,8 @@ def render(path: Path | str, view: CertificateView, warnings: list[str]) -> str:
         f"  Type:        {kinds[view.kind]}",
         f"  Chain:       {view.chain_length} certificate(s), leaf first",
     ]
+    if view.key:
+        lines.append(f"  Key:         {view.key}")
     lines += [f"  WARNING: {w}" for w in warnings]
     return "\n".join(lines)
 

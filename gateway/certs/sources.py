@@ -64,6 +64,11 @@ def base_source(base: BaseConfig) -> CertSource | None:
 
 
 def source_for(cfg: GatewayConfig, base: BaseConfig) -> CertSource:
+    if base.tls is not None and base.tls.acme:
+        from gateway.autocert.storage import certificate_file
+
+        # Chain and key in one file, replaced in one rename by each renewal.
+        return CertSource(certificate_file(cfg.state_dir, base.id))
     return base_source(base) or default_source(cfg)
 
 

@@ -61,6 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     show.add_argument("--password-stdin", action="store_true", help="read a PFX password from standard input")
     show.set_defaults(func=show_certificate)
 
+    from gateway.commands import acme  # `gateway cert acme …` lives in its own module
+
+    acme.register(commands)
+
 
 def _fail(message: object) -> int:
     print(f"error: {message}", file=sys.stderr)

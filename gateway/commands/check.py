@@ -50,6 +50,8 @@ def check(cfg: GatewayConfig, timeout: float = 1.0) -> list[BaseStatus]:
         extra[base_id] += problems
     for base_id, problem in policy_problems(cfg):
         extra[base_id].append(problem)
+    for base_id, problem in acme_problems(cfg):
+        extra[base_id].append(problem)
     ours = gateway_ports(cfg.state_dir)
     statuses = check_bases(cfg, extra, timeout, ours)
     from gateway.bypass import bypass_warnings
@@ -66,7 +68,7 @@ def certificate_problems(cfg: GatewayConfig) -> list[tuple[str, str]]:
         from gateway.certs import certificate_problems as find
     except ImportError:
         return []
-    own_cert = {b.id for b in cfg.bases if b.tls is not None and b.tls.cert is not None}
+    own_cert = {b.id for b in cfg.bases if b.tls is not None and (b.tls.cert is not None or b.tls.acme)}
     found: list[tuple[str, str]] = []
     for owner, problem in find(cfg):
         if owner is not None:
@@ -74,6 +76,13 @@ def certificate_problems(cfg: GatewayConfig) -> list[tuple[str, str]]:
         else:
             found += [(b.id, problem) for b in cfg.bases if b.id not in own_cert]
     return found
+
+
+def acme_problems(cfg: GatewayConfig) -> list[tuple[str, str]]:
+    """ACME certificates close to expiry that could not be renewed (gateway/autocert)."""
+    from gateway.autocert.manager import problems
+
+    return problems(cfg)
 
 
 def ip_list_problems(cfg: GatewayConfig) -> dict[str, list[str]]:

@@ -838,3 +838,48 @@ class RedisStore:
     @_store_errors
     def purge_sessions(self, now: float) -> int:
         return int(self._run("purge_sessions", _num(now)))
+
+    # --- short leases ---
+
+    @_store_errors
+    def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        key = self.prefix + "lease:" + name
+        taken = self._redis.eval(_TRY_LOCK, 1, key, owner, str(max(1, int(ttl * 1000))))
+        return bool(taken)
+
+    @_store_errors
+    def unlock(self, name: str, owner: str) -> None:
+        self._redis.eval(_UNLOCK, 1, self.prefix + "lease:" + name, owner)
+
+    # --- small shared values ---
+
+    @_store_errors
+    def put_shared(self, name: str, value: str, ttl: float | None = None) -> None:
+        key = self.prefix + "shared:" + name
+        if ttl is None:
+            self._redis.set(key, value)
+        else:
+            self._redis.set(key, value, px=max(1, int(ttl * 1000)))
+
+    @_store_errors
+    def get_shared(self, name: str) -> str | None:
+        found = self._redis.get(self.prefix + "shared:" + name)
+        return None if found is None else str(found)
+
+    @_store_errors
+    def delete_shared(self, name: str) -> None:
+        self._redis.delete(self.prefix + "shared:" + name)
+
+
+# Take the lease when free or already ours (extending it); atomic on the server.
+_TRY_LOCK = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+

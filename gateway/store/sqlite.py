@@ -518,3 +518,61 @@ class SqliteStore:
     def purge_sessions(self, now: float) -> int:
         with self._write() as c:
             return c.execute("DELETE FROM sessions WHERE expires < ?", (now,)).rowcount
+
+    # --- short leases ---
+
+    @_store_errors
+    def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        import time  # local: the module's imports belong to the store's main part
+
+        now = time.time()
+        with self._write() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+                      "expires REAL NOT NULL)")
+            row = c.execute("SELECT owner, expires FROM leases WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                return False
+            c.execute("INSERT OR REPLACE INTO leases (name, owner, expires) VALUES (?, ?, ?)",
+                      (name, owner, now + ttl))
+            return True
+
+    @_store_errors
+    def unlock(self, name: str, owner: str) -> None:
+        with self._write() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+                      "expires REAL NOT NULL)")
+            c.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+    # --- small shared values ---
+
+    _SHARED_TABLE = ("CREATE TABLE IF NOT EXISTS shared_values (name TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                     "expires REAL)")
+
+    @_store_errors
+    def put_shared(self, name: str, value: str, ttl: float | None = None) -> None:
+        import time
+
+        with self._write() as c:
+            c.execute(self._SHARED_TABLE)
+            c.execute("INSERT OR REPLACE INTO shared_values (name, value, expires) VALUES (?, ?, ?)",
+                      (name, value, time.time() + ttl if ttl is not None else None))
+
+    @_store_errors
+    def get_shared(self, name: str) -> str | None:
+        import time
+
+        try:
+            row = self._conn().execute("SELECT value, expires FROM shared_values WHERE name = ?", (name,)).fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return None
+            raise
+        if row is None or (row[1] is not None and row[1] < time.time()):
+            return None
+        return str(row[0])
+
+    @_store_errors
+    def delete_shared(self, name: str) -> None:
+        with self._write() as c:
+            c.execute(self._SHARED_TABLE)
+            c.execute("DELETE FROM shared_values WHERE name = ?", (name,))

@@ -1,0 +1,165 @@
+"""ACME certificates in the running gateway: answers HTTP-01 on ``acme.challenge_listen``
+(a plain-HTTP side listener answering only /.well-known/acme-challenge/<token>), supplies the
+TLS-ALPN-01 certificate to GatewayTls, and runs the renewal loop.
+
+The order itself (gateway/autocert) runs in a worker thread; the new certificate is written
+to its file and GatewayTls's file watcher swaps it in: new connections get it, open ones
+continue. Challenge answers are files under state_dir/acme/challenges, so whichever gateway
+process (or `gateway cert acme renew`) placed the order, every process answers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from OpenSSL import SSL
+
+from addons._sidelistener import Address, SideListener, SideRequest
+from gateway.autocert import storage
+from gateway.autocert.alpn import ACME_TLS_1, name_from_sni
+from gateway.autocert.challenge import PREFIX, answer
+from gateway.config import GatewayConfig
+
+logger = logging.getLogger("gateway.acme")
+
+# How often due certificates and renewal information are looked at; orders are rare, checks cheap.
+CHECK_SECONDS = 60.0
+NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nNot Found\n"
+
+
+def alpn_challenge_context(state_dir: Path, sni: str | None, store: Any = None) -> SSL.Context | None:
+    """A context presenting the acme-tls/1 certificate for ``sni``, when an order placed one
+    (here, or on another machine sharing the store)."""
+    if not sni:
+        return None
+    name = name_from_sni(sni)
+    try:
+        pem = storage.alpn_challenge_file(state_dir, name).read_bytes()
+    except OSError:
+        shared = _shared(store, storage.shared_alpn_key(name))
+        if shared is None:
+            return None
+        pem = shared.encode("ascii")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from OpenSSL import crypto
+
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.use_certificate(crypto.X509.from_cryptography(x509.load_pem_x509_certificate(pem)))
+    context.use_privatekey(crypto.PKey.from_cryptography_key(serialization.load_pem_private_key(pem, None)))  # type: ignore[arg-type]
+    context.set_alpn_select_callback(
+        lambda _conn, offered: ACME_TLS_1 if ACME_TLS_1 in offered else SSL.NO_OVERLAPPING_PROTOCOLS)
+    return context
+
+
+def _shared(store: Any, key: str) -> str | None:
+    if store is None:
+        return None
+    try:
+        return store.get_shared(key)  # type: ignore[no-any-return]
+    except Exception as e:  # noqa: BLE001 — no answer is a 404 / failed validation, nothing worse
+        logger.warning("ACME challenge answer not readable from the store: %s", e)
+        return None
+
+
+def offers_acme_tls(alpn_offers: list[bytes] | tuple[bytes, ...] | None) -> bool:
+    # RFC 8737: the CA offers acme-tls/1 and nothing else; ordinary clients never do.
+    return bool(alpn_offers) and list(alpn_offers or ()) == [ACME_TLS_1]
+
+
+class AutoCert:
+    def __init__(self) -> None:
+        self._listener = SideListener("acme.challenge_listen", self._respond)
+        self._config: GatewayConfig | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._store: Any = None
+        self._store_key: tuple[object, ...] | None = None
+
+    def apply_config(self, cfg: GatewayConfig) -> None:
+        from gateway.autocert.manager import acme_bases
+
+        wanted = None
+        if acme_bases(cfg):  # port 80 is bound only when some base needs it
+            host = cfg.listen_host if cfg.listen_host not in ("", "::") else "0.0.0.0"
+            wanted = Address(host, cfg.acme.challenge_listen)
+        if self._listener.move(wanted) and wanted is not None:  # raises: configuration refused
+            logger.info("ACME challenge listener on http://%s:%d%s…", wanted.host, wanted.port, PREFIX)
+        self._open_store(cfg)
+        self._config = cfg
+        self._wake.set()
+
+    def _open_store(self, cfg: GatewayConfig) -> None:
+        key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url) if cfg.acme.enabled else None
+        if key == self._store_key:
+            return
+        old, self._store, self._store_key = self._store, None, None
+        if key is not None:
+            from gateway.store import open_store
+
+            self._store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)  # raises: refused
+            self._store_key = key
+        if old is not None:
+            old.close()
+
+    @property
+    def store(self) -> Any:
+        return self._store
+
+    @property
+    def port(self) -> int | None:
+        return self._listener.port
+
+    def running(self) -> None:
+        self._listener.running()
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._renewals())
+
+    def done(self) -> None:
+        self._listener.stop()
+        if self._store is not None:
+            self._store.close()
+            self._store, self._store_key = None, None
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            self._loop_task = None
+
+    async def _respond(self, request: SideRequest) -> bytes:
+        cfg = self._config
+        if cfg is None or request.method not in ("GET", "HEAD"):
+            return NOT_FOUND
+        body = answer(cfg.state_dir, request.path)
+        if body is None and self._store is not None and request.path.startswith(PREFIX):
+            token = request.path[len(PREFIX):]
+            shared = await asyncio.get_running_loop().run_in_executor(
+                None, _shared, self._store, storage.shared_http_key(token))
+            body = shared.encode("ascii") if shared is not None else None
+        if body is None:
+            return NOT_FOUND
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n").encode("ascii")
+        return head if request.method == "HEAD" else head + body
+
+    async def _renewals(self) -> None:
+        from gateway.autocert.manager import acme_bases, refresh_renewal_info, renew_due, seconds_to_next_check
+
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            cfg = self._config
+            pause = CHECK_SECONDS
+            if cfg is not None and acme_bases(cfg):
+                try:
+                    await loop.run_in_executor(None, lambda: renew_due(cfg, store=self._store))
+                    await loop.run_in_executor(None, refresh_renewal_info, cfg)
+                    pause = await loop.run_in_executor(None, seconds_to_next_check, cfg, CHECK_SECONDS)
+                except Exception:  # one bad round must not end renewals for good
+                    logger.exception("ACME renewal check failed; trying again in %g s", CHECK_SECONDS)
+            try:
+                await asyncio.wait_for(self._wake.wait(), pause)
+            except asyncio.TimeoutError:
+                pass
