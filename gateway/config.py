@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.scale_config import ProxyProtocolSettings, optional_proxy_protocol, parse_proxy_protocol, parse_workers
+
 DEFAULT_CONFIG_NAME = "gateway.yaml"
 # Bodies above this are streamed, not held in memory; 4 MiB keeps typical OData pages
 # (a few hundred KiB) inspectable while multi-MB product lists pass through in chunks.
@@ -45,6 +47,7 @@ class Endpoint:
     listen: int
     backend: str
     enabled: bool = True
+    proxy_protocol: ProxyProtocolSettings | None = None  # None: the top-level proxy_protocol applies
 
     @property
     def backend_host(self) -> str:
@@ -210,6 +213,8 @@ class GatewayConfig:
     log: LogSettings = LogSettings()
     admin: AdminSettings = AdminSettings()
     enrolment: EnrolmentSettings = EnrolmentSettings()
+    workers: int | str = "auto"
+    proxy_protocol: ProxyProtocolSettings = ProxyProtocolSettings()
     _by_port: dict[int, Listener] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -339,7 +344,8 @@ def _endpoint(reader: _Reader, name: str, optional: bool) -> Endpoint | None:
         return None
     sub = reader.sub(name)
     enabled = sub.get("enabled", bool, True)
-    endpoint = Endpoint(listen=_port(sub, "listen"), backend=_backend(sub, "backend"), enabled=enabled)
+    endpoint = Endpoint(listen=_port(sub, "listen"), backend=_backend(sub, "backend"), enabled=enabled,
+                        proxy_protocol=optional_proxy_protocol(sub))
     sub.finish()
     return endpoint
 
@@ -547,6 +553,8 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
         enrolment=_section(top, "enrolment", lambda r: EnrolmentSettings(
             enabled=r.get("enabled", bool, False), host=_host(r, "host", "0.0.0.0"),
             listen=_port(r, "listen", 8079))),
+        workers=parse_workers(top),
+        proxy_protocol=parse_proxy_protocol(top.sub("proxy_protocol")),
     )
     top.finish()
     reserved = {}
