@@ -2,7 +2,7 @@
 
 Counters and histograms are summed over the workers (the machine served that many requests);
 gauges that describe one process (open connections) are kept per worker with a ``worker``
-label; gauges read from shared files or the shared store (certificate expiry, IP list sizes,
+label, and ``gateway_worker_requests_total{worker}`` shows how the kernel spread the requests; gauges read from shared files or the shared store (certificate expiry, IP list sizes,
 active bans) are the same in every worker, so the first worker's value is taken.
 """
 
@@ -32,6 +32,7 @@ def merge(expositions: Iterable[tuple[str, str]], extra: Iterable[Metric] = ()) 
     order: list[str] = []
     families: dict[str, Metric] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    per_worker_requests: dict[str, float] = {}
     for worker, text in expositions:
         for family in text_string_to_metric_families(text):
             if family.name not in families:
@@ -46,11 +47,18 @@ def merge(expositions: Iterable[tuple[str, str]], extra: Iterable[Metric] = ()) 
                 if family.name in PER_WORKER:
                     labels["worker"] = worker
                 key = (sample.name, tuple(sorted(labels.items())))
+                if sample.name == "gateway_requests_total":
+                    per_worker_requests[worker] = per_worker_requests.get(worker, 0.0) + sample.value
                 if family.type in ("counter", "histogram", "summary") or family.name in PER_WORKER:
                     merged[key] = merged.get(key, 0.0) + sample.value
                 else:
                     merged.setdefault(key, sample.value)
     result = []
+    if per_worker_requests:
+        total = Metric("gateway_worker_requests", "Requests answered by each worker process", "counter")
+        for worker, value in per_worker_requests.items():
+            total.add_sample("gateway_worker_requests_total", {"worker": worker}, value)
+        result.append(total)
     for name in order:
         family = families[name]
         for (sample_name, labels), value in values[name].items():
