@@ -134,6 +134,9 @@ class Gateway:
             _listen.configure(reuse_port=self.worker is not None)
         except _listen.MitmproxyMoved as e:
             raise StartupError(str(e)) from None
+        if self.worker is not None:
+            from gateway.certs import tickets
+            tickets.read_key_from_supervisor()  # before any TLS context is built
         cfg = self._load()
         self._fingerprint = files_fingerprint(watched_files(self.config_path, cfg))
         cfg.state_dir.mkdir(parents=True, exist_ok=True)

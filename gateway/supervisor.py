@@ -15,6 +15,8 @@ The supervisor
 - passes SIGHUP on to every worker;
 - serves the machine's one admin listener (/metrics summed over the workers, /healthz and
   /readyz from every worker, the console), asking each worker's private admin listener;
+- makes one TLS session-ticket key before the workers start and hands it to each
+  (gateway/certs/tickets.py), so sessions resume on any worker;
 - writes ``<state_dir>/run/<pid>.json`` with its workers (pid, slot, started) for ``gateway status``.
 """
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from addons.admin import PLAIN, Admin, Answer
+from gateway.certs import tickets
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.health import read_run_files, remove_run_file, run_file
 from gateway.metrics_merge import merge
@@ -145,6 +148,8 @@ class Supervisor:
         self.config: GatewayConfig | None = None
         self._admin_ports: dict[int, int] = {}  # worker pid → its private admin port
         self._fingerprint: str | None = None
+        # Made once, before any worker: a client resumes its TLS session on whichever worker.
+        self.ticket_key = tickets.new_key()
 
     # --- start and stop ---
 
@@ -268,14 +273,20 @@ class Supervisor:
 
     async def _spawn(self, slot: int) -> Worker:
         read_end, write_end = os.pipe()
+        # The ticket key travels through a pipe, not the environment (readable in /proc).
+        key_read, key_write = os.pipe()
+        os.write(key_write, self.ticket_key)
+        os.close(key_write)
         env = dict(os.environ)
         env[READY_FD_ENV] = str(write_end)
+        env[tickets.KEY_FD_ENV] = str(key_read)
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gateway", "-c", str(self.config_path), "run", "--worker", str(slot),
-                pass_fds=(write_end,), env=env)
+                pass_fds=(write_end, key_read), env=env)
         finally:
             os.close(write_end)
+            os.close(key_read)
         worker = Worker(slot, process)
         self.workers[slot] = worker
         asyncio.create_task(self._await_ready(worker, read_end))

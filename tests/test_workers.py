@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import ssl
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -131,6 +132,21 @@ def test_a_reload_reaches_every_worker_and_a_bad_one_is_refused_by_all(
     while gw.log()[gw._log_offset:].count("configuration reloaded (SIGHUP)") < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert gw.log()[gw._log_offset:].count("configuration reloaded (SIGHUP)") == 2
+
+    # TLS sessions resume whichever worker a returning client reaches: one ticket key for all.
+    session = tmp_path / "session.pem"
+
+    def s_client(*args: str) -> str:
+        # -ign_eof: wait for the answer (and the TLS 1.3 tickets that come before it).
+        return subprocess.run(["openssl", "s_client", "-ign_eof", "-connect", f"127.0.0.1:{gw.port('b1')}",
+                               "-CAfile", gw.ca_file, *args],
+                              input=b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                              capture_output=True, timeout=20).stdout.decode("utf-8", "replace")
+
+    first = s_client("-sess_out", str(session))
+    assert "New, TLSv1.3" in first and session.exists()
+    resumed = sum("Reused, TLSv1.3" in s_client("-sess_in", str(session)) for _ in range(10))
+    assert resumed >= 9, resumed
 
 
 def test_a_worker_killed_under_load_is_replaced_and_the_other_keeps_serving(
