@@ -23,6 +23,7 @@ from mitmproxy.proxy import mode_specs
 
 from addons import _listen
 from addons._context import set_current_config
+from gateway.engine_options import GatewayOptions
 from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, GatewayConfig, load_config
 from gateway.hooktable import GatewayMaster
 from gateway.ports import busy_listeners
@@ -144,7 +145,9 @@ class Gateway:
         if problems:
             raise StartupError("cannot listen:\n  " + "\n  ".join(problems))
 
-        opts = options.Options()
+        from gateway.engine import lean, skip_debug_type_checks
+        skip_debug_type_checks()
+        opts = GatewayOptions() if lean() else options.Options()
         self.master = GatewayMaster(opts)
         self.master.addons.add(proxyserver.Proxyserver(), next_layer.NextLayer(), *self.addons)
         try:
