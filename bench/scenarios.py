@@ -146,3 +146,11 @@ def plain_engine_gateway(workdir: Path, backend: str, path: str, cpus: set[int] 
     config = gateway_config(backend, base_id="bench-plain")
     write_lists(server_folder(directory, config), entries=0)
     return start_gateway("gateway, plain engine", directory, config, cpus, env={"GATEWAY_LEAN": "0"})
+
+
+def asyncio_loop_gateway(workdir: Path, backend: str, path: str, cpus: set[int] | None) -> Server | Skipped:
+    """The gateway with every lean step but uvloop (GATEWAY_EVENT_LOOP=asyncio): uvloop's share."""
+    directory = workdir / "gateway-asyncio"
+    config = gateway_config(backend, base_id="bench-asyncio")
+    write_lists(server_folder(directory, config), entries=0)
+    return start_gateway("gateway, asyncio loop", directory, config, cpus, env={"GATEWAY_EVENT_LOOP": "asyncio"})
