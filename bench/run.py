@@ -87,7 +87,7 @@ RATIOS = [
           cpu_goal=2.0, cpu_goal_text="goal >= 2.0x (issue 11)"),
     Ratio("2 workers/1 worker", "workers", "gateway", 1.7, "goal >= 1.7x (issue 11)"),
     Ratio("lean engine/plain engine", "gateway", "plain", None),
-    Ratio("uvloop/asyncio loop", "gateway", "asyncio", None),
+    Ratio("uvloop/asyncio loop", "uvloop", "gateway", None),
     Ratio("new TLS connections/s: gateway/nginx", "gateway_new", "nginx_new", None),
     Ratio("resumed TLS connections/s: gateway/nginx", "gateway_resumed", "nginx_resumed", None),
     Ratio("gateway/nginx", "gateway", "nginx", None),
@@ -112,8 +112,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--auth", action="store_true", help="also: Basic authentication on every request")
     parser.add_argument("--workers", action="store_true", help="also: the gateway with 2 worker processes")
     parser.add_argument("--engine", action="store_true",
-                        help="also: the gateway on the engine as mitmproxy ships it (GATEWAY_LEAN=0) and "
-                             "on asyncio's loop instead of uvloop")
+                        help="also: the gateway on the engine as mitmproxy ships it (GATEWAY_LEAN=0) "
+                             "and on uvloop")
     parser.add_argument("--handshakes", action="store_true",
                         help="also: new and resumed TLS connections per second, gateway and nginx")
     parser.add_argument("--all", action="store_true", help="every scenario (--iplists --auth --workers --engine "
@@ -202,7 +202,7 @@ def start_all(args: argparse.Namespace, workdir: Path, plan: CpuPlan,
                 ("auth", args.auth, scenarios.auth_gateway, "Basic auth"),
                 ("workers", args.workers, scenarios.workers_gateway, "2 workers"),
                 ("plain", args.engine, scenarios.plain_engine_gateway, "plain engine"),
-                ("asyncio", args.engine, scenarios.asyncio_loop_gateway, "asyncio loop")]
+                ("uvloop", args.engine, scenarios.uvloop_gateway, "uvloop")]
     for key, wanted, start, label in optional:
         if not wanted:
             continue
