@@ -116,6 +116,7 @@ class Gateway:
         self._fingerprint: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._reload_lock = asyncio.Lock()
+        self._draining = False
 
     # --- start and stop ------------------------------------------------------------------
 
@@ -225,6 +226,10 @@ class Gateway:
     def drain_then_shutdown(self) -> None:
         """A worker's stop: close the listeners (the other workers and, after a restart, this slot's
         successor take new connections), let open connections finish for up to DRAIN_SECONDS."""
+        if self._draining:
+            return  # SIGTERM from systemd and from the supervisor alike
+        self._draining = True
+
         async def drain() -> None:
             ps = self.master.addons.get("proxyserver") if self.master else None
             if ps is not None:
