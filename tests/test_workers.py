@@ -133,6 +133,23 @@ def test_a_reload_reaches_every_worker_and_a_bad_one_is_refused_by_all(
         time.sleep(0.1)
     assert gw.log()[gw._log_offset:].count("configuration reloaded (SIGHUP)") == 2
 
+    # A list edit reaches every worker: the address is refused whichever worker takes it.
+    blacklist = gw.directory / "bases" / "b1" / "Server" / "blacklist.dat"
+    blacklist.parent.mkdir(parents=True, exist_ok=True)
+    blacklist.write_text("127.0.0.6\n", encoding="utf-8")
+    deadline = time.monotonic() + 10
+    while gw.log().count("refused 127.0.0.6") == 0 and time.monotonic() < deadline:
+        try:
+            fresh_get(gw, source="127.0.0.6")
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    time.sleep(2.5)  # both workers poll the files every second
+    for _ in range(8):
+        with pytest.raises(httpx.HTTPError):
+            fresh_get(gw, source="127.0.0.6")
+    assert fresh_get(gw, source="127.0.0.7").status_code == 200
+
     # TLS sessions resume whichever worker a returning client reaches: one ticket key for all.
     session = tmp_path / "session.pem"
 
