@@ -93,6 +93,9 @@ def test_two_workers_share_logins_throttle_and_password_changes_and_one_admin_su
     assert fresh_get(gw, source="127.0.0.3", headers=basic("Иванов", NEW_PASSWORD)).status_code == 200
 
     assert httpx.get(f"{admin}/healthz").text.startswith("ok: 2 worker(s)")
+    # The console is served by the supervisor's admin listener: it asks who you are first.
+    console = httpx.get(f"{admin}/console")
+    assert console.status_code in (401, 302, 303), console.status_code
     assert httpx.get(f"{admin}/readyz").status_code == 200
     for secret in (PASSWORD, NEW_PASSWORD, WRONG):
         assert secret not in gw.log()
