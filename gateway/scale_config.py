@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -71,18 +72,20 @@ def parse_workers(reader: Any) -> int | str:
 
 
 def can_share_ports() -> bool:
-    """Several processes can listen on one port (SO_REUSEPORT spreads connections over them)."""
-    return sys.platform.startswith("linux") or (sys.platform != "win32" and hasattr(__import__("socket"), "SO_REUSEPORT"))
+    """Several processes can listen on one port and the kernel spreads connections over them:
+    SO_REUSEPORT on Linux. (BSD and macOS accept the option but do not balance; Windows has no
+    equivalent.)"""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 def resolve_workers(setting: int | str) -> tuple[int, str | None]:
     """The number of workers to start and, when it differs from what was asked, why."""
     if not can_share_ports():
-        asked = os.cpu_count() or 1 if setting == "auto" else setting
+        asked = (os.cpu_count() or 1) if setting == "auto" else int(setting)
         if asked == 1:
             return 1, None
         return 1, (f"workers: {setting} asked, running 1 worker: this system ({sys.platform}) cannot share "
-                   "a listening port between processes (no SO_REUSEPORT)")
+                   "a listening port between processes (SO_REUSEPORT with load balancing is Linux-only)")
     if setting == "auto":
         return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1), None
     return int(setting), None
