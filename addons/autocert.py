@@ -84,7 +84,9 @@ class AutoCert:
         from gateway.autocert.manager import acme_bases
 
         wanted = None
-        if acme_bases(cfg):  # port 80 is bound only when some base needs it
+        # Port 80 is bound only when some base needs it, and by one process only: workers other
+        # than the first get challenge_listen 0 (gateway/runner.py) and answer nothing there.
+        if acme_bases(cfg) and cfg.acme.challenge_listen:
             host = cfg.listen_host if cfg.listen_host not in ("", "::") else "0.0.0.0"
             wanted = Address(host, cfg.acme.challenge_listen)
         if self._listener.move(wanted) and wanted is not None:  # raises: configuration refused

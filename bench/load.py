@@ -100,3 +100,18 @@ def parse_loadgen(output: str) -> Measurement:
     return Measurement(float(data["rps"]), float(data["p50_ms"]), float(data["p99_ms"]),
                        int(data["errors"]) + int(data["socket_errors"]), int(data["requests"]),
                        str(data.get("first_error") or ""))
+
+
+HANDSHAKES = Path(__file__).resolve().parent / "handshakes.py"
+
+
+def measure_handshakes(url: str, *, duration: float, resume: bool, cpus: set[int] | None) -> Measurement:
+    """Requests/s with a new TLS connection each (full handshakes, or resumed with ``resume``)."""
+    command = [sys.executable, str(HANDSHAKES), url, "-d", str(duration), "-p", "2"] + (["--resume"] if resume else [])
+    output = _run(command, cpus, duration)
+    try:
+        data = json.loads(output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise LoadError(f"cannot read handshakes.py's output: {output[-300:]!r}") from None
+    note = f"{data['resumed']} of {data['handshakes']} resumed" if resume else ""
+    return Measurement(float(data["rps"]), 0.0, 0.0, int(data["errors"]), int(data["handshakes"]), note)

@@ -43,6 +43,7 @@ DEFAULT_PATH = "/api/v1/DocTypes"  # a small JSON answer (1.5 KB), the kind term
 class Sample:
     load: Measurement
     cpu_us: float  # the server's CPU time per request, microseconds (0 when not measured)
+    others_cpus: float = 0.0  # CPUs the load generator and the back end used meanwhile
 
 
 @dataclass
@@ -51,6 +52,14 @@ class Scenario:
     server: Server
     samples: list[Sample] = field(default_factory=list)
     peak_rss: int = 0
+    # keepalive: wrk on keep-alive connections; new / resumed: bench/handshakes.py, one TLS
+    # connection per request, a full handshake or a resumed session.
+    mode: str = "keepalive"
+
+    @property
+    def label(self) -> str:
+        suffix = {"new": ", new TLS per req.", "resumed": ", resumed TLS/req."}.get(self.mode, "")
+        return self.server.name + suffix
 
     def median(self, attribute: str) -> float:
         if not self.samples:
@@ -69,10 +78,18 @@ class Ratio:
     # "Within N %" goals: a ratio above 1 + tolerance is not a miss, but it shows how much of
     # the difference is the machine's noise, so it is said.
     tolerance: float | None = None
+    cpu_goal: float | None = None  # the same ratio by CPU time per request must be at least this
+    cpu_goal_text: str = ""
 
 
 RATIOS = [
-    Ratio("gateway/mitmdump", "gateway", "mitmdump", 1.5, "goal >= 1.5x (issue 2)"),
+    Ratio("gateway/mitmdump", "gateway", "mitmdump", 1.5, "goal >= 1.5x (issue 2)",
+          cpu_goal=2.0, cpu_goal_text="goal >= 2.0x (issue 11)"),
+    Ratio("2 workers/1 worker", "workers", "gateway", 1.7, "goal >= 1.7x (issue 11)"),
+    Ratio("lean engine/plain engine", "gateway", "plain", None),
+    Ratio("uvloop/asyncio loop", "uvloop", "gateway", None),
+    Ratio("new TLS connections/s: gateway/nginx", "gateway_new", "nginx_new", None),
+    Ratio("resumed TLS connections/s: gateway/nginx", "gateway_resumed", "nginx_resumed", None),
     Ratio("gateway/nginx", "gateway", "nginx", None),
     Ratio("gateway/back end direct", "gateway", "backend", None),
     Ratio("100k IP lists/empty lists", "iplists", "gateway", 0.98, "goal: <= 2% apart (issue 4)", 0.02),
@@ -97,12 +114,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-nginx", action="store_true", help="leave nginx out even when installed")
     parser.add_argument("--iplists", action="store_true", help="also: the gateway with 100k-entry IP lists")
     parser.add_argument("--auth", action="store_true", help="also: Basic authentication on every request")
-    parser.add_argument("--all", action="store_true", help="every scenario (--iplists --auth)")
+    parser.add_argument("--workers", action="store_true", help="also: the gateway with 2 worker processes")
+    parser.add_argument("--engine", action="store_true",
+                        help="also: the gateway on the engine as mitmproxy ships it (GATEWAY_LEAN=0) "
+                             "and on uvloop")
+    parser.add_argument("--handshakes", action="store_true",
+                        help="also: new and resumed TLS connections per second, gateway and nginx")
+    parser.add_argument("--all", action="store_true", help="every scenario (--iplists --auth --workers --engine "
+                                                           "--handshakes)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 1 round of 1 s, 4 connections, short warm-up")
     args = parser.parse_args(argv)
     if args.all:
-        args.iplists = args.auth = True
+        args.iplists = args.auth = args.workers = args.engine = args.handshakes = True
     if args.quick:
         args.duration, args.rounds, args.warmup, args.connections = 1.0, 1, 0.3, 4
     if args.duration <= 0 or args.rounds < 1 or args.connections < 1:
@@ -179,7 +203,10 @@ def start_all(args: argparse.Namespace, workdir: Path, plan: CpuPlan,
         found.append(Scenario("nginx", nginx))
 
     optional = [("iplists", args.iplists, scenarios.ip_list_gateway, "100k IP lists"),
-                ("auth", args.auth, scenarios.auth_gateway, "Basic auth")]
+                ("auth", args.auth, scenarios.auth_gateway, "Basic auth"),
+                ("workers", args.workers, scenarios.workers_gateway, "2 workers"),
+                ("plain", args.engine, scenarios.plain_engine_gateway, "plain engine"),
+                ("uvloop", args.engine, scenarios.uvloop_gateway, "uvloop")]
     for key, wanted, start, label in optional:
         if not wanted:
             continue
@@ -194,6 +221,11 @@ def start_all(args: argparse.Namespace, workdir: Path, plan: CpuPlan,
         status = scenarios.http_status(scenario.server.url + args.path, scenario.server.headers)
         if status != 200:
             raise StartError(f"{scenario.server.name} answered {status} for GET {args.path}, not 200")
+    if args.handshakes:
+        for key in ("gateway", "nginx"):
+            server = next((s.server for s in found if s.key == key), None)
+            if server is not None:
+                found += [Scenario(f"{key}_new", server, mode="new"), Scenario(f"{key}_resumed", server, mode="resumed")]
     return found, skipped
 
 
@@ -208,13 +240,30 @@ def measure_once(scenario: Scenario, everyone: list[Scenario], args: argparse.Na
     place(scenario, everyone, plan)
     url = scenario.server.url + args.path
     pid = scenario.server.process.pid
+    backend_pid = everyone[0].server.process.pid
     cpu_before = tree_cpu_seconds(pid)
+    others_before = _children_cpu() + (tree_cpu_seconds(backend_pid) if backend_pid != pid else 0.0)
+    started = time.monotonic()
     with RssSampler(pid) as sampler:
-        result = load.measure(kind, url, connections=args.connections, duration=duration,
-                              headers=scenario.server.headers, cpus=plan.load)
+        if scenario.mode == "keepalive":
+            result = load.measure(kind, url, connections=args.connections, duration=duration,
+                                  headers=scenario.server.headers, cpus=plan.load)
+        else:
+            result = load.measure_handshakes(url, duration=duration, resume=scenario.mode == "resumed",
+                                             cpus=plan.load)
+    elapsed = time.monotonic() - started
     cpu = tree_cpu_seconds(pid) - cpu_before
+    others = _children_cpu() + (tree_cpu_seconds(backend_pid) if backend_pid != pid else 0.0) - others_before
     scenario.peak_rss = max(scenario.peak_rss, sampler.peak)
-    return Sample(result, cpu / result.requests * 1e6 if result.requests and cpu > 0 else 0.0)
+    return Sample(result, cpu / result.requests * 1e6 if result.requests and cpu > 0 else 0.0,
+                  others / elapsed if elapsed > 0 else 0.0)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this script's finished children: the load generator runs."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_rounds(found: list[Scenario], args: argparse.Namespace, kind: str, plan: CpuPlan) -> None:
@@ -226,7 +275,7 @@ def run_rounds(found: list[Scenario], args: argparse.Namespace, kind: str, plan:
         for scenario in found[shift:] + found[:shift]:
             sample = measure_once(scenario, found, args, kind, plan, args.duration)
             scenario.samples.append(sample)
-            print(f"  round {round_number + 1}/{args.rounds}: {scenario.server.name:<28} "
+            print(f"  round {round_number + 1}/{args.rounds}: {scenario.label:<34} "
                   f"{sample.load.rps:9.0f} req/s {sample.cpu_us:7.0f} us CPU/req", file=sys.stderr, flush=True)
 
 
@@ -234,14 +283,14 @@ def run_rounds(found: list[Scenario], args: argparse.Namespace, kind: str, plan:
 
 
 def table(found: list[Scenario]) -> list[str]:
-    header = (f"{'scenario':<28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} "
+    header = (f"{'scenario':<34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} "
               f"{'peak RSS':>10} {'errors':>7}")
     lines = [header, "-" * len(header)]
     for s in found:
         rss = f"{s.peak_rss / 2**20:.0f} MiB" if s.peak_rss else "n/a"
         cpu = f"{s.median('cpu_us'):.0f}" if s.median("cpu_us") else "n/a"
         errors = sum(sample.load.errors for sample in s.samples)
-        lines.append(f"{s.server.name:<28} {s.median('rps'):>9.0f} {s.median('p50_ms'):>8.2f} "
+        lines.append(f"{s.label:<34} {s.median('rps'):>9.0f} {s.median('p50_ms'):>8.2f} "
                      f"{s.median('p99_ms'):>8.2f} {cpu:>11} {rss:>10} {errors:>7}")
     return lines
 
@@ -272,7 +321,17 @@ def ratio_lines(found: list[Scenario]) -> list[str]:
         by_cpu = [b.cpu_us / a.cpu_us for a, b in pairs if a.cpu_us > 0 and b.cpu_us > 0]
         if by_cpu:
             cpu_spread = f" (rounds {min(by_cpu):.2f}-{max(by_cpu):.2f})" if len(by_cpu) > 1 else ""
-            lines.append(f"{'':<{len(ratio.label)}}  {statistics.median(by_cpu):.2f}x by CPU time per request{cpu_spread}")
+            cpu_value = statistics.median(by_cpu)
+            cpu_verdict = ""
+            if ratio.cpu_goal is not None:
+                cpu_verdict = f"; {ratio.cpu_goal_text}: " + (
+                    "met" if cpu_value >= ratio.cpu_goal else f"MISSED by {(ratio.cpu_goal - cpu_value) / ratio.cpu_goal:.0%}")
+            lines.append(f"{'':<{len(ratio.label)}}  {cpu_value:.2f}x by CPU time per request{cpu_spread}{cpu_verdict}")
+        if ratio.numerator == "workers":
+            others = [s.others_cpus for s in top.samples if s.others_cpus]
+            if others:
+                lines.append(f"{'':<{len(ratio.label)}}  meanwhile the load generator and the back end used "
+                             f"{statistics.median(others):.2f} of {os.cpu_count()} CPUs (median)")
     return lines
 
 
@@ -316,7 +375,10 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     for line in skipped:
         print(line)
-    failing = [s.server.name for s in found if any(sample.load.errors for sample in s.samples)]
+    for s in found:
+        if s.mode == "resumed" and s.samples:
+            print(f"{s.label}: {s.samples[-1].load.note} in the last round")
+    failing = [s.label for s in found if any(sample.load.errors for sample in s.samples)]
     if failing:
         print(f"warning: error answers or socket errors from: {', '.join(failing)} (see the errors column)")
     if kind == "python":

@@ -4,6 +4,7 @@ request (issue 5). Each either returns a started server or says why it was skipp
 from __future__ import annotations
 
 import base64
+import os
 import random
 import secrets
 import socket
@@ -126,3 +127,35 @@ def auth_gateway(workdir: Path, backend: str, path: str, cpus: set[int] | None) 
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else "(no output)"
+
+
+def workers_gateway(workdir: Path, backend: str, path: str, cpus: set[int] | None) -> Server | Skipped:
+    """The gateway with 2 worker processes, allowed on every CPU (issue 11)."""
+    if (os.cpu_count() or 1) < 2:
+        return Skipped("one CPU: two workers would share it")
+    directory = workdir / "gateway-workers"
+    config = gateway_config(backend, base_id="bench-workers", workers=2)
+    write_lists(server_folder(directory, config), entries=0)
+    return start_gateway("gateway, 2 workers", directory, config, set(range(os.cpu_count() or 1)))
+
+
+def plain_engine_gateway(workdir: Path, backend: str, path: str, cpus: set[int] | None) -> Server | Skipped:
+    """The gateway on the engine as mitmproxy ships it (GATEWAY_LEAN=0): asyncio, mitmproxy's
+    log handler, copying option reads, debug type checks — the baseline of issue 11's steps."""
+    directory = workdir / "gateway-plain"
+    config = gateway_config(backend, base_id="bench-plain")
+    write_lists(server_folder(directory, config), entries=0)
+    return start_gateway("gateway, plain engine", directory, config, cpus, env={"GATEWAY_LEAN": "0"})
+
+
+def uvloop_gateway(workdir: Path, backend: str, path: str, cpus: set[int] | None) -> Server | Skipped:
+    """The gateway on uvloop (GATEWAY_EVENT_LOOP=uvloop), measured, not the default."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return Skipped("uvloop is not installed (pip install uvloop to measure it)")
+    directory = workdir / "gateway-uvloop"
+    config = gateway_config(backend, base_id="bench-uvloop")
+    write_lists(server_folder(directory, config), entries=0)
+    return start_gateway("gateway, uvloop", directory, config, cpus, env={"GATEWAY_EVENT_LOOP": "uvloop"})
+

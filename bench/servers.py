@@ -93,8 +93,10 @@ def start_mitmdump(workdir: Path, backend: str, cpus: set[int] | None) -> Server
     return _ready(Server("mitmdump (reverse)", f"https://{HOST}:{port}", process, log_path), tls=True, cpus=cpus)
 
 
-def gateway_config(backend: str, *, base_id: str, user_auth: bool = False) -> dict[str, Any]:
+def gateway_config(backend: str, *, base_id: str, user_auth: bool = False, workers: int = 1) -> dict[str, Any]:
     return {
+        # One worker unless a scenario asks for more: the one-core comparisons stay one process.
+        "workers": workers,
         "state_dir": "./state",
         "listen_host": HOST,
         "tls": {},
@@ -127,11 +129,12 @@ def gateway_cli(directory: Path, *args: str, stdin: str | None = None) -> subpro
                           cwd=directory, timeout=120)
 
 
-def start_gateway(name: str, directory: Path, config: dict[str, Any], cpus: set[int] | None) -> Server:
+def start_gateway(name: str, directory: Path, config: dict[str, Any], cpus: set[int] | None,
+                  env: dict[str, str] | None = None) -> Server:
     write_gateway(directory, config)
     log_path = directory / "gateway.log"
     process = spawn([sys.executable, "-m", "gateway", "-c", str(directory / "gateway.yaml"), "run"],
-                    cpus=cpus, log_path=log_path, cwd=directory, env=python_env())
+                    cpus=cpus, log_path=log_path, cwd=directory, env={**python_env(), **(env or {})})
     port = config["bases"][0]["data"]["listen"]
     server = Server(name, f"https://{HOST}:{port}", process, log_path)
     deadline = time.monotonic() + START_TIMEOUT

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.autocert.settings import AcmeSettings
+from gateway.scale_config import ProxyProtocolSettings, optional_proxy_protocol, parse_proxy_protocol, parse_workers
 
 DEFAULT_CONFIG_NAME = "gateway.yaml"
 # Bodies above this are streamed, not held in memory; 4 MiB keeps typical OData pages
@@ -47,6 +48,7 @@ class Endpoint:
     listen: int
     backend: str
     enabled: bool = True
+    proxy_protocol: ProxyProtocolSettings | None = None  # None: the top-level proxy_protocol applies
 
     @property
     def backend_host(self) -> str:
@@ -216,6 +218,8 @@ class GatewayConfig:
     admin: AdminSettings = AdminSettings()
     enrolment: EnrolmentSettings = EnrolmentSettings()
     acme: AcmeSettings = AcmeSettings()
+    workers: int | str = "auto"
+    proxy_protocol: ProxyProtocolSettings = ProxyProtocolSettings()
     _by_port: dict[int, Listener] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -345,7 +349,8 @@ def _endpoint(reader: _Reader, name: str, optional: bool) -> Endpoint | None:
         return None
     sub = reader.sub(name)
     enabled = sub.get("enabled", bool, True)
-    endpoint = Endpoint(listen=_port(sub, "listen"), backend=_backend(sub, "backend"), enabled=enabled)
+    endpoint = Endpoint(listen=_port(sub, "listen"), backend=_backend(sub, "backend"), enabled=enabled,
+                        proxy_protocol=optional_proxy_protocol(sub))
     sub.finish()
     return endpoint
 
@@ -565,6 +570,8 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
             enabled=r.get("enabled", bool, False), host=_host(r, "host", "0.0.0.0"),
             listen=_port(r, "listen", 8079))),
         acme=_section(top, "acme", lambda r: _acme(r, base_dir)),
+        workers=parse_workers(top),
+        proxy_protocol=parse_proxy_protocol(top.sub("proxy_protocol")),
     )
     top.finish()
     reserved = {}

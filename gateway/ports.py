@@ -13,9 +13,12 @@ import sys
 from gateway.config import GatewayConfig, Listener
 
 
-def _bind_probe(family: int, host: str, port: int) -> None:
+def _bind_probe(family: int, host: str, port: int, reuse_port: bool = False) -> None:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        if reuse_port:
+            # A worker joining its siblings' SO_REUSEPORT sockets: only those let this bind succeed.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if sys.platform == "win32":
             # Windows' SO_REUSEADDR would let us share a port another program holds.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined]
@@ -30,20 +33,20 @@ def _bind_probe(family: int, host: str, port: int) -> None:
         sock.close()
 
 
-def port_problem(host: str, port: int) -> str | None:
+def port_problem(host: str, port: int, reuse_port: bool = False) -> str | None:
     """None when the port can be listened on, else the reason in words."""
     try:
         if host in ("", "0.0.0.0", "::") and socket.has_ipv6:
             try:
-                _bind_probe(socket.AF_INET6, "", port)
+                _bind_probe(socket.AF_INET6, "", port, reuse_port)
             except OSError as e:
                 if e.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
-                    _bind_probe(socket.AF_INET, "0.0.0.0", port)
+                    _bind_probe(socket.AF_INET, "0.0.0.0", port, reuse_port)
                 else:
                     raise
         else:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            _bind_probe(family, host, port)
+            _bind_probe(family, host, port, reuse_port)
     except PermissionError:
         return f"port {port} needs administrator rights (ports below 1024); choose a port above 1024"
     except OSError as e:
@@ -62,13 +65,13 @@ def describe(listener: Listener) -> str:
     return f"base {listener.base.name!r} ({listener.role} port {listener.port})"
 
 
-def busy_listeners(cfg: GatewayConfig, host: str, skip_ports: set[int]) -> list[str]:
+def busy_listeners(cfg: GatewayConfig, host: str, skip_ports: set[int], reuse_port: bool = False) -> list[str]:
     """One message per listener of cfg whose port cannot be opened (ports in skip_ports are ours already)."""
     problems = []
     for listener in cfg.listeners():
         if listener.port in skip_ports:
             continue
-        problem = port_problem(host, listener.port)
+        problem = port_problem(host, listener.port, reuse_port)
         if problem:
             problems.append(f"{describe(listener)}: {problem}")
     return problems

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,8 +21,10 @@ from mitmproxy import options
 from mitmproxy.addons import next_layer, proxyserver
 from mitmproxy.proxy import mode_specs
 
+from addons import _listen
 from addons._context import set_current_config
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.engine_options import GatewayOptions
+from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, GatewayConfig, load_config
 from gateway.hooktable import GatewayMaster
 from gateway import eventjournal, reloadctl, statecheck
 from gateway.ports import busy_listeners
@@ -29,6 +32,8 @@ from gateway.ports import busy_listeners
 logger = logging.getLogger("gateway.runner")
 
 CONFIG_POLL_INTERVAL = 1.0
+# A worker told to stop finishes its open connections for this long (the supervisor waits longer).
+DRAIN_SECONDS = 5.0
 ALL_INTERFACES = ("", "0.0.0.0", "::")
 
 
@@ -105,9 +110,12 @@ def watched_files(config_path: Path, cfg: GatewayConfig | None) -> list[Path]:
 
 
 class Gateway:
-    def __init__(self, config_path: Path | str, addons: Iterable[Any] | None = None, *, init: bool = False) -> None:
+    def __init__(self, config_path: Path | str, addons: Iterable[Any] | None = None, *, init: bool = False,
+                 worker: int | None = None) -> None:
         self.config_path = Path(config_path).resolve()
         self.init = init
+        # Set when this process is worker number `worker` under gateway/supervisor.py.
+        self.worker = worker
         self._state_watch: statecheck.StateWatch | None = None
         self._reloads: reloadctl.ReloadRequests | None = None
         self._request_id: str | None = None
@@ -120,11 +128,33 @@ class Gateway:
         self._fingerprint: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._reload_lock = asyncio.Lock()
+        self._draining = False
 
     # --- start and stop ------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def _load(self) -> GatewayConfig:
         cfg = load_config(self.config_path)
+        if self.worker is None:
+            return cfg
+        # The supervisor serves the machine's admin listener and asks each worker's own on a
+        # private loopback port; the enrolment page needs only one process, the first worker.
+        # The same for the ACME challenge port, which cannot be shared either.
+        first = self.worker == 1
+        return dataclasses.replace(
+            cfg, admin=AdminSettings(enabled=True, host="127.0.0.1", listen=0),
+            enrolment=cfg.enrolment if first else EnrolmentSettings(enabled=False),
+            acme=cfg.acme if first else dataclasses.replace(cfg.acme, challenge_listen=0))
+
+    async def start(self) -> None:
+        try:
+            _listen.install()
+            _listen.configure(reuse_port=self.worker is not None)
+        except _listen.MitmproxyMoved as e:
+            raise StartupError(str(e)) from None
+        if self.worker is not None:
+            from gateway.certs import tickets
+            tickets.read_key_from_supervisor()  # before any TLS context is built
+        cfg = self._load()
         self._fingerprint = files_fingerprint(watched_files(self.config_path, cfg))
         if self.init:
             statecheck.start_over(cfg)
@@ -132,11 +162,13 @@ class Gateway:
         if state_problem:
             raise StartupError(state_problem)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        problems = busy_listeners(cfg, listen_host_option(cfg), skip_ports=set())
+        problems = busy_listeners(cfg, listen_host_option(cfg), skip_ports=set(), reuse_port=self.worker is not None)
         if problems:
             raise StartupError("cannot listen:\n  " + "\n  ".join(problems))
 
-        opts = options.Options()
+        from gateway.engine import lean, skip_debug_type_checks
+        skip_debug_type_checks()
+        opts = GatewayOptions() if lean() else options.Options()
         self.master = GatewayMaster(opts)
         self.master.addons.add(proxyserver.Proxyserver(), next_layer.NextLayer(), *self.addons)
         try:
@@ -171,10 +203,24 @@ class Gateway:
         statecheck.set_problem(None)
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch_config()))
         self._install_signal_handlers()
+        if self.worker is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._watch_supervisor()))
+            logger.info("worker %d ready (pid %d): %d listener(s)", self.worker, os.getpid(), len(cfg.listeners()))
+            return
         for listener in cfg.listeners():
             logger.info("base %r %s: %s://%s:%d → %s", listener.base.name, listener.role, listener.scheme,
                         cfg.listen_host, listener.port, listener.endpoint.backend)
         logger.info("gateway ready: %d listener(s), config %s", len(cfg.listeners()), self.config_path)
+
+    async def _watch_supervisor(self) -> None:
+        # A worker whose supervisor is gone (killed with SIGKILL) must not keep the ports.
+        parent = os.getppid()
+        while True:
+            await asyncio.sleep(1.0)
+            if os.getppid() != parent:
+                logger.error("worker %s: the supervisor (pid %d) is gone; stopping", self.worker, parent)
+                self.shutdown()
+                return
 
     async def _wait_listening(self, cfg: GatewayConfig, run_task: asyncio.Task[Any]) -> None:
         ps = self.master.addons.get("proxyserver") if self.master else None
@@ -208,10 +254,33 @@ class Gateway:
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 pass
 
+    def drain_then_shutdown(self) -> None:
+        """A worker's stop: close the listeners (the other workers and, after a restart, this slot's
+        successor take new connections), let open connections finish for up to DRAIN_SECONDS."""
+        if self._draining:
+            return  # SIGTERM from systemd and from the supervisor alike
+        self._draining = True
+
+        async def drain() -> None:
+            ps = self.master.addons.get("proxyserver") if self.master else None
+            if ps is not None:
+                try:
+                    await ps.servers.update([])
+                    deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
+                    while ps.connections and asyncio.get_running_loop().time() < deadline:
+                        await asyncio.sleep(0.1)
+                except Exception:
+                    logger.exception("draining connections failed; stopping now")
+            self.shutdown()
+        self._tasks.append(asyncio.get_running_loop().create_task(drain()))
+
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
+        stop = self.shutdown if self.worker is None else self.drain_then_shutdown
+        # A worker ignores SIGINT (Ctrl-C reaches the whole process group): its supervisor decides.
+        interrupt = self.shutdown if self.worker is None else (lambda: None)
         for name, action in (("SIGHUP", lambda: self._spawn_reload("SIGHUP")),
-                             ("SIGTERM", self.shutdown), ("SIGINT", self.shutdown)):
+                             ("SIGTERM", stop), ("SIGINT", interrupt)):
             sig = getattr(signal, name, None)
             if sig is None:
                 continue  # Windows has no SIGHUP; the file watcher is the primary trigger anyway.
@@ -249,14 +318,15 @@ class Gateway:
             old = self.config
             assert old is not None and self.master is not None
             try:
-                new = load_config(self.config_path)
+                new = self._load()
             except ConfigError as e:
                 self._fingerprint = files_fingerprint(watched_files(self.config_path, old))
                 return self._refused(reason, str(e))
             # Taken before applying: a save during the reload is then seen as a new change.
             self._fingerprint = files_fingerprint(watched_files(self.config_path, new))
             new = self._keep_restart_only_settings(old, new)
-            problems = busy_listeners(new, listen_host_option(new), skip_ports={l.port for l in old.listeners()})
+            problems = busy_listeners(new, listen_host_option(new), skip_ports={l.port for l in old.listeners()},
+                                      reuse_port=self.worker is not None)
             if problems:
                 return self._refused(reason, "; ".join(problems))
             try:
@@ -321,9 +391,12 @@ class Gateway:
                                base.name, extra={"event": "plaintext-base", "base": base.name})
 
 
-async def serve(config_path: Path | str, *, init: bool = False) -> int:
-    gateway = Gateway(config_path, init=init)
+async def serve(config_path: Path | str, *, init: bool = False, worker: int | None = None) -> int:
+    gateway = Gateway(config_path, init=init, worker=worker)
     await gateway.start()
+    if worker is not None:
+        from gateway.supervisor import report_ready
+        report_ready()
     try:
         await gateway.wait()
     finally:

@@ -110,6 +110,8 @@ def gateway_config(tmp_path: Path, standin: Standin | None = None, bases: list[d
         "listen_host": "127.0.0.1",
         "admin": {"enabled": False},
         "proxy": {"backend_timeout": 5},
+        # One process unless a test asks for more: the suite must not double its processes.
+        "workers": 1,
         "bases": bases,
     }
     config.update(overrides)

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 from OpenSSL import SSL
 
+from gateway.certs import tickets
+
 from gateway.certs.install import PUBLIC_MODE, atomic_write
 from gateway.certs.load import CertBundle
 
@@ -93,4 +95,5 @@ def server_context(
     context.set_alpn_select_callback(alpn_selector(http2))
     # No client certificates: terminals authenticate with passwords, not certificates.
     context.set_verify(SSL.VERIFY_NONE)
+    tickets.apply(context)  # the workers' shared session-ticket key, when there are workers
     return context

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import logging
 import sys
 
 from gateway.config import ConfigError, LogSettings, load_config
@@ -12,6 +12,8 @@ from gateway.logsetup import configure_logging
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("run", help="start the gateway (reloads itself when the config file changes)")
+    # Internal: how the supervisor starts worker number N (see gateway/supervisor.py).
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
@@ -29,8 +31,21 @@ def run(args: argparse.Namespace) -> int:
         # Everything else goes to the file; without this line the terminal would stay silent.
         print(f"gateway: logging to {cfg.log.file} (log.file in {cfg.source}); stop with Ctrl+C", file=sys.stderr,
               flush=True)
+    from gateway.engine import run_loop
+    from gateway.scale_config import resolve_workers
+    from gateway.supervisor import SupervisorError, supervise
+
+    init = getattr(args, "init", False)
     try:
-        return asyncio.run(serve(args.config, init=getattr(args, "init", False)))
-    except (ConfigError, StartupError) as e:
+        if args.worker is not None:
+            # --init was the supervisor's to act on, once, before any worker started.
+            return run_loop(serve(args.config, worker=args.worker))
+        count, why = resolve_workers(cfg.workers)
+        if why:
+            logging.getLogger("gateway.supervisor").warning("%s", why)
+        if count == 1:
+            return run_loop(serve(args.config, init=init))
+        return run_loop(supervise(args.config, count, init=init))
+    except (ConfigError, StartupError, SupervisorError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
