@@ -120,7 +120,7 @@ def through(port: int, gateways: list[RunningGateway], source: str, secret: str)
 
 def test_two_gateways_behind_haproxy_share_lists_and_lockouts(balancer: tuple[int, list[RunningGateway]]) -> None:
     port, (a, b) = balancer
-    cli_ok(a.directory, "group", "add", "Операторы", "--role", "mobile", "--doc-type", "Приход")
+    cli_ok(a.directory, "group", "add", "Операторы", "--role", "mobile", "--doc-type", "Поступление")
     cli_ok(a.directory, "user", "add", "Иванов", "--group", "Операторы", "--password-stdin",
            input=PASSWORD + "\n", secrets=(PASSWORD,))
 

@@ -66,7 +66,7 @@ def test_two_workers_share_logins_throttle_and_password_changes_and_one_admin_su
     admin = f"http://127.0.0.1:{gw.config['admin']['listen']}"
     workers = workers_of(gw)
     assert sorted(w["slot"] for w in workers) == [1, 2] and len({w["pid"] for w in workers}) == 2
-    cli_ok(gw.directory, "group", "add", "Операторы", "--role", "mobile", "--doc-type", "Приход")
+    cli_ok(gw.directory, "group", "add", "Операторы", "--role", "mobile", "--doc-type", "Поступление")
     cli_ok(gw.directory, "user", "add", "Иванов", "--group", "Операторы", "--password-stdin",
            input=PASSWORD + "\n", secrets=(PASSWORD,))
 
@@ -198,9 +198,11 @@ def test_a_worker_killed_under_load_is_replaced_and_the_other_keeps_serving(
         stop.set()
         for thread in threads:
             thread.join(15)
-    after_kill = [code for at, code in results if at > killed_at]
-    failures = [code for code in after_kill if code != 200]
-    assert len(after_kill) >= 10 and len(failures) <= 3, (len(after_kill), failures)
+    after_kill = [(at, code) for at, code in results if at > killed_at]
+    # Only what the dead worker held (requests in flight, connections in its accept queue) may
+    # fail, and only right at the kill; everything later is served by the other worker.
+    late_failures = [(round(at - killed_at, 2), code) for at, code in after_kill if code != 200 and at > killed_at + 2]
+    assert len(after_kill) >= 10 and not late_failures, (len(after_kill), late_failures)
     new_workers = workers_of(gw)
     assert len(new_workers) == 2 and victim["pid"] not in {w["pid"] for w in new_workers}
     admin = f"http://127.0.0.1:{gw.config['admin']['listen']}"
