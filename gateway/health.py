@@ -101,10 +101,15 @@ def read_run_files(state_dir: Path) -> list[RunInfo]:
                                  loaded_at=float(data["loaded_at"]) if data.get("loaded_at") else None,
                                  last_reload=data.get("last_reload") if isinstance(data.get("last_reload"), dict) else None,
                                  listeners=tuple(str(x) for x in data.get("listeners") or ()),
-                                 workers=tuple(int(x) for x in data.get("workers") or ())))
+                                 workers=tuple(_worker_pid(x) for x in data.get("workers") or ())))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return infos
+
+
+def _worker_pid(entry: Any) -> int:
+    # The supervisor lists its workers as {"slot", "pid", "started"}; a bare pid is accepted too.
+    return int(entry["pid"]) if isinstance(entry, dict) else int(entry)
 
 
 def process_alive(pid: int) -> bool:

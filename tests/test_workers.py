@@ -20,7 +20,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config
+from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config, run_gateway_command
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL") or os.name != "posix", reason="workers need Linux")
 
@@ -218,3 +218,18 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_reload_and_status_speak_for_every_worker(standin: Standin, tmp_path: Path, gateway_factory: Factory) -> None:
+    gw = gateway_factory(two_workers(tmp_path, standin), directory=tmp_path / "gw")
+    pids = sorted(w["pid"] for w in workers_of(gw))
+    reloaded = run_gateway_command(gw.directory, "reload")
+    assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+    # Each worker answers for itself; the supervisor is not waited for.
+    assert reloaded.stdout.count("new configuration applied") == 2
+    assert all(f"pid {pid}:" in reloaded.stdout for pid in pids)
+    status = run_gateway_command(gw.directory, "status")
+    assert status.returncode == 0, status.stderr
+    assert "(supervisor), 2 workers" in status.stdout
+    assert all(f"worker pid {pid}: up" in status.stdout for pid in pids)
+    assert status.stdout.count("last reload: OK") == 2

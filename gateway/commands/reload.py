@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
               "start it with `gateway run`", file=sys.stderr)
         return 3
     request = write_request(cfg.state_dir)
-    waiting = {p.pid for p in processes}
+    # A supervisor does not reload itself: its workers answer, each for its own listeners.
+    waiting = {p.pid for p in processes if not p.workers}
     answers: dict[int, dict[str, object]] = {}
     deadline = time.monotonic() + args.timeout
     while waiting and time.monotonic() < deadline:

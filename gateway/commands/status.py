@@ -76,11 +76,30 @@ def run(args: argparse.Namespace) -> int:
             print(f"state: {state_problem}")
         return 3
     workers = {w for p in processes for w in p.workers}
+    by_pid = {p.pid: p for p in processes}
     print(f"running: {len(processes)} process(es) for {cfg.source}")
     for p in processes:
         if p.pid in workers:
             continue  # shown under its supervisor
-        print(f"  pid {p.pid}" + (f", workers {', '.join(map(str, p.workers))}" if p.workers else ""))
+        if p.workers:
+            print(f"  pid {p.pid} (supervisor), {len(p.workers)} workers")
+            print(f"    uptime:     {_uptime(p.started)} (since {_when(p.started)})")
+            if p.admin:
+                print(f"    admin:      http://{cfg.admin.host}:{p.admin}/ (/healthz, /readyz, /metrics, /console)")
+            shown_listeners = False
+            for pid in p.workers:
+                worker = by_pid.get(pid)
+                if worker is None:
+                    print(f"    worker pid {pid}: not running (the supervisor restarts it)")
+                    continue
+                print(f"    worker pid {pid}: up {_uptime(worker.started)}, config loaded at {_when(worker.loaded_at)}, "
+                      f"last reload: {reload_text(worker.last_reload)}")
+                if not shown_listeners:
+                    for line in worker.listeners:
+                        print(f"    listener:   {line}")
+                    shown_listeners = True
+            continue
+        print(f"  pid {p.pid}")
         print(f"    uptime:     {_uptime(p.started)} (since {_when(p.started)})")
         print(f"    config loaded at: {_when(p.loaded_at)}")
         print(f"    last reload: {reload_text(p.last_reload)}")
