@@ -198,7 +198,9 @@ class Gateway:
             admin.note_reload(None, self.config_loaded_at)
         statecheck.remember_start(cfg)
         self._reloads = reloadctl.ReloadRequests(cfg.state_dir)
-        self._journal = eventjournal.JournalReader(cfg.state_dir)
+        if self.worker in (None, 1):
+            # One-shot commands' events are logged again by one process only, not once per worker.
+            self._journal = eventjournal.JournalReader(cfg.state_dir)
         self._state_watch = statecheck.StateWatch.snapshot(cfg)
         statecheck.set_problem(None)
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch_config()))
