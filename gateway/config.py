@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.limits import LimitSettings, parse_limits
+
 DEFAULT_CONFIG_NAME = "gateway.yaml"
 # Bodies above this are streamed, not held in memory; 4 MiB keeps typical OData pages
 # (a few hundred KiB) inspectable while multi-MB product lists pass through in chunks.
@@ -82,6 +84,8 @@ class BaseConfig:
     compress: bool = False
     backups: bool = False
     backup_retention_days: int = 30
+    websocket: bool = False  # allow WebSocket upgrades (other upgrades and CONNECT are always refused)
+    client_max_body_size: int | None = None  # bytes, overrides limits.client_max_body_size; 0 = no limit
 
     @property
     def server_folder(self) -> Path:
@@ -210,6 +214,7 @@ class GatewayConfig:
     log: LogSettings = LogSettings()
     admin: AdminSettings = AdminSettings()
     enrolment: EnrolmentSettings = EnrolmentSettings()
+    limits: LimitSettings = LimitSettings()
     _by_port: dict[int, Listener] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -388,12 +393,24 @@ def _base(reader: _Reader, base_dir: Path) -> BaseConfig:
         compress=reader.get("compress", bool, False),
         backups=reader.get("backups", bool, False),
         backup_retention_days=retention,
+        websocket=reader.get("websocket", bool, False),
+        client_max_body_size=_optional_size(reader, "client_max_body_size"),
         data=_endpoint(reader, "data", optional=False),  # type: ignore[arg-type]
         print=_endpoint(reader, "print", optional=True),
     )
     reader.used.add("mode")  # the seed's "mode of work"; only "server" exists in front of a gateway
     reader.finish()
     return base
+
+
+def _optional_size(reader: _Reader, name: str) -> int | None:
+    raw = reader.get(name, (str, int), None)
+    if raw is None:
+        return None
+    try:
+        return parse_size(raw)
+    except ValueError as e:
+        raise reader.fail(name, str(e)) from None
 
 
 def _check_ports(source: Path, bases: list[BaseConfig], reserved: dict[int, str]) -> None:
@@ -547,6 +564,7 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
         enrolment=_section(top, "enrolment", lambda r: EnrolmentSettings(
             enabled=r.get("enabled", bool, False), host=_host(r, "host", "0.0.0.0"),
             listen=_port(r, "listen", 8079))),
+        limits=_section(top, "limits", lambda r: parse_limits(r, parse_size)),
     )
     top.finish()
     reserved = {}

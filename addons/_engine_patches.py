@@ -1,0 +1,204 @@
+"""The few places where mitmproxy itself must be changed to survive hostile clients.
+
+mitmproxy 12 has no limit on an HTTP/1 request head while it is being read (its own code says
+``FIXME: protect against header size DoS``), no way to set HTTP/2 server settings, no limit on
+client stream resets (CVE-2023-44487), and raises NotImplementedError on chunked trailers. None
+of that is reachable through options or hooks, so it is changed here, once, at import:
+
+* ``Http1Server.read_headers`` — the head is measured before mitmproxy parses it: past
+  ``limits.request_line_max_size`` (414) or ``limits.client_header_max_size`` (431) the client
+  gets the status and the connection is closed, and the buffer is dropped, so memory never grows
+  with what is sent. A complete head is checked byte by byte (gateway.limits.check_request_head)
+  before mitmproxy's lenient parser sees it: bare CR / NUL / control characters, obs-fold, HTTP
+  versions other than 1.0/1.1, too many fields.
+* ``Http1Server.wait`` — bytes a client sends while its request is being answered are capped too.
+* ``_http1.make_body_reader`` — chunked trailers are dropped (never forwarded, never a crash),
+  and a chunk-size line or trailer section longer than the head limit ends the connection.
+* ``Http2Server`` — advertises ``limits.http2_max_concurrent_streams`` and the head limit as
+  SETTINGS, and answers more than ``limits.http2_max_resets`` client resets in 10 s with
+  GOAWAY(ENHANCE_YOUR_CALM); closing the connection cancels every open stream, and with it
+  its back-end request. This happens in the HTTP/2 layer, before any hook: a ``user_auth`` base
+  is protected before credentials are even looked at.
+
+``install()`` checks that every patched name still exists with the expected shape and raises
+otherwise, so a mitmproxy upgrade that moves them stops the gateway at start instead of leaving
+it unprotected.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import re
+import time
+from typing import Any, Callable
+
+import h11
+import h2.errors
+import h2.events
+import h2.settings
+from h11._readers import ChunkedReader
+from h11._receivebuffer import ReceiveBuffer
+from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.layers.http import _http1, _http2
+
+from gateway.limits import RESET_WINDOW, HeadRefused, LimitSettings, check_request_head
+
+_limits = LimitSettings()
+# Set by addons/limits.py: called as on_event(kind, client, detail) for metrics and the log.
+on_event: Callable[[str, Any, str], None] = lambda kind, client, detail: None
+
+_REASONS = {400: "Bad Request", 413: "Content Too Large", 414: "URI Too Long",
+            431: "Request Header Fields Too Large", 505: "HTTP Version Not Supported"}
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+
+
+def set_limits(limits: LimitSettings) -> None:
+    global _limits
+    _limits = limits
+
+
+def plain_response(status: int, text: str) -> bytes:
+    body = f"{status} {_REASONS.get(status, 'Error')}: {text}\n".encode("utf-8")
+    return (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n").encode() + body
+
+
+def head_problem(head: bytes, limits: LimitSettings) -> HeadRefused | None:
+    """Check what has arrived of a request head so far; None means keep reading (or go on)."""
+    head = head.lstrip(b"\r\n")
+    end = _BLANK_LINE.search(head, 0, limits.client_header_max_size + 4)
+    line_end = head.find(b"\n", 0, limits.request_line_max_size + 2)
+    if line_end == -1 and len(head) > limits.request_line_max_size:
+        return HeadRefused(414, f"the request line is longer than {limits.request_line_max_size} bytes")
+    if end is None:
+        if len(head) > limits.client_header_max_size:
+            return HeadRefused(431, f"the request head is larger than {limits.client_header_max_size} bytes")
+        return None
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in head[:end.start()].split(b"\n")]
+    try:
+        check_request_head(lines, limits)
+    except HeadRefused as refused:
+        return refused
+    return None
+
+
+def _refuse(layer: Any, refused: HeadRefused) -> Any:
+    layer.buf = ReceiveBuffer()  # let go of what the client sent
+    layer.state = layer.done
+    on_event("refused-head", layer.conn, f"{refused.status} {refused.reason}")
+    yield commands.SendData(layer.conn, plain_response(refused.status, refused.reason))
+    yield commands.CloseConnection(layer.conn)
+
+
+# --- HTTP/1 -------------------------------------------------------------------------------
+
+_original_read_headers = _http1.Http1Server.read_headers
+_original_wait = _http1.Http1Server.wait
+_original_make_body_reader = _http1.make_body_reader
+
+
+def _read_headers(self: Any, event: Any) -> Any:
+    if isinstance(event, events.DataReceived) and len(self.buf):
+        on_event("head-bytes", self.conn, "")
+        refused = head_problem(bytes(self.buf), _limits)
+        if refused is not None:
+            yield from _refuse(self, refused)
+            return
+    yield from _original_read_headers(self, event)
+
+
+def _wait(self: Any, event: Any) -> Any:
+    if isinstance(event, events.DataReceived) and len(self.buf) > _limits.client_header_max_size:
+        # A client pipelining without end while its answer is pending.
+        self.buf = ReceiveBuffer()
+        on_event("refused-head", self.conn, "431 too much data sent ahead of the answer")
+        yield commands.CloseConnection(self.conn)
+        return
+    yield from _original_wait(self, event)
+
+
+class _TrailerDroppingChunkedReader(ChunkedReader):
+    def __call__(self, buf: ReceiveBuffer) -> Any:
+        if (self._reading_trailer or self._bytes_in_chunk == 0) and len(buf) > _limits.client_header_max_size:
+            raise h11.RemoteProtocolError("chunk header or trailer section too large")
+        result = super().__call__(buf)
+        if isinstance(result, h11.EndOfMessage) and result.headers:
+            # Trailers are dropped: no back end of this kind expects them, and forwarding
+            # fields that arrive after the checks would bypass them.
+            return h11.EndOfMessage()
+        return result
+
+
+def _make_body_reader(expected_size: int | None) -> Any:
+    if expected_size is None:
+        return _TrailerDroppingChunkedReader()
+    return _original_make_body_reader(expected_size)
+
+
+# --- HTTP/2 -------------------------------------------------------------------------------
+
+_original_h2_init = _http2.Http2Server.__init__
+_original_h2_event = _http2.Http2Server.handle_h2_event
+
+
+def _h2_init(self: Any, context: Any) -> None:
+    _original_h2_init(self, context)
+    # Replaced before the Start event sends our SETTINGS: initial values are in force at once.
+    self.h2_conn.local_settings = h2.settings.Settings(client=False, initial_values={
+        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _limits.http2_max_concurrent_streams,
+        h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: _limits.client_header_max_size,
+    })
+    self.h2_conn.decoder.max_header_list_size = _limits.client_header_max_size
+    self.gateway_resets = collections.deque()
+
+
+def _h2_event(self: Any, event: Any) -> Any:
+    if isinstance(event, h2.events.StreamReset) and event.remote_reset:
+        now = time.monotonic()
+        resets = self.gateway_resets
+        resets.append(now)
+        while resets and resets[0] < now - RESET_WINDOW:
+            resets.popleft()
+        if len(resets) > _limits.http2_max_resets:
+            on_event("http2-reset-flood", self.conn,
+                     f"more than {_limits.http2_max_resets} stream resets in {RESET_WINDOW:.0f} s")
+            self.h2_conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many stream resets")
+            yield commands.SendData(self.conn, self.h2_conn.data_to_send())
+            # Ends every open stream with an error: their back-end requests are cancelled.
+            yield from self.close_connection("too many stream resets")
+            return True
+    return (yield from _original_h2_event(self, event))
+
+
+# --- installation ---------------------------------------------------------------------------
+
+_installed = False
+
+
+def install() -> None:
+    """Apply the patches once; raise if mitmproxy no longer has what they replace."""
+    global _installed
+    if _installed:
+        return
+    expected = {
+        "Http1Server.read_headers": (_original_read_headers, ["self", "event"]),
+        "Http1Server.wait": (_original_wait, ["self", "event"]),
+        "make_body_reader": (_original_make_body_reader, ["expected_size"]),
+        "Http2Server.__init__": (_original_h2_init, ["self", "context"]),
+        "Http2Server.handle_h2_event": (_original_h2_event, ["self", "event"]),
+    }
+    for name, (func, params) in expected.items():
+        if list(inspect.signature(func).parameters) != params:
+            raise RuntimeError(f"mitmproxy changed {name}; gateway/addons/_engine_patches.py must be updated")
+    source = inspect.getsource(_original_read_headers)
+    if "maybe_extract_lines" not in source or "make_body_reader" not in source:
+        raise RuntimeError("mitmproxy changed Http1Server.read_headers; addons/_engine_patches.py must be updated")
+    if not hasattr(ChunkedReader(), "_reading_trailer") or not hasattr(ChunkedReader(), "_bytes_in_chunk"):
+        raise RuntimeError("h11 changed ChunkedReader; addons/_engine_patches.py must be updated")
+    _http1.Http1Server.read_headers = _read_headers
+    _http1.Http1Server.wait = _wait
+    _http1.make_body_reader = _make_body_reader
+    _http2.Http2Server.__init__ = _h2_init
+    _http2.Http2Server.handle_h2_event = _h2_event
+    _installed = True
