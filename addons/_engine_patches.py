@@ -45,10 +45,15 @@ from mitmproxy.proxy.layers.http import _http1, _http2
 from gateway.limits import RESET_WINDOW, HeadRefused, LimitSettings, check_request_head
 
 _limits = LimitSettings()
-# Set by addons/limits.py: called as on_event(kind, client, detail) for metrics and the log.
+# Set by addons/limits.py: called as on_event(kind, client, detail) for metrics and the log,
+# and body_limit(client) → the request body limit of the client's base in bytes (0: none).
 on_event: Callable[[str, Any, str], None] = lambda kind, client, detail: None
+body_limit: Callable[[Any], int] = lambda client: 0
+# The body limit of the head being parsed, for make_body_reader: both run in one synchronous
+# pass of the same layer (no await in between), so no other connection can change it.
+_pending_body_limit = 0
 
-_REASONS = {400: "Bad Request", 413: "Content Too Large", 414: "URI Too Long",
+_REASONS = {400: "Bad Request", 413: "Content Too Large", 414: "URI Too Long", 501: "Not Implemented",
             431: "Request Header Fields Too Large", 505: "HTTP Version Not Supported"}
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
@@ -64,7 +69,7 @@ def plain_response(status: int, text: str) -> bytes:
             f"Content-Length: {len(body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n").encode() + body
 
 
-def head_problem(head: bytes, limits: LimitSettings) -> HeadRefused | None:
+def head_problem(head: bytes, limits: LimitSettings, client: Any = None) -> HeadRefused | None:
     """Check what has arrived of a request head so far; None means keep reading (or go on)."""
     head = head.lstrip(b"\r\n")
     end = _BLANK_LINE.search(head, 0, limits.client_header_max_size + 4)
@@ -76,10 +81,15 @@ def head_problem(head: bytes, limits: LimitSettings) -> HeadRefused | None:
             return HeadRefused(431, f"the request head is larger than {limits.client_header_max_size} bytes")
         return None
     lines = [line[:-1] if line.endswith(b"\r") else line for line in head[:end.start()].split(b"\n")]
+    global _pending_body_limit
     try:
-        check_request_head(lines, limits)
+        length = check_request_head(lines, limits)
     except HeadRefused as refused:
         return refused
+    limit = body_limit(client) if client is not None else 0
+    if limit and length is not None and length > limit:
+        return HeadRefused(413, f"the request body is larger than {limit} bytes")
+    _pending_body_limit = limit
     return None
 
 
@@ -101,7 +111,7 @@ _original_make_body_reader = _http1.make_body_reader
 def _read_headers(self: Any, event: Any) -> Any:
     if isinstance(event, events.DataReceived) and len(self.buf):
         on_event("head-bytes", self.conn, "")
-        refused = head_problem(bytes(self.buf), _limits)
+        refused = head_problem(bytes(self.buf), _limits, self.conn)
         if refused is not None:
             yield from _refuse(self, refused)
             return
@@ -119,10 +129,19 @@ def _wait(self: Any, event: Any) -> Any:
 
 
 class _TrailerDroppingChunkedReader(ChunkedReader):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.received = 0
+
     def __call__(self, buf: ReceiveBuffer) -> Any:
         if (self._reading_trailer or self._bytes_in_chunk == 0) and len(buf) > _limits.client_header_max_size:
             raise h11.RemoteProtocolError("chunk header or trailer section too large")
         result = super().__call__(buf)
+        if isinstance(result, h11.Data) and self.limit:
+            self.received += len(result.data)
+            if self.received > self.limit:
+                raise h11.RemoteProtocolError(f"request body larger than {self.limit} bytes")
         if isinstance(result, h11.EndOfMessage) and result.headers:
             # Trailers are dropped: no back end of this kind expects them, and forwarding
             # fields that arrive after the checks would bypass them.
@@ -132,7 +151,7 @@ class _TrailerDroppingChunkedReader(ChunkedReader):
 
 def _make_body_reader(expected_size: int | None) -> Any:
     if expected_size is None:
-        return _TrailerDroppingChunkedReader()
+        return _TrailerDroppingChunkedReader(_pending_body_limit)
     return _original_make_body_reader(expected_size)
 
 

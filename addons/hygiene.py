@@ -53,7 +53,8 @@ class Hygiene:
         if request.http_version not in _VERSIONS:
             self._refuse(flow, 505, f"HTTP version {request.http_version} is not supported")
             return
-        problem = check_method(request.method, limits.methods)
+        # request.method is upper-cased by mitmproxy; the raw one is what the back end would get.
+        problem = check_method(request.data.method.decode("ascii", "replace"), limits.methods)
         if problem is not None:
             self._refuse(flow, *problem)
             return

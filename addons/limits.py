@@ -62,6 +62,7 @@ class Limits:
     def __init__(self) -> None:
         _engine_patches.install()
         _engine_patches.on_event = self._engine_event
+        _engine_patches.body_limit = self._client_body_limit
         self.limits = LimitSettings()
         self._conns: dict[str, _Conn] = {}
         self._per_address: collections.Counter[str] = collections.Counter()
@@ -174,6 +175,10 @@ class Limits:
         if limit and not flow.request.stream and flow.request.raw_content is not None \
                 and len(flow.request.raw_content) > limit:
             self._too_large(flow, limit)
+
+    def _client_body_limit(self, client: connection.Client) -> int:
+        listener = listener_of(client)
+        return self._body_limit(listener.base) if listener is not None else 0
 
     def _body_limit(self, base: Any) -> int:
         own = getattr(base, "client_max_body_size", None)

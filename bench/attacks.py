@@ -57,10 +57,12 @@ class Legit(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
+        # Its own address: the attackers come from 127.0.0.1 and may meet the per-address limit.
+        client = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
         while not self.stop.is_set():
             start = time.monotonic()
             try:
-                r = httpx.get(self.url, timeout=10)
+                r = client.get(self.url, headers={"Connection": "close"})
                 r.raise_for_status()
                 self.latencies.append(time.monotonic() - start)
             except Exception:
@@ -84,7 +86,7 @@ def still_open(socks: list[socket.socket]) -> int:
             data = s.recv(65536)
             if data:
                 count += 1  # an answer (e.g. 431) but not closed yet counts as open
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError):
             count += 1
         except OSError:
             pass
@@ -123,13 +125,21 @@ def slowread(http_port: int, seconds: float) -> list[socket.socket]:
 
 
 def idle(http_port: int, https_port: int, seconds: float) -> list[socket.socket]:
-    socks = [socket.create_connection(("127.0.0.1", http_port)) for _ in range(1000)]
+    socks = []
+    for i in range(1000):
+        try:
+            socks.append(socket.create_connection(("127.0.0.1", http_port)))
+        except OSError:
+            pass
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     for _ in range(100):
-        raw = socket.create_connection(("127.0.0.1", https_port))
-        socks.append(ctx.wrap_socket(raw))
+        try:
+            raw = socket.create_connection(("127.0.0.1", https_port), source_address=("127.0.0.3", 0))
+            socks.append(ctx.wrap_socket(raw))
+        except OSError:
+            pass
     time.sleep(seconds)
     return socks
 

@@ -168,9 +168,9 @@ _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VERSION = re.compile(rb"HTTP/1\.[01]")
 
 
-def check_request_head(lines: list[bytes], limits: LimitSettings) -> None:
+def check_request_head(lines: list[bytes], limits: LimitSettings) -> int | None:
     """Refuse an HTTP/1 request head (lines without their CRLF) that a lax parser might read
-    differently from the gateway. Raises HeadRefused."""
+    differently from the gateway; return its Content-Length (None without one). Raises HeadRefused."""
     if len(lines) - 1 > limits.max_headers:
         raise HeadRefused(431, f"more than {limits.max_headers} header fields")
     request_line = lines[0]
@@ -186,6 +186,13 @@ def check_request_head(lines: list[bytes], limits: LimitSettings) -> None:
         raise HeadRefused(400, "malformed HTTP version")
     if not _TOKEN.fullmatch(method):
         raise HeadRefused(400, "malformed method")
+    problem = check_method(method.decode("ascii"), limits.methods)
+    if problem is not None:
+        raise HeadRefused(*problem)
+    if method == b"CONNECT":
+        raise HeadRefused(501, "CONNECT is not supported by this gateway")
+    lengths: list[str] = []
+    transfer_encoding = False
     for line in lines[1:]:
         if line[:1] in (b" ", b"\t"):
             raise HeadRefused(400, "obsolete line folding (a header line starting with a space) is not accepted")
@@ -194,6 +201,17 @@ def check_request_head(lines: list[bytes], limits: LimitSettings) -> None:
             raise HeadRefused(400, "malformed header field name")
         if _BAD_IN_VALUE.search(value):
             raise HeadRefused(400, f"control character (CR, LF or NUL) in header {name.decode('ascii')!r}")
+        lower = name.lower()
+        if lower == b"content-length":
+            lengths.append(value.decode("latin-1"))
+        elif lower == b"transfer-encoding":
+            transfer_encoding = True
+    reason = check_content_length(lengths)
+    if reason is not None:
+        raise HeadRefused(400, reason)
+    if lengths and transfer_encoding:
+        raise HeadRefused(400, "both Content-Length and Transfer-Encoding (a request smuggling pattern)")
+    return int(lengths[0].strip()) if lengths else None
 
 
 def check_method(method: str, allowed: tuple[str, ...]) -> tuple[int, str] | None:
