@@ -14,6 +14,8 @@ of that is reachable through options or hooks, so it is changed here, once, at i
 * ``Http1Server.wait`` — bytes a client sends while its request is being answered are capped too.
 * ``_http1.make_body_reader`` — chunked trailers are dropped (never forwarded, never a crash),
   and a chunk-size line or trailer section longer than the head limit ends the connection.
+* ``ConnectionHandler.handle_connection`` — a connection whose handler is cancelled before
+  mitmproxy's own clean-up ran has its socket closed at once (else it leaks until GC).
 * ``Http2Server`` — advertises ``limits.http2_max_concurrent_streams`` and the head limit as
   SETTINGS, and answers more than ``limits.http2_max_resets`` client resets in 10 s with
   GOAWAY(ENHANCE_YOUR_CALM); closing the connection cancels every open stream, and with it
@@ -39,7 +41,7 @@ import h2.events
 import h2.settings
 from h11._readers import ChunkedReader
 from h11._receivebuffer import ReceiveBuffer
-from mitmproxy.proxy import commands, events
+from mitmproxy.proxy import commands, events, server
 from mitmproxy.proxy.layers.http import _http1, _http2
 
 from gateway.limits import RESET_WINDOW, HeadRefused, LimitSettings, check_request_head
@@ -98,6 +100,9 @@ def _refuse(layer: Any, refused: HeadRefused) -> Any:
     layer.state = layer.done
     on_event("refused-head", layer.conn, f"{refused.status} {refused.reason}")
     yield commands.SendData(layer.conn, plain_response(refused.status, refused.reason))
+    # FIN right after the answer, even while the client is still sending (a full close alone
+    # was seen to leave such a socket open).
+    yield commands.CloseTcpConnection(layer.conn, half_close=True)
     yield commands.CloseConnection(layer.conn)
 
 
@@ -190,6 +195,27 @@ def _h2_event(self: Any, event: Any) -> Any:
     return (yield from _original_h2_event(self, event))
 
 
+# --- sockets of cancelled connections ------------------------------------------------------
+
+_original_handle_connection = server.ConnectionHandler.handle_connection
+
+
+async def _handle_connection(self: Any, connection: Any) -> None:
+    try:
+        await _original_handle_connection(self, connection)
+    except BaseException:
+        # A connection closed by the gateway while the client was still sending (a refused
+        # head) can be cancelled a second time before mitmproxy reaches writer.close(); its
+        # socket then stayed open until garbage collection — a file-descriptor leak under attack.
+        io = self.transports.pop(connection, None)
+        if io is not None and io.writer is not None:
+            try:
+                io.writer.close()
+            except OSError:
+                pass
+        raise
+
+
 # --- installation ---------------------------------------------------------------------------
 
 _installed = False
@@ -206,6 +232,7 @@ def install() -> None:
         "make_body_reader": (_original_make_body_reader, ["expected_size"]),
         "Http2Server.__init__": (_original_h2_init, ["self", "context"]),
         "Http2Server.handle_h2_event": (_original_h2_event, ["self", "event"]),
+        "ConnectionHandler.handle_connection": (_original_handle_connection, ["self", "connection"]),
     }
     for name, (func, params) in expected.items():
         if list(inspect.signature(func).parameters) != params:
@@ -220,4 +247,5 @@ def install() -> None:
     _http1.make_body_reader = _make_body_reader
     _http2.Http2Server.__init__ = _h2_init
     _http2.Http2Server.handle_h2_event = _h2_event
+    server.ConnectionHandler.handle_connection = _handle_connection
     _installed = True

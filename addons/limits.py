@@ -231,7 +231,8 @@ class Limits:
             return
         counters[kind] += 1
         address = client.peername[0] if getattr(client, "peername", None) else ""
-        logger.warning("%s: %s", address, detail, extra={"event": kind, "client": address})
+        logger.warning("%s: %s", address, detail, extra={"event": kind, "client": address,
+                                                        "verdict": "bad-request" if kind == "refused-head" else kind})
 
     # --- the watchdog ------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
-import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,7 +59,6 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-_DIGITS = re.compile(r"\d+")
 FOLD_WINDOW = 10.0
 FOLD_AFTER = 5  # identical warnings written before folding starts
 # Events that make the security history; with a log file they also go to <file>.security.log,
@@ -84,8 +82,11 @@ class FoldRepeats(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or getattr(record, "_folded", False):
             return True
-        # Digits masked: mitmproxy formats addresses and ports into its messages itself.
-        key = (record.name, record.levelno, _DIGITS.sub("#", str(record.msg))[:300])
+        try:
+            text = record.getMessage()
+        except Exception:
+            text = str(record.msg)
+        key = (record.name, record.levelno, text[:500])
         now = record.created
         entry = self._seen.get(key)
         if entry is None or now - entry[0] >= FOLD_WINDOW:
@@ -102,9 +103,16 @@ class FoldRepeats(logging.Filter):
     def _summary(record: logging.LogRecord, count: int, seconds: float) -> None:
         summary = logging.LogRecord(record.name, record.levelno, record.pathname, record.lineno,
                                     "%s … repeated %d more times in %.0f s",
-                                    (str(record.msg)[:200], count, seconds), None)
+                                    (text_of(record)[:300], count, seconds), None)
         summary._folded = True  # type: ignore[attr-defined]
         logging.getLogger(record.name).handle(summary)
+
+
+def text_of(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:
+        return str(record.msg)
 
 
 class SecurityEvents(logging.Filter):
@@ -135,7 +143,8 @@ def configure_logging(settings: LogSettings) -> None:
     security_file = security_log_path(settings)
     if security_file is not None:
         security = logging.handlers.RotatingFileHandler(
-            security_file, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8")
+            security_file, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8",
+            delay=True)  # created with the first security event
         security.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
         security.addFilter(SecurityEvents())
         root.addHandler(security)
