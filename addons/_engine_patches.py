@@ -114,13 +114,21 @@ _original_make_body_reader = _http1.make_body_reader
 
 
 def _read_headers(self: Any, event: Any) -> Any:
+    global _reading_request_head, _pending_body_limit
+    _pending_body_limit = 0
     if isinstance(event, events.DataReceived) and len(self.buf):
         on_event("head-bytes", self.conn, "")
         refused = head_problem(bytes(self.buf), _limits, self.conn)
         if refused is not None:
             yield from _refuse(self, refused)
             return
-    yield from _original_read_headers(self, event)
+    # Should this generator be left suspended, a back-end reader made meanwhile only gets the
+    # line-length check and trailer dropping, both right for answers too, and no body limit.
+    _reading_request_head = True
+    try:
+        yield from _original_read_headers(self, event)
+    finally:
+        _reading_request_head = False
 
 
 def _wait(self: Any, event: Any) -> Any:
@@ -140,8 +148,8 @@ class _TrailerDroppingChunkedReader(ChunkedReader):
         self.received = 0
 
     def __call__(self, buf: ReceiveBuffer) -> Any:
-        if (self._reading_trailer or self._bytes_in_chunk == 0) and len(buf) > _limits.client_header_max_size:
-            raise h11.RemoteProtocolError("chunk header or trailer section too large")
+        if (self._reading_trailer or self._bytes_in_chunk == 0) and not self._bytes_to_discard:
+            self._check_line_length(buf)
         result = super().__call__(buf)
         if isinstance(result, h11.Data) and self.limit:
             self.received += len(result.data)
@@ -154,8 +162,25 @@ class _TrailerDroppingChunkedReader(ChunkedReader):
         return result
 
 
+    def _check_line_length(self, buf: ReceiveBuffer) -> None:
+        limit = _limits.client_header_max_size
+        if len(buf) <= limit:
+            return
+        data = buf._data  # the bytearray itself: no copy of what may be a large buffer
+        if self._reading_trailer:
+            if _BLANK_LINE.search(data, 0, limit + 4) is None:
+                raise h11.RemoteProtocolError("trailer section too large")
+        elif data.find(b"\n", 0, limit) == -1:
+            raise h11.RemoteProtocolError("chunk-size line too long")
+
+
+# True only while Http1Server.read_headers runs: make_body_reader serves the back-end side
+# (Http1Client) too, whose chunked answers keep mitmproxy's own reader.
+_reading_request_head = False
+
+
 def _make_body_reader(expected_size: int | None) -> Any:
-    if expected_size is None:
+    if expected_size is None and _reading_request_head:
         return _TrailerDroppingChunkedReader(_pending_body_limit)
     return _original_make_body_reader(expected_size)
 
@@ -240,7 +265,9 @@ def install() -> None:
     source = inspect.getsource(_original_read_headers)
     if "maybe_extract_lines" not in source or "make_body_reader" not in source:
         raise RuntimeError("mitmproxy changed Http1Server.read_headers; addons/_engine_patches.py must be updated")
-    if not hasattr(ChunkedReader(), "_reading_trailer") or not hasattr(ChunkedReader(), "_bytes_in_chunk"):
+    reader = ChunkedReader()
+    if not all(hasattr(reader, name) for name in ("_reading_trailer", "_bytes_in_chunk", "_bytes_to_discard")) \
+            or not isinstance(getattr(ReceiveBuffer(), "_data", None), bytearray):
         raise RuntimeError("h11 changed ChunkedReader; addons/_engine_patches.py must be updated")
     _http1.Http1Server.read_headers = _read_headers
     _http1.Http1Server.wait = _wait

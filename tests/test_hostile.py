@@ -506,3 +506,33 @@ def test_lookalike_path_on_a_user_auth_base_is_refused(default: RunningGateway, 
     assert r.status_code == 400
     assert "case mapping" in r.text
     assert not backend_saw(standin, "/apı/") and not backend_saw(standin, "%C4%B1")
+
+
+def test_large_chunked_request_body_passes_intact(fast: RunningGateway) -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB in uneven chunks
+    pieces = [body[i:i + 70001] for i in range(0, len(body), 70001)]
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    answer = exchange(fast.port("plain"), b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                      b"Connection: close\r\n\r\n" + chunked, wait=10)
+    import hashlib
+    echo = echo_of(answer)
+    assert echo["body_length"] == len(body) and echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_endless_chunk_size_line_ends_the_connection(fast: RunningGateway) -> None:
+    sock = socket.create_connection(("127.0.0.1", fast.port("plain")), timeout=5)
+    sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    outcome = "open"
+    try:
+        for _ in range(30):
+            sock.sendall(b"0" * 65536)
+        outcome = "answered" if sock.recv(100) is not None else "open"
+        while sock.recv(65536):
+            pass
+        outcome = "closed"
+    except socket.timeout:
+        pass  # still open after 5 s: the gateway kept reading the endless line
+    except OSError:
+        outcome = "closed"  # reset while we were still sending
+    sock.close()
+    assert outcome == "closed"
