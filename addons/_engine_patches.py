@@ -14,6 +14,9 @@ of that is reachable through options or hooks, so it is changed here, once, at i
 * ``Http1Server.wait`` — bytes a client sends while its request is being answered are capped too.
 * ``_http1.make_body_reader`` — chunked trailers are dropped (never forwarded, never a crash),
   and a chunk-size line or trailer section longer than the head limit ends the connection.
+* ``ConnectionHandler.drain_writers`` — back-pressure for HTTP/2 clients that open no
+  flow-control window: the back end is read only while less than ``limits.response_buffer``
+  is queued for the client.
 * ``ConnectionHandler.handle_connection`` — a connection whose handler is cancelled before
   mitmproxy's own clean-up ran has its socket closed at once (else it leaks until GC).
 * ``Http2Server`` — advertises ``limits.http2_max_concurrent_streams`` and the head limit as
@@ -29,10 +32,12 @@ it unprotected.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import inspect
 import re
 import time
+import weakref
 from typing import Any, Callable
 
 import h11
@@ -193,13 +198,44 @@ _original_h2_event = _http2.Http2Server.handle_h2_event
 
 def _h2_init(self: Any, context: Any) -> None:
     _original_h2_init(self, context)
-    # Replaced before the Start event sends our SETTINGS: initial values are in force at once.
-    self.h2_conn.local_settings = h2.settings.Settings(client=False, initial_values={
-        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _limits.http2_max_concurrent_streams,
-        h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: _limits.client_header_max_size,
-    })
+    # Set before the Start event sends our SETTINGS, and acknowledged at once as mitmproxy's
+    # BufferedH2Connection does for its own values: in force from the first frame.
+    settings = self.h2_conn.local_settings
+    settings.max_concurrent_streams = _limits.http2_max_concurrent_streams
+    settings.max_header_list_size = _limits.client_header_max_size
+    settings.acknowledge()
     self.h2_conn.decoder.max_header_list_size = _limits.client_header_max_size
     self.gateway_resets = collections.deque()
+    _h2_servers[context.client] = self
+
+
+# The HTTP/2 layer of each client connection, for the back-pressure below and send_timeout.
+_h2_servers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def h2_pending_bytes(client: Any) -> int:
+    """Answer bytes mitmproxy holds for an HTTP/2 client because its flow-control window is shut."""
+    layer = _h2_servers.get(client)
+    if layer is None:
+        return 0
+    return sum(len(item.data) for queue in layer.h2_conn.stream_buffers.values() for item in queue)
+
+
+_original_drain_writers = server.ConnectionHandler.drain_writers
+
+
+async def _drain_writers(self: Any) -> None:
+    """mitmproxy's back-pressure waits on socket buffers only; an HTTP/2 client that opens no
+    flow-control window leaves them empty while mitmproxy queues whole answers in memory. So a
+    back-end read loop of such a client also waits until that queue is below response_buffer."""
+    await _original_drain_writers(self)
+    if self.client not in _h2_servers:
+        return
+    client_io = self.transports.get(self.client)
+    if client_io is None or asyncio.current_task() is client_io.handler:
+        return  # the client's own read loop must go on: it brings the WINDOW_UPDATEs
+    while self.client in self.transports and h2_pending_bytes(self.client) > _limits.response_buffer:
+        await asyncio.sleep(0.05)
 
 
 def _h2_event(self: Any, event: Any) -> Any:
@@ -258,6 +294,7 @@ def install() -> None:
         "Http2Server.__init__": (_original_h2_init, ["self", "context"]),
         "Http2Server.handle_h2_event": (_original_h2_event, ["self", "event"]),
         "ConnectionHandler.handle_connection": (_original_handle_connection, ["self", "connection"]),
+        "ConnectionHandler.drain_writers": (_original_drain_writers, ["self"]),
     }
     for name, (func, params) in expected.items():
         if list(inspect.signature(func).parameters) != params:
@@ -275,4 +312,5 @@ def install() -> None:
     _http2.Http2Server.__init__ = _h2_init
     _http2.Http2Server.handle_h2_event = _h2_event
     server.ConnectionHandler.handle_connection = _handle_connection
+    server.ConnectionHandler.drain_writers = _drain_writers
     _installed = True

@@ -270,6 +270,7 @@ class Limits:
     def _expired(conn: _Conn, io: Any, handler: Any, limits: LimitSettings, now: float) -> str | None:
         transport = getattr(io.writer, "transport", None)
         buffered = transport.get_write_buffer_size() if transport is not None else 0
+        buffered += _engine_patches.h2_pending_bytes(conn.client)
         if buffered == 0 or buffered < conn.send_size:
             conn.send_progress = now
         conn.send_size = buffered

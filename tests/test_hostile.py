@@ -401,6 +401,30 @@ def test_non_reading_clients_hold_little_memory(default: RunningGateway) -> None
     assert median < 1.5, f"legitimate median latency {median:.2f} s"
 
 
+def test_non_reading_http2_clients_hold_little_memory(default: RunningGateway) -> None:
+    """An HTTP/2 client that never opens its flow-control window: mitmproxy would queue the
+    whole answer for it; the back end must be read only as fast as the client takes data."""
+    import h2.config
+    import h2.connection
+
+    pid = default.process.pid
+    before = rss_mib(pid)
+    socks = []
+    for _ in range(40):
+        sock = tls_context(["h2"]).wrap_socket(socket.create_connection(("127.0.0.1", default.port("tls")), timeout=5))
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "GET"), (":path", "/bytes?n=3000000"), (":scheme", "https"),
+                              (":authority", "x")], end_stream=True)
+        sock.sendall(conn.data_to_send())
+        socks.append(sock)
+    time.sleep(3)
+    grown = rss_mib(pid) - before
+    for sock in socks:
+        sock.close()
+    assert grown <= 64, f"memory grew by {grown:.0f} MiB for 40 stalled HTTP/2 answers of 3 MB"
+
+
 # --- 4. HTTP/2 ---------------------------------------------------------------------------------------
 
 
