@@ -54,6 +54,7 @@ class _Conn:
     inflight: int = 0
     body_pending: int = 0
     head_started: float | None = None  # first byte of a request head not yet complete
+    tunnel: bool = False               # a WebSocket after 101: idle by nature, no client timeouts
     send_size: int = 0
     send_progress: float = field(default_factory=time.monotonic)
 
@@ -220,6 +221,8 @@ class Limits:
         if conn is not None and conn.inflight > 0:
             conn.inflight -= 1
             conn.since = time.monotonic()
+            if flow.response is not None and flow.response.status_code == 101:
+                conn.tunnel = True
 
     # --- from the engine patches -------------------------------------------------------------
 
@@ -276,6 +279,8 @@ class Limits:
         conn.send_size = buffered
         if buffered and now - conn.send_progress > limits.send_timeout:
             return "send"
+        if conn.tunnel:
+            return None
         if conn.needs_tls and not conn.client.tls_established:
             return "tls_handshake" if now - conn.since > limits.tls_handshake_timeout else None
         if conn.inflight == 0:
