@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ logger = logging.getLogger("gateway.limits")
 
 WATCHDOG_INTERVAL = 0.5
 REFUSAL_LOG_INTERVAL = 10.0
+FILES_RESERVED = 64  # descriptors kept for listeners, logs, the store, certificates
 TIMEOUT_KINDS = ("tls_handshake", "client_header", "client_body", "keepalive", "send")
 
 # Counted here, exported by addons/metrics.py (read at scrape time).
@@ -70,22 +72,34 @@ class Limits:
         self._refused_logged: dict[str, tuple[float, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self._nofile_logged = False
+        self._open_files: int | None = None
 
     def apply_config(self, cfg: GatewayConfig) -> None:
-        self.limits = cfg.limits
-        _engine_patches.set_limits(cfg.limits)
         if not self._nofile_logged:
             self._nofile_logged = True
             result = raise_open_files_limit()
             if result is None:
                 logger.info("open-files limit: not applicable on this system")
             else:
+                self._open_files = result[0]
                 soft, hard = result
                 logger.info("open-files limit: %d (hard limit %d)", soft, hard,
                             extra={"event": "open-files-limit", "soft": soft, "hard": hard})
                 if soft < 4096:
                     logger.warning("the open-files limit is only %d: each client connection takes one; "
                                    "raise it (systemd: LimitNOFILE=65536)", soft)
+        limits = cfg.limits
+        if self._open_files is not None:
+            # Each connection takes a descriptor, and another for its back end; past the limit
+            # accept() fails for everyone, so refuse politely before that.
+            room = max(16, (self._open_files - FILES_RESERVED) // 2)
+            if limits.max_connections == 0 or limits.max_connections > room:
+                if limits.max_connections:
+                    logger.warning("limits.max_connections %d is more than the open-files limit %d allows; "
+                                   "using %d", limits.max_connections, self._open_files, room)
+                limits = dataclasses.replace(limits, max_connections=room)
+        self.limits = limits
+        _engine_patches.set_limits(cfg.limits)
 
     def running(self) -> None:
         if self._task is None:

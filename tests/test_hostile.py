@@ -560,3 +560,30 @@ def test_endless_chunk_size_line_ends_the_connection(fast: RunningGateway) -> No
         outcome = "closed"  # reset while we were still sending
     sock.close()
     assert outcome == "closed"
+
+
+def test_an_idle_flood_cannot_exhaust_file_descriptors(standin: Standin, tmp_path: Path) -> None:
+    """With a low open-files limit, 700 idle connections from one address: the gateway refuses
+    the excess politely (no EMFILE storm in the log) and another address is still served."""
+    gw = start_gateway(tmp_path / "gw", gateway_config(tmp_path, standin, bases=[
+        base_entry(standin, "plain", https=False)]), open_files=600)
+    socks = []
+    try:
+        for _ in range(700):
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", gw.port("plain")), timeout=5,
+                                                      source_address=("127.0.0.5", 0)))
+            except OSError:
+                pass
+        time.sleep(1)
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10) as client:
+            for _ in range(10):
+                assert client.get(gw.url("plain", path="/echo")).status_code == 200
+        log = gw.log()
+        assert "open-files limit: 600 (hard limit 600)" in log
+        assert log.count("Too many open files") <= 5
+        assert log.count("refusing connections from 127.0.0.5") == 1
+    finally:
+        for sock in socks:
+            sock.close()
+        gw.stop()
