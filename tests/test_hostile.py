@@ -482,6 +482,49 @@ def test_rapid_reset_gets_goaway_and_no_504_storm(default: RunningGateway, base:
         assert "did not answer" not in default.log()
 
 
+def connections_to(port: int) -> int:
+    """Established TCP connections to a local port, from /proc (no ss needed)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+def test_a_cancelled_stream_cancels_its_back_end_request(default: RunningGateway, standin: Standin) -> None:
+    import h2.config
+    import h2.connection
+
+    baseline = connections_to(standin.data_port)
+    sock = tls_context(["h2"]).wrap_socket(socket.create_connection(("127.0.0.1", default.port("tls")), timeout=5))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    for sid in (1, 3, 5):
+        conn.send_headers(sid, [(":method", "GET"), (":path", "/slow?seconds=30"), (":scheme", "https"),
+                                (":authority", "x")], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    try:
+        deadline = time.monotonic() + 5
+        while connections_to(standin.data_port) < baseline + 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert connections_to(standin.data_port) >= baseline + 3
+        for sid in (1, 3, 5):
+            conn.reset_stream(sid)
+        sock.sendall(conn.data_to_send())
+        deadline = time.monotonic() + 3
+        while connections_to(standin.data_port) > baseline and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert connections_to(standin.data_port) <= baseline
+    finally:
+        sock.close()
+
+
 # --- 5. log storm control ---------------------------------------------------------------------------
 
 
