@@ -3,19 +3,21 @@
     .venv/bin/python bench/attacks.py                 # every scenario, a few seconds each
     .venv/bin/python bench/attacks.py slowread        # one scenario
 
-Scenarios (all on 127.0.0.1, one plain-HTTP base and one HTTPS base in front of the stand-in):
-  slowloris  200 connections sending an endless request head, one header line a second
+Scenarios (all on 127.0.0.1, one plain-HTTP base and one HTTPS base in front of the stand-in),
+each held 65 s, past the default 60 s client timeouts:
+  slowloris  200 connections sending an endless request head, one header line every 5 s
   slowread   100 clients asking for a 2 MB answer and never reading it
   idle       1000 TCP connections that send nothing, plus 100 TLS handshakes without a request
   reset      HTTP/2 rapid reset: HEADERS + RST_STREAM pairs as fast as possible for 3 s
-For each: the gateway's RSS before/after (from /proc), the median and worst latency of a
-legitimate client during the attack, how many attack connections the gateway still holds at
-the end, and (reset) the gateway's CPU seconds in the 10 s after the attack stopped.
+For each: the gateway's RSS (from /proc) before, at 8 s and at 65 s, the median and worst
+latency of a legitimate client (its own address, 127.0.0.2) during the attack, how many attack
+connections the gateway still holds, and (reset) its CPU seconds in the 10 s after the attack.
 Figures go to stdout as one line per scenario; docs/PERFORMANCE.md records them.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import statistics
@@ -93,26 +95,28 @@ def still_open(socks: list[socket.socket]) -> int:
     return count
 
 
-def slowloris(http_port: int, seconds: float) -> list[socket.socket]:
+def slowloris(http_port: int) -> list[socket.socket]:
     socks = []
     for _ in range(200):
         s = socket.create_connection(("127.0.0.1", http_port))
         s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
         socks.append(s)
-    end = time.monotonic() + seconds
-    n = 0
-    while time.monotonic() < end:
-        n += 1
-        for s in socks:
-            try:
-                s.send(b"X-%d: %s\r\n" % (n, b"a" * 4000))
-            except OSError:
-                pass
-        time.sleep(1)
     return socks
 
 
-def slowread(http_port: int, seconds: float) -> list[socket.socket]:
+def trickle(socks: list[socket.socket], stop: threading.Event) -> None:
+    """Slowloris proper: one more header line per connection every 5 s, the head never ends."""
+    n = 0
+    while not stop.wait(5):
+        n += 1
+        for s in socks:
+            try:
+                s.send(b"X-%d: b\r\n" % n)
+            except OSError:
+                pass
+
+
+def slowread(http_port: int) -> list[socket.socket]:
     socks = []
     for _ in range(100):
         s = socket.socket()
@@ -120,11 +124,10 @@ def slowread(http_port: int, seconds: float) -> list[socket.socket]:
         s.connect(("127.0.0.1", http_port))
         s.sendall(b"GET /bytes?n=2000000 HTTP/1.1\r\nHost: x\r\n\r\n")
         socks.append(s)
-    time.sleep(seconds)
     return socks
 
 
-def idle(http_port: int, https_port: int, seconds: float) -> list[socket.socket]:
+def idle(http_port: int, https_port: int) -> list[socket.socket]:
     socks = []
     for i in range(1000):
         try:
@@ -140,7 +143,6 @@ def idle(http_port: int, https_port: int, seconds: float) -> list[socket.socket]
             socks.append(ctx.wrap_socket(raw))
         except OSError:
             pass
-    time.sleep(seconds)
     return socks
 
 
@@ -192,6 +194,9 @@ def rapid_reset(https_port: int, seconds: float) -> tuple[int, bool]:
     return sent, goaway
 
 
+EARLY, LATE = 8.0, float(os.environ.get("ATTACK_LATE", "65"))  # seconds: before and after the 60 s timeouts
+
+
 def main(selected: list[str]) -> None:
     scenarios = selected or ["slowloris", "slowread", "idle", "reset"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,30 +213,41 @@ def main(selected: list[str]) -> None:
                     time.sleep(0.5)
                     before = rss_mib(pid)
                     legit.start()
-                    extra = ""
-                    socks: list[socket.socket] = []
-                    if name == "slowloris":
-                        socks = slowloris(gw.port("plain"), 8)
-                    elif name == "slowread":
-                        socks = slowread(gw.port("plain"), 8)
-                    elif name == "idle":
-                        socks = idle(gw.port("plain"), gw.port("tls"), 8)
-                    elif name == "reset":
+                    start = time.monotonic()
+                    if name == "reset":
                         sent, goaway = rapid_reset(gw.port("tls"), 3)
                         cpu0 = cpu_seconds(pid)
                         time.sleep(10)
-                        extra = (f", {sent} HEADERS+RST sent, GOAWAY {'received' if goaway else 'never sent'}, "
-                                 f"CPU {cpu_seconds(pid) - cpu0:.1f} s in the 10 s after")
-                    peak = rss_mib(pid)
-                    held = still_open(socks)
+                        peak = rss_mib(pid)
+                        legit.stop.set()
+                        legit.join()
+                        print(f"reset: RSS {before:.0f} → {peak:.0f} MiB (+{peak - before:.0f}), {legit.summary()}, "
+                              f"log {gw.log_path.stat().st_size / 1024:.0f} KiB, {sent} HEADERS+RST sent in 3 s, "
+                              f"GOAWAY {'received' if goaway else 'never sent'}, "
+                              f"CPU {cpu_seconds(pid) - cpu0:.1f} s in the 10 s after", flush=True)
+                        continue
+                    stop = threading.Event()
+                    if name == "slowloris":
+                        socks = slowloris(gw.port("plain"))
+                        threading.Thread(target=trickle, args=(socks, stop), daemon=True).start()
+                    elif name == "slowread":
+                        socks = slowread(gw.port("plain"))
+                    else:
+                        socks = idle(gw.port("plain"), gw.port("tls"))
+                    time.sleep(max(0.0, EARLY - (time.monotonic() - start)))
+                    early_rss, early_open = rss_mib(pid), still_open(socks)
+                    early_legit = legit.summary()
+                    time.sleep(max(0.0, LATE - (time.monotonic() - start)))
+                    late_rss, late_open = rss_mib(pid), still_open(socks)
+                    stop.set()
                     legit.stop.set()
                     legit.join()
                     for s in socks:
                         s.close()
-                    log_kib = gw.log_path.stat().st_size / 1024
-                    print(f"{name}: RSS {before:.0f} → {peak:.0f} MiB (+{peak - before:.0f}), "
-                          f"{held}/{len(socks)} attack connections still open, {legit.summary()}, "
-                          f"log {log_kib:.0f} KiB{extra}", flush=True)
+                    print(f"{name}: RSS {before:.0f} → {early_rss:.0f} MiB at {EARLY:.0f} s → {late_rss:.0f} MiB at "
+                          f"{LATE:.0f} s; attack connections open {early_open}/{len(socks)} at {EARLY:.0f} s, "
+                          f"{late_open} at {LATE:.0f} s; during the first {EARLY:.0f} s {early_legit}; "
+                          f"whole run {legit.summary()}; log {gw.log_path.stat().st_size / 1024:.0f} KiB", flush=True)
                 finally:
                     gw.stop()
         finally:
