@@ -76,28 +76,36 @@ def plain_response(status: int, text: str) -> bytes:
             f"Content-Length: {len(body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n").encode() + body
 
 
-def head_problem(head: bytes, limits: LimitSettings, client: Any = None) -> HeadRefused | None:
-    """Check what has arrived of a request head so far; None means keep reading (or go on)."""
-    head = head.lstrip(b"\r\n")
-    end = _BLANK_LINE.search(head, 0, limits.client_header_max_size + 4)
-    line_end = head.find(b"\n", 0, limits.request_line_max_size + 2)
-    if line_end == -1 and len(head) > limits.request_line_max_size:
-        return HeadRefused(414, f"the request line is longer than {limits.request_line_max_size} bytes")
-    if end is None:
-        if len(head) > limits.client_header_max_size:
-            return HeadRefused(431, f"the request head is larger than {limits.client_header_max_size} bytes")
-        return None
-    lines = [line[:-1] if line.endswith(b"\r") else line for line in head[:end.start()].split(b"\n")]
+def head_problem(data: bytes | bytearray, limits: LimitSettings, client: Any = None,
+                 start: int = 0) -> tuple[HeadRefused | None, bool]:
+    """Check what has arrived of a request head: (refusal or None, whether the head is complete).
+
+    ``start`` is where the blank line that ends the head may begin at the earliest (what was
+    searched before): a head sent a byte at a time is scanned once, not once per byte.
+    """
     global _pending_body_limit
+    lead = 0  # blank lines before a request are tolerated (RFC 9112 §2.2)
+    while lead < len(data) and lead < 64 and data[lead] in b"\r\n":
+        lead += 1
+    size = len(data) - lead
+    line_end = data.find(b"\n", lead, lead + limits.request_line_max_size + 2)
+    if line_end == -1 and size > limits.request_line_max_size:
+        return HeadRefused(414, f"the request line is longer than {limits.request_line_max_size} bytes"), False
+    end = _BLANK_LINE.search(data, max(lead, start), lead + limits.client_header_max_size + 4)
+    if end is None:
+        if size > limits.client_header_max_size:
+            return HeadRefused(431, f"the request head is larger than {limits.client_header_max_size} bytes"), False
+        return None, False
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in bytes(data[lead:end.start()]).split(b"\n")]
     try:
         length = check_request_head(lines, limits)
     except HeadRefused as refused:
-        return refused
+        return refused, True
     limit = body_limit(client) if client is not None else 0
     if limit and length is not None and length > limit:
-        return HeadRefused(413, f"the request body is larger than {limit} bytes")
+        return HeadRefused(413, f"the request body is larger than {limit} bytes"), True
     _pending_body_limit = limit
-    return None
+    return None, True
 
 
 def _refuse(layer: Any, refused: HeadRefused) -> Any:
@@ -123,7 +131,9 @@ def _read_headers(self: Any, event: Any) -> Any:
     _pending_body_limit = 0
     if isinstance(event, events.DataReceived) and len(self.buf):
         on_event("head-bytes", self.conn, "")
-        refused = head_problem(bytes(self.buf), _limits, self.conn)
+        data = self.buf._data  # searched in place: no copy per arriving piece
+        refused, complete = head_problem(data, _limits, self.conn, getattr(self, "gateway_scanned", 0))
+        self.gateway_scanned = 0 if complete else max(0, len(data) - 3)
         if refused is not None:
             yield from _refuse(self, refused)
             return

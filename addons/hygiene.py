@@ -76,8 +76,9 @@ class Hygiene:
                 self._refuse(flow, 426, "protocol upgrades are not allowed on this base",
                              {"Connection": "close"})
                 return
-        if request.authority and request.method != "CONNECT":
-            # Absolute-form: the host the client named is not the back end's business.
+        if request.authority and request.http_version != "HTTP/2.0":
+            # HTTP/1 absolute-form: the host the client named is not the back end's business
+            # (HTTP/2's :authority is its Host header and stays for Routing to handle).
             request.authority = ""
         if limits.header_hygiene:
             self._strip_headers(request)
