@@ -311,6 +311,7 @@ def test_upgrade_on_a_user_auth_base_needs_credentials_first(default: RunningGat
 
 
 def test_each_client_timeout_closes_and_is_counted(fast: RunningGateway) -> None:
+    fast.mark_log()
     plain, tls = fast.port("plain"), fast.port("tls")
     idle_tcp = socket.create_connection(("127.0.0.1", plain))
     no_handshake = socket.create_connection(("127.0.0.1", tls))
@@ -348,6 +349,7 @@ def test_each_client_timeout_closes_and_is_counted(fast: RunningGateway) -> None
     for kind in ("tls_handshake", "client_header", "client_body", "keepalive", "send"):
         line = next(l for l in metrics.splitlines() if l.startswith(f'gateway_client_timeouts_total{{kind="{kind}"}}'))
         assert float(line.split()[-1]) >= 1, line
+    assert "back end" not in fast.log()[fast._log_offset:], "a client timeout was blamed on the back end"
 
 
 def test_connections_per_address_are_refused_before_tls(fast: RunningGateway) -> None:
