@@ -134,6 +134,7 @@ def default(standin: Standin, tmp_path_factory: pytest.TempPathFactory) -> Itera
         base_entry(standin, "plain", https=False),
         base_entry(standin, "tls"),
         base_entry(standin, "auth", user_auth=True),
+        base_entry(standin, "authws", user_auth=True, websocket=True),
     ], log={"file": "gateway-file.log"})
     (directory / "gateway.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     cli_ok(directory, "group", "add", "Кладовщики", "--role", "mobile", "--doc-type", "Поступление")
@@ -304,6 +305,25 @@ def test_upgrade_on_a_user_auth_base_needs_credentials_first(default: RunningGat
         sock.sendall(f"GET /api/v1/{marker} HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
                      .encode())
         assert sock.recv(100)[9:12] in (b"426", b"401")
+    assert not backend_saw(standin, marker)
+
+
+def test_websocket_upgrade_on_a_user_auth_base_passes_auth_and_policy(default: RunningGateway,
+                                                                     standin: Standin) -> None:
+    import base64
+
+    def upgrade(path: str, credentials: str | None) -> int:
+        auth = f"Authorization: Basic {base64.b64encode(credentials.encode()).decode()}\r\n" if credentials else ""
+        with tls_context().wrap_socket(socket.create_connection(("127.0.0.1", default.port("authws")),
+                                                                timeout=5)) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
+                         .encode())
+            return int(sock.recv(100)[9:12])
+
+    marker = uuid.uuid4().hex
+    assert upgrade(f"/api/v1/Products/{marker}", None) == 401
+    assert upgrade(f"/api/v1/Products/{marker}", f"ivanov:{PASSWORD}") == 403  # the policy says no
     assert not backend_saw(standin, marker)
 
 
