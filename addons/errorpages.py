@@ -42,7 +42,12 @@ CLIENT_CLOSED = "Client disconnected."
 
 def client_closed(flow: http.HTTPFlow) -> bool:
     """The client went away before its answer: nobody's failure, least of all the back end's."""
-    return bool(flow.error and flow.error.msg == CLIENT_CLOSED)
+    if not flow.error:
+        return False
+    # A request body cut short (the client left, or a client timeout closed it) is the client's
+    # doing too; the same text about an answer (request complete) is the back end's.
+    return flow.error.msg == CLIENT_CLOSED or (
+        flow.request.timestamp_end is None and "peer closed connection without sending complete" in flow.error.msg)
 
 
 def never_reached_back_end(flow: http.HTTPFlow) -> bool:

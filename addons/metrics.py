@@ -63,6 +63,21 @@ class _ScrapeTime(Collector):
         yield from self._lists()
         yield from self._bans()
         yield from self._backups()
+        yield from self._limits()
+
+    @staticmethod
+    def _limits() -> Iterator[Metric]:
+        from addons.limits import TIMEOUT_KINDS, counters
+        timeouts = CounterMetricFamily("gateway_client_timeouts", "Client connections closed by a timeout, by kind",
+                                       labels=["kind"])
+        for kind in TIMEOUT_KINDS:
+            timeouts.add_metric([kind], counters.get(f"timeout_{kind}", 0))
+        yield timeouts
+        refused = CounterMetricFamily("gateway_limit_refusals",
+                                      "Connections and requests refused by limits, by reason", labels=["reason"])
+        for reason in ("refused_connections", "refused-head", "http2-reset-flood"):
+            refused.add_metric([reason], counters.get(reason, 0))
+        yield refused
 
     def _certificates(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("gateway_certificate_expiry_timestamp_seconds",

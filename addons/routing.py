@@ -46,3 +46,10 @@ class Routing:
             request.headers["X-Forwarded-For"] = client_ip(flow)
             request.headers["X-Forwarded-Proto"] = "https" if flow.client_conn.tls_established else "http"
             request.headers["X-Forwarded-Host"] = original_host
+            # The standard form (RFC 7239) and nginx's habit, replacing whatever the client sent.
+            address = client_ip(flow)
+            node = f'"[{address}]"' if ":" in address else address
+            proto = request.headers["X-Forwarded-Proto"]
+            request.headers["Forwarded"] = f'for={node};proto={proto}' + (
+                f';host="{original_host}"' if original_host and '"' not in original_host else "")
+            request.headers["X-Real-IP"] = address

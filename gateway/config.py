@@ -19,6 +19,7 @@ import yaml
 
 from gateway.autocert.settings import AcmeSettings
 from gateway.scale_config import ProxyProtocolSettings, optional_proxy_protocol, parse_proxy_protocol, parse_workers
+from gateway.limits import LimitSettings, parse_limits
 
 DEFAULT_CONFIG_NAME = "gateway.yaml"
 # Bodies above this are streamed, not held in memory; 4 MiB keeps typical OData pages
@@ -87,6 +88,8 @@ class BaseConfig:
     compress: bool = False
     backups: bool = False
     backup_retention_days: int = 30
+    websocket: bool = False  # allow WebSocket upgrades (other upgrades and CONNECT are always refused)
+    client_max_body_size: int | None = None  # bytes, overrides limits.client_max_body_size; 0 = no limit
 
     @property
     def server_folder(self) -> Path:
@@ -220,6 +223,7 @@ class GatewayConfig:
     acme: AcmeSettings = AcmeSettings()
     workers: int | str = "auto"
     proxy_protocol: ProxyProtocolSettings = ProxyProtocolSettings()
+    limits: LimitSettings = LimitSettings()
     _by_port: dict[int, Listener] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -408,12 +412,24 @@ def _base(reader: _Reader, base_dir: Path) -> BaseConfig:
         compress=reader.get("compress", bool, False),
         backups=reader.get("backups", bool, False),
         backup_retention_days=retention,
+        websocket=reader.get("websocket", bool, False),
+        client_max_body_size=_optional_size(reader, "client_max_body_size"),
         data=_endpoint(reader, "data", optional=False),  # type: ignore[arg-type]
         print=_endpoint(reader, "print", optional=True),
     )
     reader.used.add("mode")  # the seed's "mode of work"; only "server" exists in front of a gateway
     reader.finish()
     return base
+
+
+def _optional_size(reader: _Reader, name: str) -> int | None:
+    raw = reader.get(name, (str, int), None)
+    if raw is None:
+        return None
+    try:
+        return parse_size(raw)
+    except ValueError as e:
+        raise reader.fail(name, str(e)) from None
 
 
 def _check_ports(source: Path, bases: list[BaseConfig], reserved: dict[int, str]) -> None:
@@ -572,6 +588,7 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
         acme=_section(top, "acme", lambda r: _acme(r, base_dir)),
         workers=parse_workers(top),
         proxy_protocol=parse_proxy_protocol(top.sub("proxy_protocol")),
+        limits=_section(top, "limits", lambda r: parse_limits(r, parse_size)),
     )
     top.finish()
     reserved = {}

@@ -16,6 +16,7 @@ import logging
 import logging.handlers
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 from gateway.config import LogSettings
 
@@ -58,6 +59,72 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+FOLD_WINDOW = 10.0
+FOLD_AFTER = 5  # identical warnings written before folding starts
+# Events that make the security history; with a log file they also go to <file>.security.log,
+# rotated on their own, so a flood of noise never rotates them away.
+SECURITY_EVENTS = frozenset({
+    "ip-denied", "login-failed", "login-refused", "throttled", "banned", "denied-auth", "denied-policy",
+    "policy-denied", "connection-limit", "refused-head", "http2-reset-flood", "config-reloaded",
+    "config-reload-refused", "admin-login", "admin-login-failed", "lockout", "bad-request",
+})
+
+
+class FoldRepeats(logging.Filter):
+    """Identical warnings and errors (same logger, level and text) are written FOLD_AFTER times
+    per FOLD_WINDOW seconds; the rest are counted and summed up in one line:
+    "… repeated 63600 times in 50 s". A log flood then costs a few lines, not the disk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # key → [window start, count]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or getattr(record, "_folded", False):
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:
+            text = str(record.msg)
+        key = (record.name, record.levelno, text[:500])
+        now = record.created
+        entry = self._seen.get(key)
+        if entry is None or now - entry[0] >= FOLD_WINDOW:
+            if entry is not None and entry[1] > FOLD_AFTER:
+                self._summary(record, int(entry[1] - FOLD_AFTER), now - entry[0])
+            if len(self._seen) > 4096:
+                self._seen.clear()
+            self._seen[key] = [now, 1]
+            return True
+        entry[1] += 1
+        return entry[1] <= FOLD_AFTER
+
+    @staticmethod
+    def _summary(record: logging.LogRecord, count: int, seconds: float) -> None:
+        summary = logging.LogRecord(record.name, record.levelno, record.pathname, record.lineno,
+                                    "%s … repeated %d more times in %.0f s",
+                                    (text_of(record)[:300], count, seconds), None)
+        summary._folded = True  # type: ignore[attr-defined]
+        logging.getLogger(record.name).handle(summary)
+
+
+def text_of(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:
+        return str(record.msg)
+
+
+class SecurityEvents(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return str(getattr(record, "event", "")) in SECURITY_EVENTS or getattr(record, "verdict", "") in (
+            "denied-ip", "denied-auth", "throttled", "denied-policy")
+
+
+def security_log_path(settings: LogSettings) -> Path | None:
+    return settings.file.with_name(settings.file.stem + ".security.log") if settings.file is not None else None
+
+
 def configure_logging(settings: LogSettings) -> None:
     handler: logging.Handler
     if settings.file is not None:
@@ -68,10 +135,19 @@ def configure_logging(settings: LogSettings) -> None:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
     handler.setLevel(settings.level)
+    handler.addFilter(FoldRepeats())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    security_file = security_log_path(settings)
+    if security_file is not None:
+        security = logging.handlers.RotatingFileHandler(
+            security_file, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8",
+            delay=True)  # created with the first security event
+        security.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
+        security.addFilter(SecurityEvents())
+        root.addHandler(security)
     root.setLevel(settings.level)
     level = logging.getLevelName(settings.level)
     gateway_level = min(level, logging.INFO) if isinstance(level, int) else logging.INFO

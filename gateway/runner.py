@@ -48,15 +48,17 @@ def build_addons() -> list[Any]:
     gateway from starting, never leave a base unprotected.
     """
     from addons import (accesslog, admin, auth, autocert, backups, compress, enrolment, errorpages, hsts,
-                        https_only, identity, ipfilter, metrics, policy, routing, timeouts, tls)
+                        https_only, hygiene, identity, ipfilter, limits, metrics, policy, routing, timeouts, tls)
 
     return [
         tls.GatewayTls(),              # first: chooses the certificate in tls_start_client
         autocert.AutoCert(),           # ACME challenges and renewals; GatewayTls serves the files
         hsts.Hsts(),
         enrolment.Enrolment(),         # after GatewayTls, which creates the CA it serves
+        limits.Limits(),               # client_connected: connection limits, cheapest refusal first
         ipfilter.IpFilter(),           # client_connected: before any TLS handshake
         https_only.HttpsOnly(),
+        hygiene.Hygiene(),             # refuse what a lax back end could misread, before anything reads it
         routing.Routing(),
         auth.Auth(),                   # requestheaders: before a streamed body could leave
         policy.Policy(),               # needs the role and document types Auth set

@@ -189,7 +189,8 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> None:
 
 
 def start_gateway(directory: Path, config: dict[str, Any], *, wait: bool = True,
-                  args: list[str] | None = None) -> RunningGateway:
+                  args: list[str] | None = None, open_files: int | None = None) -> RunningGateway:
+    """open_files: the gateway process's hard and soft RLIMIT_NOFILE (POSIX only)."""
     directory.mkdir(parents=True, exist_ok=True)
     _write_yaml(directory / "gateway.yaml", config)
     log_path = directory / "gateway.log"
@@ -197,6 +198,7 @@ def start_gateway(directory: Path, config: dict[str, Any], *, wait: bool = True,
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "-c", str(directory / "gateway.yaml"), *(args or ["run"])],
         stdout=log_file, stderr=subprocess.STDOUT, env=_env(), cwd=directory,
+        preexec_fn=None if open_files is None else _open_files_limit(open_files),
     )
     gw = RunningGateway(directory, process, log_path, config)
     if wait:
@@ -206,6 +208,13 @@ def start_gateway(directory: Path, config: dict[str, Any], *, wait: bool = True,
             gw.stop()
             raise
     return gw
+
+
+def _open_files_limit(count: int) -> Any:
+    def apply() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+    return apply
 
 
 def run_gateway_command(directory: Path, *args: str, input: str | None = None,

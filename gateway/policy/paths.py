@@ -72,6 +72,14 @@ def _is_control(char: str) -> bool:
     return unicodedata.category(char) == "Cc"
 
 
+def _ascii_lookalike(char: str) -> bool:
+    """A non-ASCII character whose Unicode upper-case, lower-case or case-fold holds ASCII letters."""
+    if char.isascii():
+        return False
+    return any(any(c.isascii() and c.isalpha() for c in mapped)
+               for mapped in (char.upper(), char.lower(), char.casefold(), unicodedata.normalize("NFKC", char)))
+
+
 def _decode_segment(raw: str) -> tuple[str, str, bool]:
     """One raw segment → (form to forward, decoded text, whether it held any escape)."""
     forward: list[str] = []
@@ -105,6 +113,10 @@ def _decode_segment(raw: str) -> tuple[str, str, bool]:
         raise AmbiguousPath("the path is not valid UTF-8 after percent-decoding") from None
     if any(_is_control(c) for c in text):
         raise AmbiguousPath("the path contains a control character")
+    if not text.isascii() and any(_ascii_lookalike(c) for c in text):
+        # 'apı'.upper() == 'API', 'Productſ'.upper() == 'PRODUCTS', 'K' (Kelvin) lower-cases to 'k':
+        # a back end that maps case would route these where the rules never looked.
+        raise AmbiguousPath("the path contains a letter that a server's case mapping turns into a Latin letter")
     if had_escape and _ESCAPE_LEFT.search(text):
         # %252F is %2F after one decoding and '/' after two: servers differ on how many they do.
         raise AmbiguousPath("the path contains a double-encoded character (%25 followed by hex)")

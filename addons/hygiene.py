@@ -1,0 +1,102 @@
+"""What may reach the back end: refuse or normalise requests a lax parser could misread.
+
+Runs in ``requestheaders`` before Routing and Auth, on every base, for HTTP/1 and HTTP/2 alike
+(the raw HTTP/1 head was already checked byte by byte in addons/_engine_patches.py):
+
+* methods outside ``limits.methods`` → 501, lower-case methods → 400;
+* HTTP versions other than 1.0, 1.1 and 2 → 505;
+* a control character in a header name or value → 400 (HTTP/2 headers never pass the HTTP/1 check);
+* ``Content-Length`` that is not one plain decimal below 2^53 → 400;
+* CONNECT → 501; ``Upgrade`` → 426 unless the base sets ``websocket: true`` and the upgrade is
+  to WebSocket (the upgrade request then goes through Auth and Policy like any other);
+* an absolute-form target (``GET http://x/...``) is forwarded in origin form, with the back
+  end's Host set by Routing;
+* header hygiene (``limits.header_hygiene``, default on): the headers in ``limits.strip_headers``
+  are removed (method overrides, IIS rewrite targets, client-address claims), and so is any
+  header whose name, with ``_`` read as ``-``, starts with the identity prefix (``X_Gateway_Role``);
+  Routing then sets ``Forwarded`` and ``X-Real-IP`` from what the gateway saw.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import http
+
+from addons._context import current_config, listener_to_check
+from addons._guard import deny, fail_closed
+from gateway.config import GatewayConfig
+from gateway.limits import check_content_length, check_method, control_character_in, identity_lookalike
+
+logger = logging.getLogger("gateway.hygiene")
+
+_TITLES = {400: "Bad Request", 426: "Upgrade Required", 501: "Not Implemented", 505: "HTTP Version Not Supported"}
+_VERSIONS = ("HTTP/1.0", "HTTP/1.1", "HTTP/2.0")
+
+
+class Hygiene:
+    def __init__(self) -> None:
+        self._strip: frozenset[bytes] = frozenset()
+        self._prefix = "x-gateway-"
+
+    def apply_config(self, cfg: GatewayConfig) -> None:
+        self._strip = frozenset(name.lower().encode("ascii") for name in cfg.limits.strip_headers)
+        self._prefix = cfg.auth.header_prefix.strip().lower()
+
+    @fail_closed
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        listener = listener_to_check(flow)
+        if listener is None:
+            return
+        request = flow.request
+        limits = current_config().limits
+        if request.http_version not in _VERSIONS:
+            self._refuse(flow, 505, f"HTTP version {request.http_version} is not supported")
+            return
+        # request.method is upper-cased by mitmproxy; the raw one is what the back end would get.
+        problem = check_method(request.data.method.decode("ascii", "replace"), limits.methods)
+        if problem is not None:
+            self._refuse(flow, *problem)
+            return
+        if request.method == "CONNECT":
+            self._refuse(flow, 501, "CONNECT is not supported by this gateway")
+            return
+        bad = control_character_in(request.headers.fields)
+        if bad is not None:
+            self._refuse(flow, 400, "a header name or value holds a control character")
+            return
+        reason = check_content_length(request.headers.get_all("content-length"))
+        if reason is not None:
+            self._refuse(flow, 400, reason)
+            return
+        upgrade = request.headers.get("upgrade")
+        if upgrade is not None or request.headers.get("http2-settings") is not None:
+            websocket = getattr(listener.base, "websocket", False)
+            if not (websocket and upgrade is not None and upgrade.strip().lower() == "websocket"):
+                self._refuse(flow, 426, "protocol upgrades are not allowed on this base",
+                             {"Connection": "close"})
+                return
+        if request.authority and request.http_version != "HTTP/2.0":
+            # HTTP/1 absolute-form: the host the client named is not the back end's business
+            # (HTTP/2's :authority is its Host header and stays for Routing to handle).
+            request.authority = ""
+        if limits.header_hygiene:
+            self._strip_headers(request)
+
+    def _strip_headers(self, request: http.Request) -> None:
+        kept = []
+        for name, value in request.headers.fields:
+            lower = name.lower()
+            if lower in self._strip:
+                continue
+            if b"_" in lower and identity_lookalike(lower.decode("latin-1"), self._prefix):
+                continue
+            kept.append((name, value))
+        if len(kept) != len(request.headers.fields):
+            request.headers.fields = tuple(kept)
+
+    @staticmethod
+    def _refuse(flow: http.HTTPFlow, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        flow.metadata["gateway_verdict"] = "bad-request"
+        flow.metadata["gateway_reason"] = reason
+        deny(flow, status, f"{status} {_TITLES.get(status, 'Error')}: {reason}.", headers)

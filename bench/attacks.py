@@ -1,0 +1,258 @@
+"""Hostile clients against one gateway process: memory and a legitimate client's latency.
+
+    .venv/bin/python bench/attacks.py                 # every scenario, a few seconds each
+    .venv/bin/python bench/attacks.py slowread        # one scenario
+
+Scenarios (all on 127.0.0.1, one plain-HTTP base and one HTTPS base in front of the stand-in),
+each held 65 s, past the default 60 s client timeouts:
+  slowloris  200 connections sending an endless request head, one header line every 5 s
+  slowread   100 clients asking for a 2 MB answer and never reading it
+  idle       1000 TCP connections that send nothing, plus 100 TLS handshakes without a request
+  reset      HTTP/2 rapid reset: HEADERS + RST_STREAM pairs as fast as possible for 3 s
+For each: the gateway's RSS (from /proc) before, at 8 s and at 65 s, the median and worst
+latency of a legitimate client (its own address, 127.0.0.2) during the attack, how many attack
+connections the gateway still holds, and (reset) its CPU seconds in the 10 s after the attack.
+Figures go to stdout as one line per scenario; docs/PERFORMANCE.md records them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+
+from tests.harness import base_entry, gateway_config, start_gateway, start_standin  # noqa: E402
+
+CLK_TCK = 100
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class Legit(threading.Thread):
+    """A well-behaved client asking for a small answer every 0.2 s on fresh connections."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.latencies: list[float] = []
+        self.failures = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        # Its own address: the attackers come from 127.0.0.1 and may meet the per-address limit.
+        client = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
+        while not self.stop.is_set():
+            start = time.monotonic()
+            try:
+                r = client.get(self.url, headers={"Connection": "close"})
+                r.raise_for_status()
+                self.latencies.append(time.monotonic() - start)
+            except Exception:
+                self.failures += 1
+            self.stop.wait(0.2)
+
+    def summary(self) -> str:
+        if not self.latencies:
+            return f"legit: no answer ({self.failures} failed)"
+        ms = sorted(x * 1000 for x in self.latencies)
+        return (f"legit median {statistics.median(ms):.0f} ms, worst {ms[-1]:.0f} ms, "
+                f"{len(ms)} ok, {self.failures} failed")
+
+
+def still_open(socks: list[socket.socket]) -> int:
+    """Attack connections the gateway has not closed (a closed one reads EOF or errors)."""
+    count = 0
+    for s in socks:
+        try:
+            s.setblocking(False)
+            data = s.recv(65536)
+            if data:
+                count += 1  # an answer (e.g. 431) but not closed yet counts as open
+        except (BlockingIOError, ssl.SSLWantReadError):
+            count += 1
+        except OSError:
+            pass
+    return count
+
+
+def slowloris(http_port: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(200):
+        s = socket.create_connection(("127.0.0.1", http_port))
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        socks.append(s)
+    return socks
+
+
+def trickle(socks: list[socket.socket], stop: threading.Event) -> None:
+    """Slowloris proper: one more header line per connection every 5 s, the head never ends."""
+    n = 0
+    while not stop.wait(5):
+        n += 1
+        for s in socks:
+            try:
+                s.send(b"X-%d: b\r\n" % n)
+            except OSError:
+                pass
+
+
+def slowread(http_port: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(100):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", http_port))
+        s.sendall(b"GET /bytes?n=2000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        socks.append(s)
+    return socks
+
+
+def idle(http_port: int, https_port: int) -> list[socket.socket]:
+    socks = []
+    for i in range(1000):
+        try:
+            socks.append(socket.create_connection(("127.0.0.1", http_port)))
+        except OSError:
+            pass
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for _ in range(100):
+        try:
+            raw = socket.create_connection(("127.0.0.1", https_port), source_address=("127.0.0.3", 0))
+            socks.append(ctx.wrap_socket(raw))
+        except OSError:
+            pass
+    return socks
+
+
+def rapid_reset(https_port: int, seconds: float) -> tuple[int, bool]:
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    sent = 0
+    goaway = False
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", https_port)))
+        except OSError:
+            time.sleep(0.1)
+            continue
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        s.sendall(conn.data_to_send())
+        s.settimeout(0.001)
+        try:
+            while time.monotonic() < end:
+                for _ in range(100):
+                    sid = conn.get_next_available_stream_id()
+                    conn.send_headers(sid, [(":method", "GET"), (":path", "/slow?seconds=5"), (":scheme", "https"),
+                                            (":authority", "x")])
+                    conn.reset_stream(sid)
+                    sent += 1
+                s.sendall(conn.data_to_send())
+                try:
+                    data = s.recv(65536)
+                    if not data:
+                        break
+                    for event in conn.receive_data(data):
+                        if isinstance(event, h2.events.ConnectionTerminated):
+                            goaway = True
+                            raise OSError("goaway")
+                except (socket.timeout, ssl.SSLWantReadError):
+                    pass
+        except Exception:
+            pass
+        finally:
+            s.close()
+    return sent, goaway
+
+
+EARLY, LATE = 8.0, float(os.environ.get("ATTACK_LATE", "65"))  # seconds: before and after the 60 s timeouts
+
+
+def main(selected: list[str]) -> None:
+    scenarios = selected or ["slowloris", "slowread", "idle", "reset"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        standin = start_standin(tmp_path / "standin.log")
+        try:
+            plain = base_entry(standin, "plain", https=False)
+            tls = base_entry(standin, "tls")
+            for name in scenarios:
+                gw = start_gateway(tmp_path / name, gateway_config(tmp_path, standin, bases=[plain, tls]))
+                try:
+                    pid = gw.process.pid
+                    legit = Legit(gw.url("plain", path="/echo"))
+                    time.sleep(0.5)
+                    before = rss_mib(pid)
+                    legit.start()
+                    start = time.monotonic()
+                    if name == "reset":
+                        sent, goaway = rapid_reset(gw.port("tls"), 3)
+                        cpu0 = cpu_seconds(pid)
+                        time.sleep(10)
+                        peak = rss_mib(pid)
+                        legit.stop.set()
+                        legit.join()
+                        print(f"reset: RSS {before:.0f} → {peak:.0f} MiB (+{peak - before:.0f}), {legit.summary()}, "
+                              f"log {gw.log_path.stat().st_size / 1024:.0f} KiB, {sent} HEADERS+RST sent in 3 s, "
+                              f"GOAWAY {'received' if goaway else 'never sent'}, "
+                              f"CPU {cpu_seconds(pid) - cpu0:.1f} s in the 10 s after", flush=True)
+                        continue
+                    stop = threading.Event()
+                    if name == "slowloris":
+                        socks = slowloris(gw.port("plain"))
+                        threading.Thread(target=trickle, args=(socks, stop), daemon=True).start()
+                    elif name == "slowread":
+                        socks = slowread(gw.port("plain"))
+                    else:
+                        socks = idle(gw.port("plain"), gw.port("tls"))
+                    time.sleep(max(0.0, EARLY - (time.monotonic() - start)))
+                    early_rss, early_open = rss_mib(pid), still_open(socks)
+                    early_legit = legit.summary()
+                    time.sleep(max(0.0, LATE - (time.monotonic() - start)))
+                    late_rss, late_open = rss_mib(pid), still_open(socks)
+                    stop.set()
+                    legit.stop.set()
+                    legit.join()
+                    for s in socks:
+                        s.close()
+                    print(f"{name}: RSS {before:.0f} → {early_rss:.0f} MiB at {EARLY:.0f} s → {late_rss:.0f} MiB at "
+                          f"{LATE:.0f} s; attack connections open {early_open}/{len(socks)} at {EARLY:.0f} s, "
+                          f"{late_open} at {LATE:.0f} s; during the first {EARLY:.0f} s {early_legit}; "
+                          f"whole run {legit.summary()}; log {gw.log_path.stat().st_size / 1024:.0f} KiB", flush=True)
+                finally:
+                    gw.stop()
+        finally:
+            standin.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
