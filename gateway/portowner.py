@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 LISTEN_STATE = "0A"
 
@@ -54,8 +55,8 @@ def owner_of(port: int) -> PortOwner | None:
     return None
 
 
-def _linux_inodes(port: int) -> set[str]:
-    inodes: set[str] = set()
+def proc_tcp_rows() -> Iterator[list[str]]:
+    """The fields of every row of Linux's /proc/net/tcp and tcp6 (local address, remote, state, …, inode)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -63,8 +64,13 @@ def _linux_inodes(port: int) -> set[str]:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) > 9 and fields[3] == LISTEN_STATE and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
+            if len(fields) > 9:
+                yield fields
+
+
+def _linux_inodes(port: int) -> set[str]:
+    inodes = {fields[9] for fields in proc_tcp_rows()
+              if fields[3] == LISTEN_STATE and int(fields[1].rsplit(":", 1)[1], 16) == port}
     inodes.discard("0")
     return inodes
 
@@ -141,17 +147,11 @@ def listen_addresses(port: int) -> list[str] | None:
     try:
         if sys.platform.startswith("linux"):
             found: list[str] = []
-            for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-                try:
-                    lines = Path(table).read_text().splitlines()[1:]
-                except OSError:
-                    continue
-                for line in lines:
-                    fields = line.split()
-                    if len(fields) > 3 and fields[3] == LISTEN_STATE:
-                        address, _, hex_port = fields[1].rpartition(":")
-                        if int(hex_port, 16) == port:
-                            found.append(_decode_proc_address(address))
+            for fields in proc_tcp_rows():
+                if fields[3] == LISTEN_STATE:
+                    address, _, hex_port = fields[1].rpartition(":")
+                    if int(hex_port, 16) == port:
+                        found.append(_decode_proc_address(address))
             return sorted(set(found))
         if sys.platform == "win32":
             out = subprocess.run(["netstat", "-ano", "-p", "TCP"], capture_output=True, text=True, timeout=5).stdout

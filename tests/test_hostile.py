@@ -23,6 +23,7 @@ import pytest
 
 import yaml
 
+from gateway.portowner import proc_tcp_rows
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config, start_gateway
 
 SHORT = 2.0
@@ -506,17 +507,7 @@ def test_rapid_reset_gets_goaway_and_no_504_storm(default: RunningGateway, base:
 
 def connections_to(port: int) -> int:
     """Established TCP connections to a local port, from /proc (no ss needed)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
-                count += 1
-    return count
+    return sum(1 for fields in proc_tcp_rows() if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port)
 
 
 def test_a_cancelled_stream_cancels_its_back_end_request(default: RunningGateway, standin: Standin) -> None:
