@@ -26,6 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("--on-logout", default="", metavar="OPERATION", help="operation run when a user logs out")
     add.set_defaults(func=add_group)
 
+    edit = commands.add_parser("edit", help="change a group's name, role or document types")
+    edit.add_argument("group", help="id or name")
+    edit.add_argument("--name", help="a new name")
+    edit.add_argument("--role", choices=ROLES, help="a new role")
+    edit.add_argument("--doc-type", dest="doc_types", action="append", default=None, metavar="TYPE",
+                      help="the document types (repeatable, or comma-separated; replaces the old ones; at least one)")
+    edit.set_defaults(func=edit_group)
+
     commands.add_parser("list", help="list groups").set_defaults(func=list_groups)
     show = commands.add_parser("show", help="show one group and its users")
     show.add_argument("group", help="id or name")
@@ -45,6 +53,16 @@ def add_group(args: argparse.Namespace) -> int:
     group = state.accounts.add_group(args.name, args.role, _doc_types(args.doc_types), offline=args.offline,
                                      on_login=args.on_login, on_logout=args.on_logout, group_id=args.group_id)
     print(f"group {group.name!r} added (id {group.id}, role {group.role}, {len(group.doc_types)} document types)")
+    return 0
+
+
+@user_errors
+def edit_group(args: argparse.Namespace) -> int:
+    state = open_state(args.config)
+    doc_types = _doc_types(args.doc_types) if args.doc_types is not None else None
+    _, group = state.accounts.update_group(args.group, name=args.name, role=args.role, doc_types=doc_types)
+    print(f"group {group.name!r} changed (id {group.id}, role {group.role}, "
+          f"document types: {', '.join(group.doc_types)})")
     return 0
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 SECURITY_EVENTS = frozenset({
     "ip-denied", "login-failed", "lockout", "ban-lifted", "config-reloaded", "config-reload-refused",
     "backend-error", "weak-password-forced", "user-removed",
+    # changes made in the console (who, what, from where; never a secret)
+    "console-change", "console-login", "console-logout",
 })
 # A screenful or two; older events are in the security log.
 RING_SIZE = 200
