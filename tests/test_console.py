@@ -360,9 +360,9 @@ def test_ban_lifted_by_the_cli_shows_on_the_events_page(console_gateway: tuple[R
         cli_ok(gw.directory, "bans", "lift", "127.0.0.6")
         assert console.login("админ", ADMIN_PASSWORD).status_code == 303
         events = console.http.get("/console/events", params={"kind": "ban-lifted"})
-        assert "ban lifted for 127.0.0.6" in events.text and "login-failed" not in events.text
+        assert "ban lifted for 127.0.0.6" in events.text and '<tr class="login-failed">' not in events.text
         failed = console.http.get("/console/events", params={"kind": "login-failed", "address": "127.0.0.6"})
         assert failed.text.count('<tr class="login-failed">') == 10
-        assert "lockout" in console.http.get("/console/events", params={"kind": "lockout"}).text
+        assert '<tr class="lockout">' in console.http.get("/console/events", params={"kind": "lockout"}).text
     finally:
         console.close()
