@@ -366,3 +366,29 @@ def test_ban_lifted_by_the_cli_shows_on_the_events_page(console_gateway: tuple[R
         assert '<tr class="lockout">' in console.http.get("/console/events", params={"kind": "lockout"}).text
     finally:
         console.close()
+
+
+def test_console_off_loopback_is_served_over_tls_only(standin: Standin,
+                                                     gateway_factory: Callable[..., RunningGateway],
+                                                     tmp_path: Path) -> None:
+    admin_port = free_port()
+    gw = gateway_factory(gateway_config(tmp_path, standin, admin={"enabled": True, "host": "0.0.0.0",
+                                                                  "listen": admin_port,
+                                                                  "console_idle_timeout": 60}),
+                         directory=tmp_path / "gw")
+    assert gw.wait_for_log(r"admin listener on https://0\.0\.0\.0:\d+/.*served over TLS only")
+    cli_ok(gw.directory, "group", "add", "Администраторы", "--role", "admin", "--doc-type", "Приход")
+    cli_ok(gw.directory, "user", "add", "админ", "--group", "Администраторы", "--password-stdin",
+           input=ADMIN_PASSWORD + "\n")
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{admin_port}/healthz", timeout=5)
+    verify = ssl.create_default_context(cafile=gw.ca_file)
+    base = f"https://127.0.0.1:{admin_port}"
+    with httpx.Client(base_url=base, verify=verify, timeout=10) as http:
+        assert http.get("/healthz").text == "ok\n"
+        answer = http.post("/console/login", data={"username": "админ", "password": ADMIN_PASSWORD},
+                           headers={"Origin": base})
+        assert answer.status_code == 303
+        cookie = answer.headers["set-cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert "Bases" in http.get("/console", headers={"Accept-Language": "en"}).text
