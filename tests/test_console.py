@@ -195,6 +195,9 @@ def console_gateway(standin: Standin, gateway_factory: Callable[..., RunningGate
 def test_console_login_session_headers_and_refusals(console_gateway: tuple[RunningGateway, str]) -> None:
     gw, admin = console_gateway
     cli_ok(gw.directory, "group", "add", "ТСД", "--role", "mobile", "--doc-type", "Приход")
+    # the group's Save button and `gateway group edit` are one core function
+    assert "document types: Приход, Расход" in cli_ok(gw.directory, "group", "edit", "ТСД", "--doc-type",
+                                                      "Приход,Расход")
     cli_ok(gw.directory, "user", "add", "terminal1", "--group", "ТСД", "--password-stdin",
            input=MOBILE_PASSWORD + "\n")
     console = ConsoleClient(admin)
