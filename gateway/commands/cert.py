@@ -15,8 +15,8 @@ from gateway.certs.authority import (
     write_server_certificate,
 )
 from gateway.certs.importer import import_certificate
-from gateway.certs.inspect import describe, fingerprint, load_local_ca, render, warnings_for
-from gateway.certs.load import CertError, load_certificates
+from gateway.certs.inspect import fingerprint, load_local_ca
+from gateway.certs.load import CertError
 from gateway.certs.report import report
 from gateway.certs.request import parse_ips, parse_names, write_request
 from gateway.certs.sources import base_source, default_source, local_ca_file
