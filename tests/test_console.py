@@ -395,3 +395,36 @@ def test_console_off_loopback_is_served_over_tls_only(standin: Standin,
         cookie = answer.headers["set-cookie"]
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
         assert "Bases" in http.get("/console", headers={"Accept-Language": "en"}).text
+
+
+def test_certificate_upload_checks_before_installing(console_gateway: tuple[RunningGateway, str],
+                                                    tmp_path: Path) -> None:
+    from tests.test_tls import make_pair
+
+    gw, admin = console_gateway
+    cert, key, _ = make_pair(tmp_path / "pem", "localhost")
+    other_cert, _, _ = make_pair(tmp_path / "other", "localhost")
+    console = ConsoleClient(admin)
+    try:
+        assert console.login("админ", ADMIN_PASSWORD).status_code == 303
+        page = console.http.get("/console/certificates")
+        assert "Default certificate" in page.text and "Expires:" in page.text and "SHA-256" in page.text
+        mismatched = console.post("/console/certificates/upload", {"base": "b1"},
+                                  files={"cert": ("server.pem", other_cert.read_bytes()),
+                                         "key": ("server.key", key.read_bytes())}, page="/console/certificates")
+        assert _flash(mismatched).startswith("bad") and "server.pem" in _flash(mismatched)
+        assert not (gw.state_dir / "certs" / "base-b1").exists()
+        garbage = console.post("/console/certificates/upload", {"base": "b1", "password": "x"},
+                               files={"cert": ("store.pfx", b"\x30\x82garbage")}, page="/console/certificates")
+        assert _flash(garbage).startswith("bad") and "store.pfx" in _flash(garbage)
+        installed = console.post("/console/certificates/upload", {"base": "b1"},
+                                 files={"cert": ("server.pem", cert.read_bytes()),
+                                        "key": ("server.key", key.read_bytes())}, page="/console/certificates")
+        text = _flash(installed)
+        assert text.startswith("ok") and "CN=localhost" in text and "tls:" in text  # the config names no file yet
+        assert (gw.state_dir / "certs" / "base-b1" / "imported.pem").read_bytes().startswith(b"-----BEGIN CERT")
+        assert not list(gw.state_dir.glob(".upload-*"))
+    finally:
+        console.close()
+    changes = [e.message for e in read_journal(gw.state_dir) if e.event == "console-change"]
+    assert any("installed certificate CN=localhost" in m and "base b1" in m for m in changes)
