@@ -288,7 +288,7 @@ class Console:
     async def _render(self, state: _State, request: _Request, session: ConsoleSession, flash: Any) -> str:
         cfg, path = state.cfg, request.path
         common: dict[str, Any] = {"lang": request.lang, "who": session.user_name, "csrf": session.csrf,
-                                  "flash": flash}
+                                  "flash": flash, "keep": _keep(request)}
         if path == "/console":
             views, checks = await asyncio.gather(
                 asyncio.gather(*(self._base_view(cfg, base) for base in cfg.bases)),
@@ -332,7 +332,8 @@ class Console:
             encoding=current.encoding, newline={"\r\n": "CRLF", "\n": "LF", "\r": "CR"}[current.newline],
             lines=tuple(ListLine(n, text, errors.get(n, "")) for n, text in enumerate(lines, 1)),
             text=unsaved_text if unsaved_text is not None else current.text, unsaved_errors=unsaved_errors)
-        return render_page("/console/iplists/edit", edit=view, **common)
+        return render_page("/console/iplists/edit", edit=view, keep=urllib.parse.urlencode({"list": ref.key}) + "&",
+                           **common)
 
     async def _base_view(self, cfg: GatewayConfig, base: BaseConfig) -> BaseView:
         host = public_host(cfg)
@@ -438,6 +439,12 @@ def _multipart(content_type: str, body: bytes) -> Form:
         else:
             form.fields[name] = payload.decode("utf-8", errors="replace")
     return form
+
+
+def _keep(request: _Request) -> str:
+    """The page's own query for the language switch's links, which add ``lang=``."""
+    rest = {k: v for k, v in request.query.items() if k != "lang"}
+    return urllib.parse.urlencode(rest) + "&" if rest else ""
 
 
 def _redirect(location: str) -> Page:

@@ -191,9 +191,9 @@ _LAYOUT = """<!doctype html>
 <title>{{ _(title) }} — {{ _("gateway") }}</title>
 <link rel="stylesheet" href="/console/static/console.css">
 </head><body>
-<header>{% if who %}{% for path, label in pages %}<a href="{{ path }}"{% if path == here %} class="here"{% endif %}>{{ _(label) }}</a>{% endfor %}{% endif %}
+<header>{% if who %}{% for path, label in pages %}<a href="{{ path }}"{% if path == here or here.startswith(path + "/") %} class="here"{% endif %}>{{ _(label) }}</a>{% endfor %}{% endif %}
 <span class="right" id="language">{{ _("Language") }}:
-{% if lang == "ru" %}<b>RU</b> <a href="?lang=en" hreflang="en" id="lang-en">EN</a>{% else %}<a href="?lang=ru" hreflang="ru" id="lang-ru">RU</a> <b>EN</b>{% endif %}
+{% if lang == "ru" %}<b>RU</b> <a href="?{{ keep }}lang=en" hreflang="en" id="lang-en">EN</a>{% else %}<a href="?{{ keep }}lang=ru" hreflang="ru" id="lang-ru">RU</a> <b>EN</b>{% endif %}
 {% if who %} · {{ _("Logged in as") }} <b id="who">{{ who }}</b>
 <form method="post" action="/console/logout"><input type="hidden" name="csrf" value="{{ csrf }}"><button id="logout">{{ _("Log out") }}</button></form>{% endif %}</span></header>
 <main><h1>{{ _(title) }}</h1>
@@ -376,8 +376,10 @@ _env = Environment(
 
 
 def render_page(path: str, *, lang: str = "en", who: str = "", csrf: str = "", flash: Flash | None = None,
-                **facts: Any) -> str:
-    """The page at ``path`` (see TEMPLATE_OF) with its facts, in ``lang``, for the admin ``who``."""
+                keep: str = "", **facts: Any) -> str:
+    """The page at ``path`` (see TEMPLATE_OF) with its facts, in ``lang``, for the admin ``who``.
+
+    ``keep``: the page's query (``list=...&``) that the language switch keeps."""
     extra: dict[str, Any] = {}
     if path == "/console/enrolment":
         extra["qr"] = Markup(facts["enrolment"].qr_svg)
@@ -385,9 +387,9 @@ def render_page(path: str, *, lang: str = "en", who: str = "", csrf: str = "", f
         extra["roles"] = ROLES
     return _env.get_template(TEMPLATE_OF[path]).render(
         pages=PAGES, here=path, title=TITLES[path], lang=lang, _=translator(lang), who=who, csrf=csrf,
-        flash=flash, **facts, **extra)
+        flash=flash, keep=keep, **facts, **extra)
 
 
 def render_error(title: str, text: str, *, lang: str = "en", who: str = "", csrf: str = "") -> str:
     return _env.get_template("error.html").render(pages=PAGES, here="", title=title, text=text, lang=lang,
-                                                  _=translator(lang), who=who, csrf=csrf, flash=None)
+                                                  _=translator(lang), who=who, csrf=csrf, flash=None, keep="")
