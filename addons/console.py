@@ -277,7 +277,8 @@ class Console:
                                         done.unsaved_text, done.unsaved_errors)
             return Page(200, page)
         logger.info("console: admin %r from %s %s", session.user_name, request.address, done.audit,
-                    extra={"event": "console-change", "admin": session.user_name, "client": request.address})
+                    extra={"event": "console-change", "admin": session.user_name, "client": request.address,
+                           **({"base": done.base} if done.base else {})})
         session.flash = Flash(True, done.message)
         if request.path == "/console/iplists/save":
             after = "/console/iplists/edit?list=" + urllib.parse.quote(form.get("list"))

@@ -55,6 +55,7 @@ class Done:
     # Set when a list with bad lines waits for the admin's confirmation; nothing was saved.
     unsaved_text: str | None = None
     unsaved_errors: tuple[str, ...] = ()
+    base: str = ""  # the base the change concerns, for the events page's filter
 
 
 @dataclass
@@ -237,7 +238,7 @@ def list_save(ctx: Context, form: Form) -> Done:
         if removed else "") if part) or "no line changed"
     return Done(f"{ref.path} saved ({len(after_lines)} non-empty line(s){bad}); the gateway applies it within "
                 "seconds",
-                f"edited {ref.path}: {before} → {len(after_lines)} non-empty line(s){bad}; {detail}")
+                f"edited {ref.path}: {before} → {len(after_lines)} non-empty line(s){bad}; {detail}", base=ref.base)
 
 
 # --- certificates ------------------------------------------------------------------------------
@@ -279,7 +280,13 @@ def certificate_upload(ctx: Context, form: Form) -> Done:
         lines.append("a running gateway picks it up within seconds; open connections continue")
     return Done("\n".join(lines),
                 f"installed certificate {leaf.subject.rfc4514_string()} (valid until "
-                f"{leaf.not_valid_after_utc:%Y-%m-%d}) as {target} in {result.cert_file}")
+                f"{leaf.not_valid_after_utc:%Y-%m-%d}) as {target} in {result.cert_file}",
+                base=_base_name(ctx.cfg, base_id))
+
+
+def _base_name(cfg: GatewayConfig, base_id: str | None) -> str:
+    base = cfg.base_by_id(base_id) if base_id else None
+    return base.name if base is not None else ""
 
 
 def _safe_name(name: str) -> str:

@@ -191,7 +191,7 @@ _LAYOUT = """<!doctype html>
 <title>{{ _(title) }} — {{ _("gateway") }}</title>
 <link rel="stylesheet" href="/console/static/console.css">
 </head><body>
-<header>{% if who %}{% for path, label in pages %}<a href="{{ path }}"{% if path == here or here.startswith(path + "/") %} class="here"{% endif %}>{{ _(label) }}</a>{% endfor %}{% endif %}
+<header>{% if who %}{% for path, label in pages %}<a href="{{ path }}"{% if path == here or (path != "/console" and here.startswith(path + "/")) %} class="here"{% endif %}>{{ _(label) }}</a>{% endfor %}{% endif %}
 <span class="right" id="language">{{ _("Language") }}:
 {% if lang == "ru" %}<b>RU</b> <a href="?{{ keep }}lang=en" hreflang="en" id="lang-en">EN</a>{% else %}<a href="?{{ keep }}lang=ru" hreflang="ru" id="lang-ru">RU</a> <b>EN</b>{% endif %}
 {% if who %} · {{ _("Logged in as") }} <b id="who">{{ who }}</b>
