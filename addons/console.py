@@ -189,7 +189,7 @@ class Console:
             submitted = form.get("csrf") or request.headers.get("x-csrf-token", "")
             if not csrf_ok(session, submitted):
                 logger.warning("console refused a change from %s: CSRF token missing or wrong (%s)",
-                               request.address, path, extra={"event": "console-change", "client": request.address,
+                               request.address, path, extra={"event": "console-refused", "client": request.address,
                                                              "admin": session.user_name})
                 return _error(403, "403", "403: " + _("The form has expired or came from another page (CSRF "
                                                       "check failed); reload the page and try again."),
@@ -404,7 +404,7 @@ def _cross_site(request: _Request) -> Page | None:
     if not bad:
         return None
     logger.warning("console refused a POST to %s from %s: %s is not this console (%s)", request.path,
-                   request.address, bad, own, extra={"event": "console-change", "client": request.address})
+                   request.address, bad, own, extra={"event": "console-refused", "client": request.address})
     _ = translator(request.lang)
     return _error(403, "403", "403: " + _("The request came from another site (Origin/Referer check failed)."),
                   request.lang)

@@ -123,6 +123,38 @@ def test_list_edit_keeps_encoding_and_line_ends(tmp_path: Path, encoding: str, b
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_console_fails_closed_with_500_and_changes_need_post() -> None:
+    import asyncio
+
+    from addons.console import Console
+
+    console = Console()
+    try:
+        broken = asyncio.run(console.answer("GET", "/console", {}, "127.0.0.1"))  # no configuration applied
+        assert broken.status == 500 and "<table" not in broken.data.decode()
+    finally:
+        console.done()
+
+
+@pytest.mark.parametrize("headers, allowed", [
+    ({"origin": "http://127.0.0.1:9400"}, True),
+    ({"origin": "null", "sec-fetch-site": "same-origin"}, True),  # a form under Referrer-Policy: no-referrer
+    ({"referer": "http://127.0.0.1:9400/console/users"}, True),
+    ({}, True),  # not a browser: the CSRF token still decides
+    ({"origin": "http://evil.example"}, False),
+    ({"origin": "null"}, False),
+    ({"origin": "null", "sec-fetch-site": "cross-site"}, False),
+    ({"referer": "http://127.0.0.1:9400.evil.example/console"}, False),
+    ({"sec-fetch-site": "same-site"}, False),
+])
+def test_changes_must_come_from_the_console_itself(headers: dict[str, str], allowed: bool) -> None:
+    from addons.console import _cross_site, _Request
+
+    request = _Request("POST", "/console/users/add", {}, {"host": "127.0.0.1:9400", **headers}, "127.0.0.1", b"",
+                       False, "en", {}, [])
+    assert (_cross_site(request) is None) == allowed
+
+
 # --- end to end --------------------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ SECURITY_EVENTS = frozenset({
     "ip-denied", "login-failed", "lockout", "ban-lifted", "config-reloaded", "config-reload-refused",
     "backend-error", "weak-password-forced", "user-removed",
     # changes made in the console (who, what, from where; never a secret)
-    "console-change", "console-login", "console-logout",
+    "console-change", "console-login", "console-logout", "console-refused",
 })
 # A screenful or two; older events are in the security log.
 RING_SIZE = 200
