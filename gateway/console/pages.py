@@ -42,7 +42,7 @@ ROLES = ("mobile", "external", "admin")
 STYLE = """body{font-family:sans-serif;margin:0;color:#222}
 header{background:#234;padding:.5em 1em;display:flex;align-items:center;flex-wrap:wrap}
 header a{color:#fff;margin-right:1.2em;text-decoration:none}header a.here{font-weight:bold;text-decoration:underline}
-header .right{margin-left:auto;color:#ccd}header .right a{margin:0 .4em}header form{display:inline}
+header .right{margin-left:auto;color:#ccd}header .right a{margin:0 .4em}header .right b{color:#fff}header form{display:inline}
 main{padding:1em}table{border-collapse:collapse;margin-bottom:1.5em}
 th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#eee}
 .bad{color:#b00;font-weight:bold}.ok{color:#070}.warn{color:#a60;font-weight:bold}
