@@ -70,7 +70,8 @@ class JournalHandler(logging.Handler):
             self.handleError(record)
 
     def _append(self, line: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.is_dir():
+            return  # no state folder (yet): nothing to share events with
         try:
             if self.path.stat().st_size > MAX_BYTES:
                 os.replace(self.path, self.path.with_name(JOURNAL_NAME + ".1"))
@@ -83,19 +84,27 @@ class JournalHandler(logging.Handler):
             os.close(fd)
 
 
-_installed: dict[Path, JournalHandler] = {}
+_installed: JournalHandler | None = None
 _install_lock = threading.Lock()
 
 
 def install_journal(state_dir: Path, logger_name: str = "gateway") -> JournalHandler:
-    """One journal handler per state folder on the ``gateway`` logger; later calls reuse it."""
+    """The journal handler on the ``gateway`` logger, for this state folder.
+
+    One per process: a process serves one state folder (changing it needs a restart), so a
+    later call for another folder replaces the handler rather than writing to both.
+    """
+    global _installed
     path = journal_path(state_dir).resolve()
     with _install_lock:
-        handler = _installed.get(path)
-        if handler is None:
-            handler = JournalHandler(state_dir)
-            _installed[path] = handler
-            logging.getLogger(logger_name).addHandler(handler)
+        if _installed is not None and _installed.path.resolve() == path:
+            return _installed
+        handler = JournalHandler(state_dir)
+        log = logging.getLogger(logger_name)
+        if _installed is not None:
+            log.removeHandler(_installed)
+        log.addHandler(handler)
+        _installed = handler
         return handler
 
 
