@@ -22,7 +22,6 @@ import logging
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from typing import Any, Callable
 
 from cryptography.hazmat.primitives import serialization
@@ -359,12 +358,14 @@ class Console:
 
 
 def _cookies(header: str) -> dict[str, str]:
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(header)
-    except Exception:  # a malformed Cookie header is no session, not an error
-        return {}
-    return {name: morsel.value for name, morsel in jar.items()}
+    """Name → value. Cookies are per host, not per port: other programs on 127.0.0.1 may have
+    set cookies SimpleCookie refuses, and they must not hide ours."""
+    found: dict[str, str] = {}
+    for item in header.split(";"):
+        name, sep, value = item.strip().partition("=")
+        if sep and name not in found:
+            found[name] = value.strip().strip('"')
+    return found
 
 
 def _session_cookie(token: str, tls: bool, expire: bool = False) -> str:
