@@ -106,6 +106,25 @@ def test_journal_is_shared_through_the_state_folder_and_filters(tmp_path: Path) 
                                                                                        "ban lifted for 10.0.0.1"]
 
 
+def test_journal_rotates_and_stays_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.console import journal
+
+    monkeypatch.setattr(journal, "MAX_BYTES", 2000)
+    monkeypatch.setattr(journal, "CHECK_INTERVAL", 0.0)
+    writer = journal.JournalHandler(tmp_path)
+    log = logging.getLogger("gateway.test-console-rotation")
+    log.handlers[:] = [writer]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    for i in range(200):
+        log.warning("refused 10.0.0.1 (%d)", i, extra={"event": "ip-denied", "client": "10.0.0.1"})
+    writer.close()
+    assert (tmp_path / "events.jsonl").stat().st_size <= 2200
+    assert (tmp_path / "events.jsonl.1").stat().st_size <= 2200
+    events = read_journal(tmp_path)
+    assert events[0].message == "refused 10.0.0.1 (199)" and 10 < len(events) < 60
+
+
 @pytest.mark.parametrize("encoding, bom, newline", [
     ("utf-8", b"", "\r\n"), ("utf-8", codecs.BOM_UTF8, "\n"), ("utf-16-le", codecs.BOM_UTF16_LE, "\r\n"),
     ("cp1251", b"", "\r\n"),

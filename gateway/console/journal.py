@@ -5,7 +5,8 @@ Every gateway process and every ``gateway`` command sharing a state folder appen
 ban lifted by ``gateway bans lift`` in a terminal, a failed login seen by another worker — and
 not only what its own process saw. Lines are appended with one ``write`` on a file opened in
 append mode, which keeps concurrent writers' lines whole. Past ``MAX_BYTES`` the file is renamed
-to ``events.jsonl.1`` (the one before is dropped), so the journal stays bounded.
+to ``events.jsonl.1`` (the one before is dropped), so the journal stays bounded; each writer
+notices a rotation within a second and reopens.
 
 Only records carrying a security ``event`` are kept; their message is the log line, which by
 contract never holds a secret.
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -26,6 +28,7 @@ from gateway.console.events import SECURITY_EVENTS
 
 JOURNAL_NAME = "events.jsonl"
 MAX_BYTES = 2 * 1024 * 1024
+CHECK_INTERVAL = 1.0  # seconds between checks for a rotated or removed journal file
 FIELDS = ("base", "client", "user", "target", "admin")
 
 
@@ -51,6 +54,8 @@ class JournalHandler(logging.Handler):
         super().__init__(level=logging.DEBUG)
         self.path = journal_path(state_dir)
         self._write_lock = threading.Lock()
+        self._fd: int | None = None
+        self._next_check = 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
         kind = getattr(record, "event", None)
@@ -70,18 +75,43 @@ class JournalHandler(logging.Handler):
             self.handleError(record)
 
     def _append(self, line: bytes) -> None:
+        # The file stays open between events (a refused-connection flood logs one per
+        # connection); once a second it is checked for rotation, here or by another process.
+        now = time.monotonic()
+        if self._fd is None or now >= self._next_check:
+            self._next_check = now + CHECK_INTERVAL
+            self._reopen()
+        if self._fd is not None:
+            os.write(self._fd, line)
+
+    def _reopen(self) -> None:
         if not self.path.parent.is_dir():
+            self._close_fd()
             return  # no state folder (yet): nothing to share events with
         try:
-            if self.path.stat().st_size > MAX_BYTES:
-                os.replace(self.path, self.path.with_name(JOURNAL_NAME + ".1"))
+            st: os.stat_result | None = self.path.stat()
         except FileNotFoundError:
-            pass
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o640)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+            st = None
+        if st is not None and st.st_size > MAX_BYTES:
+            try:
+                os.replace(self.path, self.path.with_name(JOURNAL_NAME + ".1"))
+                st = None
+            except OSError:
+                pass  # another process holds it open (Windows): rotate next time
+        if self._fd is not None and (st is None or not os.path.samestat(st, os.fstat(self._fd))):
+            self._close_fd()
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o640)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._close_fd()
+        super().close()
 
 
 _installed: JournalHandler | None = None
@@ -103,6 +133,7 @@ def install_journal(state_dir: Path, logger_name: str = "gateway") -> JournalHan
         log = logging.getLogger(logger_name)
         if _installed is not None:
             log.removeHandler(_installed)
+            _installed.close()
         log.addHandler(handler)
         _installed = handler
         return handler
