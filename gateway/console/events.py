@@ -1,4 +1,7 @@
-"""A bounded ring of recent security events, fed by a logging.Handler on the ``gateway`` logger.
+"""Which log records are security events, and a bounded in-memory ring of them.
+
+The console reads the shared journal (journal.py) instead, which every process writes; the
+ring remains for code that wants one process's recent events without touching disk.
 
 Only records carrying an ``event`` field (``extra={"event": ...}``) of a security kind are kept;
 their message is the log line, which by contract never holds a secret. One ring per process:
