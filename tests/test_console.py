@@ -251,6 +251,9 @@ def test_console_login_session_headers_and_refusals(console_gateway: tuple[Runni
                                                       "Приход,Расход")
     cli_ok(gw.directory, "user", "add", "terminal1", "--group", "ТСД", "--password-stdin",
            input=MOBILE_PASSWORD + "\n")
+    assert "moved to group 'Администраторы'" in cli_ok(gw.directory, "user", "move", "terminal1", "--group",
+                                                        "Администраторы")
+    cli_ok(gw.directory, "user", "move", "terminal1", "--group", "ТСД")
     console = ConsoleClient(admin)
     try:
         first = console.http.get("/console")
