@@ -84,6 +84,16 @@ def test_sessions_end_after_idle_timeout() -> None:
     assert sessions.get(token) is None and sessions.get("forged") is None
 
 
+def test_idle_timeout_key_is_checked(tmp_path: Path) -> None:
+    from gateway.config import ConfigError, parse_config
+
+    assert parse_config({"admin": {"console_idle_timeout": 300}}, tmp_path / "g.yaml").admin.console_idle_timeout \
+        == 300
+    assert parse_config({}, tmp_path / "g.yaml").admin.console_idle_timeout == 900
+    with pytest.raises(ConfigError, match=r"admin\.console_idle_timeout.*10–86400"):
+        parse_config({"admin": {"console_idle_timeout": 5}}, tmp_path / "g.yaml")
+
+
 def test_journal_is_shared_through_the_state_folder_and_filters(tmp_path: Path) -> None:
     writer = JournalHandler(tmp_path)
     log = logging.getLogger("gateway.test-console-journal")
