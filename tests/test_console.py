@@ -111,6 +111,9 @@ def test_journal_is_shared_through_the_state_folder_and_filters(tmp_path: Path) 
         ["ban lifted for 10.0.0.1"]
     assert len(filter_page(events, EventFilter(address="10.0.0.1"), 1, 10).events) == 2
     assert len(filter_page(events, EventFilter(base="склад"), 1, 10).events) == 1
+    log.info("login failed from 10.0.0.2: user 'Иванов': wrong password", extra={"event": "login-failed"})
+    assert [e.client for e in filter_page(read_journal(tmp_path), EventFilter(user="иванов"), 1, 10).events] == [""]
+    events = [e for e in read_journal(tmp_path) if "Иванов" not in e.message]
     page = filter_page(events, EventFilter(), 2, 3)
     assert page.pages == 3 and page.total == 7 and [e.message for e in page.events] == ["denied 1", "denied 0",
                                                                                        "ban lifted for 10.0.0.1"]

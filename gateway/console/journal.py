@@ -181,7 +181,9 @@ class EventFilter:
             return False
         if self.user:
             wanted = self.user.casefold()
-            if wanted not in (event.user.casefold(), event.admin.casefold(), event.target.casefold()):
+            # Events from the bases name the user only in their text ("user 'иванов': wrong password").
+            if wanted not in (event.user.casefold(), event.admin.casefold(), event.target.casefold()) \
+                    and f"'{wanted}'" not in event.message.casefold():
                 return False
         return True
 
