@@ -440,7 +440,7 @@ def _ban_lifted_by_the_cli_shows_on_the_events_page(gw: RunningGateway, admin: s
 def test_console_off_loopback_is_served_over_tls_only(standin: Standin,
                                                      gateway_factory: Callable[..., RunningGateway],
                                                      tmp_path: Path) -> None:
-    admin_port = free_port()
+    admin_port = free_port("0.0.0.0")  # free on every address, not only on 127.0.0.1
     gw = gateway_factory(gateway_config(tmp_path, standin, admin={"enabled": True, "host": "0.0.0.0",
                                                                   "listen": admin_port,
                                                                   "console_idle_timeout": 60}),
