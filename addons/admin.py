@@ -1,6 +1,9 @@
 """The admin listener (``admin:``, 127.0.0.1:9400 by default): /metrics, /healthz, /readyz and
-the read-only console under /console (addons/console.py, admin users only), nothing else. Plain HTTP on its own socket, never a mitmproxy listener, so it can never reach a
-back end. The port is bound in ``apply_config`` (a busy port refuses the configuration) and
+the admin console under /console (addons/console.py, admin users only), nothing else. Its own
+socket, never a mitmproxy listener, so it can never reach a back end. Plain HTTP on a loopback
+address; on any other address it is served over TLS with the gateway's own (default)
+certificate, since console passwords and session cookies would otherwise cross the network in
+clear. The port is bound in ``apply_config`` (a busy port refuses the configuration) and
 served once the event loop runs; a changed host or port moves it on reload.
 
 This addon also keeps ``<state_dir>/run/<pid>.json`` (pid and ports of the running gateway),
@@ -10,16 +13,20 @@ which lets ``gateway check`` tell the gateway's own ports from ports taken by an
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
+import ssl
 import time
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from addons._sidelistener import Address, SideListener, SideRequest
-from addons.console import HTML, SECURITY_HEADERS, Console, is_console_path
+from addons.console import MAX_BODY, SECURITY_HEADERS, Console, is_console_path
+from gateway.certs.sources import default_source, ensure_default_certificate
 from gateway.config import GatewayConfig
+from gateway.console.journal import install_journal
 from gateway.health import RunInfo, remove_run_file, write_run_file
 from gateway.statecheck import current_problem as current_state_problem
 
@@ -38,13 +45,14 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 429: "Too Many Requests", 500: "Internal Server Error",
            503: "Service Unavailable"}
 
 class Admin:
     def __init__(self) -> None:
-        self._listener = SideListener("admin.listen", self._respond)
+        self._listener = SideListener("admin.listen", self._respond, max_body=MAX_BODY)
+        self._tls: tuple[object, ssl.SSLContext] | None = None  # (certificate files' stamp, context)
         self._console = Console()
         self._config: GatewayConfig | None = None
         self._started = time.time()
@@ -54,10 +62,18 @@ class Admin:
     # --- configuration ---
 
     def apply_config(self, cfg: GatewayConfig) -> None:
+        # Every gateway process writes its security events where any console can read them.
+        install_journal(cfg.state_dir)
         wanted = Address(cfg.admin.host, cfg.admin.listen) if cfg.admin.enabled else None
-        if self._listener.move(wanted) and wanted is not None:  # raises: configuration refused
-            logger.info("admin listener on http://%s:%d/ (/metrics, /healthz, /readyz, /console)", wanted.host,
-                        self.port or wanted.port)
+        context = self._tls_context(cfg) if wanted is not None and not _is_loopback(wanted.host) else None
+        if self._listener.move(wanted, context) and wanted is not None:  # raises: configuration refused
+            if context is None:
+                logger.info("admin listener on http://%s:%d/ (/metrics, /healthz, /readyz, /console)", wanted.host,
+                            self.port or wanted.port)
+            else:
+                logger.warning("admin listener on https://%s:%d/ (/metrics, /healthz, /readyz, /console): %s is "
+                               "not a loopback address, so it is served over TLS only, with the gateway's own "
+                               "certificate", wanted.host, self.port or wanted.port, wanted.host)
         if cfg.admin.enabled:
             self._console.apply_config(cfg)  # raises (store unusable): configuration refused
         self._config = cfg
@@ -77,6 +93,22 @@ class Admin:
         """The runner tells what `gateway status` and `gateway reload` read back from the run file."""
         self._last_reload, self._loaded_at = last_reload, loaded_at
         self._write_run_file()
+    def _tls_context(self, cfg: GatewayConfig) -> ssl.SSLContext:
+        """The default certificate as a server context, rebuilt only when its files change."""
+        cert, key = ensure_default_certificate(cfg)
+        source = default_source(cfg)
+        stamp = (cert, key, source.stamp())
+        if self._tls is not None and self._tls[0] == stamp:
+            return self._tls[1]
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        password = None
+        if source.password_file is not None:
+            from gateway.certs.load import read_password_file
+            password = read_password_file(source.password_file)
+        context.load_cert_chain(cert, key, password=password)
+        self._tls = (stamp, context)
+        return context
 
     @property
     def port(self) -> int | None:
@@ -109,8 +141,9 @@ class Admin:
         return encode(answer, head_only=request.method == "HEAD")
 
     async def console(self, request: SideRequest) -> Answer:
-        page = await self._console.answer(request.method, request.path, request.headers, request.peer)
-        return Answer(page.status, HTML, page.body.encode("utf-8"), SECURITY_HEADERS + page.headers)
+        page = await self._console.answer(request.method, request.target, request.headers, request.peer,
+                                          request.body, request.tls)
+        return Answer(page.status, page.content_type, page.data, SECURITY_HEADERS + page.headers)
 
     async def answer(self, method: str, path: str) -> Answer:
         if path not in ("/metrics", "/healthz", "/readyz"):
@@ -163,6 +196,15 @@ async def _connect_problem(host: str, port: int) -> str | None:
         return e.strerror or str(e)
     writer.close()
     return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _metrics_addon() -> object | None:

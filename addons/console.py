@@ -1,58 +1,91 @@
-"""The read-only admin console under ``/console`` on the admin listener (not a mitmproxy addon:
-``Admin`` owns it and routes to it).
+"""The admin console under ``/console`` on the admin listener (not a mitmproxy addon: ``Admin``
+owns it and routes to it).
 
-Every page needs ``Authorization: Basic`` of a user whose group has the ``admin`` role, checked
-like a login on a base: the address's failed-login limit first (429), then the credentials
-(the Authenticator's success cache, else argon2 in a thread), a failure counted by the Throttle.
-Only GET and HEAD are answered, so there is nothing to forge (no CSRF surface). Any error
-answers 500 with no data: the console fails closed.
+Log in through a form as a user whose group has the ``admin`` role (gateway/console/login.py:
+the same failed-login limits as the bases); a session cookie (HttpOnly, SameSite=Strict, Secure
+over TLS) with an idle timeout follows. Pages are GET; every change is a POST carrying the
+session's CSRF token, from a page of this origin (Origin / Referer / Sec-Fetch-Site checked),
+and calls the same core function as the CLI (gateway/console/actions.py). Each change is an
+audit event (``console-change``): who, what, from where, before/after in words, never a secret.
+
+Everything the pages show is read afresh from the store, the files and the shared event
+journal, so it does not matter which gateway process serves the console. Any error answers
+500 with no data: the console fails closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
 import logging
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from cryptography.hazmat.primitives import serialization
+
 from gateway.accounts.authenticate import Authenticator, reuse_or_open
+from gateway.accounts.service import Accounts
 from gateway.certs.enrolment import qr_svg
 from gateway.certs.inspect import describe, fingerprint, load_local_ca
-from gateway.certs.sources import load_source, source_for
+from gateway.certs.report import configured_certificates
+from gateway.certs.sources import load_source, local_ca_file, source_for
 from gateway.config import BaseConfig, GatewayConfig
-from gateway.console import (
-    PAGES, BaseView, CertificateFacts, EnrolmentView, EventRing, GroupView, IpListsView, UserView, render_error,
+from gateway.console.actions import ACTIONS, ActionRefused, Context, Form, find_list, list_files, run_action
+from gateway.console.events import SECURITY_EVENTS
+from gateway.console.i18n import choose_language, translator
+from gateway.console.journal import EventFilter, filter_page, install_journal, read_journal
+from gateway.console.login import ADMIN_ROLE, login_step
+from gateway.console.pages import (
+    PAGES, STYLE, BaseView, BanView, CertificateFacts, CertificatesView, CertificateView, CheckView,
+    EnrolmentView, Flash, GroupView, IpListsView, ListEditView, ListFileView, ListLine, UserView, render_error,
     render_page,
 )
-from gateway.console.pages import BanView
-from gateway.credentials import CredentialError, is_basic, parse_authorization
+from gateway.console.sessions import COOKIE, ConsoleSession, ConsoleSessions, csrf_ok
 from gateway.health import public_host, tcp_problem
-from gateway.store import Principal, Store
+from gateway.iplist.edit import check_text, read_list_file
+from gateway.iplist.files import ListUnreadable
+from gateway.iplist.lists import load_list
+from gateway.store import Store
 from gateway.throttle import Throttle
 
 logger = logging.getLogger("gateway.console")
 
 HTML = "text/html; charset=utf-8"
-REALM = 'Basic realm="gateway console", charset="UTF-8"'
+CSS = "text/css; charset=utf-8"
+LANG_COOKIE = "gw_console_lang"
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = (
-    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:"),
+    ("Content-Security-Policy", CSP),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
 )
 # The page waits for this, so it is shorter than /readyz's second: "not there" on a LAN.
 PROBE_TIMEOUT = 0.5
-ADMIN_ROLE = "admin"
+# A certificate with its chain, or a big list pasted into the form; nothing larger is sent here.
+MAX_BODY = 4 * 1024 * 1024
+EVENTS_PER_PAGE = 50
 # argon2 and store reads; two threads keep a burst of wrong passwords from piling up threads.
 THREADS = 2
+# After a change, the page to show it on.
+PAGE_AFTER = {"groups": "/console/users", "users": "/console/users", "bans": "/console/iplists",
+              "iplists": "/console/iplists", "certificates": "/console/certificates"}
 
 
 @dataclass(frozen=True)
 class Page:
     status: int
-    body: str
+    body: str | bytes
     headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = HTML
+
+    @property
+    def data(self) -> bytes:
+        return self.body.encode("utf-8") if isinstance(self.body, str) else self.body
 
 
 @dataclass
@@ -62,6 +95,21 @@ class _State:
     store_key: tuple[Any, ...]
     authenticator: Authenticator
     throttle: Throttle
+    accounts: Accounts
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    address: str
+    body: bytes
+    tls: bool
+    lang: str
+    cookies: dict[str, str]
+    set_cookies: list[str]
 
 
 def is_console_path(path: str) -> bool:
@@ -70,63 +118,222 @@ def is_console_path(path: str) -> bool:
 
 class Console:
     def __init__(self, list_sizes: Callable[[], dict[str, int]] | None = None) -> None:
+        del list_sizes  # the lists page reads the files itself now (any process can serve it)
         self._state: _State | None = None
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="gateway-console")
-        self._list_sizes = list_sizes or _ipfilter_sizes
-        self.events = EventRing()
-        logging.getLogger("gateway").addHandler(self.events)
+        self.sessions = ConsoleSessions()
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         old = self._state
         store_key, store, authenticator = reuse_or_open(
             cfg, (old.store_key, old.store, old.authenticator) if old is not None else None)
-        self._state = _State(cfg, store, store_key, authenticator, Throttle(store, cfg.throttle))
+        install_journal(cfg.state_dir)
+        self.sessions.idle_timeout = cfg.admin.console_idle_timeout
+        self._state = _State(cfg, store, store_key, authenticator, Throttle(store, cfg.throttle),
+                             Accounts(store, authenticator.secret))
         if old is not None and old.store is not store:
             old.store.close()
 
     def done(self) -> None:
-        logging.getLogger("gateway").removeHandler(self.events)
         self._pool.shutdown(wait=False)
         if self._state is not None:
             self._state.store.close()
             self._state = None
 
-    async def answer(self, method: str, path: str, headers: dict[str, str], address: str) -> Page:
+    async def answer(self, method: str, target: str, headers: dict[str, str], address: str, body: bytes = b"",
+                     tls: bool = False) -> Page:
+        path, _, query_text = target.partition("?")
+        query = {k: v[0] for k, v in urllib.parse.parse_qs(query_text, keep_blank_values=True).items()}
+        cookies = _cookies(headers.get("cookie", ""))
+        lang = choose_language(headers.get("accept-language", ""), query.get("lang") or cookies.get(LANG_COOKIE, ""))
+        request = _Request(method, path.rstrip("/") or "/", query, headers, address, body, tls, lang, cookies, [])
+        if query.get("lang") == lang:
+            request.set_cookies.append(f"{LANG_COOKIE}={lang}; Path=/console; Max-Age=31536000; SameSite=Strict"
+                                       + ("; Secure" if tls else ""))
         try:
-            return await self._answer(method, path.rstrip("/") or "/", headers, address)
+            page = await self._answer(request)
         except Exception:
             logger.exception("console page %s failed", path)
-            return _error(500, "Ошибка / Internal error", "500: the console could not build this page; "
-                                                         "see the gateway log.")
+            _ = translator(lang)
+            page = _error(500, "500", "500: " + _("The console could not build this page; see the gateway log."),
+                          lang)
+        return Page(page.status, page.body, page.headers + tuple(("Set-Cookie", c) for c in request.set_cookies),
+                    page.content_type)
 
-    async def _answer(self, method: str, path: str, headers: dict[str, str], address: str) -> Page:
-        if method not in ("GET", "HEAD"):
-            return _error(405, "405", "405 Method Not Allowed: the console is read-only; use GET.",
-                          (("Allow", "GET, HEAD"),))
+    # --- routing -------------------------------------------------------------------------------
+
+    async def _answer(self, request: _Request) -> Page:
         state = self._state
         if state is None:
             raise RuntimeError("the console has no configuration applied")
-        refusal = await self._off_loop(_check_admin, state, headers.get("authorization", ""), address)
+        path, method = request.path, request.method
+        if path == "/console/static/console.css":
+            return Page(200, STYLE, content_type=CSS)
+        if path == "/console/login":
+            if method == "POST":
+                return await self._login(state, request)
+            if method in ("GET", "HEAD"):
+                return Page(200, render_page(path, lang=request.lang))
+            return _not_allowed(request.lang)
+        token = request.cookies.get(COOKIE, "")
+        session = await self._off_loop(self._live_session, state, token)
+        _ = translator(request.lang)
+        if method == "POST":
+            refusal = _cross_site(request)
+            if refusal is not None:
+                return refusal
+            form = _parse_form(request)
+            if session is None:
+                return _error(403, "403", "403: " + _("Your session has ended; log in again."), request.lang)
+            submitted = form.get("csrf") or request.headers.get("x-csrf-token", "")
+            if not csrf_ok(session, submitted):
+                logger.warning("console refused a change from %s: CSRF token missing or wrong (%s)",
+                               request.address, path, extra={"event": "console-refused", "client": request.address,
+                                                             "admin": session.user_name})
+                return _error(403, "403", "403: " + _("The form has expired or came from another page (CSRF "
+                                                      "check failed); reload the page and try again."),
+                              request.lang, session)
+            if path == "/console/logout":
+                self.sessions.end(token)
+                logger.info("console logout of %r from %s", session.user_name, request.address,
+                            extra={"event": "console-logout", "client": request.address, "admin": session.user_name})
+                request.set_cookies.append(_session_cookie("", request.tls, expire=True))
+                return _redirect("/console/login")
+            if path in ACTIONS:
+                return await self._change(state, request, session, form)
+            return _error(404, "404", "404: " + _("No such console page."), request.lang, session)
+        if method not in ("GET", "HEAD"):
+            return _not_allowed(request.lang)
+        if session is None:
+            return _redirect("/console/login")
+        if path in ACTIONS or path == "/console/logout":
+            return _error(405, "405", "405: " + _("Changes are made with the buttons of a page (POST); this "
+                                                  "address only shows."), request.lang, session,
+                          (("Allow", "POST"),))
+        if path in ("/console/ca.pem", "/console/ca.der"):
+            return await self._off_loop(_ca_download, state.cfg, path.rsplit(".", 1)[1], request.lang, session)
+        if path not in {page for page, _label in PAGES} and path != "/console/iplists/edit":
+            return _error(404, "404", "404: " + _("No such console page."), request.lang, session)
+        flash, session.flash = session.flash, None
+        return Page(200, await self._render(state, request, session, flash))
+
+    def _live_session(self, state: _State, token: str) -> ConsoleSession | None:
+        """The session, while its user still exists, is still an admin and kept its password."""
+        session = self.sessions.get(token)
+        if session is None:
+            return None
+        principal = state.store.principal(session.user_id)
+        if principal is None or principal.user.generation != session.generation \
+                or principal.group.role != ADMIN_ROLE:
+            self.sessions.end(token)
+            return None
+        return session
+
+    # --- login ---------------------------------------------------------------------------------
+
+    async def _login(self, state: _State, request: _Request) -> Page:
+        refusal = _cross_site(request)
         if refusal is not None:
             return refusal
-        if path not in {page for page, _, _ in PAGES}:
-            return _error(404, "404", "404 Not Found: no such console page.")
-        return Page(200, await self._render(state, path))
+        form = _parse_form(request)
+        login = (form.get("username") or form.get("user") or form.get("login")).strip()
+        result = await self._off_loop(login_step, state.throttle, state.authenticator, request.address, login,
+                                      form.get("password"))
+        _ = translator(request.lang)
+        if result.throttled:
+            text = f"429: {_('Too many failed logins; try again in')} {result.retry_after} {_('s')}."
+            return Page(429, render_page("/console/login", lang=request.lang, flash=Flash(False, text)),
+                        (("Retry-After", result.retry_after),))
+        if result.principal is None:
+            return Page(401, render_page("/console/login", lang=request.lang,
+                                         flash=Flash(False, _("Wrong user name or password."))))
+        if result.not_admin:
+            return Page(403, render_page("/console/login", lang=request.lang, flash=Flash(
+                False, "403: " + _("The console is for users of a group with the admin role."))))
+        user = result.principal.user
+        token, _session = self.sessions.create(user.id, user.name, user.generation)
+        logger.info("console login of %r from %s", user.name, request.address,
+                    extra={"event": "console-login", "client": request.address, "admin": user.name})
+        request.set_cookies.append(_session_cookie(token, request.tls))
+        return _redirect("/console")
 
-    async def _render(self, state: _State, path: str) -> str:
-        cfg = state.cfg
+    # --- changes -------------------------------------------------------------------------------
+
+    async def _change(self, state: _State, request: _Request, session: ConsoleSession, form: Form) -> Page:
+        context = Context(state.cfg, state.accounts, state.throttle)
+        after = PAGE_AFTER[request.path.split("/")[2]]
+        try:
+            done = await self._off_loop(run_action, request.path, context, form)
+        except ActionRefused as e:
+            logger.info("console: %r from %s: refused %s: %s", session.user_name, request.address, request.path, e,
+                        extra={"admin": session.user_name, "client": request.address})
+            session.flash = Flash(False, str(e))
+            if request.path == "/console/iplists/save" and form.get("list"):
+                after = "/console/iplists/edit?list=" + urllib.parse.quote(form.get("list"))
+            return _redirect(after)
+        if done.unsaved_text is not None:
+            page = await self._off_loop(self._list_edit_page, state, request, session, form.get("list"),
+                                        done.unsaved_text, done.unsaved_errors)
+            return Page(200, page)
+        logger.info("console: admin %r from %s %s", session.user_name, request.address, done.audit,
+                    extra={"event": "console-change", "admin": session.user_name, "client": request.address,
+                           **({"base": done.base} if done.base else {})})
+        session.flash = Flash(True, done.message)
+        if request.path == "/console/iplists/save":
+            after = "/console/iplists/edit?list=" + urllib.parse.quote(form.get("list"))
+        return _redirect(after)
+
+    # --- pages ---------------------------------------------------------------------------------
+
+    async def _render(self, state: _State, request: _Request, session: ConsoleSession, flash: Any) -> str:
+        cfg, path = state.cfg, request.path
+        common: dict[str, Any] = {"lang": request.lang, "who": session.user_name, "csrf": session.csrf,
+                                  "flash": flash, "keep": _keep(request)}
         if path == "/console":
-            views = await asyncio.gather(*(self._base_view(cfg, base) for base in cfg.bases))
-            return render_page(path, bases=list(views))
+            views, checks = await asyncio.gather(
+                asyncio.gather(*(self._base_view(cfg, base) for base in cfg.bases)),
+                self._off_loop(_checks, cfg))
+            return render_page(path, bases=list(views), checks=checks, **common)
         if path == "/console/users":
             groups, users = await self._off_loop(_accounts, state.store)
-            return render_page(path, groups=groups, users=users)
+            return render_page(path, groups=groups, users=users, **common)
         if path == "/console/iplists":
-            lists = await self._off_loop(_lists, state.throttle, self._list_sizes)
-            return render_page(path, lists=lists)
+            return render_page(path, lists=await self._off_loop(_lists, cfg, state.throttle), **common)
+        if path == "/console/iplists/edit":
+            return await self._off_loop(self._list_edit_page, state, request, session, request.query.get("list", ""),
+                                        None, (), flash)
+        if path == "/console/certificates":
+            return render_page(path, certs=await self._off_loop(_certificates, cfg), **common)
         if path == "/console/events":
-            return render_page(path, events=self.events.recent())
-        return render_page(path, enrolment=await self._off_loop(_enrolment, cfg))
+            wanted = EventFilter(*(request.query.get(k, "").strip() for k in ("kind", "base", "address", "user")))
+            page = int(request.query.get("page", "1")) if request.query.get("page", "1").isdigit() else 1
+            found = await self._off_loop(lambda: filter_page(read_journal(cfg.state_dir), wanted, page,
+                                                             EVENTS_PER_PAGE))
+            query = urllib.parse.urlencode({k: v for k, v in vars(wanted).items() if v})
+            return render_page(path, found=found, wanted=wanted, kinds=sorted(SECURITY_EVENTS), query=query,
+                               **common)
+        return render_page(path, enrolment=await self._off_loop(_enrolment, cfg), **common)
+
+    def _list_edit_page(self, state: _State, request: _Request, session: ConsoleSession, key: str,
+                        unsaved_text: str | None, unsaved_errors: tuple[str, ...], flash: Flash | None = None) -> str:
+        common: dict[str, Any] = {"lang": request.lang, "who": session.user_name, "csrf": session.csrf,
+                                  "flash": flash}
+        try:
+            ref = find_list(state.cfg, key)
+            current = read_list_file(ref.path)
+        except (ActionRefused, ListUnreadable) as e:
+            return render_error("IP lists", str(e), **common)
+        errors = {e.line: e.reason for e in check_text(current.text)}
+        lines = current.lines() if current.present else []
+        if lines and lines[-1] == "":
+            lines = lines[:-1]  # the final line end does not start another line
+        view = ListEditView(
+            key=ref.key, path=str(ref.path), kind=ref.kind, base=ref.base, present=current.present,
+            encoding=current.encoding, newline={"\r\n": "CRLF", "\n": "LF", "\r": "CR"}[current.newline],
+            lines=tuple(ListLine(n, text, errors.get(n, "")) for n, text in enumerate(lines, 1)),
+            text=unsaved_text if unsaved_text is not None else current.text, unsaved_errors=unsaved_errors)
+        return render_page("/console/iplists/edit", edit=view, keep=urllib.parse.urlencode({"list": ref.key}) + "&",
+                           **common)
 
     async def _base_view(self, cfg: GatewayConfig, base: BaseConfig) -> BaseView:
         host = public_host(cfg)
@@ -147,61 +354,116 @@ class Console:
         return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
 
 
-def _error(status: int, title: str, text: str, headers: tuple[tuple[str, str], ...] = ()) -> Page:
-    return Page(status, render_error(title, text), headers)
+# --- HTTP details ------------------------------------------------------------------------------
 
 
-def _check_admin(state: _State, authorization: str, address: str) -> Page | None:
-    """None when the request comes from an admin; else the refusal. Runs in a thread (argon2)."""
-    verdict = state.throttle.check_ip(address)
-    if verdict.blocked:
-        return _error(429, "429", f"429 Too Many Requests: too many failed logins; try again in "
-                                  f"{verdict.retry_after_header} s.", (("Retry-After", verdict.retry_after_header),))
-    if not authorization or not is_basic(authorization):
-        return _unauthorized()
+def _cookies(header: str) -> dict[str, str]:
+    """Name → value. Cookies are per host, not per port: other programs on 127.0.0.1 may have
+    set cookies SimpleCookie refuses, and they must not hide ours."""
+    found: dict[str, str] = {}
+    for item in header.split(";"):
+        name, sep, value = item.strip().partition("=")
+        if sep and name not in found:
+            found[name] = value.strip().strip('"')
+    return found
+
+
+def _session_cookie(token: str, tls: bool, expire: bool = False) -> str:
+    cookie = f"{COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict"
+    if tls:
+        cookie += "; Secure"
+    if expire:
+        cookie += "; Max-Age=0"
+    return cookie
+
+
+def _origin_of(request: _Request) -> str:
+    host = request.headers.get("host", "")
+    return f"{'https' if request.tls else 'http'}://{host}"
+
+
+def _cross_site(request: _Request) -> Page | None:
+    """A refusal when the POST did not come from one of the console's own pages.
+
+    The pages send ``Referrer-Policy: no-referrer``, under which a browser's form POST carries
+    ``Origin: null`` and no Referer; ``Sec-Fetch-Site`` then tells a same-origin form from
+    another site's. A present Origin or Referer must be this origin.
+    """
+    own = _origin_of(request)
+    origin = request.headers.get("origin", "")
+    referer = request.headers.get("referer", "")
+    fetch_site = request.headers.get("sec-fetch-site", "")
+    bad = ""
+    if origin and origin != "null" and origin != own:
+        bad = f"Origin {origin}"
+    elif referer and not (referer == own or referer.startswith(own + "/")):
+        bad = f"Referer {referer.split('?')[0]}"
+    elif fetch_site and fetch_site not in ("same-origin", "none"):
+        bad = f"Sec-Fetch-Site {fetch_site}"
+    elif origin == "null" and fetch_site != "same-origin":
+        bad = "Origin null"
+    if not bad:
+        return None
+    logger.warning("console refused a POST to %s from %s: %s is not this console (%s)", request.path,
+                   request.address, bad, own, extra={"event": "console-refused", "client": request.address})
+    _ = translator(request.lang)
+    return _error(403, "403", "403: " + _("The request came from another site (Origin/Referer check failed)."),
+                  request.lang)
+
+
+def _parse_form(request: _Request) -> Form:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        return _multipart(content_type, request.body)
     try:
-        creds = parse_authorization(authorization)
-    except CredentialError as e:
-        return _failed(state, address, None, str(e))
-    if creds.login:
-        verdict = state.throttle.check_account(creds.login)
-        if verdict.blocked:
-            return _error(429, "429", f"429 Too Many Requests: too many failed logins; try again in "
-                                      f"{verdict.retry_after_header} s.",
-                          (("Retry-After", verdict.retry_after_header),))
-    principal: Principal | None = state.authenticator.cached(creds.login, creds.secret, allow_barcode=False)
-    if principal is None:
-        outcome = state.authenticator.verify(creds.login, creds.secret, allow_barcode=False)
-        if outcome.principal is None:
-            return _failed(state, address, creds.login or None, outcome.reason)
-        principal = outcome.principal
-    if principal.group.role != ADMIN_ROLE:
-        logger.info("console refused to %s: user %r has role %s, not admin", address, principal.user.name,
-                    principal.group.role)
-        return _error(403, "403", "403 Forbidden: the console is for users of a group with the admin role.")
-    return None
+        text = request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        return Form()
+    return Form({k: v[0] for k, v in urllib.parse.parse_qs(text, keep_blank_values=True).items()})
 
 
-def _unauthorized() -> Page:
-    return _error(401, "401", "401 Unauthorized: log in as a user of an admin group.",
-                  (("WWW-Authenticate", REALM),))
+def _multipart(content_type: str, body: bytes) -> Form:
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\nMIME-Version: 1.0\r\n\r\n" + body)
+    form = Form()
+    if not message.is_multipart():
+        return form
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        payload = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None:
+            if payload:
+                form.files[name] = payload
+                form.fields[f"{name}_name"] = filename
+        else:
+            form.fields[name] = payload.decode("utf-8", errors="replace")
+    return form
 
 
-def _failed(state: _State, address: str, login: str | None, reason: str) -> Page:
-    logger.info("login failed from %s: console: %s", address, reason,
-                extra={"event": "login-failed", "client": address, "base": "console"})
-    throttle = state.throttle
-    throttle.record_failure(address, login)
-    settings = throttle.settings
-    reached = [("address", address, throttle.check_ip(address), settings.ip_failures)]
-    if login:
-        reached.append(("user", login, throttle.check_account(login), settings.account_failures))
-    for kind, target, verdict, limit in reached:
-        if verdict.blocked and verdict.failures == limit:  # the failure that reaches the limit, logged once
-            logger.warning("lockout: %s %s reached %d failed logins; refused for %s s", kind, target, limit,
-                           verdict.retry_after_header,
-                           extra={"event": "lockout", "target": target, "kind": kind, "base": "console"})
-    return _unauthorized()
+def _keep(request: _Request) -> str:
+    """The page's own query for the language switch's links, which add ``lang=``."""
+    rest = {k: v for k, v in request.query.items() if k != "lang"}
+    return urllib.parse.urlencode(rest) + "&" if rest else ""
+
+
+def _redirect(location: str) -> Page:
+    return Page(303, "", (("Location", location),))
+
+
+def _error(status: int, title: str, text: str, lang: str, session: ConsoleSession | None = None,
+           headers: tuple[tuple[str, str], ...] = ()) -> Page:
+    who, csrf = (session.user_name, session.csrf) if session is not None else ("", "")
+    return Page(status, render_error(title, text, lang=lang, who=who, csrf=csrf), headers)
+
+
+def _not_allowed(lang: str) -> Page:
+    return _error(405, "405", "405 Method Not Allowed", lang, headers=(("Allow", "GET, HEAD, POST"),))
+
+
+# --- facts for the pages (in a thread) ---------------------------------------------------------
 
 
 def _certificate(cfg: GatewayConfig, base: BaseConfig) -> tuple[CertificateFacts | None, str]:
@@ -213,19 +475,57 @@ def _certificate(cfg: GatewayConfig, base: BaseConfig) -> tuple[CertificateFacts
     return CertificateFacts(view.subject, view.kind, view.not_after, view.days_left), ""
 
 
+def _checks(cfg: GatewayConfig) -> list[CheckView]:
+    from gateway.commands.check import check  # what `gateway check` prints, problem by problem
+
+    return [CheckView(s.name, s.address, tuple(s.problems)) for s in check(cfg, PROBE_TIMEOUT)]
+
+
 def _accounts(store: Store) -> tuple[list[GroupView], list[UserView]]:
     groups = {g.id: g for g in store.list_groups()}
     users = []
+    members: dict[str, int] = {}
     for user in store.list_users():
         group = groups.get(user.group_id)
-        users.append(UserView(user.name, group.name if group else user.group_id, group.role if group else "?",
-                              user.has_barcode))
-    return [GroupView(g.id, g.name, g.role, g.doc_types) for g in groups.values()], users
+        members[user.group_id] = members.get(user.group_id, 0) + 1
+        users.append(UserView(user.id, user.name, group.name if group else user.group_id,
+                              group.role if group else "?", user.has_barcode, user.group_id))
+    return [GroupView(g.id, g.name, g.role, g.doc_types, members.get(g.id, 0), g.offline)
+            for g in groups.values()], users
 
 
-def _lists(throttle: Throttle, sizes: Callable[[], dict[str, int]]) -> IpListsView:
+def _lists(cfg: GatewayConfig, throttle: Throttle) -> IpListsView:
+    files = []
+    for ref in list_files(cfg):
+        try:
+            compiled = load_list(ref.path)
+        except ListUnreadable as e:
+            files.append(ListFileView(ref.key, str(ref.path), ref.kind, ref.base, True, 0, 0, str(e.problem)))
+            continue
+        files.append(ListFileView(ref.key, str(ref.path), ref.kind, ref.base, compiled.present, compiled.entries,
+                                  len(compiled.errors)))
     bans = tuple(BanView(b.kind, b.target, b.failures, int(b.retry_after + 0.999)) for b in throttle.bans())
-    return IpListsView(tuple(sorted(sizes().items())), bans)
+    return IpListsView(tuple(files), bans)
+
+
+def _certificates(cfg: GatewayConfig) -> CertificatesView:
+    served = tuple(CertificateView(c.base_id, c.label, str(c.path), c.text, c.problem)
+                   for c in configured_certificates(cfg))
+    ca = load_local_ca(cfg)
+    return CertificatesView(served, tuple((b.id, b.name) for b in cfg.bases), fingerprint(ca) if ca else "")
+
+
+def _ca_download(cfg: GatewayConfig, form: str, lang: str, session: ConsoleSession) -> Page:
+    ca = load_local_ca(cfg)
+    if ca is None:
+        _ = translator(lang)
+        return _error(404, "404", "404: " + _("No local CA: a certificate of your own is configured."), lang,
+                      session)
+    if form == "der":
+        data, kind = ca.public_bytes(serialization.Encoding.DER), "application/pkix-cert"
+    else:
+        data, kind = local_ca_file(cfg).read_bytes(), "application/x-pem-file"
+    return Page(200, data, (("Content-Disposition", f'attachment; filename="ca.{form}"'),), kind)
 
 
 def _enrolment(cfg: GatewayConfig) -> EnrolmentView:
@@ -243,8 +543,3 @@ def _enrolment(cfg: GatewayConfig) -> EnrolmentView:
         host = f"[{host}]"
     url = f"http://{host}:{cfg.enrolment.listen}/"
     return EnrolmentView(True, url, qr_svg=qr_svg(url) if ca is not None else "", **facts)
-
-
-def _ipfilter_sizes() -> dict[str, int]:
-    from addons.ipfilter import list_sizes
-    return list_sizes()

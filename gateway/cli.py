@@ -80,12 +80,10 @@ def log_like_the_gateway(config_path: Path) -> None:
     except OSError:
         configure_logging(dataclasses.replace(settings, file=None, level="WARNING"))
     if state_dir is not None:
-        import logging
+        from gateway.console.journal import install_journal
 
-        from gateway.eventjournal import JournalHandler
-
-        # Security events also go to the running gateway's console (gateway/eventjournal.py).
-        logging.getLogger("gateway").addHandler(JournalHandler(state_dir))
+        # Security events also go to the shared journal the console shows (gateway/console/journal.py).
+        install_journal(state_dir)
 
 
 def refuse_fresh_state(config_path: Path, init: bool) -> str | None:

@@ -203,6 +203,7 @@ class AdminSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
     listen: int = 9400
+    console_idle_timeout: int = 900  # seconds without a request before a console session ends
 
 
 @dataclass(frozen=True)
@@ -313,6 +314,13 @@ def _port(reader: _Reader, name: str, default: int | None = None) -> int:
     value = reader.get(name, int, default) if default is not None else reader.required(name, int)
     if not 1 <= value <= 65535:
         raise reader.fail(name, f"port {value} is out of range; use 1–65535")
+    return value
+
+
+def _console_idle(reader: _Reader) -> int:
+    value = reader.get("console_idle_timeout", int, 900)
+    if not 10 <= value <= 86400:
+        raise reader.fail("console_idle_timeout", f"{value} seconds is out of range; use 10–86400 (default 900)")
     return value
 
 
@@ -581,7 +589,7 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
         log=_section(top, "log", log),
         admin=_section(top, "admin", lambda r: AdminSettings(
             enabled=r.get("enabled", bool, True), host=_host(r, "host", "127.0.0.1"),
-            listen=_port(r, "listen", 9400))),
+            listen=_port(r, "listen", 9400), console_idle_timeout=_console_idle(r))),
         enrolment=_section(top, "enrolment", lambda r: EnrolmentSettings(
             enabled=r.get("enabled", bool, False), host=_host(r, "host", "0.0.0.0"),
             listen=_port(r, "listen", 8079))),

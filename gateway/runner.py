@@ -26,7 +26,7 @@ from addons._context import set_current_config
 from gateway.engine_options import GatewayOptions
 from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, GatewayConfig, load_config
 from gateway.hooktable import GatewayMaster
-from gateway import eventjournal, reloadctl, statecheck
+from gateway import reloadctl, statecheck
 from gateway.ports import busy_listeners
 
 logger = logging.getLogger("gateway.runner")
@@ -121,7 +121,6 @@ class Gateway:
         self._state_watch: statecheck.StateWatch | None = None
         self._reloads: reloadctl.ReloadRequests | None = None
         self._request_id: str | None = None
-        self._journal: eventjournal.JournalReader | None = None
         self.last_reload: dict[str, Any] | None = None
         self.config_loaded_at: float | None = None
         self.addons = list(addons) if addons is not None else build_addons()
@@ -200,9 +199,6 @@ class Gateway:
             admin.note_reload(None, self.config_loaded_at)
         statecheck.remember_start(cfg)
         self._reloads = reloadctl.ReloadRequests(cfg.state_dir)
-        if self.worker in (None, 1):
-            # One-shot commands' events are logged again by one process only, not once per worker.
-            self._journal = eventjournal.JournalReader(cfg.state_dir)
         self._state_watch = statecheck.StateWatch.snapshot(cfg)
         statecheck.set_problem(None)
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch_config()))
@@ -303,8 +299,6 @@ class Gateway:
             await asyncio.sleep(CONFIG_POLL_INTERVAL)
             if self._state_watch is not None:
                 self._state_watch.poll()
-            if self._journal is not None:
-                self._journal.poll()
             request = self._reloads.pending() if self._reloads is not None else None
             if request is not None:
                 self._request_id = request

@@ -29,6 +29,9 @@ class Opened:
 def open_state(config_path: Path) -> Opened:
     """Raises ConfigError, StoreError or ValueError (damaged key file) with a readable text."""
     cfg = load_config(config_path)
+    # What a command changes (a ban lifted, a user removed) shows on the console's events page.
+    from gateway.console.journal import install_journal
+    install_journal(cfg.state_dir)
     store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
     return Opened(cfg, store, Accounts(store, load_or_create_secret(cfg.state_dir)))
 

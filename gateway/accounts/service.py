@@ -48,6 +48,21 @@ class Accounts:
             raise AccountError(e.what) from None
         return group
 
+    def update_group(self, id_or_name: str, *, name: str | None = None, role: str | None = None,
+                     doc_types: tuple[str, ...] | None = None, offline: bool | None = None) -> tuple[Group, Group]:
+        """Change a group under the same rules as a new one; returns (before, after)."""
+        before = self.group(id_or_name)
+        types = tuple(d.strip() for d in doc_types if d.strip()) if doc_types is not None else before.doc_types
+        after = replace(before, name=name.strip() if name is not None else before.name,
+                        role=role if role is not None else before.role, doc_types=types,
+                        offline=offline if offline is not None else before.offline)
+        check_group(after.name, after.role, after.doc_types)
+        try:
+            self.store.put_group(after, replace=True)
+        except DuplicateError as e:
+            raise AccountError(e.what) from None
+        return before, after
+
     def remove_group(self, id_or_name: str) -> Group:
         group = self.group(id_or_name)
         try:

@@ -16,8 +16,9 @@ from gateway.certs.authority import (
     write_server_certificate,
 )
 from gateway.certs.importer import import_certificate
-from gateway.certs.inspect import describe, fingerprint, load_local_ca, render, warnings_for
-from gateway.certs.load import CertError, load_certificates
+from gateway.certs.inspect import fingerprint, load_local_ca
+from gateway.certs.load import CertError
+from gateway.certs.report import report
 from gateway.certs.request import parse_ips, parse_names, write_request
 from gateway.certs.sources import base_source, default_source, local_ca_file
 from gateway.config import DEFAULT_CONFIG_NAME, ConfigError, GatewayConfig, load_config, parse_config
@@ -240,10 +241,9 @@ def show_certificate(args: argparse.Namespace) -> int:
 
 
 def _show_one(path: Path, cfg: GatewayConfig | None, local_ca: object, password: bytes | None) -> int:
+    del local_ca  # report() finds it from cfg
     try:
-        chain = load_certificates(path, password)
+        print(report(path, cfg, password))
     except CertError as e:
         return _fail(e)
-    view = describe(chain, local_ca)  # type: ignore[arg-type]
-    print(render(path, view, warnings_for(view, cfg)))
     return 0

@@ -28,11 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                      help="do not check the document types against the back ends' /api/v1/DocTypes")
     add.set_defaults(func=add_group)
 
-    edit = commands.add_parser("edit", help="change a group's document types, role or offline work")
+    edit = commands.add_parser("edit", help="change a group's name, role, document types or offline work")
     edit.add_argument("group", help="id or name")
-    edit.add_argument("--doc-type", dest="doc_types", action="append", default=[], metavar="TYPE",
-                      help="the group's document types, replacing the old list (repeatable, or comma-separated)")
+    edit.add_argument("--name", help="a new name")
     edit.add_argument("--role", choices=ROLES, help="a new role")
+    edit.add_argument("--doc-type", dest="doc_types", action="append", default=None, metavar="TYPE",
+                      help="the document types (repeatable, or comma-separated; replaces the old ones; at least one)")
     edit.add_argument("--offline", action=argparse.BooleanOptionalAction, default=None,
                       help="allow (--offline) or forbid (--no-offline) offline work")
     edit.add_argument("--no-doc-type-check", action="store_true",
@@ -83,6 +84,21 @@ def add_group(args: argparse.Namespace) -> int:
     return 0
 
 
+@user_errors
+def edit_group(args: argparse.Namespace) -> int:
+    state = open_state(args.config)
+    doc_types = None
+    if args.doc_types is not None:
+        doc_types = _checked_doc_types(args, state.config)
+        if doc_types is None:
+            return 1
+    _, group = state.accounts.update_group(args.group, name=args.name, role=args.role, doc_types=doc_types,
+                                           offline=args.offline)
+    print(f"group {group.name!r} changed (id {group.id}, role {group.role}, "
+          f"document types: {', '.join(group.doc_types)})")
+    return 0
+
+
 def describe(group: Group) -> str:
     return "\n".join([
         f"id:           {group.id}",
@@ -121,24 +137,4 @@ def show_group(args: argparse.Namespace) -> int:
 def remove_group(args: argparse.Namespace) -> int:
     group = open_state(args.config).accounts.remove_group(args.group)
     print(f"group {group.name!r} removed")
-    return 0
-
-
-@user_errors
-def edit_group(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from gateway.accounts.rules import check_group
-
-    state = open_state(args.config)
-    group = state.accounts.group(args.group)
-    names = _checked_doc_types(args, state.config)
-    if names is None:
-        return 1
-    changed = dataclasses.replace(
-        group, doc_types=names or group.doc_types, role=args.role or group.role,
-        offline=group.offline if args.offline is None else args.offline)
-    check_group(changed.name, changed.role, changed.doc_types)
-    state.store.put_group(changed, replace=True)
-    print(f"group {changed.name!r} changed (role {changed.role}, document types: {', '.join(changed.doc_types)})")
     return 0

@@ -39,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     remove.add_argument("user", help="id or name")
     remove.set_defaults(func=remove_user)
 
+    move = commands.add_parser("move", help="move a user to another group")
+    move.add_argument("user", help="id or name")
+    move.add_argument("--group", required=True, help="the new group's id or name")
+    move.set_defaults(func=move_user)
+
     passwd = commands.add_parser("passwd", help="set a new password; sessions and cached logins end at once")
     passwd.add_argument("user", help="id or name")
     _secret_flags(passwd, barcode=False)
@@ -128,6 +133,15 @@ def show_user(args: argparse.Namespace) -> int:
 def remove_user(args: argparse.Namespace) -> int:
     user = open_state(args.config).accounts.remove_user(args.user)
     print(f"user {user.name!r} removed")
+    return 0
+
+
+@user_errors
+def move_user(args: argparse.Namespace) -> int:
+    state = open_state(args.config)
+    group = state.accounts.group(args.group)
+    user = state.accounts.update_user(args.user, group=group.id)
+    print(f"user {user.name!r} moved to group {group.name!r} (role {group.role})")
     return 0
 
 

@@ -1,7 +1,8 @@
-"""The read-only admin web console: page rendering and the ring of recent security events.
+"""The admin web console: pages, sessions, the login step, the actions behind its buttons
+(each the CLI's own core function), the shared event journal and the two languages.
 
-Pure: no mitmproxy, no sockets. ``addons/console.py`` authenticates, gathers the facts and
-hands them to ``render_page``.
+Pure: no mitmproxy, no sockets. ``addons/console.py`` handles HTTP (sessions, CSRF, Origin),
+gathers the facts and hands them to ``render_page``.
 """
 
 from gateway.console.events import SECURITY_EVENTS, EventRing, SecurityEvent

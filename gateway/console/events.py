@@ -1,4 +1,7 @@
-"""A bounded ring of recent security events, fed by a logging.Handler on the ``gateway`` logger.
+"""Which log records are security events, and a bounded in-memory ring of them.
+
+The console reads the shared journal (journal.py) instead, which every process writes; the
+ring remains for code that wants one process's recent events without touching disk.
 
 Only records carrying an ``event`` field (``extra={"event": ...}``) of a security kind are kept;
 their message is the log line, which by contract never holds a secret. One ring per process:
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 SECURITY_EVENTS = frozenset({
     "ip-denied", "login-failed", "lockout", "ban-lifted", "config-reloaded", "config-reload-refused",
     "backend-error", "weak-password-forced", "user-removed",
+    # changes made in the console (who, what, from where; never a secret)
+    "console-change", "console-login", "console-logout", "console-refused",
 })
 # A screenful or two; older events are in the security log.
 RING_SIZE = 200
