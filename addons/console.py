@@ -37,7 +37,8 @@ from gateway.console.actions import ACTIONS, ActionRefused, Context, Form, find_
 from gateway.console.events import SECURITY_EVENTS
 from gateway.console.i18n import choose_language, translator
 from gateway.console.journal import EventFilter, filter_page, install_journal, read_journal
-from gateway.console.login import ADMIN_ROLE, login_step
+from addons._login import Logins
+from gateway.console.login import ADMIN_ROLE, console_login
 from gateway.console.pages import (
     PAGES, STYLE, BaseView, BanView, CertificateFacts, CertificatesView, CertificateView, CheckView,
     EnrolmentView, Flash, GroupView, IpListsView, ListEditView, ListFileView, ListLine, UserView, render_error,
@@ -96,6 +97,7 @@ class _State:
     authenticator: Authenticator
     throttle: Throttle
     accounts: Accounts
+    logins: Logins
 
 
 @dataclass
@@ -121,6 +123,8 @@ class Console:
         del list_sizes  # the lists page reads the files itself now (any process can serve it)
         self._state: _State | None = None
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="gateway-console")
+        # argon2 apart from the store calls, as on the bases: a slow check never holds up a page.
+        self._verify_pool = ThreadPoolExecutor(1, thread_name_prefix="gateway-console-verify")
         self.sessions = ConsoleSessions()
 
     def apply_config(self, cfg: GatewayConfig) -> None:
@@ -129,13 +133,15 @@ class Console:
             cfg, (old.store_key, old.store, old.authenticator) if old is not None else None)
         install_journal(cfg.state_dir)
         self.sessions.idle_timeout = cfg.admin.console_idle_timeout
-        self._state = _State(cfg, store, store_key, authenticator, Throttle(store, cfg.throttle),
-                             Accounts(store, authenticator.secret))
+        throttle = Throttle(store, cfg.throttle)
+        self._state = _State(cfg, store, store_key, authenticator, throttle, Accounts(store, authenticator.secret),
+                             Logins(store, authenticator, throttle, self._verify_pool, self._pool))
         if old is not None and old.store is not store:
             old.store.close()
 
     def done(self) -> None:
         self._pool.shutdown(wait=False)
+        self._verify_pool.shutdown(wait=False)
         if self._state is not None:
             self._state.store.close()
             self._state = None
@@ -237,8 +243,7 @@ class Console:
             return refusal
         form = _parse_form(request)
         login = (form.get("username") or form.get("user") or form.get("login")).strip()
-        result = await self._off_loop(login_step, state.throttle, state.authenticator, request.address, login,
-                                      form.get("password"))
+        result = await console_login(state.logins, request.address, login, form.get("password"))
         _ = translator(request.lang)
         if result.throttled:
             text = f"429: {_('Too many failed logins; try again in')} {result.retry_after} {_('s')}."
