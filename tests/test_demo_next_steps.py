@@ -3,7 +3,6 @@ console URL and an admin login for it."""
 
 from __future__ import annotations
 
-import base64
 import re
 import shlex
 import subprocess
@@ -15,6 +14,7 @@ import httpx
 import yaml
 
 from tests.harness import _env, _terminate, free_port
+from tests.test_console import ConsoleClient
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "gateway.yaml"
 
@@ -46,8 +46,14 @@ def test_demo_banner_gives_working_next_steps_and_a_console_login(tmp_path: Path
         assert login, banner
         url, user, password = login.groups()
         assert url == f"http://127.0.0.1:{admin}/console"
-        auth = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-        assert httpx.get(url, headers=auth, timeout=10).status_code == 200
+        console = ConsoleClient(url.rsplit("/console", 1)[0])
+        try:
+            console.login(user, password)
+            # Logged in: the console's own pages answer, not the login form.
+            page = console.http.get("/console/users")
+            assert page.status_code == 200 and 'name="csrf"' in page.text, page.text[:300]
+        finally:
+            console.close()
         status_line = next(line for line in banner.splitlines() if line.strip().startswith(".venv") and " status" in line)
         words = shlex.split(status_line.split("#")[0])
         assert words[0] in (".venv/bin/gateway", r".venv\Scripts\gateway")

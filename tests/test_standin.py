@@ -206,6 +206,10 @@ def test_session_returns_token_and_never_logs_the_password(client: httpx.Client)
     logger.setLevel(logging.INFO)
     try:
         response = client.get("/api/v1/session", params={"username": "кладовщик", "password": "S3cret-Pw"})
+        # The server thread logs the request after it has sent the answer: give it a moment.
+        deadline = time.monotonic() + 5
+        while not any("/api/v1/session" in line for line in records) and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
