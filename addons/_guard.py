@@ -87,7 +87,7 @@ def fail_closed(hook: Hook) -> Hook:
             return None
         # A hook that is synchronous on its fast path may hand the rest of its work back as an
         # awaitable; what fails in there must deny just the same.
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             return guard_rest(result, args)
         return result
     return wrapper  # type: ignore[return-value]

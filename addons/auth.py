@@ -44,6 +44,7 @@ LOGOUT_PATH = PREFIX + "logout"
 # Writes (failure rows, sessions) may wait for another process's lock; two threads keep them
 # off the event loop without letting a flood of failures pile up threads.
 STORE_THREADS = 2
+_HEADER_NAME_LOWER = HEADER_NAME.lower().encode()
 
 T = TypeVar("T")
 
@@ -167,7 +168,13 @@ class Auth:
             deny(flow, 405, f"405 Method Not Allowed: use POST {path}.", {"Allow": "POST"})
             return None
         # Header lookups through mitmproxy's Headers cost more than one pass over the raw names.
-        present = {name.lower() for name, _ in flow.request.headers.fields}
+        present: set[bytes] = set()
+        authorizations: list[bytes] = []
+        for name, value in flow.request.headers.fields:
+            lower = name.lower()
+            present.add(lower)
+            if lower == b"authorization":
+                authorizations.append(value)
         token = self._take_token(flow, present)
         if path == LOGOUT_PATH:
             return self._logout(flow, base, state, token)
@@ -176,7 +183,8 @@ class Auth:
         if token and path != LOGIN_PATH:
             principal = state.sessions.resolve(token)
         if principal is None:
-            authorization = flow.request.headers.get("Authorization", "") if b"authorization" in present else ""
+            # As headers.get("Authorization") reads it: repeated fields folded with ", ".
+            authorization = ", ".join(v.decode("utf-8", "surrogateescape") for v in authorizations)
             if not authorization or not is_basic(authorization):
                 why = "session expired or unknown" if token else "no Basic credentials"
                 self._unauthorized(flow, base, why, "401 Unauthorized: log in with a user name (or none) and password.")
@@ -287,7 +295,7 @@ class Auth:
         ``present``: the request's header names, lower-cased.
         """
         headers = flow.request.headers
-        token = headers.pop(HEADER_NAME, "").strip() if HEADER_NAME.lower().encode() in present else ""
+        token = headers.pop(HEADER_NAME, "").strip() if _HEADER_NAME_LOWER in present else ""
         if b"cookie" not in present:
             return token
         cookies = flow.request.cookies

@@ -61,16 +61,32 @@ class Hygiene:
         if request.method == "CONNECT":
             self._refuse(flow, 501, "CONNECT is not supported by this gateway")
             return
-        bad = control_character_in(request.headers.fields)
+        fields = request.headers.fields
+        bad = control_character_in(fields)
         if bad is not None:
             self._refuse(flow, 400, "a header name or value holds a control character")
             return
-        reason = check_content_length(request.headers.get_all("content-length"))
+        # One pass over the names instead of a lookup (itself a pass) per header read below.
+        lengths: list[str] = []
+        upgrades: list[str] = []
+        http2_settings = False
+        strip = False
+        for name, value in fields:
+            lower = name.lower()
+            if lower in self._strip or (b"_" in lower and identity_lookalike(lower.decode("latin-1"), self._prefix)):
+                strip = True
+            if lower == b"content-length":
+                lengths.append(value.decode("utf-8", "surrogateescape"))
+            elif lower == b"upgrade":
+                upgrades.append(value.decode("utf-8", "surrogateescape"))
+            elif lower == b"http2-settings":
+                http2_settings = True
+        reason = check_content_length(lengths)
         if reason is not None:
             self._refuse(flow, 400, reason)
             return
-        upgrade = request.headers.get("upgrade")
-        if upgrade is not None or request.headers.get("http2-settings") is not None:
+        upgrade = ", ".join(upgrades) if upgrades else None  # as mitmproxy's headers.get folds them
+        if upgrade is not None or http2_settings:
             websocket = getattr(listener.base, "websocket", False)
             if not (websocket and upgrade is not None and upgrade.strip().lower() == "websocket"):
                 self._refuse(flow, 426, "protocol upgrades are not allowed on this base",
@@ -80,7 +96,7 @@ class Hygiene:
             # HTTP/1 absolute-form: the host the client named is not the back end's business
             # (HTTP/2's :authority is its Host header and stays for Routing to handle).
             request.authority = ""
-        if limits.header_hygiene:
+        if strip and limits.header_hygiene:
             self._strip_headers(request)
 
     def _strip_headers(self, request: http.Request) -> None:
