@@ -1,0 +1,49 @@
+"""Found walking the README as a new user, with the features of several issues together.
+
+Each test runs the real gateway process and the real CLI against it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+from tests.harness import RunningGateway, Standin, gateway_config, run_gateway_command
+
+
+def test_reload_says_a_changed_worker_count_waits_for_a_restart(
+        tmp_path: Path, standin: Standin, gateway_factory: Callable[..., RunningGateway]) -> None:
+    # `workers` is read by `gateway run` once; a reload answering just "applied" claimed otherwise.
+    config = gateway_config(tmp_path, standin)
+    gw = gateway_factory(config)
+    changed: dict[str, Any] = copy.deepcopy(config)
+    changed["workers"] = 2
+    gw.write_config(changed)
+
+    done = run_gateway_command(gw.directory, "reload")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "workers changed: takes effect only after a restart" in done.stdout
+    gw.wait_for_log(r"workers changed in the configuration; this takes effect only after a restart")
+    status = run_gateway_command(gw.directory, "status")
+    assert status.returncode == 0, status.stderr
+    assert "(supervisor)" not in status.stdout  # still the one process it started as
+    assert "takes effect only after a restart" in status.stdout
+
+
+def test_reload_of_an_invalid_file_exits_2_and_keeps_serving(
+        tmp_path: Path, standin: Standin, gateway_factory: Callable[..., RunningGateway]) -> None:
+    # The README's exit codes: the command reads the file first and asks nothing of the gateway.
+    config = gateway_config(tmp_path, standin)
+    gw = gateway_factory(config)
+    broken: dict[str, Any] = copy.deepcopy(config)
+    broken["bases"][0]["print"]["listen"] = broken["bases"][0]["data"]["listen"]
+    gw.write_config(broken)
+
+    done = run_gateway_command(gw.directory, "reload")
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "bases[0].print.listen" in done.stderr
+    assert "keeps its current configuration" in done.stderr
+    assert gw.process.poll() is None
