@@ -407,7 +407,8 @@ async def serve(config_path: Path | str, *, init: bool = False, worker: int | No
     await gateway.start()
     if worker is not None:
         from gateway.supervisor import report_ready
-        report_ready()
+        admin = gateway.master.addons.get("admin") if gateway.master else None
+        report_ready(getattr(admin, "port", None))
     try:
         await gateway.wait()
     finally:

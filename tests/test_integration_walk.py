@@ -6,10 +6,13 @@ Each test runs the real gateway process and the real CLI against it.
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from tests.harness import RunningGateway, Standin, gateway_config, run_gateway_command
+import httpx
+
+from tests.harness import RunningGateway, Standin, free_port, gateway_config, run_gateway_command
 
 
 def test_reload_says_a_changed_worker_count_waits_for_a_restart(
@@ -47,3 +50,21 @@ def test_reload_of_an_invalid_file_exits_2_and_keeps_serving(
     assert "bases[0].print.listen" in done.stderr
     assert "keeps its current configuration" in done.stderr
     assert gw.process.poll() is None
+
+
+def test_readyz_of_workers_names_a_deleted_state_folder(
+        tmp_path: Path, standin: Standin, gateway_factory: Callable[..., RunningGateway]) -> None:
+    # The supervisor found its workers' admin ports in their run files, which live in the state
+    # folder: once it was deleted, /readyz said "its admin listener is not known yet" instead of why.
+    admin_port = free_port()
+    config = gateway_config(tmp_path, standin, workers=2,
+                            admin={"enabled": True, "host": "127.0.0.1", "listen": admin_port})
+    gw = gateway_factory(config)
+    shutil.rmtree(gw.state_dir)
+    gw.wait_for_log(r"event=state-lost", timeout=15)
+
+    answer = httpx.get(f"http://127.0.0.1:{admin_port}/readyz", timeout=10)
+
+    assert answer.status_code == 503
+    assert "not known yet" not in answer.text
+    assert "state folder" in answer.text and "deleted" in answer.text, answer.text
