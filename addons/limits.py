@@ -99,9 +99,9 @@ class Limits:
                     # Once per value, not at every reload; the arithmetic is spelled out, as "10000 is
                     # more than 20000 allows" reads as a contradiction.
                     self._capped_logged = limits.max_connections
-                    logger.warning("limits.max_connections %d needs about %d open files (one for the client and "
-                                   "one for the back end per connection), more than the open-files limit %d "
-                                   "allows; using %d (raise LimitNOFILE, or set max_connections to %d or less)",
+                    logger.warning("limits.max_connections %d needs about %d open files (each connection takes "
+                                   "two), more than the open-files limit %d allows; using %d (raise LimitNOFILE, "
+                                   "or set max_connections to %d or less)",
                                    limits.max_connections, 2 * limits.max_connections + FILES_RESERVED,
                                    self._open_files, room, room)
                 limits = dataclasses.replace(limits, max_connections=room)

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import copy
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import httpx
+import yaml
 
-from tests.harness import RunningGateway, Standin, free_port, gateway_config, run_gateway_command
+from gateway.portowner import PortOwner
+from tests.harness import RunningGateway, Standin, _env, free_port, gateway_config, run_gateway_command
 
 
 def test_reload_says_a_changed_worker_count_waits_for_a_restart(
@@ -68,3 +73,45 @@ def test_readyz_of_workers_names_a_deleted_state_folder(
     assert answer.status_code == 503
     assert "not known yet" not in answer.text
     assert "state folder" in answer.text and "deleted" in answer.text, answer.text
+
+
+def test_check_does_not_take_the_ports_of_a_gateway_started_without_c_for_its_own(
+        tmp_path: Path, standin: Standin) -> None:
+    # `make run` starts `gateway demo` with no -c; a bare `gateway run` reads ./gateway.yaml. Their
+    # ports counted as "this configuration's own" for every other configuration's `check`.
+    first = tmp_path / "first"
+    first.mkdir()
+    config = gateway_config(first, standin)
+    (first / "gateway.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    log = open(first / "gateway.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "run"], cwd=first, env=_env(),
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "gateway ready" not in (first / "gateway.log").read_text(errors="replace"):
+            assert process.poll() is None and time.monotonic() < deadline, (first / "gateway.log").read_text()
+            time.sleep(0.1)
+        second = tmp_path / "second"
+        second.mkdir()
+        (second / "gateway.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+
+        done = run_gateway_command(second, "check")
+
+        port = config["bases"][0]["data"]["listen"]
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"port {port} is held by another gateway (pid {process.pid}, configuration " \
+               f"{first / 'gateway.yaml'})" in done.stdout
+        # ... while the first configuration's own check still sees them as its own.
+        assert run_gateway_command(first, "check").returncode == 0
+    finally:
+        process.terminate()
+        process.wait(15)
+        log.close()
+
+
+def test_a_demo_without_options_serves_the_demo_configuration() -> None:
+    cwd = Path(__file__).resolve().parent.parent
+    owner = PortOwner(1, "python", (".venv/bin/python", "-m", "gateway", "demo"), str(cwd))
+    assert owner.config_path() == cwd / "demo" / "gateway.yaml"
+    named = PortOwner(1, "python", ("python", "-m", "gateway", "demo", "--demo-config", "x.yaml"), "/srv")
+    assert named.config_path() == Path("/srv/x.yaml")
