@@ -115,3 +115,18 @@ def test_a_demo_without_options_serves_the_demo_configuration() -> None:
     assert owner.config_path() == cwd / "demo" / "gateway.yaml"
     named = PortOwner(1, "python", ("python", "-m", "gateway", "demo", "--demo-config", "x.yaml"), "/srv")
     assert named.config_path() == Path("/srv/x.yaml")
+
+
+def test_workers_with_a_log_file_say_once_where_they_log(
+        tmp_path: Path, standin: Standin, gateway_factory: Callable[..., RunningGateway]) -> None:
+    # Each worker is a `gateway run --worker N` sharing the terminal: each printed the line too.
+    config = gateway_config(tmp_path, standin, workers=2, log={"file": "logs/gateway.log"})
+    gw = gateway_factory(config, wait=False)
+    log_file = gw.directory / "logs" / "gateway.log"
+    deadline = time.monotonic() + 40
+    while not (log_file.exists() and "gateway ready: 2 worker(s)" in log_file.read_text(errors="replace")):
+        assert gw.process.poll() is None and time.monotonic() < deadline, gw.log()
+        time.sleep(0.1)
+
+    terminal = gw.log()
+    assert terminal.count("gateway: logging to") == 1, terminal
