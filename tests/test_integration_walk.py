@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -130,3 +131,21 @@ def test_workers_with_a_log_file_say_once_where_they_log(
 
     terminal = gw.log()
     assert terminal.count("gateway: logging to") == 1, terminal
+
+
+def test_http2_heads_meet_the_same_target_and_header_count_limits_as_http1(
+        tmp_path: Path, standin: Standin, gateway_factory: Callable[..., RunningGateway]) -> None:
+    # Over HTTP/1.1 a 9,000-byte target got 414 and 120 headers 431; over HTTP/2 both reached the back end.
+    gw = gateway_factory(gateway_config(tmp_path, standin))
+    long_target = "/echo?x=" + "a" * 9000
+    many = [(f"X-H{i}", "v") for i in range(120)]
+    trust = ssl.create_default_context(cafile=gw.ca_file)
+    with httpx.Client(http2=True, verify=trust, timeout=20) as h2, httpx.Client(verify=trust, timeout=20) as h1:
+        for client, version in ((h2, "HTTP/2"), (h1, "HTTP/1.1")):
+            too_long = client.get(gw.url("b1", path=long_target))
+            assert (too_long.http_version, too_long.status_code) == (version, 414)
+            too_many = client.get(gw.url("b1", path="/echo"), headers=many)
+            assert (too_many.http_version, too_many.status_code) == (version, 431)
+        within = h2.get(gw.url("b1", path="/echo?x=" + "a" * 4000), headers=many[:50])
+        assert (within.http_version, within.status_code) == ("HTTP/2", 200)
+        assert len(within.json()["query"]) > 4000
