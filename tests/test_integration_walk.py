@@ -149,3 +149,32 @@ def test_http2_heads_meet_the_same_target_and_header_count_limits_as_http1(
         within = h2.get(gw.url("b1", path="/echo?x=" + "a" * 4000), headers=many[:50])
         assert (within.http_version, within.status_code) == ("HTTP/2", 200)
         assert len(within.json()["query"]) > 4000
+
+
+def test_windows_install_folders_reach_the_service_and_its_configuration() -> None:
+    # install-service.ps1 takes -InstallDir and -DataDir, but copied the WinSW file as shipped:
+    # the service then started C:\Program Files\...\python.exe with C:\ProgramData\... whatever was asked.
+    import re
+    import xml.etree.ElementTree as ET
+    from pathlib import PureWindowsPath
+
+    windows = Path(__file__).resolve().parent.parent / "deploy" / "windows"
+    script = (windows / "install-service.ps1").read_text(encoding="utf-8")
+    assert not re.search(r"Copy-Item[^\n]*(\$ServiceId\.xml|gateway\.yaml)", script)
+    assert 'Copy-WithFolders (Join-Path $PSScriptRoot "$ServiceId.xml")' in script
+    assert 'Copy-WithFolders (Join-Path $PSScriptRoot "gateway.yaml") $Config' in script
+    replace = re.search(r'\.Replace\("([^"]+)", \$InstallDir\)\.Replace\("([^"]+)", \$DataDir\)', script)
+    assert replace is not None
+    install_default, data_default = replace.groups()
+
+    def installed(name: str) -> str:  # what Copy-WithFolders writes, for D:\GW and E:\GWData
+        text = (windows / name).read_text(encoding="utf-8")
+        return text.replace(install_default, r"D:\GW").replace(data_default, r"E:\GWData")
+
+    service = ET.fromstring(installed("tls-gateway.xml"))
+    assert PureWindowsPath(service.findtext("executable") or "") == PureWindowsPath(r"D:\GW\venv\Scripts\python.exe")
+    assert r'-c "E:\GWData\gateway.yaml" run' in (service.findtext("arguments") or "")
+    assert service.findtext("logpath") == r"E:\GWData\logs"
+    config = yaml.safe_load(installed("gateway.yaml"))
+    assert config["state_dir"] == r"E:\GWData\state"
+    assert config["log"]["file"] == r"E:\GWData\logs\gateway.log"
