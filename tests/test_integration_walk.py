@@ -178,3 +178,27 @@ def test_windows_install_folders_reach_the_service_and_its_configuration() -> No
     config = yaml.safe_load(installed("gateway.yaml"))
     assert config["state_dir"] == r"E:\GWData\state"
     assert config["log"]["file"] == r"E:\GWData\logs\gateway.log"
+
+
+def test_check_names_a_taken_acme_challenge_port_that_would_stop_the_start(
+        tmp_path: Path, standin: Standin) -> None:
+    # `gateway run` refused to start ("acme.challenge_listen: cannot listen …") while `check` said OK.
+    import socket
+
+    challenge = free_port()
+    config = gateway_config(tmp_path, standin, acme={
+        "enabled": True, "directory": "https://127.0.0.1:9/dir", "allow_private": True,
+        "challenge_listen": challenge})
+    config["bases"][0]["tls"] = {"acme": ["127.0.0.1"]}
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", challenge))
+        holder.listen(1)
+        done = run_gateway_command(tmp_path, "check")
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.startswith("ACME challenge listener"))
+    assert f"http://127.0.0.1:{challenge}" in line
+    assert f"acme.challenge_listen: port {challenge} is taken by another program" in line
+
+    done = run_gateway_command(tmp_path, "check")
+    assert f"ACME challenge listener — http://127.0.0.1:{challenge} — OK" in done.stdout, done.stdout
