@@ -640,7 +640,10 @@ def load_config(path: Path | str) -> GatewayConfig:
     try:
         text = source.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise ConfigError(source, "", "file not found; create it (see deploy/gateway.example.yaml) or pass -c FILE") from None
+        # A new user in the repository folder, `make run` going, typing `gateway check`: point at the demo's.
+        demo = " (`make run`'s is -c demo/gateway.yaml)" if (source.parent / "demo" / "gateway.yaml").is_file() else ""
+        raise ConfigError(source, "", "file not found; create it (see deploy/gateway.example.yaml) or pass -c FILE"
+                          + demo) from None
     except UnicodeDecodeError as e:
         raise ConfigError(source, "", f"is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except OSError as e:

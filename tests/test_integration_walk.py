@@ -202,3 +202,14 @@ def test_check_names_a_taken_acme_challenge_port_that_would_stop_the_start(
 
     done = run_gateway_command(tmp_path, "check")
     assert f"ACME challenge listener — http://127.0.0.1:{challenge} — OK" in done.stdout, done.stdout
+
+
+def test_a_command_without_c_in_the_repository_points_at_the_demo_configuration() -> None:
+    # README: while `make run` runs, commands need -c demo/gateway.yaml; without it a new user
+    # in the repository folder only heard "gateway.yaml: file not found".
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "gateway", "user", "list"], cwd=repo, env=_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "gateway.yaml: file not found" in done.stderr
+    assert "-c demo/gateway.yaml" in done.stderr
