@@ -213,3 +213,27 @@ def test_a_command_without_c_in_the_repository_points_at_the_demo_configuration(
     assert done.returncode != 0
     assert "gateway.yaml: file not found" in done.stderr
     assert "-c demo/gateway.yaml" in done.stderr
+
+
+def test_acme_renew_takes_a_base_by_name_as_iplist_test_does(tmp_path: Path, standin: Standin) -> None:
+    # `--base "Acme Base"` answered "base 'Acme Base' has no tls.acme" about a base that has it.
+    config = gateway_config(tmp_path, standin, acme={
+        "enabled": True, "directory": f"https://127.0.0.1:{free_port()}/dir", "allow_private": True,
+        "challenge_listen": free_port()})
+    config["bases"][0]["tls"] = {"acme": ["127.0.0.1"]}
+    plain = {key: value for key, value in config["bases"][0].items() if key not in ("print", "tls")}
+    config["bases"].append({**plain, "id": "b2", "name": "Plain", "folder": "bases/b2",
+                            "data": {"listen": free_port(), "backend": standin.data_url}})
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+
+    by_name = run_gateway_command(tmp_path, "cert", "acme", "renew", "--base", "магазин 15 вещевой, расширенный")
+    assert by_name.returncode == 1, by_name.stdout + by_name.stderr
+    assert "cannot reach the ACME directory" in by_name.stderr  # got as far as ordering
+
+    plain = run_gateway_command(tmp_path, "cert", "acme", "renew", "--base", "Plain")
+    assert plain.returncode == 2
+    assert "base 'Plain' (b2) has no tls.acme" in plain.stderr
+    unknown = run_gateway_command(tmp_path, "cert", "acme", "renew", "--base", "nope")
+    assert unknown.returncode == 2
+    assert "no base with id 'nope' (nor with that name)" in unknown.stderr
+    assert "b1 (Магазин 15 Вещевой, Расширенный)" in unknown.stderr
