@@ -353,6 +353,10 @@ def _endpoint(reader: _Reader, name: str, optional: bool) -> Endpoint | None:
         return None
     sub = reader.sub(name)
     enabled = sub.get("enabled", bool, True)
+    if optional and not enabled and "listen" not in sub.data and "backend" not in sub.data:
+        # «Сервер печати используется» unticked: a port for a server not used is not required.
+        sub.finish()
+        return None
     endpoint = Endpoint(listen=_port(sub, "listen"), backend=_backend(sub, "backend"), enabled=enabled,
                         proxy_protocol=optional_proxy_protocol(sub))
     sub.finish()

@@ -237,3 +237,17 @@ def test_acme_renew_takes_a_base_by_name_as_iplist_test_does(tmp_path: Path, sta
     assert unknown.returncode == 2
     assert "no base with id 'nope' (nor with that name)" in unknown.stderr
     assert "b1 (Магазин 15 Вещевой, Расширенный)" in unknown.stderr
+
+
+def test_a_print_server_not_used_needs_no_port(tmp_path: Path, standin: Standin) -> None:
+    # The seed's «Сервер печати используется» unticked is `print: {enabled: false}`; it answered
+    # "bases[0].print.listen: is required".
+    config = gateway_config(tmp_path, standin)
+    config["bases"][0]["print"] = {"enabled": False}
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    done = run_gateway_command(tmp_path, "check", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    config["bases"][0]["print"] = {"enabled": False, "backend": standin.print_url}
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    done = run_gateway_command(tmp_path, "check")
+    assert done.returncode == 2 and "bases[0].print.listen: is required" in done.stderr  # half a print server
