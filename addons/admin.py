@@ -121,6 +121,8 @@ class Admin:
         ports = {listener.port for listener in cfg.listeners()}
         if cfg.enrolment.enabled:
             ports.add(cfg.enrolment.listen)
+        if cfg.acme.enabled and cfg.acme.challenge_listen:
+            ports.add(cfg.acme.challenge_listen)  # `check` then knows it is ours (0 in all workers but one)
         try:
             listeners = tuple(f"{l.scheme}://{cfg.listen_host or '*'}:{l.port} {l.base.name} ({l.role}) -> "
                               f"{l.endpoint.backend}" for l in cfg.listeners())

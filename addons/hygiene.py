@@ -4,6 +4,8 @@ Runs in ``requestheaders`` before Routing and Auth, on every base, for HTTP/1 an
 (the raw HTTP/1 head was already checked byte by byte in addons/_engine_patches.py):
 
 * methods outside ``limits.methods`` → 501, lower-case methods → 400;
+* HTTP/2 only (HTTP/1 heads were measured while read): a target longer than
+  ``limits.request_line_max_size`` → 414, more than ``limits.max_headers`` fields → 431;
 * HTTP versions other than 1.0, 1.1 and 2 → 505;
 * a control character in a header name or value → 400 (HTTP/2 headers never pass the HTTP/1 check);
 * ``Content-Length`` that is not one plain decimal below 2^53 → 400;
@@ -30,7 +32,8 @@ from gateway.limits import check_content_length, check_method, control_character
 
 logger = logging.getLogger("gateway.hygiene")
 
-_TITLES = {400: "Bad Request", 426: "Upgrade Required", 501: "Not Implemented", 505: "HTTP Version Not Supported"}
+_TITLES = {400: "Bad Request", 414: "URI Too Long", 426: "Upgrade Required", 431: "Request Header Fields Too Large",
+           501: "Not Implemented", 505: "HTTP Version Not Supported"}
 _VERSIONS = ("HTTP/1.0", "HTTP/1.1", "HTTP/2.0")
 
 
@@ -62,6 +65,16 @@ class Hygiene:
             self._refuse(flow, 501, "CONNECT is not supported by this gateway")
             return
         fields = request.headers.fields
+        if request.http_version == "HTTP/2.0":
+            # The HTTP/1 head was measured while it was read (addons/_engine_patches.py); an HTTP/2
+            # head is bounded in bytes by SETTINGS, but its target and field count are checked here,
+            # so both protocols forward the same heads.
+            if len(request.data.path) > limits.request_line_max_size:
+                self._refuse(flow, 414, f"the request target is longer than {limits.request_line_max_size} bytes")
+                return
+            if len(fields) > limits.max_headers:
+                self._refuse(flow, 431, f"more than {limits.max_headers} header fields")
+                return
         bad = control_character_in(fields)
         if bad is not None:
             self._refuse(flow, 400, "a header name or value holds a control character")

@@ -73,6 +73,7 @@ class Limits:
         self._task: asyncio.Task[None] | None = None
         self._nofile_logged = False
         self._open_files: int | None = None
+        self._capped_logged = 0
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         if not self._nofile_logged:
@@ -94,9 +95,15 @@ class Limits:
             # accept() fails for everyone, so refuse politely before that.
             room = max(16, (self._open_files - FILES_RESERVED) // 2)
             if limits.max_connections == 0 or limits.max_connections > room:
-                if limits.max_connections:
-                    logger.warning("limits.max_connections %d is more than the open-files limit %d allows; "
-                                   "using %d", limits.max_connections, self._open_files, room)
+                if limits.max_connections and limits.max_connections != self._capped_logged:
+                    # Once per value, not at every reload; the arithmetic is spelled out, as "10000 is
+                    # more than 20000 allows" reads as a contradiction.
+                    self._capped_logged = limits.max_connections
+                    logger.warning("limits.max_connections %d needs about %d open files (each connection takes "
+                                   "two), more than the open-files limit %d allows; using %d (raise LimitNOFILE, "
+                                   "or set max_connections to %d or less)",
+                                   limits.max_connections, 2 * limits.max_connections + FILES_RESERVED,
+                                   self._open_files, room, room)
                 limits = dataclasses.replace(limits, max_connections=room)
         self.limits = limits
         _engine_patches.set_limits(cfg.limits)

@@ -361,6 +361,10 @@ def _endpoint(reader: _Reader, name: str, optional: bool) -> Endpoint | None:
         return None
     sub = reader.sub(name)
     enabled = sub.get("enabled", bool, True)
+    if optional and not enabled and "listen" not in sub.data and "backend" not in sub.data:
+        # «Сервер печати используется» unticked: a port for a server not used is not required.
+        sub.finish()
+        return None
     endpoint = Endpoint(listen=_port(sub, "listen"), backend=_backend(sub, "backend"), enabled=enabled,
                         proxy_protocol=optional_proxy_protocol(sub))
     sub.finish()
@@ -648,7 +652,10 @@ def load_config(path: Path | str) -> GatewayConfig:
     try:
         text = source.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise ConfigError(source, "", "file not found; create it (see deploy/gateway.example.yaml) or pass -c FILE") from None
+        # A new user in the repository folder, `make run` going, typing `gateway check`: point at the demo's.
+        demo = " (`make run`'s is -c demo/gateway.yaml)" if (source.parent / "demo" / "gateway.yaml").is_file() else ""
+        raise ConfigError(source, "", "file not found; create it (see deploy/gateway.example.yaml) or pass -c FILE"
+                          + demo) from None
     except UnicodeDecodeError as e:
         raise ConfigError(source, "", f"is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except OSError as e:

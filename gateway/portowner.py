@@ -31,17 +31,31 @@ class PortOwner:
         return launched and any(a in ("run", "demo") for a in args)
 
     def config_path(self) -> Path | None:
+        """The configuration the process serves; None only when its command line cannot tell."""
         argv = list(self.argv)
         for i, arg in enumerate(argv):
             value = None
-            if arg in ("-c", "--config") and i + 1 < len(argv):
+            if arg in ("-c", "--config", "--demo-config") and i + 1 < len(argv):
                 value = argv[i + 1]
-            elif arg.startswith("--config="):
+            elif arg.startswith(("--config=", "--demo-config=")):
                 value = arg.split("=", 1)[1]
             if value:
                 path = Path(value)
                 return path if path.is_absolute() or self.cwd is None else Path(self.cwd) / path
-        return None
+        # No option: the command's default. Without this, `gateway demo` (make run) or a bare
+        # `gateway run` looked like the gateway of every configuration, and `check` of another one
+        # called the ports they hold free.
+        if self.cwd is None:
+            return None
+        args = [Path(a).name for a in argv]
+        if "demo" in args:
+            from gateway.commands.demo import DEMO_CONFIG
+
+            in_cwd = Path(self.cwd) / "demo" / "gateway.yaml"
+            return in_cwd if in_cwd.is_file() else DEMO_CONFIG
+        from gateway.config import DEFAULT_CONFIG_NAME
+
+        return Path(self.cwd) / DEFAULT_CONFIG_NAME
 
 
 def owner_of(port: int) -> PortOwner | None:

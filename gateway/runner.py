@@ -32,6 +32,8 @@ from gateway.ports import busy_listeners
 logger = logging.getLogger("gateway.runner")
 
 CONFIG_POLL_INTERVAL = 1.0
+# Read once at start. `workers` is the supervisor's to act on: a worker cannot change how many it has.
+RESTART_ONLY_SETTINGS = ("listen_host", "state_dir", "store", "workers")
 # A worker told to stop finishes its open connections for this long (the supervisor waits longer).
 DRAIN_SECONDS = 5.0
 ALL_INTERFACES = ("", "0.0.0.0", "::")
@@ -322,6 +324,7 @@ class Gateway:
                 return self._refused(reason, str(e))
             # Taken before applying: a save during the reload is then seen as a new change.
             self._fingerprint = files_fingerprint(watched_files(self.config_path, new))
+            pending = [name for name in RESTART_ONLY_SETTINGS if getattr(old, name) != getattr(new, name)]
             new = self._keep_restart_only_settings(old, new)
             problems = busy_listeners(new, listen_host_option(new), skip_ports={l.port for l in old.listeners()},
                                       reuse_port=self.worker is not None)
@@ -345,7 +348,11 @@ class Gateway:
                         reason, len(new.bases), sorted(added) or "none", sorted(removed) or "none",
                         "" if all_ok else " — some listeners failed, see above",
                         extra={"event": "config-reloaded"})
-            self._record_reload(all_ok, "applied" if all_ok else "applied, but some listeners failed (see the log)")
+            message = "applied" if all_ok else "applied, but some listeners failed (see the log)"
+            if pending:
+                # `gateway reload` prints this: "applied" alone would claim the change is in force.
+                message += f"; {', '.join(pending)} changed: takes effect only after a restart"
+            self._record_reload(all_ok, message)
             return all_ok
 
     def _refused(self, reason: str, why: str) -> bool:
@@ -367,7 +374,7 @@ class Gateway:
     @staticmethod
     def _keep_restart_only_settings(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
         kept = {}
-        for name in ("listen_host", "state_dir", "store"):
+        for name in RESTART_ONLY_SETTINGS:
             if getattr(old, name) != getattr(new, name):
                 logger.warning("%s changed in the configuration; this takes effect only after a restart "
                                "(keeping %r for now)", name, getattr(old, name))
@@ -394,7 +401,8 @@ async def serve(config_path: Path | str, *, init: bool = False, worker: int | No
     await gateway.start()
     if worker is not None:
         from gateway.supervisor import report_ready
-        report_ready()
+        admin = gateway.master.addons.get("admin") if gateway.master else None
+        report_ready(getattr(admin, "port", None))
     try:
         await gateway.wait()
     finally:

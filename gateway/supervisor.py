@@ -307,6 +307,11 @@ class Supervisor:
         finally:
             os.close(read_end)
         if data.startswith(b"ready"):
+            # The admin port comes with "ready": the run file it is also in may be gone (a deleted
+            # state folder), and /readyz must then still ask the worker, which knows why.
+            port = data[len(b"ready"):].strip()
+            if port.isdigit():
+                self._admin_ports[worker.pid] = int(port)
             worker.ready.set()
             if self._all_started:
                 logger.info("worker %d (pid %d) ready again", worker.slot, worker.pid,
@@ -387,13 +392,13 @@ def _signal(worker: Worker, sig: int) -> None:
         pass
 
 
-def report_ready() -> None:
+def report_ready(admin_port: int | None = None) -> None:
     """Called by a worker once its listeners are up: tells the supervisor through the inherited pipe."""
     fd = os.environ.pop(READY_FD_ENV, None)
     if fd is None:
         return
     try:
-        os.write(int(fd), b"ready\n")
+        os.write(int(fd), b"ready %d\n" % admin_port if admin_port else b"ready\n")
         os.close(int(fd))
     except (OSError, ValueError):
         pass

@@ -42,8 +42,15 @@ if (-not (Test-Path $VenvPython)) {
 & $VenvPython -m pip install $Repo
 if ($LASTEXITCODE -ne 0) { throw "installing the gateway into $Venv failed" }
 
+# The shipped files name the default folders; -InstallDir / -DataDir must reach the service too.
+function Copy-WithFolders([string]$From, [string]$To) {
+    $text = Get-Content -Raw -Encoding UTF8 $From
+    $text = $text.Replace("C:\Program Files\TlsGateway", $InstallDir).Replace("C:\ProgramData\TlsGateway", $DataDir)
+    Set-Content -Encoding UTF8 -Path $To -Value $text
+}
+
 if (-not (Test-Path $Config)) {
-    Copy-Item (Join-Path $PSScriptRoot "gateway.yaml") $Config
+    Copy-WithFolders (Join-Path $PSScriptRoot "gateway.yaml") $Config
     Write-Host "Wrote the example configuration $Config - edit the bases, then run this script again."
 }
 
@@ -54,7 +61,7 @@ icacls $DataDir /inheritance:r /grant:r "Administrators:(OI)(CI)F" "SYSTEM:(OI)(
 if ($LASTEXITCODE -eq 2) { throw "$Config is not valid (see above); the service was not installed" }
 
 Copy-Item $WinSW (Join-Path $InstallDir "$ServiceId.exe") -Force
-Copy-Item (Join-Path $PSScriptRoot "$ServiceId.xml") (Join-Path $InstallDir "$ServiceId.xml") -Force
+Copy-WithFolders (Join-Path $PSScriptRoot "$ServiceId.xml") (Join-Path $InstallDir "$ServiceId.xml")
 & (Join-Path $InstallDir "$ServiceId.exe") install
 & (Join-Path $InstallDir "$ServiceId.exe") start
 

@@ -22,7 +22,7 @@ def register(cert_commands: argparse._SubParsersAction) -> None:  # type: ignore
     status.set_defaults(func=show_status)
 
     renew = actions.add_parser("renew", help="order the certificates that are due now (or all with --force)")
-    renew.add_argument("--base", metavar="ID", help="only this base")
+    renew.add_argument("--base", metavar="ID", help="only this base (its id or name)")
     renew.add_argument("--force", action="store_true", help="order even when the certificate is not due yet")
     renew.set_defaults(func=renew_now)
 
@@ -112,8 +112,18 @@ def renew_now(args: argparse.Namespace) -> int:
         return _fail(e, 2)
     from gateway.autocert.manager import acme_bases, renew_due
 
-    if args.base is not None and args.base not in {b.id for b in acme_bases(cfg)}:
-        return _fail(f"base {args.base!r} has no tls.acme in {cfg.source}", 2)
+    if args.base is not None:
+        # The id, or the name shown everywhere else, as `iplist test --base` takes it.
+        wanted = args.base.strip().casefold()
+        base = next((b for b in cfg.bases if b.id == args.base), None) or next(
+            (b for b in cfg.bases if b.name.casefold() == wanted), None)
+        if base is None:
+            known = "; ".join(f"{b.id} ({b.name})" for b in acme_bases(cfg)) or "none"
+            return _fail(f"no base with id {args.base!r} (nor with that name) in {cfg.source}; "
+                         f"bases with tls.acme: {known}", 2)
+        if base.id not in {b.id for b in acme_bases(cfg)}:
+            return _fail(f"base {base.name!r} ({base.id}) has no tls.acme in {cfg.source}", 2)
+        args.base = base.id
     try:
         with _challenge_responder(cfg):
             outcomes = renew_due(cfg, force=args.force, only=args.base)

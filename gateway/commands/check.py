@@ -135,7 +135,24 @@ def side_listener_statuses(cfg: GatewayConfig, ours: set[int]) -> list[BaseStatu
         if problem:
             status.problems.append(problem)
         statuses.append(status)
+    challenge = _acme_challenge_status(cfg, ours)
+    if challenge is not None:
+        statuses.append(challenge)
     return statuses
+
+
+def _acme_challenge_status(cfg: GatewayConfig, ours: set[int]) -> BaseStatus | None:
+    # `gateway run` refuses to start when it cannot open this port: say so before, like the others.
+    from gateway.autocert.manager import acme_bases
+
+    if not (acme_bases(cfg) and cfg.acme.challenge_listen):
+        return None
+    host = cfg.listen_host if cfg.listen_host not in ("", "::") else "0.0.0.0"
+    status = BaseStatus("acme", "ACME challenge listener", f"http://{host}:{cfg.acme.challenge_listen}")
+    problem = listen_problem(host, cfg.acme.challenge_listen, ours, cfg.source)
+    if problem:
+        status.problems.append(f"acme.challenge_listen: {problem}")
+    return status
 
 
 def state_statuses(cfg: GatewayConfig) -> list[BaseStatus]:

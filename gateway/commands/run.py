@@ -27,8 +27,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     configure_logging(cfg.log)
-    if cfg.log.file is not None:
+    if cfg.log.file is not None and args.worker is None:
         # Everything else goes to the file; without this line the terminal would stay silent.
+        # Said once: workers share the supervisor's terminal.
         print(f"gateway: logging to {cfg.log.file} (log.file in {cfg.source}); stop with Ctrl+C", file=sys.stderr,
               flush=True)
     from gateway.engine import run_loop
