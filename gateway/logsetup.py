@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gateway.config import LogSettings
+from gateway.logrotate import SharedFileHandler
 
 ACCESS_LOGGER = "gateway.access"
 
@@ -125,12 +126,20 @@ def security_log_path(settings: LogSettings) -> Path | None:
     return settings.file.with_name(settings.file.stem + ".security.log") if settings.file is not None else None
 
 
-def configure_logging(settings: LogSettings) -> None:
+def _file_handler(path: Path, settings: LogSettings, shared: bool, delay: bool = False) -> logging.Handler:
+    if shared:
+        # Several processes write this file; only the supervisor rotates it (gateway/logrotate.py).
+        return SharedFileHandler(path, encoding="utf-8", delay=delay)
+    return logging.handlers.RotatingFileHandler(
+        path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8", delay=delay)
+
+
+def configure_logging(settings: LogSettings, *, shared: bool = False) -> None:
+    """``shared``: this process is one of several writing the same files (workers, supervisor)."""
     handler: logging.Handler
     if settings.file is not None:
         settings.file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
-            settings.file, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8")
+        handler = _file_handler(settings.file, settings, shared)
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
@@ -142,9 +151,7 @@ def configure_logging(settings: LogSettings) -> None:
     root.addHandler(handler)
     security_file = security_log_path(settings)
     if security_file is not None:
-        security = logging.handlers.RotatingFileHandler(
-            security_file, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8",
-            delay=True)  # created with the first security event
+        security = _file_handler(security_file, settings, shared, delay=True)  # made with the first event
         security.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
         security.addFilter(SecurityEvents())
         root.addHandler(security)

@@ -138,6 +138,10 @@ class SupervisorAdmin(Admin):
         self._write_run_file()
 
 
+# How often the supervisor looks at the shared log files' sizes.
+LOG_ROTATE_INTERVAL = 1.0
+
+
 class Supervisor:
     def __init__(self, config_path: Path | str, count: int, *, init: bool = False) -> None:
         self.config_path = Path(config_path).resolve()
@@ -193,8 +197,10 @@ class Supervisor:
                         ", ".join(str(w.pid) for w in sorted(self.workers.values(), key=lambda w: w.slot)),
                         len(cfg.listeners()), self.config_path)
             watcher = asyncio.create_task(self._watch_config())
+            rotator = asyncio.create_task(self._rotate_logs())
             await self.stopping.wait()
             watcher.cancel()
+            rotator.cancel()
             return 0
         finally:
             self.stopping.set()
@@ -203,6 +209,24 @@ class Supervisor:
                 keeper.cancel()
             self.admin.done()
             remove_run_file(cfg.state_dir, os.getpid())
+
+    async def _rotate_logs(self) -> None:
+        """The only rotation of the shared log files: workers append and follow (gateway/logrotate.py)."""
+        from gateway.logrotate import rotate_if_needed
+        from gateway.logsetup import security_log_path
+
+        while True:
+            await asyncio.sleep(LOG_ROTATE_INTERVAL)
+            cfg = self.config
+            if cfg is None or cfg.log.file is None:
+                continue
+            for path in (cfg.log.file, security_log_path(cfg.log)):
+                if path is None:
+                    continue
+                try:
+                    await asyncio.to_thread(rotate_if_needed, path, cfg.log.max_bytes, cfg.log.backups)
+                except OSError as e:
+                    logger.warning("cannot rotate %s: %s", path, e.strerror or e)
 
     async def _wait_all_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT

@@ -233,3 +233,38 @@ def test_reload_and_status_speak_for_every_worker(standin: Standin, tmp_path: Pa
     assert "(supervisor), 2 workers" in status.stdout
     assert all(f"worker pid {pid}: up" in status.stdout for pid in pids)
     assert status.stdout.count("last reload: OK") == 2
+
+
+def test_workers_share_the_log_file_and_only_the_supervisor_rotates_it(
+        standin: Standin, tmp_path: Path, gateway_factory: Factory) -> None:
+    config = two_workers(tmp_path, standin)
+    config["log"] = {"file": "logs/gateway.log", "format": "json", "max_bytes": "16k", "backups": 8}
+    gw = gateway_factory(config, directory=tmp_path / "gw", wait=False)
+    log = gw.directory / "logs" / "gateway.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "gateway ready" in log.read_text(encoding="utf-8", errors="replace")):
+        assert gw.process.poll() is None and time.monotonic() < deadline, gw.log_path.read_text(errors="replace")
+        time.sleep(0.2)
+    requests = 300
+    for i in range(requests):
+        assert fresh_get(gw, path=f"/echo/rotation-{i}").status_code == 200
+    time.sleep(2.5)  # a rotation pass, and the access lines of the last requests
+    files = sorted(log.parent.glob("gateway.log*"))
+    assert len(files) > 2, files  # 300 access lines are far more than 16 KiB: rotated, more than once
+    # Oldest first: gateway.log.8 … gateway.log.1, then gateway.log.
+    files.sort(key=lambda path: -int(path.suffix[1:]) if path.suffix[1:].isdigit() else 0)
+    seen: list[int] = []
+    for path in files:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)  # every line whole, though two processes wrote it
+            found = re.search(r"/echo/rotation-(\d+)", entry.get("path", "") or entry.get("message", ""))
+            if found and entry.get("logger") == "gateway.access":
+                seen.append(int(found.group(1)))
+    # Nothing lost or doubled by a rotation racing another process's write…
+    assert sorted(seen) == list(range(requests))
+    # …and the files hold the requests in the order they came: with a rotation in every process,
+    # one worker went on writing into the file another had just rotated away.
+    out_of_order = [(a, b) for a, b in zip(seen, seen[1:]) if b < a - 3]
+    assert not out_of_order, out_of_order[:5]
+    # Rotated files stay near the size asked: one writer decides, the others follow.
+    assert all(path.stat().st_size < 64 * 1024 for path in files)

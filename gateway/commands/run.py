@@ -26,22 +26,23 @@ def run(args: argparse.Namespace) -> int:
         configure_logging(LogSettings())
         print(f"error: {e}", file=sys.stderr)
         return 2
-    configure_logging(cfg.log)
+    from gateway.engine import run_loop
+    from gateway.scale_config import resolve_workers
+    from gateway.supervisor import SupervisorError, supervise
+
+    count, why = resolve_workers(cfg.workers) if args.worker is None else (0, None)
+    # Workers and their supervisor share the log files: they append, the supervisor rotates.
+    configure_logging(cfg.log, shared=args.worker is not None or count > 1)
     if cfg.log.file is not None and args.worker is None:
         # Everything else goes to the file; without this line the terminal would stay silent.
         # Said once: workers share the supervisor's terminal.
         print(f"gateway: logging to {cfg.log.file} (log.file in {cfg.source}); stop with Ctrl+C", file=sys.stderr,
               flush=True)
-    from gateway.engine import run_loop
-    from gateway.scale_config import resolve_workers
-    from gateway.supervisor import SupervisorError, supervise
-
     init = getattr(args, "init", False)
     try:
         if args.worker is not None:
             # --init was the supervisor's to act on, once, before any worker started.
             return run_loop(serve(args.config, worker=args.worker))
-        count, why = resolve_workers(cfg.workers)
         if why:
             logging.getLogger("gateway.supervisor").warning("%s", why)
         if count == 1:
