@@ -76,7 +76,8 @@ def log_like_the_gateway(config_path: Path) -> None:
     if settings.file is None:
         settings = dataclasses.replace(settings, level="WARNING")
     try:
-        configure_logging(settings)
+        # Appends only: rotating is the running gateway's job, never a short command's.
+        configure_logging(settings, shared=True)
     except OSError:
         configure_logging(dataclasses.replace(settings, file=None, level="WARNING"))
     if state_dir is not None:
