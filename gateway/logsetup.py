@@ -68,7 +68,14 @@ SECURITY_EVENTS = frozenset({
     "ip-denied", "login-failed", "login-refused", "throttled", "banned", "denied-auth", "denied-policy",
     "policy-denied", "connection-limit", "refused-head", "http2-reset-flood", "config-reloaded",
     "config-reload-refused", "admin-login", "admin-login-failed", "lockout", "bad-request",
+    "ban-lifted", "spray-detected", "proxy-protocol-refused", "state-lost", "state-init", "new-local-ca",
+    "user-added", "user-removed", "password-changed", "weak-password-forced",
+    "console-change", "console-login", "console-logout", "console-refused",
+    "acme-renewal-failed", "acme-certificate-installed",
 })
+# What the console's events page shows (the shared journal): the security events, and failures
+# of the back end an administrator wants to see beside them.
+CONSOLE_EVENTS = SECURITY_EVENTS | {"backend-error"}
 
 
 class FoldRepeats(logging.Filter):

@@ -16,12 +16,10 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-SECURITY_EVENTS = frozenset({
-    "ip-denied", "login-failed", "lockout", "ban-lifted", "config-reloaded", "config-reload-refused",
-    "backend-error", "weak-password-forced", "user-removed",
-    # changes made in the console (who, what, from where; never a secret)
-    "console-change", "console-login", "console-logout", "console-refused",
-})
+from gateway.logsetup import CONSOLE_EVENTS
+
+# One list for the security log and the console (gateway/logsetup.py); the console adds back-end failures.
+SECURITY_EVENTS = CONSOLE_EVENTS
 # A screenful or two; older events are in the security log.
 RING_SIZE = 200
 
