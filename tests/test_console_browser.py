@@ -104,7 +104,7 @@ def test_admin_manages_the_gateway_from_the_browser(standin: Standin,
             page.click("header >> text=Users")
             page.fill("#add-group input[name=name]", "Кладовщики")
             page.select_option("#add-group select[name=role]", "mobile")
-            page.fill("#add-group input[name=doc_types]", "Приход, Расход")
+            page.fill("#add-group input[name=doc_types]", "Поступление, Продажа")
             page.click("#add-group button")
             assert "group 'Кладовщики' added" in page.inner_text("#flash")
             page.fill("#add-user input[name=name]", "петров")

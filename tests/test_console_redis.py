@@ -49,7 +49,7 @@ def test_console_on_machine_a_changes_machine_b(tmp_path: Path, standin: Standin
     try:
         assert console.login("admin", ADMIN_PASSWORD).status_code == 303
         assert _flash(console.post("/console/groups/add", {"name": "ТСД", "role": "mobile",
-                                                           "doc_types": "Приход"})).startswith("ok")
+                                                           "doc_types": "Поступление"})).startswith("ok")
         assert _flash(console.post("/console/users/add", {"name": "сидоров", "group": "ТСД",
                                                           "password": USER_PASSWORD,
                                                           "password2": USER_PASSWORD})).startswith("ok")

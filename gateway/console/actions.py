@@ -79,19 +79,34 @@ def _twice(form: Form, what: str, first: str, second: str) -> str:
 # --- groups ------------------------------------------------------------------------------------
 
 
+def _checked_doc_types(ctx: Context, names: tuple[str, ...]) -> str:
+    """The back end's own check, as `gateway group add/edit` makes it; returns the warnings' text."""
+    from gateway.doctypes import check_doc_types, known_doc_types
+
+    errors, warnings = check_doc_types(names, known_doc_types(ctx.cfg))
+    if errors:
+        raise ActionRefused("; ".join(e.replace("use --doc-type ", "use ") for e in errors) + "; nothing was changed")
+    return "".join(f" (warning: {w})" for w in warnings)
+
+
 def group_add(ctx: Context, form: Form) -> Done:
-    group = ctx.accounts.add_group(form.get("name"), form.get("role"), _doc_types(form.get("doc_types")),
-                                   offline=form.get("offline") == "on")
+    names = _doc_types(form.get("doc_types"))
+    warnings = _checked_doc_types(ctx, names)
+    group = ctx.accounts.add_group(form.get("name"), form.get("role"), names, offline=form.get("offline") == "on")
     return Done(f"group {group.name!r} added (id {group.id}, role {group.role}, {len(group.doc_types)} "
-                "document types)",
+                f"document types){warnings}",
                 f"added group {group.name!r} (id {group.id}): role {group.role}, document types "
                 f"{', '.join(group.doc_types)}")
 
 
 def group_edit(ctx: Context, form: Form) -> Done:
+    names = _doc_types(form.get("doc_types"))
+    current = ctx.accounts.group(form.required("group", "the group"))
+    # Only names the admin changed are asked about: a group kept as it was saves as it was.
+    warnings = _checked_doc_types(ctx, tuple(n for n in names if n not in current.doc_types))
     before, after = ctx.accounts.update_group(
-        form.required("group", "the group"), name=form.get("name") or None, role=form.get("role") or None,
-        doc_types=_doc_types(form.get("doc_types")), offline=form.get("offline") == "on")
+        current.id, name=form.get("name") or None, role=form.get("role") or None,
+        doc_types=names, offline=form.get("offline") == "on")
     changes = []
     if before.name != after.name:
         changes.append(f"name {before.name!r} → {after.name!r}")
@@ -102,7 +117,8 @@ def group_edit(ctx: Context, form: Form) -> Done:
     if before.offline != after.offline:
         changes.append(f"offline work {'yes' if before.offline else 'no'} → {'yes' if after.offline else 'no'}")
     what = "; ".join(changes) or "nothing changed"
-    return Done(f"group {after.name!r} changed: {what}", f"changed group {after.name!r} (id {after.id}): {what}")
+    return Done(f"group {after.name!r} changed: {what}{warnings}",
+                f"changed group {after.name!r} (id {after.id}): {what}")
 
 
 def group_remove(ctx: Context, form: Form) -> Done:
