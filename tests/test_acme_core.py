@@ -244,3 +244,20 @@ def test_unreachable_ca_is_an_error_event_and_shows_in_check_and_readyz(
     assert ready.status_code == 503 and "cannot reach the ACME directory" in ready.text
     status = run_gateway_command(gw.directory, "cert", "acme", "status", "--json")
     assert '"last_error": "cannot reach the ACME directory' in status.stdout
+
+
+@pytest.mark.parametrize("enabled, names, warning", [
+    (True, [], "acme.enabled is true but no base names anything under bases[].tls.acme"),
+])
+def test_check_warns_when_acme_and_the_bases_disagree(tmp_path: Path, standin: Standin, enabled: bool,
+                                                      names: list[str], warning: str) -> None:
+    import yaml
+
+    tls = {"acme": names} if names else None
+    base = base_entry(standin, "b1", **({"tls": tls} if tls else {}))
+    cfg = gateway_config(tmp_path, standin, bases=[base],
+                         acme={"enabled": enabled, "directory": "https://127.0.0.1:1/dir", "challenge_listen": free_port()})
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    done = run_gateway_command(tmp_path, "check")
+    assert warning in done.stdout, done.stdout + done.stderr

@@ -145,6 +145,12 @@ def _acme_challenge_status(cfg: GatewayConfig, ours: set[int]) -> BaseStatus | N
     # `gateway run` refuses to start when it cannot open this port: say so before, like the others.
     from gateway.autocert.manager import acme_bases
 
+    named = [b for b in cfg.bases if b.tls is not None and b.tls.acme]
+    if cfg.acme.enabled and not named:
+        status = BaseStatus("acme", "ACME", cfg.acme.directory)
+        status.warnings.append("acme.enabled is true but no base names anything under bases[].tls.acme, "
+                               "so nothing is ordered; add e.g. `tls: {acme: [sklad.example.ru]}` to a base")
+        return status
     if not (acme_bases(cfg) and cfg.acme.challenge_listen):
         return None
     host = cfg.listen_host if cfg.listen_host not in ("", "::") else "0.0.0.0"
