@@ -5,12 +5,12 @@ Pure: no mitmproxy, no sockets. ``addons/console.py`` handles HTTP (sessions, CS
 gathers the facts and hands them to ``render_page``.
 """
 
-from gateway.console.events import SECURITY_EVENTS, EventRing, SecurityEvent
+from gateway.console.events import SECURITY_EVENTS
 from gateway.console.pages import (
     PAGES, BaseView, CertificateFacts, EnrolmentView, GroupView, IpListsView, UserView, render_error, render_page,
 )
 
 __all__ = [
-    "SECURITY_EVENTS", "EventRing", "SecurityEvent", "PAGES", "BaseView", "CertificateFacts", "EnrolmentView",
+    "SECURITY_EVENTS", "PAGES", "BaseView", "CertificateFacts", "EnrolmentView",
     "GroupView", "IpListsView", "UserView", "render_error", "render_page",
 ]
