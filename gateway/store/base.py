@@ -99,10 +99,10 @@ class Reservation:
     holders: str = ""  # "wait": who holds the key's places now; a change means the queue moves
 
     @classmethod
-    def refused(cls, place: Place, times: list[float], now: float) -> Reservation:
-        """``times``: the window's failure times, oldest first; allowed again when enough leave it."""
-        leaves_at = times[len(times) - place.limit] + place.window
-        return cls("refused", place.key, len(times), max(leaves_at - now, 0.0))
+    def refused(cls, place: Place, failures: int, unlocking: float, now: float) -> Reservation:
+        """``unlocking``: the time of the failure whose leaving the window lets attempts in again
+        (the ``limit``-th newest of the window's ``failures``)."""
+        return cls("refused", place.key, failures, max(unlocking + place.window - now, 0.0))
 
 
 @runtime_checkable

@@ -307,23 +307,34 @@ end
 return out
 """
 
-# ARGV: p, key, at, forget_before, member, ttl. The index is scored by each key's oldest failure,
-# so pruning (SQLite's "DELETE FROM failures WHERE at < ?") touches only keys holding old rows.
-_ADD_FAILURE = """
-local p, key, at, forget, member, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
-local index = p..'fail-keys'
-local rows = p..'fail:'..key
-redis.call('ZADD', rows, at, member)
-redis.call('EXPIRE', rows, ttl)
-redis.call('ZADD', index, redis.call('ZRANGE', rows, 0, 0, 'WITHSCORES')[2], key)
-for _, k in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', '('..forget)) do
-  local old = p..'fail:'..k
-  redis.call('ZREMRANGEBYSCORE', old, '-inf', '('..forget)
-  local first = redis.call('ZRANGE', old, 0, 0, 'WITHSCORES')
-  if #first == 0 then redis.call('ZREM', index, k) else redis.call('ZADD', index, first[2], k) end
+# Failure rows, shared by the scripts that record failures. The index is scored by each key's
+# oldest failure, so pruning (SQLite's "DELETE FROM failures WHERE at < ?") touches only keys
+# holding old rows.
+_FAILURE_ROWS = """
+local function add_failure_row(p, key, at, member, ttl)
+  local rows = p..'fail:'..key
+  redis.call('ZADD', rows, at, member)
+  redis.call('EXPIRE', rows, ttl)
+  redis.call('ZADD', p..'fail-keys', redis.call('ZRANGE', rows, 0, 0, 'WITHSCORES')[2], key)
 end
-if redis.call('TTL', index) < ttl then redis.call('EXPIRE', index, ttl) end
-redis.call('INCR', ARGV[1]..'version')
+local function prune_failures(p, forget, ttl)
+  local index = p..'fail-keys'
+  for _, k in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', '('..forget)) do
+    local old = p..'fail:'..k
+    redis.call('ZREMRANGEBYSCORE', old, '-inf', '('..forget)
+    local first = redis.call('ZRANGE', old, 0, 0, 'WITHSCORES')
+    if #first == 0 then redis.call('ZREM', index, k) else redis.call('ZADD', index, first[2], k) end
+  end
+  if redis.call('TTL', index) < ttl then redis.call('EXPIRE', index, ttl) end
+end
+"""
+
+# ARGV: p, key, at, forget_before, member, ttl
+_ADD_FAILURE = _FAILURE_ROWS + """
+local p, key, at, forget, member, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+add_failure_row(p, key, at, member, ttl)
+prune_failures(p, forget, ttl)
+redis.call('INCR', p..'version')
 return 1
 """
 
@@ -362,25 +373,12 @@ return 1
 
 # ARGV: p, holder, at, forget_before, ttl, n held keys, the held keys, then (key, member) per row.
 # One step: the places go and the failures appear, so no count ever misses the attempt.
-_SETTLE_FAILURE = """
+_SETTLE_FAILURE = _FAILURE_ROWS + """
 local p, holder, at, forget, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local n = tonumber(ARGV[6])
 for i = 7, 6 + n do redis.call('ZREM', p..'held:'..ARGV[i], holder) end
-local index = p..'fail-keys'
-for i = 7 + n, #ARGV, 2 do
-  local key = ARGV[i]
-  local rows = p..'fail:'..key
-  redis.call('ZADD', rows, at, ARGV[i + 1])
-  redis.call('EXPIRE', rows, ttl)
-  redis.call('ZADD', index, redis.call('ZRANGE', rows, 0, 0, 'WITHSCORES')[2], key)
-end
-for _, k in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', '('..forget)) do
-  local old = p..'fail:'..k
-  redis.call('ZREMRANGEBYSCORE', old, '-inf', '('..forget)
-  local first = redis.call('ZRANGE', old, 0, 0, 'WITHSCORES')
-  if #first == 0 then redis.call('ZREM', index, k) else redis.call('ZADD', index, first[2], k) end
-end
-if redis.call('TTL', index) < ttl then redis.call('EXPIRE', index, ttl) end
+for i = 7 + n, #ARGV, 2 do add_failure_row(p, ARGV[i], at, ARGV[i + 1], ttl) end
+prune_failures(p, forget, ttl)
 redis.call('INCR', p..'version')
 return 1
 """
@@ -779,8 +777,7 @@ class RedisStore:
         outcome = found[0]
         if outcome == "refused":
             place = next(p for p in places if p.key == found[1])
-            return Reservation("refused", found[1], int(found[2]),
-                               max(float(found[3]) + place.window - now, 0.0))
+            return Reservation.refused(place, int(found[2]), float(found[3]), now)
         if outcome == "wait":
             return Reservation("wait", found[1], int(found[2]), holders=found[3])
         if outcome == "reserved":

@@ -20,6 +20,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -86,6 +87,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     generation INTEGER NOT NULL,
     expires REAL NOT NULL
 );
+-- Short leases (one gateway of several does a job) and small shared values (ACME answers).
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS shared_values (name TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL);
 """
 
 T = TypeVar("T")
@@ -238,7 +242,7 @@ class SqliteStore:
 
     @staticmethod
     def _next_id(c: sqlite3.Connection, table: str) -> str:
-        # Called inside the write transaction that inserts: no other process can take it meanwhile.
+        # Called inside the write transaction that inserts, no other process can take the number meanwhile.
         row = c.execute(f"SELECT MAX(CAST(id AS INTEGER)) FROM {table} "
                         "WHERE id != '' AND id NOT GLOB '*[^0-9]*'").fetchone()
         return str((row[0] or 0) + 1)
@@ -416,9 +420,7 @@ class SqliteStore:
     def next_id(self, table: str) -> str:
         if table not in ("users", "groups"):
             raise ValueError(table)
-        ids = [r[0] for r in self._conn().execute(f"SELECT id FROM {table}").fetchall()]
-        numbers = [int(i) for i in ids if str(i).isdigit()]
-        return str(max(numbers, default=0) + 1)
+        return self._next_id(self._conn(), table)
 
     # --- failed logins ---
 
@@ -458,7 +460,7 @@ class SqliteStore:
                 times = [r[0] for r in c.execute("SELECT at FROM failures WHERE key = ? AND at > ? ORDER BY at",
                                                  (place.key, now - place.window))]
                 if len(times) >= place.limit:
-                    return Reservation.refused(place, times, now)
+                    return Reservation.refused(place, len(times), times[len(times) - place.limit], now)
                 held = c.execute("SELECT COUNT(*) FROM held WHERE key = ?", (place.key,)).fetchone()[0]
                 if waiting is None and len(times) + held >= place.limit:
                     holders = c.execute("SELECT group_concat(holder, ' ') FROM (SELECT holder FROM held "
@@ -523,12 +525,8 @@ class SqliteStore:
 
     @_store_errors
     def try_lock(self, name: str, owner: str, ttl: float) -> bool:
-        import time  # local: the module's imports belong to the store's main part
-
         now = time.time()
         with self._write() as c:
-            c.execute("CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, "
-                      "expires REAL NOT NULL)")
             row = c.execute("SELECT owner, expires FROM leases WHERE name = ?", (name,)).fetchone()
             if row is not None and row[0] != owner and row[1] > now:
                 return False
@@ -539,34 +537,19 @@ class SqliteStore:
     @_store_errors
     def unlock(self, name: str, owner: str) -> None:
         with self._write() as c:
-            c.execute("CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, "
-                      "expires REAL NOT NULL)")
             c.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
 
     # --- small shared values ---
 
-    _SHARED_TABLE = ("CREATE TABLE IF NOT EXISTS shared_values (name TEXT PRIMARY KEY, value TEXT NOT NULL, "
-                     "expires REAL)")
-
     @_store_errors
     def put_shared(self, name: str, value: str, ttl: float | None = None) -> None:
-        import time
-
         with self._write() as c:
-            c.execute(self._SHARED_TABLE)
             c.execute("INSERT OR REPLACE INTO shared_values (name, value, expires) VALUES (?, ?, ?)",
                       (name, value, time.time() + ttl if ttl is not None else None))
 
     @_store_errors
     def get_shared(self, name: str) -> str | None:
-        import time
-
-        try:
-            row = self._conn().execute("SELECT value, expires FROM shared_values WHERE name = ?", (name,)).fetchone()
-        except sqlite3.OperationalError as e:
-            if "no such table" in str(e):
-                return None
-            raise
+        row = self._conn().execute("SELECT value, expires FROM shared_values WHERE name = ?", (name,)).fetchone()
         if row is None or (row[1] is not None and row[1] < time.time()):
             return None
         return str(row[0])
@@ -574,5 +557,4 @@ class SqliteStore:
     @_store_errors
     def delete_shared(self, name: str) -> None:
         with self._write() as c:
-            c.execute(self._SHARED_TABLE)
             c.execute("DELETE FROM shared_values WHERE name = ?", (name,))
