@@ -26,10 +26,10 @@ from typing import Any, Callable, TypeVar
 from gateway.accounts.authenticate import Authenticator, Outcome
 from gateway.credentials import BasicCredentials
 from gateway.login import (
-    LEASE, SPRAY_DELAY, Admit, LoginAttempt, Refuse, Reserve, SprayAlert, Verify, Wait, decide_cached,
+    LEASE, SPRAY_DELAY, Admit, Failure, LoginAttempt, Refuse, Reserve, SprayAlert, Verify, Wait, decide_cached,
 )
 from gateway.store import Reservation, Store
-from gateway.throttle import Throttle
+from gateway.throttle import Throttle, Verdict
 
 logger = logging.getLogger("gateway.auth")
 
@@ -142,8 +142,7 @@ class Logins:
                     cached = await self._in_store_thread(self._cached, attempt, creds, allow_barcode)
                     if cached is not None:
                         await self._in_store_thread(self.store.release, attempt.holder)
-                        for place in attempt.places:
-                            self.room.wake(place.key)
+                        self._wake_next(attempt)
                         return cached
                 if creds is None:
                     outcome = Outcome(None, malformed or "malformed credentials")
@@ -153,14 +152,18 @@ class Logins:
             elif isinstance(action, Admit):
                 if action.release is not None:
                     await self._in_store_thread(self._release, action, attempt, creds, allow_barcode)
-                    for place in attempt.places:
-                        self.room.wake(place.key)
+                    self._wake_next(attempt)
                 return action
             else:
                 assert isinstance(action, Refuse)
                 if action.status == 401:
                     await self._failed(attempt, action, base_name)
                 return action
+
+    def _wake_next(self, attempt: LoginAttempt) -> None:
+        """The attempt's places are settled: the first waiter of each learns where it stands."""
+        for place in attempt.places:
+            self.room.wake(place.key)
 
     def _release(self, admit: Admit, attempt: LoginAttempt, creds: BasicCredentials | None,
                  allow_barcode: bool) -> None:
@@ -236,14 +239,13 @@ class Logins:
         try:
             lockouts = await self._in_store_thread(self._settle, failure, attempt.address, attempt.account)
         finally:
-            for place in attempt.places:
-                self.room.wake(place.key)  # a place became a failure: the next in line learns where it stands
+            self._wake_next(attempt)  # a place became a failure: the next in line learns where it stands
         for kind, target, verdict, limit in lockouts:
             logger.warning("lockout: %s %s reached %d failed logins; refused for %s s", kind, target, limit,
                            verdict.retry_after_header,
                            extra={"event": "lockout", "target": target, "kind": kind, "base": base_name})
 
-    def _settle(self, failure: Any, address: str, account: str | None) -> list[Any]:
+    def _settle(self, failure: Failure, address: str, account: str | None) -> list[tuple[str, str, Verdict, int]]:
         try:
             self.store.settle_failure(failure.holder, failure.rows, failure.at, failure.forget_before)
         finally:

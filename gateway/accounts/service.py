@@ -43,7 +43,7 @@ class Accounts:
         group = Group(id=group_id or "", name=name.strip(), role=role,
                       doc_types=doc_types, offline=offline, on_login=on_login, on_logout=on_logout)
         try:
-            group = self.store.put_group(group) or group
+            group = self.store.put_group(group)
         except DuplicateError as e:
             raise AccountError(e.what) from None
         return group
@@ -104,7 +104,7 @@ class Accounts:
                     description=description, warehouses=tuple(w.strip() for w in warehouses if w.strip()),
                     has_barcode=barcode is not None)
         try:
-            user = self.store.add_user(user, tuple(creds)) or user
+            user = self.store.add_user(user, tuple(creds))
         except (DuplicateError, NotFoundError) as e:
             raise AccountError(str(e)) from None
         self._log_if_forced(password, user.name)
