@@ -86,7 +86,7 @@ class Hygiene:
         strip = False
         for name, value in fields:
             lower = name.lower()
-            if lower in self._strip or (b"_" in lower and identity_lookalike(lower.decode("latin-1"), self._prefix)):
+            if self._stripped(lower):
                 strip = True
             if lower == b"content-length":
                 lengths.append(value.decode("utf-8", "surrogateescape"))
@@ -100,8 +100,7 @@ class Hygiene:
             return
         upgrade = ", ".join(upgrades) if upgrades else None  # as mitmproxy's headers.get folds them
         if upgrade is not None or http2_settings:
-            websocket = getattr(listener.base, "websocket", False)
-            if not (websocket and upgrade is not None and upgrade.strip().lower() == "websocket"):
+            if not (listener.base.websocket and upgrade is not None and upgrade.strip().lower() == "websocket"):
                 self._refuse(flow, 426, "protocol upgrades are not allowed on this base",
                              {"Connection": "close"})
                 return
@@ -113,16 +112,13 @@ class Hygiene:
             self._strip_headers(request)
 
     def _strip_headers(self, request: http.Request) -> None:
-        kept = []
-        for name, value in request.headers.fields:
-            lower = name.lower()
-            if lower in self._strip:
-                continue
-            if b"_" in lower and identity_lookalike(lower.decode("latin-1"), self._prefix):
-                continue
-            kept.append((name, value))
+        kept = tuple(field for field in request.headers.fields if not self._stripped(field[0].lower()))
         if len(kept) != len(request.headers.fields):
-            request.headers.fields = tuple(kept)
+            request.headers.fields = kept
+
+    def _stripped(self, lower: bytes) -> bool:
+        """Whether a (lower-cased) header name is one hygiene removes."""
+        return lower in self._strip or (b"_" in lower and identity_lookalike(lower.decode("latin-1"), self._prefix))
 
     @staticmethod
     def _refuse(flow: http.HTTPFlow, status: int, reason: str, headers: dict[str, str] | None = None) -> None:

@@ -32,7 +32,7 @@ from mitmproxy import connection, ctx, http, tls
 from addons import _engine_patches
 from addons._context import listener_of, listener_to_check
 from addons._guard import already_answered, deny, fail_closed
-from gateway.config import GatewayConfig
+from gateway.config import BaseConfig, GatewayConfig
 from gateway.limits import LimitSettings, raise_open_files_limit
 
 logger = logging.getLogger("gateway.limits")
@@ -139,8 +139,11 @@ class Limits:
 
     def client_disconnected(self, client: connection.Client) -> None:
         conn = self._conns.pop(client.id, None)
-        if conn is None:
-            return
+        if conn is not None:
+            self._release(conn)
+
+    def _release(self, conn: _Conn) -> None:
+        """Give back the place a connection took from its address's count."""
         self._per_address[conn.address] -= 1
         if self._per_address[conn.address] <= 0:
             del self._per_address[conn.address]
@@ -202,8 +205,8 @@ class Limits:
         listener = listener_of(client)
         return self._body_limit(listener.base) if listener is not None else 0
 
-    def _body_limit(self, base: Any) -> int:
-        own = getattr(base, "client_max_body_size", None)
+    def _body_limit(self, base: BaseConfig) -> int:
+        own = base.client_max_body_size
         return own if own is not None else self.limits.client_max_body_size
 
     @staticmethod
@@ -286,9 +289,7 @@ class Limits:
                 logger.debug("closing %s: %s_timeout", conn.address, kind)
                 io.handler.cancel(f"{kind} timeout")
                 del self._conns[client_id]
-                self._per_address[conn.address] -= 1
-                if self._per_address[conn.address] <= 0:
-                    del self._per_address[conn.address]
+                self._release(conn)
 
     @staticmethod
     def _expired(conn: _Conn, io: Any, handler: Any, limits: LimitSettings, now: float) -> str | None:
