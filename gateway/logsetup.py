@@ -90,11 +90,7 @@ class FoldRepeats(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or getattr(record, "_folded", False):
             return True
-        try:
-            text = record.getMessage()
-        except Exception:
-            text = str(record.msg)
-        key = (record.name, record.levelno, text[:500])
+        key = (record.name, record.levelno, text_of(record)[:500])
         now = record.created
         entry = self._seen.get(key)
         if entry is None or now - entry[0] >= FOLD_WINDOW:
