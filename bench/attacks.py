@@ -31,21 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
+from bench.procs import tree_cpu_seconds, tree_rss  # noqa: E402
 from tests.harness import base_entry, gateway_config, start_gateway, start_standin  # noqa: E402
-
-CLK_TCK = 100
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return tree_rss(pid) / 2**20
 
 
 class Legit(threading.Thread):
@@ -216,7 +207,7 @@ def main(selected: list[str]) -> None:
                     start = time.monotonic()
                     if name == "reset":
                         sent, goaway = rapid_reset(gw.port("tls"), 3)
-                        cpu0 = cpu_seconds(pid)
+                        cpu0 = tree_cpu_seconds(pid)
                         time.sleep(10)
                         peak = rss_mib(pid)
                         legit.stop.set()
@@ -224,7 +215,7 @@ def main(selected: list[str]) -> None:
                         print(f"reset: RSS {before:.0f} → {peak:.0f} MiB (+{peak - before:.0f}), {legit.summary()}, "
                               f"log {gw.log_path.stat().st_size / 1024:.0f} KiB, {sent} HEADERS+RST sent in 3 s, "
                               f"GOAWAY {'received' if goaway else 'never sent'}, "
-                              f"CPU {cpu_seconds(pid) - cpu0:.1f} s in the 10 s after", flush=True)
+                              f"CPU {tree_cpu_seconds(pid) - cpu0:.1f} s in the 10 s after", flush=True)
                         continue
                     stop = threading.Event()
                     if name == "slowloris":
