@@ -5,7 +5,7 @@ Names follow nginx where nginx has the setting (``client_header_timeout``, ``sen
 "Limits and timeouts" table lists each with its default and its nginx equivalent.
 
 The checks here are pure functions over bytes and strings; the mitmproxy side lives in
-gateway/engine_patches.py (what must happen while a request head is still being read) and in
+addons/_engine_patches.py (what must happen while a request head is still being read) and in
 addons/limits.py and addons/hygiene.py (per connection and per request).
 """
 

@@ -73,7 +73,7 @@ def _is_control(char: str) -> bool:
 
 
 def _ascii_lookalike(char: str) -> bool:
-    """A non-ASCII character whose Unicode upper-case, lower-case or case-fold holds ASCII letters."""
+    """A non-ASCII character whose upper-case, lower-case, case-fold or NFKC form holds ASCII letters."""
     if char.isascii():
         return False
     return any(any(c.isascii() and c.isalpha() for c in mapped)
