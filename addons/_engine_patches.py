@@ -19,6 +19,9 @@ of that is reachable through options or hooks, so it is changed here, once, at i
   is queued for the client.
 * ``ConnectionHandler.handle_connection`` — a connection whose handler is cancelled before
   mitmproxy's own clean-up ran has its socket closed at once (else it leaks until GC).
+* ``Http1Client.send`` — an HTTP/2 request body without Content-Length reaches an HTTP/1 back
+  end with Content-Length (known whole) or chunked encoding (streamed), never unframed, where the
+  back end would read it as a second, unchecked request.
 * ``Http2Server`` — advertises ``limits.http2_max_concurrent_streams`` and the head limit as
   SETTINGS, and answers more than ``limits.http2_max_resets`` client resets in 10 s with
   GOAWAY(ENHANCE_YOUR_CALM); closing the connection cancels every open stream, and with it
@@ -47,6 +50,7 @@ import h2.settings
 from h11._readers import ChunkedReader
 from h11._receivebuffer import ReceiveBuffer
 from mitmproxy.proxy import commands, events, server
+from mitmproxy.proxy.layers.http import _events as _http_events
 from mitmproxy.proxy.layers.http import _http1, _http2
 
 from gateway.limits import RESET_WINDOW, HeadRefused, LimitSettings, check_request_head
@@ -202,6 +206,28 @@ def _make_body_reader(expected_size: int | None) -> Any:
 
 # --- HTTP/2 -------------------------------------------------------------------------------
 
+_original_h1_client_send = _http1.Http1Client.send
+
+
+def _h1_client_send(self: Any, event: Any) -> Any:
+    """An HTTP/2 request body goes to an HTTP/1 back end with HTTP/1 framing.
+
+    HTTP/2 frames a body itself, so a client need not send Content-Length. mitmproxy turns such a
+    request into an HTTP/1 head without Content-Length or Transfer-Encoding and writes the body
+    after it: the back end reads the body as the next request on its connection (request
+    smuggling past every check of the gateway). A body known whole gets its Content-Length, a
+    streamed one chunked encoding, which mitmproxy then applies to every piece it sends."""
+    if isinstance(event, _http_events.RequestHeaders) and not event.end_stream:
+        request = event.request
+        if (request.is_http2 or request.is_http3) and "content-length" not in request.headers \
+                and "transfer-encoding" not in request.headers:
+            if not request.stream and request.raw_content is not None:
+                request.headers["content-length"] = str(len(request.raw_content))
+            else:
+                request.headers["transfer-encoding"] = "chunked"
+    return _original_h1_client_send(self, event)
+
+
 _original_h2_init = _http2.Http2Server.__init__
 _original_h2_event = _http2.Http2Server.handle_h2_event
 
@@ -305,10 +331,14 @@ def install() -> None:
         "Http2Server.handle_h2_event": (_original_h2_event, ["self", "event"]),
         "ConnectionHandler.handle_connection": (_original_handle_connection, ["self", "connection"]),
         "ConnectionHandler.drain_writers": (_original_drain_writers, ["self"]),
+        "Http1Client.send": (_original_h1_client_send, ["self", "event"]),
     }
     for name, (func, params) in expected.items():
         if list(inspect.signature(func).parameters) != params:
-            raise RuntimeError(f"mitmproxy changed {name}; gateway/addons/_engine_patches.py must be updated")
+            raise RuntimeError(f"mitmproxy changed {name}; addons/_engine_patches.py must be updated")
+    send_source = inspect.getsource(_original_h1_client_send)
+    if "is_http2" not in send_source or '"chunked" in self.request.headers' not in send_source:
+        raise RuntimeError("mitmproxy changed Http1Client.send; addons/_engine_patches.py must be updated")
     source = inspect.getsource(_original_read_headers)
     if "maybe_extract_lines" not in source or "make_body_reader" not in source:
         raise RuntimeError("mitmproxy changed Http1Server.read_headers; addons/_engine_patches.py must be updated")
@@ -323,4 +353,5 @@ def install() -> None:
     _http2.Http2Server.handle_h2_event = _h2_event
     server.ConnectionHandler.handle_connection = _handle_connection
     server.ConnectionHandler.drain_writers = _drain_writers
+    _http1.Http1Client.send = _h1_client_send
     _installed = True

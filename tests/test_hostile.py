@@ -643,3 +643,24 @@ def test_an_idle_flood_cannot_exhaust_file_descriptors(standin: Standin, tmp_pat
         for sock in socks:
             sock.close()
         gw.stop()
+
+
+def test_an_http2_body_without_content_length_is_framed_for_the_back_end(fast: RunningGateway,
+                                                                         standin: Standin) -> None:
+    """HTTP/2 needs no Content-Length; unframed on HTTP/1 the body would be read as a second,
+    unchecked request on the back end's connection (request smuggling)."""
+    import hashlib
+    import subprocess
+
+    marker = uuid.uuid4().hex
+    smuggled = f"GET /smuggled-{marker} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    for body in (smuggled, smuggled * 40_000):  # buffered whole, and streamed (above the threshold)
+        done = subprocess.run(["curl", "-s", "--http2", "--cacert", fast.ca_file, "-X", "POST", "-T", "-",
+                               "-w", "\n%{http_version} %{http_code}", fast.url("tls", path="/echo")],
+                              input=body, capture_output=True, timeout=60)
+        answer, _, status = done.stdout.rpartition(b"\n")
+        assert status == b"2 200", done.stdout[-300:] + done.stderr
+        echo = json.loads(answer)
+        assert echo["body_length"] == len(body) and echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+    time.sleep(0.3)
+    assert not backend_saw(standin, f"/smuggled-{marker}")
