@@ -113,6 +113,20 @@ def watched_files(config_path: Path, cfg: GatewayConfig | None) -> list[Path]:
     return files
 
 
+def prepare_start(cfg: GatewayConfig, *, init: bool, reuse_port: bool) -> None:
+    """The checks before anything listens, for one gateway process or for the supervisor of many:
+    ``--init`` acted on, a lost state folder refused, the state folder made, every port free."""
+    if init:
+        statecheck.start_over(cfg)
+    state_problem = statecheck.fresh_state_problem(cfg)
+    if state_problem:
+        raise StartupError(state_problem)
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    problems = busy_listeners(cfg, listen_host_option(cfg), skip_ports=set(), reuse_port=reuse_port)
+    if problems:
+        raise StartupError("cannot listen:\n  " + "\n  ".join(problems))
+
+
 class Gateway:
     def __init__(self, config_path: Path | str, addons: Iterable[Any] | None = None, *, init: bool = False,
                  worker: int | None = None) -> None:
@@ -159,15 +173,7 @@ class Gateway:
             tickets.read_key_from_supervisor()  # before any TLS context is built
         cfg = self._load()
         self._fingerprint = files_fingerprint(watched_files(self.config_path, cfg))
-        if self.init:
-            statecheck.start_over(cfg)
-        state_problem = statecheck.fresh_state_problem(cfg)
-        if state_problem:
-            raise StartupError(state_problem)
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        problems = busy_listeners(cfg, listen_host_option(cfg), skip_ports=set(), reuse_port=self.worker is not None)
-        if problems:
-            raise StartupError("cannot listen:\n  " + "\n  ".join(problems))
+        prepare_start(cfg, init=self.init, reuse_port=self.worker is not None)
 
         from gateway.engine import lean, skip_debug_type_checks
         skip_debug_type_checks()

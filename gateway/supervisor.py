@@ -36,11 +36,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from addons.admin import PLAIN, Admin, Answer
 from gateway.certs import tickets
-from gateway import statecheck
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.health import read_run_files, remove_run_file, run_file
 from gateway.metrics_merge import merge
-from gateway.ports import busy_listeners
 
 logger = logging.getLogger("gateway.supervisor")
 
@@ -160,19 +158,11 @@ class Supervisor:
     # --- start and stop ---
 
     async def run(self) -> int:
-        from gateway.runner import files_fingerprint, listen_host_option, watched_files
+        from gateway.runner import files_fingerprint, prepare_start, watched_files
 
         cfg = load_config(self.config_path)
         # Decided once, here: workers starting together must not each judge a half-made state.
-        if self.init:
-            statecheck.start_over(cfg)
-        state_problem = statecheck.fresh_state_problem(cfg)
-        if state_problem:
-            raise SupervisorError(state_problem)
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        problems = busy_listeners(cfg, listen_host_option(cfg), skip_ports=set())
-        if problems:
-            raise SupervisorError("cannot listen:\n  " + "\n  ".join(problems))
+        prepare_start(cfg, init=self.init, reuse_port=False)
         self.config = cfg
         self._fingerprint = files_fingerprint(watched_files(self.config_path, cfg))
         try:
@@ -405,8 +395,11 @@ class Supervisor:
 
 
 def _keep_restart_only(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
+    # Quietly: every worker logs the settings it keeps.
     import dataclasses
-    return dataclasses.replace(new, listen_host=old.listen_host, state_dir=old.state_dir, store=old.store)
+    from gateway.runner import RESTART_ONLY_SETTINGS
+
+    return dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY_SETTINGS})
 
 
 def _signal(worker: Worker, sig: int) -> None:
