@@ -64,7 +64,7 @@ def remember(config_path: Path, **facts: Any) -> None:
     """Merge ``facts`` into the memory file. A read-only configuration folder only costs the guard."""
     path = memory_file(config_path)
     data = read_memory(config_path)
-    data.update({k: v for k, v in facts.items()})
+    data.update(facts)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
@@ -202,4 +202,5 @@ class StateWatch:
         problem = self.check()
         if problem and problem != current_problem():
             logger.error("%s", problem, extra={"event": "state-lost"})
-        set_problem(problem) if problem else None
+        if problem:
+            set_problem(problem)
