@@ -36,7 +36,7 @@ from gateway.config import BaseConfig, GatewayConfig
 from gateway.console.actions import ACTIONS, ActionRefused, Context, Form, find_list, list_files, run_action
 from gateway.console.events import SECURITY_EVENTS
 from gateway.console.i18n import choose_language, translator
-from gateway.console.journal import EventFilter, filter_page, install_journal, read_journal
+from gateway.console.journal import EventFilter, filter_page, read_journal
 from addons._login import Logins
 from gateway.console.login import ADMIN_ROLE, console_login
 from gateway.console.pages import (
@@ -119,8 +119,7 @@ def is_console_path(path: str) -> bool:
 
 
 class Console:
-    def __init__(self, list_sizes: Callable[[], dict[str, int]] | None = None) -> None:
-        del list_sizes  # the lists page reads the files itself now (any process can serve it)
+    def __init__(self) -> None:
         self._state: _State | None = None
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="gateway-console")
         # argon2 apart from the store calls, as on the bases: a slow check never holds up a page.
@@ -131,7 +130,6 @@ class Console:
         old = self._state
         store_key, store, authenticator = reuse_or_open(
             cfg, (old.store_key, old.store, old.authenticator) if old is not None else None)
-        install_journal(cfg.state_dir)
         self.sessions.idle_timeout = cfg.admin.console_idle_timeout
         throttle = Throttle(store, cfg.throttle)
         self._state = _State(cfg, store, store_key, authenticator, throttle, Accounts(store, authenticator.secret),
@@ -267,14 +265,14 @@ class Console:
     async def _change(self, state: _State, request: _Request, session: ConsoleSession, form: Form) -> Page:
         context = Context(state.cfg, state.accounts, state.throttle)
         after = PAGE_AFTER[request.path.split("/")[2]]
+        if request.path == "/console/iplists/save" and form.get("list"):
+            after = "/console/iplists/edit?list=" + urllib.parse.quote(form.get("list"))  # back to that list
         try:
             done = await self._off_loop(run_action, request.path, context, form)
         except ActionRefused as e:
             logger.info("console: %r from %s: refused %s: %s", session.user_name, request.address, request.path, e,
                         extra={"admin": session.user_name, "client": request.address})
             session.flash = Flash(False, str(e))
-            if request.path == "/console/iplists/save" and form.get("list"):
-                after = "/console/iplists/edit?list=" + urllib.parse.quote(form.get("list"))
             return _redirect(after)
         if done.unsaved_text is not None:
             page = await self._off_loop(self._list_edit_page, state, request, session, form.get("list"),
@@ -284,8 +282,6 @@ class Console:
                     extra={"event": "console-change", "admin": session.user_name, "client": request.address,
                            **({"base": done.base} if done.base else {})})
         session.flash = Flash(True, done.message)
-        if request.path == "/console/iplists/save":
-            after = "/console/iplists/edit?list=" + urllib.parse.quote(form.get("list"))
         return _redirect(after)
 
     # --- pages ---------------------------------------------------------------------------------
@@ -327,7 +323,7 @@ class Console:
             ref = find_list(state.cfg, key)
             current = read_list_file(ref.path)
         except (ActionRefused, ListUnreadable) as e:
-            return render_error("IP lists", str(e), **common)
+            return render_error("IP lists", str(e), lang=request.lang, who=session.user_name, csrf=session.csrf)
         errors = {e.line: e.reason for e in check_text(current.text)}
         lines = current.lines() if current.present else []
         if lines and lines[-1] == "":

@@ -397,7 +397,10 @@ def test_console_actions_take_effect_and_are_audited(console_gateway: tuple[Runn
         assert other.get(gw.url("b1", path="/echo/x"), auth=("nobody", "guess")).status_code == 401
         other.close()
 
-        # an IP list: bad lines shown and saved only when confirmed; the address refused within seconds
+        # an IP list: a list the configuration does not name is said so, not a 500
+        unknown = console.http.get("/console/iplists/edit", params={"list": "no-such-list"})
+        assert unknown.status_code == 200 and "no list &#39;no-such-list&#39; in the configuration" in unknown.text
+        # bad lines shown and saved only when confirmed; the address refused within seconds
         key = "base-b1-blacklist"
         save = {"list": key, "text": "# banned\r\n127.0.0.5\r\nnot-an-address\r\n"}
         pending = console.post("/console/iplists/save", save, page="/console/iplists")

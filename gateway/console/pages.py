@@ -17,6 +17,7 @@ from jinja2 import DictLoader, Environment, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
 from gateway.console.i18n import translator
+from gateway.store.base import ROLES
 
 # (path, nav label); the order is the nav bar's.
 PAGES = (
@@ -37,7 +38,6 @@ TEMPLATE_OF = {
     "/console/iplists/edit": "iplist_edit.html", "/console/certificates": "certificates.html",
     "/console/events": "events.html", "/console/enrolment": "enrolment.html", "/console/login": "login.html",
 }
-ROLES = ("mobile", "external", "admin")
 
 STYLE = """body{font-family:sans-serif;margin:0;color:#222}
 header{background:#234;padding:.5em 1em;display:flex;align-items:center;flex-wrap:wrap}
