@@ -81,14 +81,12 @@ class AutoCert:
         self._store_key: tuple[object, ...] | None = None
 
     def apply_config(self, cfg: GatewayConfig) -> None:
-        from gateway.autocert.manager import acme_bases
+        from gateway.autocert.manager import challenge_address
 
-        wanted = None
         # Port 80 is bound only when some base needs it, and by one process only: workers other
         # than the first get challenge_listen 0 (gateway/runner.py) and answer nothing there.
-        if acme_bases(cfg) and cfg.acme.challenge_listen:
-            host = cfg.listen_host if cfg.listen_host not in ("", "::") else "0.0.0.0"
-            wanted = Address(host, cfg.acme.challenge_listen)
+        where = challenge_address(cfg)
+        wanted = Address(*where) if where is not None else None
         if self._listener.move(wanted) and wanted is not None:  # raises: configuration refused
             logger.info("ACME challenge listener on http://%s:%d%s…", wanted.host, wanted.port, PREFIX)
         self._open_store(cfg)

@@ -8,22 +8,23 @@ the TLS addon's file watcher then serves it to new connections while open ones c
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import logging
 import os
 import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from cryptography import x509
 
 from gateway.autocert import storage
-from gateway.autocert.order import AcmeError, AcmeSession
 from gateway.autocert.schedule import renewal_time, retry_delay
-from gateway.autocert.settings import is_ip
+from gateway.autocert.settings import split_names
 from gateway.config import BaseConfig, GatewayConfig
+
+if TYPE_CHECKING:
+    from gateway.autocert.order import AcmeSession
 
 logger = logging.getLogger("gateway.acme")
 
@@ -43,6 +44,19 @@ def acme_bases(cfg: GatewayConfig) -> list[BaseConfig]:
     return [b for b in cfg.bases if b.tls is not None and b.tls.acme] if cfg.acme.enabled else []
 
 
+def challenge_host(cfg: GatewayConfig) -> str:
+    """The HTTP-01 listener's host: every IPv4 address when the gateway listens on all of them."""
+    return cfg.listen_host if cfg.listen_host not in ("", "::") else "0.0.0.0"
+
+
+def challenge_address(cfg: GatewayConfig) -> tuple[str, int] | None:
+    """Where the running gateway's HTTP-01 listener binds: only when some base orders a
+    certificate. None: not at all."""
+    if not (acme_bases(cfg) and cfg.acme.challenge_listen):
+        return None
+    return challenge_host(cfg), cfg.acme.challenge_listen
+
+
 # --- the served file ------------------------------------------------------------------------
 
 
@@ -58,9 +72,7 @@ def ensure_placeholder(cfg: GatewayConfig, base: BaseConfig) -> Path:
 
     names = list(base.tls.acme if base.tls else ())
     ca, _ = load_or_create_ca(certs_folder(cfg.state_dir))
-    certificate, key = issue_server_certificate(
-        ca, [n for n in names if not is_ip(n)], [ipaddress.ip_address(n) for n in names if is_ip(n)],
-        days=PLACEHOLDER_DAYS)
+    certificate, key = issue_server_certificate(ca, *split_names(names), days=PLACEHOLDER_DAYS)
     chain = (certificate.public_bytes(serialization.Encoding.PEM)
              + ca.certificate.public_bytes(serialization.Encoding.PEM))
     storage.write_private(path, chain + key_pem(key))
@@ -162,6 +174,10 @@ def _open_store(cfg: GatewayConfig) -> object:
 
 def _order_all(cfg: GatewayConfig, due: list[tuple[BaseConfig, str]],
                now: Callable[[], datetime.datetime], store: Any) -> list[Outcome]:
+    # The ACME client (acme, josepy, requests) is loaded when an order is due, not when the TLS
+    # addon imports this module in every gateway process.
+    from gateway.autocert.order import AcmeError, AcmeSession
+
     outcomes = []
     session: AcmeSession | None = None
     for base, reason in due:
@@ -248,6 +264,8 @@ def _record_failure(cfg: GatewayConfig, base: BaseConfig, status: storage.Status
 def refresh_renewal_info(cfg: GatewayConfig, now: datetime.datetime | None = None) -> None:
     """Ask the CA (ARI) about issued certificates whose check time has come; a suggestion
     earlier than the plan moves the renewal forward."""
+    from gateway.autocert.order import AcmeError, AcmeSession
+
     now = now or now_utc()
     session: AcmeSession | None = None
     for base in acme_bases(cfg):

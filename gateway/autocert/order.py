@@ -9,7 +9,6 @@ Every failure is an ``AcmeError`` whose text carries the CA's own words (its pro
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import json
 import logging
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.autocert import storage
 from gateway.autocert.alpn import challenge_certificate
-from gateway.autocert.settings import AcmeSettings, check_base_names, is_ip
+from gateway.autocert.settings import AcmeSettings, check_base_names, split_names
 from gateway.config import BaseConfig
 
 logger = logging.getLogger("gateway.acme")
@@ -197,8 +196,8 @@ class AcmeSession:
         key = ec.generate_private_key(ec.SECP256R1())
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-        csr = crypto_util.make_csr(key_pem, [n for n in names if not is_ip(n)],
-                                   ipaddrs=[ipaddress.ip_address(n) for n in names if is_ip(n)])
+        dns_names, addresses = split_names(names)
+        csr = crypto_util.make_csr(key_pem, dns_names, ipaddrs=addresses)
         order = self.client.new_order(csr, profile=self.settings.profile or None)
         use_alpn = base.data.listen == self.settings.tls_alpn_port
         for authz in order.authorizations:

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -105,6 +105,12 @@ def is_ip(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def split_names(names: Iterable[str]) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    """A certificate's names apart by SAN type: (DNS names, IP addresses)."""
+    names = list(names)
+    return [n for n in names if not is_ip(n)], [ipaddress.ip_address(n) for n in names if is_ip(n)]
 
 
 def lan_only_problem(name: str) -> str | None:

@@ -153,9 +153,10 @@ def _challenge_responder(cfg: GatewayConfig) -> Iterator[None]:
     """HTTP-01 answers: the running gateway's challenge listener when there is one (it reads the
     same files), else a listener of our own for the time of the order."""
     from gateway.autocert.challenge import StandaloneResponder
+    from gateway.autocert.manager import challenge_host
     from gateway.health import read_run_files, process_alive
 
-    host = cfg.listen_host if cfg.listen_host not in ("", "::") else "0.0.0.0"
+    host = challenge_host(cfg)
     port = cfg.acme.challenge_listen
     try:
         responder = StandaloneResponder(cfg.state_dir, host, port)

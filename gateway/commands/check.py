@@ -143,19 +143,19 @@ def side_listener_statuses(cfg: GatewayConfig, ours: set[int]) -> list[BaseStatu
 
 def _acme_challenge_status(cfg: GatewayConfig, ours: set[int]) -> BaseStatus | None:
     # `gateway run` refuses to start when it cannot open this port: say so before, like the others.
-    from gateway.autocert.manager import acme_bases
+    from gateway.autocert.manager import acme_bases, challenge_address
 
-    named = [b for b in cfg.bases if b.tls is not None and b.tls.acme]
-    if cfg.acme.enabled and not named:
+    if cfg.acme.enabled and not acme_bases(cfg):
         status = BaseStatus("acme", "ACME", cfg.acme.directory)
         status.warnings.append("acme.enabled is true but no base names anything under bases[].tls.acme, "
                                "so nothing is ordered; add e.g. `tls: {acme: [sklad.example.ru]}` to a base")
         return status
-    if not (acme_bases(cfg) and cfg.acme.challenge_listen):
+    where = challenge_address(cfg)
+    if where is None:
         return None
-    host = cfg.listen_host if cfg.listen_host not in ("", "::") else "0.0.0.0"
-    status = BaseStatus("acme", "ACME challenge listener", f"http://{host}:{cfg.acme.challenge_listen}")
-    problem = listen_problem(host, cfg.acme.challenge_listen, ours, cfg.source)
+    host, port = where
+    status = BaseStatus("acme", "ACME challenge listener", f"http://{host}:{port}")
+    problem = listen_problem(host, port, ours, cfg.source)
     if problem:
         status.problems.append(f"acme.challenge_listen: {problem}")
     return status
