@@ -48,9 +48,12 @@ class StandaloneResponder:
             def log_message(self, *args: object) -> None:
                 pass
 
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        ThreadingHTTPServer.address_family = family
-        self.server = ThreadingHTTPServer((host, port), Handler)  # OSError when the port is taken
+        class Server(ThreadingHTTPServer):
+            # On the subclass: setting it on ThreadingHTTPServer would change every other server
+            # of this process (the CLI runs inside other Python programs, e.g. the tests).
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self.server = Server((host, port), Handler)  # OSError when the port is taken
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> StandaloneResponder:
