@@ -120,6 +120,20 @@ def _name_key(name: str) -> str:
     return name.strip().casefold()
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """``PRAGMA journal_mode = WAL``, waiting as a write would. On a new database the switch needs
+    the file to itself, and SQLite may answer "locked" at once instead of calling the busy
+    handler: worker processes opening a fresh state folder together must wait, not fail."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -198,7 +212,7 @@ class SqliteStore:
     @_store_errors
     def _init_schema(self) -> None:
         conn = self._conn()
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn)
         if str(mode).lower() != "wal":
             raise StoreError(f"the state database {self.path} cannot use WAL mode (got {mode}); "
                              "put the state folder on a local disk")
