@@ -8,7 +8,7 @@ of that is reachable through options or hooks, so it is changed here, once, at i
 * ``Http1Server.read_headers`` — the head is measured before mitmproxy parses it: past
   ``limits.request_line_max_size`` (414) or ``limits.client_header_max_size`` (431) the client
   gets the status and the connection is closed, and the buffer is dropped, so memory never grows
-  with what is sent. A complete head is checked byte by byte (gateway.limits.check_request_head)
+  with what is sent. A complete head is checked byte by byte (gateway.traffic.limits.check_request_head)
   before mitmproxy's lenient parser sees it: bare CR / NUL / control characters, obs-fold, HTTP
   versions other than 1.0/1.1, too many fields.
 * ``Http1Server.wait`` — bytes a client sends while its request is being answered are capped too.
@@ -53,7 +53,7 @@ from mitmproxy.proxy import commands, events, server
 from mitmproxy.proxy.layers.http import _events as _http_events
 from mitmproxy.proxy.layers.http import _http1, _http2
 
-from gateway.limits import RESET_WINDOW, HeadRefused, LimitSettings, check_request_head
+from gateway.traffic.limits import RESET_WINDOW, HeadRefused, LimitSettings, check_request_head
 
 _limits = LimitSettings()
 # Set by addons/limits.py: called as on_event(kind, client, detail) for metrics and the log,

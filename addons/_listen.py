@@ -29,7 +29,7 @@ import socket
 from typing import Any, Callable
 
 from addons._context import current_config
-from gateway.proxy_protocol import HEADER_TIMEOUT, ProxyHeaderError, read_header
+from gateway.traffic.proxy_protocol import HEADER_TIMEOUT, ProxyHeaderError, read_header
 
 logger = logging.getLogger("gateway.listen")
 

@@ -123,7 +123,7 @@ def _base_name(flow: http.HTTPFlow) -> str | None:
 
 def masked_path(path: str) -> str:
     try:
-        from gateway.redact import redact_url
+        from gateway.traffic.redact import redact_url
     except ImportError:  # no masking available: never risk a query in the log
         return path.split("?", 1)[0]
     return redact_url(path)

@@ -1,5 +1,5 @@
 """The admin listener (``admin:``, 127.0.0.1:9400 by default): /metrics, /healthz, /readyz and
-the admin console under /console (addons/console.py, admin users only), nothing else. Its own
+the admin console under /console (gateway/web/console.py, admin users only), nothing else. Its own
 socket, never a mitmproxy listener, so it can never reach a back end. Plain HTTP on a loopback
 address; on any other address it is served over TLS with the gateway's own (default)
 certificate, since console passwords and session cookies would otherwise cross the network in
@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from addons._sidelistener import Address, SideListener, SideRequest
-from addons.console import MAX_BODY, SECURITY_HEADERS, Console, is_console_path
+from gateway.web.sidelistener import Address, SideListener, SideRequest
+from gateway.web.console import MAX_BODY, SECURITY_HEADERS, Console, is_console_path
 from gateway.certs.sources import default_source, ensure_default_certificate
 from gateway.config import GatewayConfig
-from gateway.console.journal import install_journal
-from gateway.health import RunInfo, remove_run_file, write_run_file
-from gateway.statecheck import current_problem as current_state_problem
+from gateway.ops.journal import install_journal
+from gateway.ops.health import RunInfo, remove_run_file, write_run_file
+from gateway.store.statecheck import current_problem as current_state_problem
 
 logger = logging.getLogger("gateway.admin")
 

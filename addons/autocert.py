@@ -17,7 +17,7 @@ from typing import Any
 
 from OpenSSL import SSL
 
-from addons._sidelistener import Address, SideListener, SideRequest
+from gateway.web.sidelistener import Address, SideListener, SideRequest
 from gateway.autocert import storage
 from gateway.autocert.alpn import ACME_TLS_1, name_from_sni
 from gateway.autocert.challenge import PREFIX, answer
@@ -84,7 +84,7 @@ class AutoCert:
         from gateway.autocert.manager import challenge_address
 
         # Port 80 is bound only when some base needs it, and by one process only: workers other
-        # than the first get challenge_listen 0 (gateway/runner.py) and answer nothing there.
+        # than the first get challenge_listen 0 (gateway/run/runner.py) and answer nothing there.
         where = challenge_address(cfg)
         wanted = Address(*where) if where is not None else None
         if self._listener.move(wanted) and wanted is not None:  # raises: configuration refused

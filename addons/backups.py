@@ -23,7 +23,7 @@ from mitmproxy import http
 
 from addons._context import listener_of
 from addons.accesslog import masked_path
-from gateway.backups import BackupMeta, backup_name, day_folder, is_document_write, remove_expired, write_backup
+from gateway.traffic.backups import BackupMeta, backup_name, day_folder, is_document_write, remove_expired, write_backup
 from gateway.config import BaseConfig, GatewayConfig
 
 logger = logging.getLogger("gateway.backups")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from addons._sidelistener import Address, SideListener, SideRequest
+from gateway.web.sidelistener import Address, SideListener, SideRequest
 from gateway.certs.enrolment import EnrolmentContent, answer, encode
 from gateway.certs.inspect import load_local_ca
 from gateway.config import GatewayConfig

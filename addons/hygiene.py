@@ -28,7 +28,7 @@ from mitmproxy import http
 from addons._context import current_config, listener_to_check
 from addons._guard import deny, fail_closed
 from gateway.config import GatewayConfig
-from gateway.limits import check_content_length, check_method, control_character_in, identity_lookalike
+from gateway.traffic.limits import check_content_length, check_method, control_character_in, identity_lookalike
 
 logger = logging.getLogger("gateway.hygiene")
 

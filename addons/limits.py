@@ -33,7 +33,7 @@ from addons import _engine_patches
 from addons._context import listener_of, listener_to_check
 from addons._guard import already_answered, deny, fail_closed
 from gateway.config import BaseConfig, GatewayConfig
-from gateway.limits import LimitSettings, raise_open_files_limit
+from gateway.traffic.limits import LimitSettings, raise_open_files_limit
 
 logger = logging.getLogger("gateway.limits")
 

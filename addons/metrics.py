@@ -138,7 +138,7 @@ class _ScrapeTime(Collector):
         cfg = self.metrics.config
         if state is None or cfg is None:
             return None
-        from gateway.throttle import Throttle
+        from gateway.auth.throttle import Throttle
         return Throttle(state.store, cfg.throttle)
 
     def _backups(self) -> Iterator[Metric]:

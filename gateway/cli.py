@@ -65,7 +65,7 @@ def log_like_the_gateway(config_path: Path) -> None:
     removed) go where the running gateway logs: into log.file when there is one. On a
     terminal only warnings and errors show, so command output stays readable."""
     from gateway.config import ConfigError, LogSettings, load_config
-    from gateway.logsetup import configure_logging
+    from gateway.ops.logsetup import configure_logging
 
     state_dir = None
     try:
@@ -81,15 +81,15 @@ def log_like_the_gateway(config_path: Path) -> None:
     except OSError:
         configure_logging(dataclasses.replace(settings, file=None, level="WARNING"))
     if state_dir is not None:
-        from gateway.console.journal import install_journal
+        from gateway.ops.journal import install_journal
 
-        # Security events also go to the shared journal the console shows (gateway/console/journal.py).
+        # Security events also go to the shared journal the console shows (gateway/ops/journal.py).
         install_journal(state_dir)
 
 
 def refuse_fresh_state(config_path: Path, init: bool) -> str | None:
-    """Why this command must not touch the state folder, or None (see gateway/statecheck.py)."""
-    from gateway import statecheck
+    """Why this command must not touch the state folder, or None (see gateway/store/statecheck.py)."""
+    from gateway.store import statecheck
     from gateway.config import ConfigError, load_config
 
     try:
@@ -104,7 +104,7 @@ def refuse_fresh_state(config_path: Path, init: bool) -> str | None:
 
 def _remember_state(config_path: Path) -> None:
     """A command may have created the store or the key: remember them at once, not at the next start."""
-    from gateway import statecheck
+    from gateway.store import statecheck
     from gateway.config import ConfigError, load_config
 
     try:
@@ -119,7 +119,7 @@ def _remember_state(config_path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     # First of all: OpenSSL reads its configuration (the TLS profile's groups) when it starts.
-    from gateway.opensslconf import use_gateway_openssl_conf
+    from gateway.ops.opensslconf import use_gateway_openssl_conf
 
     use_gateway_openssl_conf()
     # Cyrillic base names must print on a Windows console or a C-locale terminal alike.

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gateway.config import LogSettings
-from gateway.logsetup import JsonFormatter, TextFormatter, configure_logging
+from gateway.ops.logsetup import JsonFormatter, TextFormatter, configure_logging
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config
 
 PASSWORD, BARCODE, WRONG = "Sklad2024xQ", "4600000000093", "Wrong12345zz"

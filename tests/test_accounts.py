@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from gateway.accounts import AccountError, Accounts, keys
-from gateway.accounts.authenticate import Authenticator
+from gateway.accounts import AccountError, Accounts
+from gateway.store import keys
+from gateway.auth.authenticate import Authenticator
 from gateway.accounts.rules import password_weaknesses
 from gateway.accounts.transfer import export_accounts, import_accounts
-from gateway.sessions import Sessions
+from gateway.auth.sessions import Sessions
 from gateway.store import SqliteStore
 
 PASSWORD, OTHER, BARCODE = "Secret123", "Другой456Пароль", "4600000000017"

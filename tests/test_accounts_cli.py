@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from gateway.accounts import AccountError, keys
-from gateway.accounts.cli_support import SecretReader
+from gateway.accounts import AccountError
+from gateway.store import keys
+from gateway.commands._accounts import SecretReader
 from gateway.cli import main
 
 PASSWORD = "Secret123"

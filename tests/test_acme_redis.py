@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from gateway.accounts import keys
+from gateway.store import keys
 from gateway.store.redis import RedisStore
 from tests import pebble_server
 from tests.harness import RunningGateway, Standin, base_entry, free_port, gateway_config, run_gateway_command

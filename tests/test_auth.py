@@ -14,8 +14,9 @@ from mitmproxy.test import tflow
 
 from addons import _context
 from addons.auth import Auth
-from gateway.accounts import Accounts, keys
-from gateway.accounts.authenticate import Authenticator
+from gateway.accounts import Accounts
+from gateway.store import keys
+from gateway.auth.authenticate import Authenticator
 from gateway.config import GatewayConfig, parse_config
 from gateway.store import SqliteStore
 
@@ -255,7 +256,7 @@ def test_a_password_change_elsewhere_ends_the_cached_login_at_once(auth: Auth, t
     assert request(auth, basic("", "Another123")).response.status_code == 401
 
 
-# --- the success cache itself (gateway.accounts.authenticate), with an injected clock ---
+# --- the success cache itself (gateway.auth.authenticate), with an injected clock ---
 
 class Clock:
     def __init__(self) -> None:

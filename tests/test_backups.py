@@ -12,7 +12,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from gateway.backups import BackupMeta, backup_name, description, expired_days, is_document_write, write_backup
+from gateway.traffic.backups import BackupMeta, backup_name, description, expired_days, is_document_write, write_backup
 from tests.harness import RunningGateway, Standin, base_entry, gateway_config
 
 UTC = datetime.timezone.utc

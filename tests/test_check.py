@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.cli import main
-from gateway.health import RunInfo, gateway_ports, listen_problem, write_run_file
+from gateway.ops.health import RunInfo, gateway_ports, listen_problem, write_run_file
 from tests.harness import RunningGateway, Standin, base_entry, free_port, gateway_config, run_gateway_command
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from gateway.health import listen_problem
+from gateway.ops.health import listen_problem
 from tests.harness import free_port, run_gateway_command
 
 

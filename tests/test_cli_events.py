@@ -7,7 +7,7 @@ import ssl
 
 import httpx
 
-from gateway.console.journal import read_journal
+from gateway.ops.journal import read_journal
 from tests.test_console import ConsoleClient
 from tests.harness import base_entry, cli_ok, free_port, gateway_config
 

@@ -45,8 +45,8 @@ def test_forced_weak_password_and_lifted_ban_are_logged_only_when_they_happen(tm
 
 
 def test_lifting_a_real_ban_is_a_security_event(tmp_path: Path) -> None:
-    from gateway.accounts.cli_support import open_state
-    from gateway.throttle import Throttle
+    from gateway.commands._accounts import open_state
+    from gateway.auth.throttle import Throttle
 
     log = write_config(tmp_path)
     state = open_state(tmp_path / "gateway.yaml")

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from gateway.console.i18n import choose_language
-from gateway.console.journal import EventFilter, JournalHandler, filter_page, read_journal
+from gateway.ops.journal import EventFilter, JournalHandler, filter_page, read_journal
 from gateway.console.pages import (
     BaseView, CertificateFacts, CheckView, GroupView, UserView, render_error, render_page,
 )
@@ -120,7 +120,7 @@ def test_journal_is_shared_through_the_state_folder_and_filters(tmp_path: Path) 
 
 
 def test_journal_rotates_and_stays_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.console import journal
+    from gateway.ops import journal
 
     monkeypatch.setattr(journal, "MAX_BYTES", 2000)
     monkeypatch.setattr(journal, "CHECK_INTERVAL", 0.0)
@@ -158,7 +158,7 @@ def test_list_edit_keeps_encoding_and_line_ends(tmp_path: Path, encoding: str, b
 def test_console_fails_closed_with_500_and_changes_need_post() -> None:
     import asyncio
 
-    from addons.console import Console
+    from gateway.web.console import Console
 
     console = Console()
     try:
@@ -180,7 +180,7 @@ def test_console_fails_closed_with_500_and_changes_need_post() -> None:
     ({"sec-fetch-site": "same-site"}, False),
 ])
 def test_changes_must_come_from_the_console_itself(headers: dict[str, str], allowed: bool) -> None:
-    from addons.console import _cross_site, _Request
+    from gateway.web.console import _cross_site, _Request
 
     request = _Request("POST", "/console/users/add", {}, {"host": "127.0.0.1:9400", **headers}, "127.0.0.1", b"",
                        False, "en", {}, [])

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 import httpx
 import pytest
 
-from gateway.accounts import keys
+from gateway.store import keys
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config
 from tests.redis_server import RedisServer, start_redis
 from tests.test_console import ConsoleClient, _flash

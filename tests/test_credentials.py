@@ -2,7 +2,7 @@ import base64
 
 import pytest
 
-from gateway.credentials import BasicCredentials, CredentialError, MAX_AUTHORIZATION_LENGTH, parse_authorization
+from gateway.auth.credentials import BasicCredentials, CredentialError, MAX_AUTHORIZATION_LENGTH, parse_authorization
 
 
 def b64(text: str, encoding: str = "utf-8") -> str:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from addons import _listen
-from gateway import scale_config
-from gateway.engine_options import GatewayOptions
+from gateway.config import scale as scale_config
+from gateway.run.engine_options import GatewayOptions
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_the_gateway_refuses_to_start_when_mitmproxy_moved(fresh_install: None, 
                                                            tmp_path: object) -> None:
     import asyncio
 
-    from gateway.runner import Gateway, StartupError
+    from gateway.run.runner import Gateway, StartupError
 
     monkeypatch.setattr(_listen, "install", lambda: (_ for _ in ()).throw(_listen.MitmproxyMoved("moved")))
     with pytest.raises(StartupError, match="moved"):

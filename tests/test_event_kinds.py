@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from gateway.console.events import SECURITY_EVENTS as CONSOLE_KINDS
-from gateway.logsetup import SECURITY_EVENTS
+from gateway.ops.logsetup import SECURITY_EVENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 # Operational news, not security history: the main log is their place.
@@ -33,7 +33,7 @@ def test_every_raised_kind_is_either_security_or_named_operational() -> None:
     kinds = raised_kinds()
     assert {"spray-detected", "state-lost", "lockout", "ban-lifted", "console-change"} <= kinds
     unlisted = kinds - SECURITY_EVENTS - OPERATIONAL
-    assert not unlisted, f"add these to gateway/logsetup.py SECURITY_EVENTS (or to OPERATIONAL here): {unlisted}"
+    assert not unlisted, f"add these to gateway/ops/logsetup.py SECURITY_EVENTS (or to OPERATIONAL here): {unlisted}"
 
 
 def test_the_console_shows_every_security_event() -> None:

@@ -10,7 +10,7 @@ from mitmproxy import exceptions, options
 from mitmproxy.proxy.layers.http import HttpRequestHeadersHook
 from mitmproxy.test import tflow
 
-from gateway.hooktable import GatewayMaster, HookTable
+from gateway.run.hooktable import GatewayMaster, HookTable
 
 
 class Recorder:

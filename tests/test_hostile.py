@@ -23,7 +23,7 @@ import pytest
 
 import yaml
 
-from gateway.portowner import proc_tcp_rows
+from gateway.ops.portowner import proc_tcp_rows
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config, start_gateway
 
 SHORT = 2.0

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import httpx
 import yaml
 
-from gateway.portowner import PortOwner
+from gateway.ops.portowner import PortOwner
 from tests.harness import RunningGateway, Standin, _env, free_port, gateway_config, run_gateway_command
 
 

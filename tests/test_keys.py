@@ -1,11 +1,11 @@
-"""The keyed hashes of gateway.accounts.keys: stable values, so an index built earlier still matches."""
+"""The keyed hashes of gateway.store.keys: stable values, so an index built earlier still matches."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 
-from gateway.accounts.keys import cache_key, credential_key
+from gateway.store.keys import cache_key, credential_key
 
 SECRET = bytes(range(32))
 

@@ -1,4 +1,4 @@
-"""The `limits:` section and the pure request-head checks (gateway/limits.py), log folding."""
+"""The `limits:` section and the pure request-head checks (gateway/traffic/limits.py), log folding."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from gateway.limits import HeadRefused, LimitSettings, check_request_head, identity_lookalike
-from gateway.logsetup import FoldRepeats
+from gateway.traffic.limits import HeadRefused, LimitSettings, check_request_head, identity_lookalike
+from gateway.ops.logsetup import FoldRepeats
 
 BASE = {"id": "b1", "name": "B", "data": {"listen": 18001, "backend": "http://127.0.0.1:9706"}}
 
@@ -75,7 +75,7 @@ def test_identity_lookalike() -> None:
 def test_identical_warnings_fold_into_one_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    import gateway.logsetup
+    import gateway.ops.logsetup
     records: list[str] = []
 
     class Collect(logging.Handler):
@@ -93,7 +93,7 @@ def test_identical_warnings_fold_into_one_summary(monkeypatch: pytest.MonkeyPatc
         logger.warning("another problem")
         assert records.count("back end did not answer") == 5
         assert "another problem" in records
-        monkeypatch.setattr(gateway.logsetup, "FOLD_WINDOW", 0.01)
+        monkeypatch.setattr(gateway.ops.logsetup, "FOLD_WINDOW", 0.01)
         time.sleep(0.05)
         logger.warning("back end did not answer")  # a new window: the summary of the last one first
         assert any("repeated 995 more times" in r for r in records), records[-3:]

@@ -24,9 +24,9 @@ import argon2
 import httpx
 import pytest
 
-from gateway.accounts import keys
+from gateway.store import keys
 from gateway.store import Credential, Group, SqliteStore, Store, User, open_store
-from gateway.throttle import account_key, ip_key
+from gateway.auth.throttle import account_key, ip_key
 from tests.harness import RunningGateway, Standin, base_entry, gateway_config
 from tests.redis_server import RedisServer, start_redis
 

@@ -1,4 +1,4 @@
-"""The sans-I/O login step (gateway.login) and the store's atomic reserve it relies on."""
+"""The sans-I/O login step (gateway.auth.login) and the store's atomic reserve it relies on."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Iterator
 import pytest
 
 from gateway.config import ThrottleSettings
-from gateway.login import (
+from gateway.auth.login import (
     LEASE, WAIT_STALL, Admit, LoginAttempt, Refuse, Reserve, Verify, Wait, decide_cached,
 )
 from gateway.store import Group, Place, Principal, Reservation, SqliteStore, Store, User
-from gateway.throttle import Verdict
+from gateway.auth.throttle import Verdict
 from tests.redis_server import start_redis
 
 SETTINGS = ThrottleSettings(ip_failures=3, account_failures=5, spray_failures=4)
@@ -137,11 +137,12 @@ def test_the_console_s_login_path_counts_against_the_same_windows(tmp_path: Path
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from addons._login import Logins
-    from gateway.accounts import Accounts, keys
-    from gateway.accounts.authenticate import Authenticator
-    from gateway.credentials import BasicCredentials
-    from gateway.throttle import Throttle
+    from gateway.auth.logins import Logins
+    from gateway.accounts import Accounts
+    from gateway.store import keys
+    from gateway.auth.authenticate import Authenticator
+    from gateway.auth.credentials import BasicCredentials
+    from gateway.auth.throttle import Throttle
 
     state = tmp_path / "state"
     sqlite = SqliteStore(state / "gateway.db")

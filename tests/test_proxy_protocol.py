@@ -17,7 +17,7 @@ from typing import Callable
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from gateway.proxy_protocol import ProxyHeaderError, encode_v1, encode_v2, parse_v1, parse_v2, read_header
+from gateway.traffic.proxy_protocol import ProxyHeaderError, encode_v1, encode_v2, parse_v1, parse_v2, read_header
 from tests.harness import RunningGateway, Standin, base_entry, gateway_config
 
 Factory = Callable[..., RunningGateway]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mitmproxy.http import Headers
 
-from gateway.redact import MASK, redact_headers, redact_url
+from gateway.traffic.redact import MASK, redact_headers, redact_url
 
 URLS = [
     ("/api/v1/session?username=ivanov&password=S3cret-pw",

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from gateway.accounts import keys
+from gateway.store import keys
 from tests.harness import (
     START_TIMEOUT, RunningGateway, Standin, base_entry, cli_ok, gateway_config, run_gateway_command, start_gateway,
 )

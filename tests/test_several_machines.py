@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import httpx
 import pytest
 
-from gateway.accounts import keys
+from gateway.store import keys
 from tests.harness import REPO, RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config
 from tests.redis_server import RedisServer, start_redis
 

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from gateway.accounts import keys
+from gateway.store import keys
 from gateway.store import (
     Credential, DuplicateError, Group, NotFoundError, SessionRecord, SqliteStore, Store, StoreError, User,
     open_store,
@@ -427,7 +427,7 @@ def test_the_key_mismatch_message_hides_the_redis_password(clean_redis: RedisSer
 
 def test_moving_users_from_sqlite_to_redis_keeps_their_passwords(clean_redis: RedisServer, tmp_path: Path) -> None:
     from gateway.accounts import Accounts
-    from gateway.accounts.authenticate import Authenticator
+    from gateway.auth.authenticate import Authenticator
     from gateway.accounts.transfer import export_accounts, import_accounts
 
     secret = keys.load_or_create_secret(tmp_path)

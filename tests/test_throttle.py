@@ -4,7 +4,7 @@ import pytest
 
 from gateway.config import ThrottleSettings
 from gateway.store import SqliteStore
-from gateway.throttle import Throttle, account_key, ip_key, window_verdict
+from gateway.auth.throttle import Throttle, account_key, ip_key, window_verdict
 
 
 class Clock:

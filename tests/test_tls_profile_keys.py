@@ -67,11 +67,11 @@ def test_openssl_conf_is_set_before_openssl_loads_and_never_leaks_into_a_host_pr
     import subprocess
     import sys
 
-    from gateway.opensslconf import CONF_FILE
+    from gateway.ops.opensslconf import CONF_FILE
     from tests.harness import REPO
 
     env = {k: v for k, v in os.environ.items() if k != "OPENSSL_CONF"}
-    probe = ("import os, sys; {pre}from gateway.opensslconf import use_gateway_openssl_conf as use; "
+    probe = ("import os, sys; {pre}from gateway.ops.opensslconf import use_gateway_openssl_conf as use; "
              "print(use(), os.environ.get('OPENSSL_CONF'))")
     fresh = subprocess.run([sys.executable, "-c", probe.format(pre="")], capture_output=True, text=True,
                            cwd=REPO, env=env, timeout=30)

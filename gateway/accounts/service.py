@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from gateway.accounts import keys
+from gateway.store import keys
 from gateway.accounts.rules import (
     AccountError, check_group, check_secret, check_user_name, password_weaknesses,
 )

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from gateway.accounts import keys
+from gateway.store import keys
 from gateway.accounts.rules import AccountError, check_group, check_user_name
 from gateway.store.base import CREDENTIAL_KINDS, Credential, DuplicateError, Group, Store, User
 

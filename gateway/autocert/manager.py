@@ -20,7 +20,7 @@ from cryptography import x509
 
 from gateway.autocert import storage
 from gateway.autocert.schedule import renewal_time, retry_delay
-from gateway.autocert.settings import split_names
+from gateway.config.acme import split_names
 from gateway.config import BaseConfig, GatewayConfig
 
 if TYPE_CHECKING:

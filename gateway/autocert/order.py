@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.autocert import storage
 from gateway.autocert.alpn import challenge_certificate
-from gateway.autocert.settings import AcmeSettings, check_base_names, split_names
+from gateway.config.acme import AcmeSettings, check_base_names, split_names
 from gateway.config import BaseConfig
 
 logger = logging.getLogger("gateway.acme")

@@ -1,6 +1,6 @@
 """A local CA that devices trust is never replaced silently.
 
-Its SHA-256 fingerprint is remembered next to the configuration (gateway/statecheck.py's memory
+Its SHA-256 fingerprint is remembered next to the configuration (gateway/store/statecheck.py's memory
 file, which survives the loss of the state folder). When the CA files are then missing or
 different, the gateway refuses to make a new one: every enrolled device would fail its
 handshake. Only ``gateway cert self-signed --new-ca`` replaces it, on purpose, with a warning.
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway.certs.authority import CA_CERT_NAME, LocalCa, certs_folder, load_ca
 from gateway.certs.load import CertError
 from gateway.config import GatewayConfig
-from gateway.statecheck import read_memory, remember
+from gateway.store.statecheck import read_memory, remember
 
 logger = logging.getLogger("gateway.tls")
 

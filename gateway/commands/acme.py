@@ -154,7 +154,7 @@ def _challenge_responder(cfg: GatewayConfig) -> Iterator[None]:
     same files), else a listener of our own for the time of the order."""
     from gateway.autocert.challenge import StandaloneResponder
     from gateway.autocert.manager import challenge_host
-    from gateway.health import read_run_files, process_alive
+    from gateway.ops.health import read_run_files, process_alive
 
     host = challenge_host(cfg)
     port = cfg.acme.challenge_listen

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from gateway.accounts.cli_support import open_state, user_errors
-from gateway.throttle import Throttle
+from gateway.commands._accounts import open_state, user_errors
+from gateway.auth.throttle import Throttle
 
 logger = logging.getLogger("gateway.bans")
 

@@ -194,7 +194,7 @@ def import_file(args: argparse.Namespace) -> int:
               "connection. Import the file with the whole chain (leaf, then intermediates), or append the "
               "issuer's certificate to it")
     if result.config_lines and args.install:
-        from gateway.configedit import EditError, install_tls
+        from gateway.config.edit import EditError, install_tls
 
         try:
             install_tls(cfg.source, result.cert_file, result.key_file, args.base)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.health import BaseStatus, check_bases, gateway_ports, listen_problem
+from gateway.ops.health import BaseStatus, check_bases, gateway_ports, listen_problem
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -54,7 +54,7 @@ def check(cfg: GatewayConfig, timeout: float = 1.0) -> list[BaseStatus]:
         extra[base_id].append(problem)
     ours = gateway_ports(cfg.state_dir)
     statuses = check_bases(cfg, extra, timeout, ours)
-    from gateway.bypass import bypass_warnings
+    from gateway.ops.bypass import bypass_warnings
 
     bypass = bypass_warnings(cfg)
     for status in statuses:
@@ -164,7 +164,7 @@ def _acme_challenge_status(cfg: GatewayConfig, ours: set[int]) -> BaseStatus | N
 def state_statuses(cfg: GatewayConfig) -> list[BaseStatus]:
     """The state folder, when it is not what this configuration's gateway ran with (lost, replaced),
     and the local CA devices trust, when it is missing or another one."""
-    from gateway import statecheck
+    from gateway.store import statecheck
 
     statuses = []
     problem = statecheck.fresh_state_problem(cfg)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from gateway.config import ConfigError, load_config
-from gateway.logsetup import configure_logging
+from gateway.ops.logsetup import configure_logging
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent.parent / "demo" / "gateway.yaml"
 DEMO_USER = "demo"
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def ensure_demo_user(config_path: Path) -> None:
     """Create the demo group and user once; an existing demo user is left as it is."""
     from gateway.accounts import Accounts
-    from gateway.accounts.keys import load_or_create_secret
+    from gateway.store.keys import load_or_create_secret
     from gateway.store import open_store
 
     cfg = load_config(config_path)
@@ -59,7 +59,7 @@ def ensure_demo_user(config_path: Path) -> None:
 
 
 async def _run(config_path: Path) -> int:
-    from gateway.runner import Gateway
+    from gateway.run.runner import Gateway
     from gateway.standin.server import serve as serve_standin
 
     cfg = load_config(config_path)
@@ -94,7 +94,7 @@ def _print_banner(config_path: Path) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from gateway.runner import StartupError
+    from gateway.run.runner import StartupError
 
     config_path: Path = args.demo_config
     try:
@@ -103,7 +103,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     configure_logging(cfg.log)
-    from gateway import statecheck
+    from gateway.store import statecheck
 
     if statecheck.fresh_state_problem(cfg):
         # The demo's state is disposable (`make clean` removes it): start it over, CA included.

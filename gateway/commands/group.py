@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gateway.accounts.cli_support import open_state, user_errors
+from gateway.commands._accounts import open_state, user_errors
 from gateway.store import ROLES, Group
 
 
@@ -57,7 +57,7 @@ def _checked_doc_types(args: argparse.Namespace, cfg: object) -> tuple[str, ...]
     """The names given, or None (after saying why) when the back end does not know one."""
     import sys
 
-    from gateway.doctypes import check_doc_types, known_doc_types
+    from gateway.accounts.doctypes import check_doc_types, known_doc_types
 
     names = _doc_types(args.doc_types)
     if not names or args.no_doc_type_check:

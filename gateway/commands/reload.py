@@ -1,6 +1,6 @@
 """``gateway reload``: ask the running gateway to re-read its configuration, and say what happened.
 
-Portable (no signals): a request file every gateway process watches (gateway/reloadctl.py);
+Portable (no signals): a request file every gateway process watches (gateway/ops/reloadctl.py);
 each answers in its run file, which this command reads back.
 """
 
@@ -12,8 +12,8 @@ import time
 
 from gateway.config import ConfigError, load_config
 from gateway.commands.status import live_processes
-from gateway.health import read_run_files
-from gateway.reloadctl import write_request
+from gateway.ops.health import read_run_files
+from gateway.ops.reloadctl import write_request
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -7,18 +7,18 @@ import logging
 import sys
 
 from gateway.config import ConfigError, LogSettings, load_config
-from gateway.logsetup import configure_logging
+from gateway.ops.logsetup import configure_logging
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("run", help="start the gateway (reloads itself when the config file changes)")
-    # Internal: how the supervisor starts worker number N (see gateway/supervisor.py).
+    # Internal: how the supervisor starts worker number N (see gateway/run/supervisor.py).
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.runner import StartupError, serve
+    from gateway.run.runner import StartupError, serve
 
     try:
         cfg = load_config(args.config)
@@ -26,9 +26,9 @@ def run(args: argparse.Namespace) -> int:
         configure_logging(LogSettings())
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from gateway.engine import run_loop
-    from gateway.scale_config import resolve_workers
-    from gateway.supervisor import SupervisorError, supervise
+    from gateway.run.engine import run_loop
+    from gateway.config.scale import resolve_workers
+    from gateway.run.supervisor import SupervisorError, supervise
 
     count, why = resolve_workers(cfg.workers) if args.worker is None else (0, None)
     # Workers and their supervisor share the log files: they append, the supervisor rotates.

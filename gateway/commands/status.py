@@ -13,7 +13,7 @@ import sys
 import time
 
 from gateway.config import ConfigError, load_config
-from gateway.health import RunInfo, process_alive, read_run_files
+from gateway.ops.health import RunInfo, process_alive, read_run_files
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from gateway import statecheck
+    from gateway.store import statecheck
 
     processes = live_processes(cfg.state_dir)
     state_problem = statecheck.fresh_state_problem(cfg)
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 def _gateways_holding_ports(cfg: object) -> list[int]:
     from pathlib import Path
 
-    from gateway.portowner import owner_of
+    from gateway.ops.portowner import owner_of
 
     pids: set[int] = set()
     for listener in cfg.listeners():  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gateway.accounts.cli_support import SecretReader, open_state, user_errors
+from gateway.commands._accounts import SecretReader, open_state, user_errors
 from gateway.accounts.transfer import export_accounts, import_accounts
 from gateway.store import User
 

@@ -1,7 +1,7 @@
 """The admin web console: pages, sessions, the login step, the actions behind its buttons
 (each the CLI's own core function), the shared event journal and the two languages.
 
-Pure: no mitmproxy, no sockets. ``addons/console.py`` handles HTTP (sessions, CSRF, Origin),
+Pure: no mitmproxy, no sockets. ``gateway/web/console.py`` handles HTTP (sessions, CSRF, Origin),
 gathers the facts and hands them to ``render_page``.
 """
 

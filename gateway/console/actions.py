@@ -24,7 +24,7 @@ from gateway.config import GatewayConfig
 from gateway.iplist.edit import check_text, read_list_file, save_list_file
 from gateway.iplist.files import ListUnreadable
 from gateway.store import StoreError
-from gateway.throttle import Throttle
+from gateway.auth.throttle import Throttle
 
 logger = logging.getLogger("gateway.console")
 
@@ -81,7 +81,7 @@ def _twice(form: Form, what: str, first: str, second: str) -> str:
 
 def _checked_doc_types(ctx: Context, names: tuple[str, ...]) -> str:
     """The back end's own check, as `gateway group add/edit` makes it; returns the warnings' text."""
-    from gateway.doctypes import check_doc_types, known_doc_types
+    from gateway.accounts.doctypes import check_doc_types, known_doc_types
 
     errors, warnings = check_doc_types(names, known_doc_types(ctx.cfg))
     if errors:

@@ -1,6 +1,6 @@
 """The console's login: the same login path as the bases, read as the console needs it.
 
-A console login is driven through ``addons._login.Logins`` — the proxy's own path — so it takes
+A console login is driven through ``gateway.auth.logins.Logins`` — the proxy's own path — so it takes
 its place in the address's and the account's failure windows before it is checked, waits when
 the places are held by logins still being checked, and counts a failure exactly as a login on a
 base does: guessing an admin password on the console is no cheaper than on a base, whatever the
@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.credentials import BasicCredentials
-from gateway.login import Admit
+from gateway.auth.credentials import BasicCredentials
+from gateway.auth.login import Admit
 from gateway.store import Principal
 
 logger = logging.getLogger("gateway.console")
@@ -37,7 +37,7 @@ class LoginResult:
 
 
 async def console_login(logins: Any, address: str, login: str, password: str) -> LoginResult:
-    """One admin login from ``address``: ``logins`` is an ``addons._login.Logins``."""
+    """One admin login from ``address``: ``logins`` is an ``gateway.auth.logins.Logins``."""
     creds = BasicCredentials(login, password) if password else None
     decision = await logins.login(address, creds, base_id=CONSOLE, base_name=CONSOLE, allow_barcode=False,
                                   whitelisted=False, malformed="" if password else "empty password")

@@ -53,7 +53,7 @@ def _open_redis(state_dir: Path, redis_url: str | None) -> Store:
 
 
 def _require_shared_key(state_dir: Path, store: RedisStore) -> None:
-    from gateway.accounts.keys import SECRET_FILE, load_or_create_secret, secret_fingerprint
+    from gateway.store.keys import SECRET_FILE, load_or_create_secret, secret_fingerprint
 
     mine = secret_fingerprint(load_or_create_secret(state_dir))
     shared = store.offer_key_fingerprint(mine)

@@ -67,7 +67,7 @@ RETRY = Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=(redis
 # A session outlives its expiry in Redis by this much: the reader decides expiry by its own clock
 # (which tests inject), and purge_sessions removes it before that anyway.
 SESSION_GRACE = 3600
-FINGERPRINT_HEX_DIGITS = 16  # gateway.accounts.keys.secret_fingerprint
+FINGERPRINT_HEX_DIGITS = 16  # gateway.store.keys.secret_fingerprint
 VERSION_SEED_BITS = 62  # leaves 2**62 INCRs before Redis's signed 64-bit counter overflows
 
 T = TypeVar("T")
@@ -768,7 +768,7 @@ class RedisStore:
     def clear_failures(self, key: str) -> int:
         return int(self._run("clear_failures", key))
 
-    # --- login attempts being checked (see gateway.throttle) ---
+    # --- login attempts being checked (see gateway.auth.throttle) ---
 
     @_store_errors
     def reserve(self, places: Sequence[Place], holder: str, now: float, lease: float) -> Reservation:

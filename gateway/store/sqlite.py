@@ -463,7 +463,7 @@ class SqliteStore:
         with self._write() as c:
             return c.execute("DELETE FROM failures WHERE key = ?", (key,)).rowcount
 
-    # --- login attempts being checked (see gateway.throttle) ---
+    # --- login attempts being checked (see gateway.auth.throttle) ---
 
     @_store_errors
     def reserve(self, places: Sequence[Place], holder: str, now: float, lease: float) -> Reservation:

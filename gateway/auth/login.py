@@ -3,7 +3,7 @@
 A ``LoginAttempt`` is told facts — the address, the login name, the time, what the driver read
 from the store — and answers with the next action for the driver to carry out: ``Reserve`` a
 place in the failure windows, ``Wait`` for one, ``Verify`` the secret, then ``Admit`` or
-``Refuse``. The driver (``addons/_login.py`` for the proxy and the console) does the I/O: store
+``Refuse``. The driver (``gateway/auth/logins.py`` for the proxy and the console) does the I/O: store
 calls in threads, argon2 in its pool, sleeping, answering the client.
 
 The guarantee it builds: an attempt holds a place in every window it could fail in (its address,
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from gateway.config import ThrottleSettings
 from gateway.store.base import Place, Principal, Reservation
-from gateway.throttle import Verdict, account_key, ip_key
+from gateway.auth.throttle import Verdict, account_key, ip_key
 
 # A held place outlives a process that died mid-check by at most this many seconds.
 LEASE = 60.0

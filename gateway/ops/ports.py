@@ -51,7 +51,7 @@ def port_problem(host: str, port: int, reuse_port: bool = False) -> str | None:
         return f"port {port} needs administrator rights (ports below 1024); choose a port above 1024"
     except OSError as e:
         if e.errno == errno.EADDRINUSE or getattr(e, "winerror", None) == 10048:
-            from gateway.portowner import describe, owner_of
+            from gateway.ops.portowner import describe, owner_of
 
             owner = owner_of(port)
             return f"port {port} is taken by another program" + (f": {describe(owner)}" if owner else "")

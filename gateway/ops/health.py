@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gateway.config import BaseConfig, GatewayConfig, Listener
-from gateway.ports import port_problem
+from gateway.ops.ports import port_problem
 
 RUN_FOLDER = "run"
 # A warehouse LAN answers a TCP connect in milliseconds; a second means "not there".
@@ -161,7 +161,7 @@ def listen_problem(host: str, port: int, ours: set[int], config: Path | None = N
     if problem is not None and "taken" in problem:
         if port in ours:
             return None
-        from gateway.portowner import owner_of
+        from gateway.ops.portowner import owner_of
 
         owner = owner_of(port)
         if owner is not None and owner.is_gateway():

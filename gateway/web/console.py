@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from cryptography.hazmat.primitives import serialization
 
-from gateway.accounts.authenticate import Authenticator, reuse_or_open
+from gateway.auth.authenticate import Authenticator, reuse_or_open
 from gateway.accounts.service import Accounts
 from gateway.certs.enrolment import qr_svg
 from gateway.certs.inspect import describe, fingerprint, load_local_ca
@@ -36,8 +36,8 @@ from gateway.config import BaseConfig, GatewayConfig
 from gateway.console.actions import ACTIONS, ActionRefused, Context, Form, find_list, list_files, run_action
 from gateway.console.events import SECURITY_EVENTS
 from gateway.console.i18n import choose_language, translator
-from gateway.console.journal import EventFilter, filter_page, read_journal
-from addons._login import Logins
+from gateway.ops.journal import EventFilter, filter_page, read_journal
+from gateway.auth.logins import Logins
 from gateway.console.login import ADMIN_ROLE, console_login
 from gateway.console.pages import (
     PAGES, STYLE, BaseView, BanView, CertificateFacts, CertificatesView, CertificateView, CheckView,
@@ -45,12 +45,12 @@ from gateway.console.pages import (
     render_page,
 )
 from gateway.console.sessions import COOKIE, ConsoleSession, ConsoleSessions, csrf_ok
-from gateway.health import public_host, tcp_problem
+from gateway.ops.health import public_host, tcp_problem
 from gateway.iplist.edit import check_text, read_list_file
 from gateway.iplist.files import ListUnreadable
 from gateway.iplist.lists import load_list
 from gateway.store import Store
-from gateway.throttle import Throttle
+from gateway.auth.throttle import Throttle
 
 logger = logging.getLogger("gateway.console")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 
 from gateway.config import GatewayConfig, Listener
-from gateway.portowner import listen_addresses
+from gateway.ops.portowner import listen_addresses
 
 HOW_TO_CLOSE = ("bind the legacy server to 127.0.0.1 in its own settings (see README \"Windows\"), or block "
                 "port {port} for everyone but this machine in the firewall")

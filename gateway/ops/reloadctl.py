@@ -15,7 +15,7 @@ import secrets
 import time
 from pathlib import Path
 
-from gateway.health import RUN_FOLDER
+from gateway.ops.health import RUN_FOLDER
 
 REQUEST_NAME = "reload.request"
 

@@ -11,8 +11,8 @@
   under ``-O`` (that would also strip the ``@expect`` guards of mitmproxy's protocol state
   machines, the asserts of ``Flow.set_state`` in mitmproxy/flow.py, whose ``state.pop`` calls
   live inside the assert, and the gateway's own asserts); it drops this one check instead.
-- mitmproxy's per-record log handler is removed in gateway/hooktable.py and options are read
-  without a deep copy through gateway/engine_options.py.
+- mitmproxy's per-record log handler is removed in gateway/run/hooktable.py and options are read
+  without a deep copy through gateway/run/engine_options.py.
 
 ``GATEWAY_LEAN=0`` turns all of these off (for comparing in bench/run.py).
 """

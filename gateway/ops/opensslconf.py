@@ -1,4 +1,4 @@
-"""Points OpenSSL at the gateway's own configuration file (gateway/openssl.cnf) for the key
+"""Points OpenSSL at the gateway's own configuration file (gateway/ops/openssl.cnf) for the key
 exchange groups of the Mozilla "intermediate" profile, which pyOpenSSL has no setter for.
 
 OpenSSL reads ``OPENSSL_CONF`` once, when it is first initialised, so this must run before

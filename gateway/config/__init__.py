@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from gateway.autocert.settings import AcmeSettings
-from gateway.scale_config import ProxyProtocolSettings, optional_proxy_protocol, parse_proxy_protocol, parse_workers
-from gateway.limits import LimitSettings, parse_limits
+from gateway.config.acme import AcmeSettings
+from gateway.config.scale import ProxyProtocolSettings, optional_proxy_protocol, parse_proxy_protocol, parse_workers
+from gateway.traffic.limits import LimitSettings, parse_limits
 
 DEFAULT_CONFIG_NAME = "gateway.yaml"
 # Bodies above this are streamed, not held in memory; 4 MiB keeps typical OData pages
@@ -378,7 +378,7 @@ def _cert_pair(reader: _Reader, base_dir: Path, with_acme: bool = False) -> Cert
         password_file=reader.path_value("password_file", base_dir),
     )
     if with_acme and "acme" in reader.data:
-        from gateway.autocert.settings import parse_names
+        from gateway.config.acme import parse_names
 
         if pair.cert is not None:
             raise reader.fail("acme", "and cert are both given; a base serves either its own file or an ACME "
@@ -616,13 +616,13 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
 
 
 def _acme(r: _Reader, base_dir: Path) -> AcmeSettings:
-    from gateway.autocert.settings import parse_acme
+    from gateway.config.acme import parse_acme
 
     return parse_acme(r, base_dir)
 
 
 def _acme_validate(source: Path, bases: list[BaseConfig], settings: AcmeSettings) -> None:
-    from gateway.autocert.settings import validate
+    from gateway.config.acme import validate
 
     validate(source, bases, settings)
 

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Hashable
 
-from gateway.accounts import keys
+from gateway.store import keys
 from gateway.store.base import Principal, Store
 
 if TYPE_CHECKING:

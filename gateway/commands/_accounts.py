@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
-from gateway.accounts.keys import load_or_create_secret
+from gateway.store.keys import load_or_create_secret
 from gateway.accounts.rules import AccountError
 from gateway.accounts.service import Accounts
 from gateway.config import GatewayConfig, load_config
@@ -30,7 +30,7 @@ def open_state(config_path: Path) -> Opened:
     """Raises ConfigError, StoreError or ValueError (damaged key file) with a readable text."""
     cfg = load_config(config_path)
     # What a command changes (a ban lifted, a user removed) shows on the console's events page.
-    from gateway.console.journal import install_journal
+    from gateway.ops.journal import install_journal
     install_journal(cfg.state_dir)
     store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
     return Opened(cfg, store, Accounts(store, load_or_create_secret(cfg.state_dir)))

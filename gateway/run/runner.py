@@ -23,11 +23,12 @@ from mitmproxy.proxy import mode_specs
 
 from addons import _listen
 from addons._context import set_current_config
-from gateway.engine_options import GatewayOptions
+from gateway.run.engine_options import GatewayOptions
 from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, GatewayConfig, load_config
-from gateway.hooktable import GatewayMaster
-from gateway import reloadctl, statecheck
-from gateway.ports import busy_listeners
+from gateway.run.hooktable import GatewayMaster
+from gateway.ops import reloadctl
+from gateway.store import statecheck
+from gateway.ops.ports import busy_listeners
 
 logger = logging.getLogger("gateway.runner")
 
@@ -132,7 +133,7 @@ class Gateway:
                  worker: int | None = None) -> None:
         self.config_path = Path(config_path).resolve()
         self.init = init
-        # Set when this process is worker number `worker` under gateway/supervisor.py.
+        # Set when this process is worker number `worker` under gateway/run/supervisor.py.
         self.worker = worker
         self._state_watch: statecheck.StateWatch | None = None
         self._reloads: reloadctl.ReloadRequests | None = None
@@ -175,7 +176,7 @@ class Gateway:
         self._fingerprint = files_fingerprint(watched_files(self.config_path, cfg))
         prepare_start(cfg, init=self.init, reuse_port=self.worker is not None)
 
-        from gateway.engine import lean, skip_debug_type_checks
+        from gateway.run.engine import lean, skip_debug_type_checks
         skip_debug_type_checks()
         opts = GatewayOptions() if lean() else options.Options()
         self.master = GatewayMaster(opts)
@@ -406,7 +407,7 @@ async def serve(config_path: Path | str, *, init: bool = False, worker: int | No
     gateway = Gateway(config_path, init=init, worker=worker)
     await gateway.start()
     if worker is not None:
-        from gateway.supervisor import report_ready
+        from gateway.run.supervisor import report_ready
         admin = gateway.master.addons.get("admin") if gateway.master else None
         report_ready(getattr(admin, "port", None))
     try:

@@ -3,7 +3,7 @@
 ``workers: auto | N`` — how many worker processes share the base ports (SO_REUSEPORT).
 ``proxy_protocol: {enabled: true, trusted: [10.0.0.5, 10.0.1.0/24]}`` — at the top level for
 every base port, or under ``bases[i].data`` / ``bases[i].print`` for one listener (the listener's
-own setting wins). Kept out of gateway/config.py so that file only gains one line per key.
+own setting wins). Kept out of gateway/config/__init__.py so that file only gains one line per key.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The driver of ``gateway.login``: carries out a login attempt's actions on the event loop.
+"""The driver of ``gateway.auth.login``: carries out a login attempt's actions on the event loop.
 
 Store calls run in the store threads, argon2 in the verification pool, waits are asyncio sleeps:
 nothing here blocks the event loop. The proxy's Auth addon and the admin console share this one
@@ -23,13 +23,13 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from gateway.accounts.authenticate import Authenticator, Outcome
-from gateway.credentials import BasicCredentials
-from gateway.login import (
+from gateway.auth.authenticate import Authenticator, Outcome
+from gateway.auth.credentials import BasicCredentials
+from gateway.auth.login import (
     LEASE, SPRAY_DELAY, Admit, Failure, LoginAttempt, Refuse, Reserve, SprayAlert, Verify, Wait, decide_cached,
 )
 from gateway.store import Reservation, Store
-from gateway.throttle import Throttle, Verdict
+from gateway.auth.throttle import Throttle, Verdict
 
 logger = logging.getLogger("gateway.auth")
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gateway.config import LogSettings
-from gateway.logrotate import SharedFileHandler
+from gateway.ops.logrotate import SharedFileHandler
 
 ACCESS_LOGGER = "gateway.access"
 
@@ -131,7 +131,7 @@ def security_log_path(settings: LogSettings) -> Path | None:
 
 def _file_handler(path: Path, settings: LogSettings, shared: bool, delay: bool = False) -> logging.Handler:
     if shared:
-        # Several processes write this file; only the supervisor rotates it (gateway/logrotate.py).
+        # Several processes write this file; only the supervisor rotates it (gateway/ops/logrotate.py).
         return SharedFileHandler(path, encoding="utf-8", delay=delay)
     return logging.handlers.RotatingFileHandler(
         path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8", delay=delay)

@@ -29,7 +29,7 @@ from gateway.config import GatewayConfig
 logger = logging.getLogger("gateway.state")
 
 DB_NAME = "gateway.db"           # gateway/store/sqlite.py's name; not imported, to keep this module light
-KEY_NAME = "auth-hmac.key"       # gateway/accounts/keys.py's SECRET_FILE
+KEY_NAME = "auth-hmac.key"       # gateway/store/keys.py's SECRET_FILE
 
 _problem: str | None = None
 
@@ -90,7 +90,7 @@ def key_fingerprint(state_dir: Path) -> str | None:
         secret = bytes.fromhex(text.decode("ascii"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    from gateway.accounts.keys import secret_fingerprint
+    from gateway.store.keys import secret_fingerprint
 
     return secret_fingerprint(secret)
 

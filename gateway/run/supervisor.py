@@ -37,8 +37,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from addons.admin import PLAIN, Admin, Answer
 from gateway.certs import tickets
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.health import read_run_files, remove_run_file, run_file
-from gateway.metrics_merge import merge
+from gateway.ops.health import read_run_files, remove_run_file, run_file
+from gateway.run.metrics_merge import merge
 
 logger = logging.getLogger("gateway.supervisor")
 
@@ -158,7 +158,7 @@ class Supervisor:
     # --- start and stop ---
 
     async def run(self) -> int:
-        from gateway.runner import files_fingerprint, prepare_start, watched_files
+        from gateway.run.runner import files_fingerprint, prepare_start, watched_files
 
         cfg = load_config(self.config_path)
         # Decided once, here: workers starting together must not each judge a half-made state.
@@ -201,9 +201,9 @@ class Supervisor:
             remove_run_file(cfg.state_dir, os.getpid())
 
     async def _rotate_logs(self) -> None:
-        """The only rotation of the shared log files: workers append and follow (gateway/logrotate.py)."""
-        from gateway.logrotate import rotate_if_needed
-        from gateway.logsetup import security_log_path
+        """The only rotation of the shared log files: workers append and follow (gateway/ops/logrotate.py)."""
+        from gateway.ops.logrotate import rotate_if_needed
+        from gateway.ops.logsetup import security_log_path
 
         while True:
             await asyncio.sleep(LOG_ROTATE_INTERVAL)
@@ -365,7 +365,7 @@ class Supervisor:
     # --- configuration ---
 
     async def _watch_config(self) -> None:
-        from gateway.runner import CONFIG_POLL_INTERVAL, files_fingerprint, watched_files
+        from gateway.run.runner import CONFIG_POLL_INTERVAL, files_fingerprint, watched_files
 
         while True:
             await asyncio.sleep(CONFIG_POLL_INTERVAL)
@@ -397,7 +397,7 @@ class Supervisor:
 def _keep_restart_only(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
     # Quietly: every worker logs the settings it keeps.
     import dataclasses
-    from gateway.runner import RESTART_ONLY_SETTINGS
+    from gateway.run.runner import RESTART_ONLY_SETTINGS
 
     return dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY_SETTINGS})
 
