@@ -18,7 +18,7 @@ from typing import Any
 from OpenSSL import SSL
 
 from gateway.web.sidelistener import Address, SideListener, SideRequest
-from gateway.autocert import storage
+from gateway.certs import acme_storage as storage
 from gateway.autocert.alpn import ACME_TLS_1, name_from_sni
 from gateway.autocert.challenge import PREFIX, answer
 from gateway.config import GatewayConfig

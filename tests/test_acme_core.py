@@ -14,7 +14,7 @@ import pytest
 from acme.client import _renewal_info_path_component
 from cryptography.hazmat.primitives import serialization
 
-from gateway.autocert import storage
+from gateway.certs import acme_storage as storage
 from gateway.autocert.challenge import answer
 from gateway.autocert.manager import due_reason, problems, refresh_renewal_info, renew_due
 from gateway.autocert.schedule import planned_renewal, renewal_time, retry_delay

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gateway.console.events import SECURITY_EVENTS as CONSOLE_KINDS
+from gateway.ops.logsetup import CONSOLE_EVENTS as CONSOLE_KINDS
 from gateway.ops.logsetup import SECURITY_EVENTS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from cryptography import x509
 
-from gateway.autocert import storage
+from gateway.certs import acme_storage as storage
 from gateway.autocert.schedule import renewal_time, retry_delay
 from gateway.config.acme import split_names
 from gateway.config import BaseConfig, GatewayConfig

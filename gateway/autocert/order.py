@@ -21,7 +21,7 @@ from acme import challenges, client, crypto_util, errors, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.autocert import storage
+from gateway.certs import acme_storage as storage
 from gateway.autocert.alpn import challenge_certificate
 from gateway.config.acme import AcmeSettings, check_base_names, split_names
 from gateway.config import BaseConfig

@@ -7,7 +7,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.certs.authority import CA_CERT_NAME, certs_folder, ensure_local_server_certificate
+from gateway.certs.acme_storage import certificate_file
+from gateway.certs.authority import (
+    CA_CERT_NAME, SERVER_CERT_NAME, SERVER_KEY_NAME, certs_folder, ensure_local_server_certificate, load_ca,
+)
+from gateway.certs.caguard import check_local_ca, remember_ca
 from gateway.certs.load import CertBundle, CertError, check_dates, load_bundle, read_password_file
 from gateway.config import BaseConfig, GatewayConfig
 
@@ -39,7 +43,6 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 
 def generated_paths(cfg: GatewayConfig) -> tuple[Path, Path]:
-    from gateway.certs.authority import SERVER_CERT_NAME, SERVER_KEY_NAME
     folder = certs_folder(cfg.state_dir)
     return folder / SERVER_CERT_NAME, folder / SERVER_KEY_NAME
 
@@ -65,8 +68,6 @@ def base_source(base: BaseConfig) -> CertSource | None:
 
 def source_for(cfg: GatewayConfig, base: BaseConfig) -> CertSource:
     if base.tls is not None and base.tls.acme:
-        from gateway.autocert.storage import certificate_file
-
         # Chain and key in one file, replaced in one rename by each renewal.
         return CertSource(certificate_file(cfg.state_dir, base.id))
     return base_source(base) or default_source(cfg)
@@ -86,9 +87,6 @@ def ensure_default_certificate(cfg: GatewayConfig) -> tuple[Path, Path]:
     certificate renewed near its expiry, keeping the CA)."""
     if cfg.tls.cert is not None:
         return cfg.tls.cert, cfg.tls.key or cfg.tls.cert
-    from gateway.certs.caguard import check_local_ca, remember_ca
-    from gateway.certs.authority import load_ca
-
     check_local_ca(cfg)  # raises: a CA devices trust is never replaced silently
     try:
         cert, key = ensure_local_server_certificate(certs_folder(cfg.state_dir), cfg.listen_host)

@@ -48,7 +48,7 @@ def _fmt(moment: datetime.datetime | None) -> str:
 
 
 def base_report(cfg: GatewayConfig, base_id: str) -> dict[str, Any]:
-    from gateway.autocert import storage
+    from gateway.certs import acme_storage as storage
     from gateway.autocert.manager import leaf_names, served_leaf
     from gateway.autocert.schedule import renewal_time
 

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from gateway.config import ConfigError, load_config
+from gateway.config.demo import DEMO_CONFIG
 from gateway.ops.logsetup import configure_logging
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent.parent / "demo" / "gateway.yaml"
 DEMO_USER = "demo"
 # A demo secret shown on screen on purpose: it exists only in the demo state folder.
 DEMO_PASSWORD = "Demo-Warehouse-2026"

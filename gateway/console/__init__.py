@@ -5,12 +5,11 @@ Pure: no mitmproxy, no sockets. ``gateway/web/console.py`` handles HTTP (session
 gathers the facts and hands them to ``render_page``.
 """
 
-from gateway.console.events import SECURITY_EVENTS
 from gateway.console.pages import (
     PAGES, BaseView, CertificateFacts, EnrolmentView, GroupView, IpListsView, UserView, render_error, render_page,
 )
 
 __all__ = [
-    "SECURITY_EVENTS", "PAGES", "BaseView", "CertificateFacts", "EnrolmentView",
+    "PAGES", "BaseView", "CertificateFacts", "EnrolmentView",
     "GroupView", "IpListsView", "UserView", "render_error", "render_page",
 ]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from gateway.console.events import SECURITY_EVENTS
+from gateway.ops.logsetup import CONSOLE_EVENTS
 
 JOURNAL_NAME = "events.jsonl"
 MAX_BYTES = 2 * 1024 * 1024
@@ -59,7 +59,7 @@ class JournalHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         kind = getattr(record, "event", None)
-        if kind not in SECURITY_EVENTS:
+        if kind not in CONSOLE_EVENTS:
             return
         try:
             entry = {"at": record.created, "event": str(kind), "level": record.levelname,

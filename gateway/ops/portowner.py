@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from gateway.config import DEFAULT_CONFIG_NAME
+from gateway.config.demo import DEMO_CONFIG
+
 LISTEN_STATE = "0A"
 
 
@@ -49,12 +52,8 @@ class PortOwner:
             return None
         args = [Path(a).name for a in argv]
         if "demo" in args:
-            from gateway.commands.demo import DEMO_CONFIG
-
             in_cwd = Path(self.cwd) / "demo" / "gateway.yaml"
             return in_cwd if in_cwd.is_file() else DEMO_CONFIG
-        from gateway.config import DEFAULT_CONFIG_NAME
-
         return Path(self.cwd) / DEFAULT_CONFIG_NAME
 
 

@@ -34,7 +34,6 @@ from gateway.certs.report import configured_certificates
 from gateway.certs.sources import load_source, local_ca_file, source_for
 from gateway.config import BaseConfig, GatewayConfig
 from gateway.console.actions import ACTIONS, ActionRefused, Context, Form, find_list, list_files, run_action
-from gateway.console.events import SECURITY_EVENTS
 from gateway.console.i18n import choose_language, translator
 from gateway.ops.journal import EventFilter, filter_page, read_journal
 from gateway.auth.logins import Logins
@@ -45,6 +44,8 @@ from gateway.console.pages import (
     render_page,
 )
 from gateway.console.sessions import COOKIE, ConsoleSession, ConsoleSessions, csrf_ok
+from gateway.ops.check import check
+from gateway.ops.logsetup import CONSOLE_EVENTS
 from gateway.ops.health import public_host, tcp_problem
 from gateway.iplist.edit import check_text, read_list_file
 from gateway.iplist.files import ListUnreadable
@@ -311,7 +312,7 @@ class Console:
             found = await self._off_loop(lambda: filter_page(read_journal(cfg.state_dir), wanted, page,
                                                              EVENTS_PER_PAGE))
             query = urllib.parse.urlencode({k: v for k, v in vars(wanted).items() if v})
-            return render_page(path, found=found, wanted=wanted, kinds=sorted(SECURITY_EVENTS), query=query,
+            return render_page(path, found=found, wanted=wanted, kinds=sorted(CONSOLE_EVENTS), query=query,
                                **common)
         return render_page(path, enrolment=await self._off_loop(_enrolment, cfg), **common)
 
@@ -477,8 +478,7 @@ def _certificate(cfg: GatewayConfig, base: BaseConfig) -> tuple[CertificateFacts
 
 
 def _checks(cfg: GatewayConfig) -> list[CheckView]:
-    from gateway.commands.check import check  # what `gateway check` prints, problem by problem
-
+    # What `gateway check` prints, problem by problem.
     return [CheckView(s.name, s.address, tuple(s.problems)) for s in check(cfg, PROBE_TIMEOUT)]
 
 
