@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import logging
 import os
 import signal
@@ -29,19 +28,15 @@ from gateway.run.hooktable import GatewayMaster
 from gateway.ops import reloadctl
 from gateway.store import statecheck
 from gateway.ops.ports import busy_listeners
+from gateway.run.startup import (
+    CONFIG_POLL_INTERVAL, RESTART_ONLY_SETTINGS, StartupError, files_fingerprint, listen_host_option, prepare_start,
+    report_ready, watched_files,
+)
 
 logger = logging.getLogger("gateway.runner")
 
-CONFIG_POLL_INTERVAL = 1.0
-# Read once at start. `workers` is the supervisor's to act on: a worker cannot change how many it has.
-RESTART_ONLY_SETTINGS = ("listen_host", "state_dir", "store", "workers")
 # A worker told to stop finishes its open connections for this long (the supervisor waits longer).
 DRAIN_SECONDS = 5.0
-ALL_INTERFACES = ("", "0.0.0.0", "::")
-
-
-class StartupError(Exception):
-    """The gateway cannot start; the message is for the person who started it."""
 
 
 def build_addons() -> list[Any]:
@@ -76,56 +71,10 @@ def build_addons() -> list[Any]:
     ]
 
 
-def listen_host_option(cfg: GatewayConfig) -> str:
-    # mitmproxy treats "" as every interface, IPv4 and IPv6 alike; "0.0.0.0" would leave out ::1.
-    return "" if cfg.listen_host in ALL_INTERFACES else cfg.listen_host
-
-
 def mode_specs_for(cfg: GatewayConfig) -> list[str]:
     # Always http:// towards the back end: the legacy server speaks plain HTTP. TLS towards the
     # client is decided per connection by GatewayTls, plaintext on an https base by HttpsOnly.
     return [f"reverse:{listener.endpoint.backend}@{listener.port}" for listener in cfg.listeners()]
-
-
-def files_fingerprint(paths: Iterable[Path]) -> str | None:
-    """A digest of the files' contents; None while the first (the configuration) is unreadable."""
-    digest = hashlib.sha256()
-    for index, path in enumerate(paths):
-        try:
-            digest.update(path.read_bytes())
-        except OSError:
-            if index == 0:
-                return None
-            digest.update(b"\0missing")
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def watched_files(config_path: Path, cfg: GatewayConfig | None) -> list[Path]:
-    """The configuration and the policy files it uses: a saved change to any of them reloads."""
-    files = [config_path]
-    if cfg is not None:
-        from gateway.policy import DEFAULT_POLICY_FILE
-
-        files += sorted({base.policy or DEFAULT_POLICY_FILE for base in cfg.bases if base.user_auth})
-        # A wrong key password, once fixed in its file, must be picked up without saving the config.
-        files += sorted({tls.password_file for tls in (cfg.tls, *(b.tls for b in cfg.bases))
-                         if tls is not None and tls.password_file is not None})
-    return files
-
-
-def prepare_start(cfg: GatewayConfig, *, init: bool, reuse_port: bool) -> None:
-    """The checks before anything listens, for one gateway process or for the supervisor of many:
-    ``--init`` acted on, a lost state folder refused, the state folder made, every port free."""
-    if init:
-        statecheck.start_over(cfg)
-    state_problem = statecheck.fresh_state_problem(cfg)
-    if state_problem:
-        raise StartupError(state_problem)
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    problems = busy_listeners(cfg, listen_host_option(cfg), skip_ports=set(), reuse_port=reuse_port)
-    if problems:
-        raise StartupError("cannot listen:\n  " + "\n  ".join(problems))
 
 
 class Gateway:
@@ -407,7 +356,6 @@ async def serve(config_path: Path | str, *, init: bool = False, worker: int | No
     gateway = Gateway(config_path, init=init, worker=worker)
     await gateway.start()
     if worker is not None:
-        from gateway.run.supervisor import report_ready
         admin = gateway.master.addons.get("admin") if gateway.master else None
         report_ready(getattr(admin, "port", None))
     try:

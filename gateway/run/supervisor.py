@@ -23,6 +23,7 @@ The supervisor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -39,13 +40,15 @@ from gateway.certs import tickets
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.ops.health import read_run_files, remove_run_file, run_file
 from gateway.run.metrics_merge import merge
+from gateway.run.startup import (
+    CONFIG_POLL_INTERVAL, READY_FD_ENV, RESTART_ONLY_SETTINGS, files_fingerprint, prepare_start, watched_files,
+)
 
 logger = logging.getLogger("gateway.supervisor")
 
 GRACE_SECONDS = 10.0
 START_TIMEOUT = 60.0
 ASK_TIMEOUT = 3.0
-READY_FD_ENV = "GATEWAY_READY_FD"
 
 
 class SupervisorError(Exception):
@@ -158,8 +161,6 @@ class Supervisor:
     # --- start and stop ---
 
     async def run(self) -> int:
-        from gateway.run.runner import files_fingerprint, prepare_start, watched_files
-
         cfg = load_config(self.config_path)
         # Decided once, here: workers starting together must not each judge a half-made state.
         prepare_start(cfg, init=self.init, reuse_port=False)
@@ -365,8 +366,6 @@ class Supervisor:
     # --- configuration ---
 
     async def _watch_config(self) -> None:
-        from gateway.run.runner import CONFIG_POLL_INTERVAL, files_fingerprint, watched_files
-
         while True:
             await asyncio.sleep(CONFIG_POLL_INTERVAL)
             fingerprint = files_fingerprint(watched_files(self.config_path, self.config))
@@ -396,9 +395,6 @@ class Supervisor:
 
 def _keep_restart_only(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
     # Quietly: every worker logs the settings it keeps.
-    import dataclasses
-    from gateway.run.runner import RESTART_ONLY_SETTINGS
-
     return dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY_SETTINGS})
 
 
@@ -406,18 +402,6 @@ def _signal(worker: Worker, sig: int) -> None:
     try:
         worker.process.send_signal(sig)
     except ProcessLookupError:
-        pass
-
-
-def report_ready(admin_port: int | None = None) -> None:
-    """Called by a worker once its listeners are up: tells the supervisor through the inherited pipe."""
-    fd = os.environ.pop(READY_FD_ENV, None)
-    if fd is None:
-        return
-    try:
-        os.write(int(fd), b"ready %d\n" % admin_port if admin_port else b"ready\n")
-        os.close(int(fd))
-    except (OSError, ValueError):
         pass
 
 
