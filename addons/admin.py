@@ -13,7 +13,6 @@ which lets ``gateway check`` tell the gateway's own ports from ports taken by an
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import ssl
@@ -24,11 +23,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.web.sidelistener import Address, SideListener, SideRequest
 from gateway.web.console import MAX_BODY, SECURITY_HEADERS, Console, is_console_path
+from gateway.autocert.manager import problems as acme_problems
 from gateway.certs.sources import default_source, ensure_default_certificate
 from gateway.config import GatewayConfig
 from gateway.ops.journal import install_journal
-from gateway.ops.health import RunInfo, remove_run_file, write_run_file
+from gateway.ops.health import RunInfo, remove_run_file, tcp_problem_async, write_run_file
 from gateway.store.statecheck import current_problem as current_state_problem
+from gateway.utils.net import is_loopback
 
 logger = logging.getLogger("gateway.admin")
 
@@ -65,7 +66,7 @@ class Admin:
         # Every gateway process writes its security events where any console can read them.
         install_journal(cfg.state_dir)
         wanted = Address(cfg.admin.host, cfg.admin.listen) if cfg.admin.enabled else None
-        context = self._tls_context(cfg) if wanted is not None and not _is_loopback(wanted.host) else None
+        context = self._tls_context(cfg) if wanted is not None and not is_loopback(wanted.host) else None
         if self._listener.move(wanted, context) and wanted is not None:  # raises: configuration refused
             if context is None:
                 logger.info("admin listener on http://%s:%d/ (/metrics, /healthz, /readyz, /console)", wanted.host,
@@ -168,7 +169,7 @@ class Admin:
         cfg = self._config
         backends = sorted({(l.endpoint.backend, l.endpoint.backend_host, l.endpoint.backend_port)
                            for l in (cfg.listeners() if cfg else [])})
-        results = await asyncio.gather(*(_connect_problem(host, port) for _, host, port in backends))
+        results = await asyncio.gather(*(tcp_problem_async(host, port, READY_TIMEOUT) for _, host, port in backends))
         down = [f"{url}: {problem}" for (url, _, _), problem in zip(backends, results) if problem]
         if down:
             return Answer(503, PLAIN, ("not ready; back ends not answering:\n" + "\n".join(down) + "\n").encode())
@@ -179,34 +180,10 @@ class Admin:
 
 
 def _acme_problems(cfg: GatewayConfig | None) -> list[str]:
-    from gateway.autocert.manager import problems
-
     if cfg is None:
         return []
     names = {b.id: b.name for b in cfg.bases}
-    return [f"base {names.get(base_id, base_id)!r}: {problem}" for base_id, problem in problems(cfg)]
-
-
-async def _connect_problem(host: str, port: int) -> str | None:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), READY_TIMEOUT)
-    except asyncio.TimeoutError:
-        return f"timed out after {READY_TIMEOUT:g} s"
-    except ConnectionRefusedError:
-        return "connection refused"
-    except OSError as e:
-        return e.strerror or str(e)
-    writer.close()
-    return None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return [f"base {names.get(base_id, base_id)!r}: {problem}" for base_id, problem in acme_problems(cfg)]
 
 
 def _metrics_addon() -> object | None:

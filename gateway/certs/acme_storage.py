@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.certs.install import PRIVATE_MODE, atomic_write
+from gateway.certs.install import PRIVATE_MODE
+from gateway.utils.files import atomic_write
 
 FOLDER = "acme"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")

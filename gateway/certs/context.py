@@ -15,7 +15,8 @@ from OpenSSL import SSL
 
 from gateway.certs import tickets
 
-from gateway.certs.install import PUBLIC_MODE, atomic_write
+from gateway.certs.install import PUBLIC_MODE
+from gateway.utils.files import atomic_write
 from gateway.certs.load import CertBundle
 
 # TLS 1.3 suites are OpenSSL's defaults (all three AEAD suites), which is what Mozilla lists.

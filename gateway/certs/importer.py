@@ -8,7 +8,8 @@ from pathlib import Path
 
 from gateway.certs.authority import certs_folder
 from gateway.certs.inspect import configured_hosts, covers, describe
-from gateway.certs.install import PRIVATE_MODE, atomic_write, install_pair, key_pem
+from gateway.certs.install import PRIVATE_MODE, install_pair, key_pem
+from gateway.utils.files import atomic_write
 from gateway.certs.load import CertBundle, CertError, bundle_from, check_dates, parse_material, read_file
 from gateway.config import GatewayConfig
 

@@ -13,7 +13,7 @@ import codecs
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.certs.install import atomic_write
+from gateway.utils.files import atomic_write
 from gateway.iplist.files import read_list_bytes
 from gateway.iplist.parse import LineError, parse_text
 

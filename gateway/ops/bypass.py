@@ -8,35 +8,25 @@ a back end on another machine is reachable over the network by definition.
 
 from __future__ import annotations
 
-import ipaddress
-
 from gateway.config import GatewayConfig, Listener
 from gateway.ops.portowner import listen_addresses
+from gateway.utils.net import is_loopback
 
 HOW_TO_CLOSE = ("bind the legacy server to 127.0.0.1 in its own settings (see README \"Windows\"), or block "
                 "port {port} for everyone but this machine in the firewall")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def bypass_warning(listener: Listener) -> str | None:
     endpoint = listener.endpoint
     host, port = endpoint.backend_host, endpoint.backend_port
     how = HOW_TO_CLOSE.format(port=port)
-    if not _is_loopback(host):
+    if not is_loopback(host):
         return (f"back end {endpoint.backend} is reached over the network: devices that can reach {host}:{port} "
                 f"bypass the gateway; run the gateway on that machine and {how}")
     addresses = listen_addresses(port)
     if not addresses:
         return None
-    open_on = [a for a in addresses if not _is_loopback(a)]
+    open_on = [a for a in addresses if not is_loopback(a)]
     if not open_on:
         return None
     shown = ", ".join(f"{'every address' if a in ('0.0.0.0', '::') else a} ({a}:{port})" for a in open_on)

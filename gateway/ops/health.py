@@ -9,6 +9,7 @@ listed there by a live process is ours.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ from typing import Any, Callable
 
 from gateway.config import BaseConfig, GatewayConfig, Listener
 from gateway.ops.ports import port_problem
+from gateway.utils.files import atomic_write_text
 
 RUN_FOLDER = "run"
 # A warehouse LAN answers a TCP connect in milliseconds; a second means "not there".
@@ -34,14 +36,28 @@ def tcp_problem(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> str | N
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return None
-    except ConnectionRefusedError:
-        return "connection refused"
-    except (socket.timeout, TimeoutError):
-        return f"timed out after {timeout:g} s"
-    except socket.gaierror:
-        return f"the name {host!r} does not resolve"
     except OSError as e:
-        return e.strerror or str(e)
+        return _connect_failure(e, host, timeout)
+
+
+async def tcp_problem_async(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """``tcp_problem`` for an event loop (the admin listener's /readyz): same answers, same words."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError) as e:
+        return _connect_failure(e, host, timeout)
+    writer.close()
+    return None
+
+
+def _connect_failure(e: BaseException, host: str, timeout: float) -> str:
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, (socket.timeout, TimeoutError, asyncio.TimeoutError)):
+        return f"timed out after {timeout:g} s"
+    if isinstance(e, socket.gaierror):
+        return f"the name {host!r} does not resolve"
+    return getattr(e, "strerror", None) or str(e)
 
 
 def backend_problem(backend: str, host: str, port: int, timeout: float = PROBE_TIMEOUT) -> str | None:
@@ -72,14 +88,16 @@ def run_file(state_dir: Path, pid: int) -> Path:
 
 
 def write_run_file(state_dir: Path, info: RunInfo) -> None:
-    path = run_file(state_dir, info.pid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": info.pid, "ports": sorted(info.ports), "admin": info.admin,
+    write_run_record(state_dir, info.pid, {"pid": info.pid, "ports": sorted(info.ports), "admin": info.admin,
                                "started": info.started, "config": info.config, "loaded_at": info.loaded_at,
                                "last_reload": info.last_reload, "listeners": list(info.listeners),
-                               "workers": list(info.workers)}), encoding="utf-8")
-    os.replace(tmp, path)
+                               "workers": list(info.workers)})
+
+
+def write_run_record(state_dir: Path, pid: int, record: dict[str, Any]) -> None:
+    """The one writer of run files (a gateway process's and the supervisor's), replaced in one
+    rename so `gateway status` never reads half of one."""
+    atomic_write_text(run_file(state_dir, pid), json.dumps(record))
 
 
 def remove_run_file(state_dir: Path, pid: int) -> None:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from gateway.ops.health import RUN_FOLDER
+from gateway.utils.files import atomic_write_text
 
 REQUEST_NAME = "reload.request"
 
@@ -35,11 +36,8 @@ def read_request_id(state_dir: Path) -> str | None:
 def write_request(state_dir: Path) -> str:
     """Ask every running gateway of this state folder to reload; returns the request's id."""
     request_id = secrets.token_hex(8)
-    path = request_file(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{REQUEST_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"id": request_id, "at": time.time(), "by_pid": os.getpid()}), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(request_file(state_dir),
+                      json.dumps({"id": request_id, "at": time.time(), "by_pid": os.getpid()}))
     return request_id
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -38,7 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from addons.admin import PLAIN, Admin, Answer
 from gateway.certs import tickets
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.ops.health import read_run_files, remove_run_file, run_file
+from gateway.ops.health import read_run_files, remove_run_file, run_file, write_run_record
 from gateway.run.metrics_merge import merge
 from gateway.run.startup import (
     CONFIG_POLL_INTERVAL, READY_FD_ENV, RESTART_ONLY_SETTINGS, files_fingerprint, prepare_start, watched_files,
@@ -121,19 +120,15 @@ class SupervisorAdmin(Admin):
         cfg = self._config
         if cfg is None:
             return
-        path = run_file(cfg.state_dir, os.getpid())
         info = {"pid": os.getpid(), "ports": sorted({l.port for l in cfg.listeners()}
                                                     | ({cfg.enrolment.listen} if cfg.enrolment.enabled else set())),
                 "admin": self.port, "started": self._started, "role": "supervisor",
                 "workers": [{"slot": w.slot, "pid": w.pid, "started": w.started}
                             for w in sorted(self.supervisor.workers.values(), key=lambda w: w.slot)]}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(info), encoding="utf-8")
-            os.replace(tmp, path)
+            write_run_record(cfg.state_dir, os.getpid(), info)
         except OSError as e:
-            logger.warning("cannot write %s: %s", path, e.strerror or e)
+            logger.warning("cannot write %s: %s", run_file(cfg.state_dir, os.getpid()), e.strerror or e)
 
     def refresh_run_file(self) -> None:
         self._write_run_file()

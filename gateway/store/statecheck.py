@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig
+from gateway.utils.files import atomic_write_text
 
 logger = logging.getLogger("gateway.state")
 
@@ -65,10 +65,8 @@ def remember(config_path: Path, **facts: Any) -> None:
     path = memory_file(config_path)
     data = read_memory(config_path)
     data.update(facts)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
     except OSError as e:
         logger.warning("cannot write %s (%s): a lost state folder could then go unnoticed", path, e.strerror or e)
 
