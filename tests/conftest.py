@@ -6,6 +6,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.harness import RunningGateway, Standin, start_gateway, start_standin
+from tests.redis_server import RedisServer, start_redis
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +28,11 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own (scripts/system-deps.sh installs it)."""
+    server = start_redis(tmp_path / "redis")
+    yield server
+    server.stop()

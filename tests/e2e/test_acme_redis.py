@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
@@ -14,18 +14,12 @@ from gateway.store import keys
 from gateway.store.redis import RedisStore
 from tests import pebble_server
 from tests.harness import RunningGateway, Standin, base_entry, free_port, gateway_config, run_gateway_command
-from tests.redis_server import RedisServer, start_redis
-from tests.test_acme_pebble import NAME, served_sha256
+from tests.redis_server import RedisServer
+from tests.e2e.test_acme_pebble import NAME, served_sha256
 
 pytestmark = pytest.mark.skipif(not pebble_server.available() or shutil.which("redis-server") is None,
                                 reason="pebble or redis-server not installed (scripts/system-deps.sh)")
 
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 def test_one_machine_orders_the_other_answers_the_challenge_and_both_serve_it(

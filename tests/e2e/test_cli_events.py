@@ -8,7 +8,7 @@ import ssl
 import httpx
 
 from gateway.ops.journal import read_journal
-from tests.test_console import ConsoleClient
+from tests.e2e.test_console import ConsoleClient
 from tests.harness import base_entry, cli_ok, free_port, gateway_config
 
 PASSWORD = "Adm1n-Console-Pass-42"

@@ -472,7 +472,7 @@ def test_console_off_loopback_is_served_over_tls_only(standin: Standin,
 def test_certificate_upload_checks_before_installing(console_gateway: tuple[RunningGateway, str],
                                                     tmp_path: Path) -> None:
     """(Shares its gateway with the ban test below: starting one costs more than either test.)"""
-    from tests.test_tls import make_pair
+    from tests.e2e.test_tls import make_pair
 
     gw, admin = console_gateway
     _ban_lifted_by_the_cli_shows_on_the_events_page(gw, admin)

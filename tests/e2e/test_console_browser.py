@@ -23,16 +23,16 @@ from cryptography.hazmat.primitives.serialization import BestAvailableEncryption
 
 from gateway.certs.authority import create_ca, issue_server_certificate
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config
-from tests.test_console import _refused_within
-from tests.test_enrolment_browser import chromium_path
-from tests.test_tls import LOOPBACK, make_pair
+from tests.e2e.test_console import _refused_within
+from tests.e2e.test_enrolment_browser import chromium_path
+from tests.e2e.test_tls import LOOPBACK, make_pair
 
 PASSWORD = "Brauzer-Adm1n-Пароль"
 USER_PASSWORD = "Kladovshik-2024"
 PFX_PASSWORD = "pfx-Пароль-1"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "console"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "console"
 
 
 def _served_sha256(port: int) -> str:

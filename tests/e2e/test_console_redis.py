@@ -5,25 +5,19 @@ from __future__ import annotations
 import shutil
 import ssl
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import httpx
 import pytest
 
 from gateway.store import keys
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config
-from tests.redis_server import RedisServer, start_redis
-from tests.test_console import ConsoleClient, _flash
+from tests.redis_server import RedisServer
+from tests.e2e.test_console import ConsoleClient, _flash
 
 ADMIN_PASSWORD = "Redis-Adm1n-Пароль"
 USER_PASSWORD, NEW_PASSWORD = "Mashina-A-2024", "Mashina-A-2025"
 
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 def test_console_on_machine_a_changes_machine_b(tmp_path: Path, standin: Standin, redis_server: RedisServer,

@@ -555,7 +555,7 @@ def test_identical_warnings_fold_and_security_events_have_their_own_file(default
 def test_open_files_limit_is_raised_and_logged(default: RunningGateway) -> None:
     log = (default.directory / "gateway-file.log").read_text(encoding="utf-8")
     assert "open-files limit:" in log
-    unit = (Path(__file__).resolve().parent.parent / "deploy" / "gateway.service").read_text()
+    unit = (Path(__file__).resolve().parents[2] / "deploy" / "gateway.service").read_text()
     assert "LimitNOFILE=65536" in unit
 
 

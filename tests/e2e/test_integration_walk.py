@@ -111,7 +111,7 @@ def test_check_does_not_take_the_ports_of_a_gateway_started_without_c_for_its_ow
 
 
 def test_a_demo_without_options_serves_the_demo_configuration() -> None:
-    cwd = Path(__file__).resolve().parent.parent
+    cwd = Path(__file__).resolve().parents[2]
     owner = PortOwner(1, "python", (".venv/bin/python", "-m", "gateway", "demo"), str(cwd))
     assert owner.config_path() == cwd / "demo" / "gateway.yaml"
     named = PortOwner(1, "python", ("python", "-m", "gateway", "demo", "--demo-config", "x.yaml"), "/srv")
@@ -158,7 +158,7 @@ def test_windows_install_folders_reach_the_service_and_its_configuration() -> No
     import xml.etree.ElementTree as ET
     from pathlib import PureWindowsPath
 
-    windows = Path(__file__).resolve().parent.parent / "deploy" / "windows"
+    windows = Path(__file__).resolve().parents[2] / "deploy" / "windows"
     script = (windows / "install-service.ps1").read_text(encoding="utf-8")
     assert not re.search(r"Copy-Item[^\n]*(\$ServiceId\.xml|gateway\.yaml)", script)
     assert 'Copy-WithFolders (Join-Path $PSScriptRoot "$ServiceId.xml")' in script
@@ -207,7 +207,7 @@ def test_check_names_a_taken_acme_challenge_port_that_would_stop_the_start(
 def test_a_command_without_c_in_the_repository_points_at_the_demo_configuration() -> None:
     # README: while `make run` runs, commands need -c demo/gateway.yaml; without it a new user
     # in the repository folder only heard "gateway.yaml: file not found".
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-m", "gateway", "user", "list"], cwd=repo, env=_env(),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0

@@ -28,7 +28,7 @@ from gateway.store import keys
 from gateway.store import Credential, Group, SqliteStore, Store, User, open_store
 from gateway.auth.throttle import account_key, ip_key
 from tests.harness import RunningGateway, Standin, base_entry, gateway_config
-from tests.redis_server import RedisServer, start_redis
+from tests.redis_server import RedisServer
 
 RIGHT, WRONG = "Sklad2024x", "Wrong12345"
 _cheap = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -212,12 +212,6 @@ def test_two_processes_on_one_state_folder_share_the_limit(
     assert checks_failed(a, "127.0.0.2") + checks_failed(b, "127.0.0.2") <= 10
     assert failures(a, ip_key("127.0.0.2")) == 10
 
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 def test_two_gateways_sharing_redis_share_the_limit(

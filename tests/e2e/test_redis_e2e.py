@@ -12,7 +12,7 @@ import base64
 import shutil
 import ssl
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import httpx
 import pytest
@@ -27,12 +27,6 @@ from tests.redis_server import RedisServer, assert_key_not_in_redis, start_redis
 PASSWORD, NEW_PASSWORD, WRONG = "Sklad2024x", "Novyi2025Y", "Wrong12345"
 SECRETS = (PASSWORD, NEW_PASSWORD, WRONG)
 
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 def b64(login: str, secret: str) -> dict[str, str]:

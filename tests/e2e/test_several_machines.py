@@ -19,7 +19,7 @@ import pytest
 
 from gateway.store import keys
 from tests.harness import REPO, RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config
-from tests.redis_server import RedisServer, start_redis
+from tests.redis_server import RedisServer
 
 HAPROXY = shutil.which("haproxy")
 pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (scripts/system-deps.sh)")
@@ -35,12 +35,6 @@ def test_the_shipped_haproxy_cfg_is_valid() -> None:
     text = (REPO / "deploy" / "haproxy.cfg").read_text(encoding="utf-8")
     assert "send-proxy-v2" in text and "GET /healthz" in text
 
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 def haproxy_config(port: int, gateways: list[RunningGateway]) -> str:

@@ -21,7 +21,7 @@ import pytest
 
 from gateway.standin import StandinServer, serve
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class ThreadedStandin:

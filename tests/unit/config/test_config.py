@@ -132,7 +132,7 @@ def test_bad_stream_threshold_is_explained(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["deploy/gateway.example.yaml", "demo/gateway.yaml"])
 def test_shipped_configurations_load(name: str) -> None:
-    cfg = load_config(Path(__file__).resolve().parent.parent / name)
+    cfg = load_config(Path(__file__).resolve().parents[3] / name)
     assert cfg.bases
 
 

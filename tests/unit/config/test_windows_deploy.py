@@ -12,7 +12,7 @@ import yaml
 from gateway.cli import build_parser
 from gateway.config import parse_config
 
-WINDOWS = Path(__file__).resolve().parent.parent / "deploy" / "windows"
+WINDOWS = Path(__file__).resolve().parents[3] / "deploy" / "windows"
 DATA_DIR = PureWindowsPath(r"C:\ProgramData\TlsGateway")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from gateway.ops.logsetup import CONSOLE_EVENTS as CONSOLE_KINDS
 from gateway.ops.logsetup import SECURITY_EVENTS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 # Operational news, not security history: the main log is their place.
 OPERATIONAL = {
     "backup-failed", "backups-expired", "backup-cleanup-failed", "worker-ready", "worker-exited",
