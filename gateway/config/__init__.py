@@ -9,7 +9,6 @@ works the same whichever directory the gateway is started from.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -17,9 +16,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from gateway.config.acme import AcmeSettings
+from gateway.config.acme import AcmeSettings, parse_acme, parse_names
+from gateway.config.acme import validate as validate_acme
+from gateway.config.reader import ConfigError, _Reader, parse_size
 from gateway.config.scale import ProxyProtocolSettings, optional_proxy_protocol, parse_proxy_protocol, parse_workers
-from gateway.traffic.limits import LimitSettings, parse_limits
+from gateway.config.limits import LimitSettings, parse_limits
 
 DEFAULT_CONFIG_NAME = "gateway.yaml"
 # Bodies above this are streamed, not held in memory; 4 MiB keeps typical OData pages
@@ -29,17 +30,6 @@ DEFAULT_STREAM_THRESHOLD = 4 * 1024 * 1024
 DEFAULT_BACKEND_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 TLS_VERSIONS = ("1.2", "1.3")
-
-
-class ConfigError(Exception):
-    """A configuration problem, already phrased for the person who edits the file."""
-
-    def __init__(self, source: Path | str, key: str, problem: str) -> None:
-        self.source = str(source)
-        self.key = key
-        self.problem = problem
-        where = f"{self.source}: {key}" if key else self.source
-        super().__init__(f"{where}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -245,71 +235,6 @@ class GatewayConfig:
 # --- parsing -------------------------------------------------------------------------------
 
 
-class _Reader:
-    """Reads one mapping of the YAML tree, remembering its key path for error messages."""
-
-    def __init__(self, source: Path, path: str, data: Any) -> None:
-        self.source = source
-        self.path = path
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(source, path or "(top level)", f"must be a mapping of keys, got {_kind(data)}")
-        self.data = data
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def fail(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(self.source, self.key(name), problem)
-
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        self.used.add(name)
-        if name not in self.data or self.data[name] is None:
-            return default
-        value = self.data[name]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise self.fail(name, f"must be {_article(expected)}, got {_kind(value)} {value!r}")
-        return value
-
-    def required(self, name: str, kind: type) -> Any:
-        if name not in self.data or self.data[name] is None:
-            raise self.fail(name, "is required")
-        return self.get(name, kind, None)
-
-    def sub(self, name: str) -> _Reader:
-        self.used.add(name)
-        return _Reader(self.source, self.key(name), self.data.get(name))
-
-    def path_value(self, name: str, base_dir: Path, default: Path | None = None) -> Path | None:
-        raw = self.get(name, str, None)
-        if raw is None:
-            return default
-        if not raw.strip():
-            raise self.fail(name, "is empty; remove the key or give a path")
-        return (base_dir / Path(raw).expanduser()).resolve()
-
-    def finish(self) -> None:
-        unknown = sorted(set(map(str, self.data)) - self.used)
-        if unknown:
-            raise self.fail(unknown[0], f"unknown key; known keys here: {', '.join(sorted(self.used))}")
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a number",
-            float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
-
-
-def _article(word: str) -> str:
-    names = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text",
-             "list": "a list", "dict": "a mapping"}
-    return names.get(word, word)
-
-
 def _port(reader: _Reader, name: str, default: int | None = None) -> int:
     value = reader.get(name, int, default) if default is not None else reader.required(name, int)
     if not 1 <= value <= 65535:
@@ -322,20 +247,6 @@ def _console_idle(reader: _Reader) -> int:
     if not 10 <= value <= 86400:
         raise reader.fail("console_idle_timeout", f"{value} seconds is out of range; use 10–86400 (default 900)")
     return value
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str | int) -> int:
-    """``4m``, ``512k``, ``1g`` or a plain number of bytes."""
-    if isinstance(text, int):
-        return text
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a size; write e.g. 4m, 512k or 1048576")
-    number, unit = match.groups()
-    return int(float(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit.lower()])
 
 
 def _backend(reader: _Reader, name: str) -> str:
@@ -378,8 +289,6 @@ def _cert_pair(reader: _Reader, base_dir: Path, with_acme: bool = False) -> Cert
         password_file=reader.path_value("password_file", base_dir),
     )
     if with_acme and "acme" in reader.data:
-        from gateway.config.acme import parse_names
-
         if pair.cert is not None:
             raise reader.fail("acme", "and cert are both given; a base serves either its own file or an ACME "
                                       "certificate — remove one")
@@ -600,7 +509,7 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
         acme=_section(top, "acme", lambda r: _acme(r, base_dir)),
         workers=parse_workers(top),
         proxy_protocol=parse_proxy_protocol(top.sub("proxy_protocol")),
-        limits=_section(top, "limits", lambda r: parse_limits(r, parse_size)),
+        limits=_section(top, "limits", parse_limits),
     )
     top.finish()
     reserved = {}
@@ -616,15 +525,11 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
 
 
 def _acme(r: _Reader, base_dir: Path) -> AcmeSettings:
-    from gateway.config.acme import parse_acme
-
     return parse_acme(r, base_dir)
 
 
 def _acme_validate(source: Path, bases: list[BaseConfig], settings: AcmeSettings) -> None:
-    from gateway.config.acme import validate
-
-    validate(source, bases, settings)
+    validate_acme(source, bases, settings)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -10,11 +10,11 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 from urllib.parse import urlsplit
 
-if TYPE_CHECKING:
-    from gateway.config import _Reader
+from gateway.config.reader import ConfigError, _Reader
+
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 # Host-name endings that only mean something on a LAN (RFC 6762, 6761, 8375 and common habits).
@@ -144,8 +144,6 @@ def check_base_names(names: tuple[str, ...], settings: AcmeSettings) -> tuple[in
 
 def validate(source: Any, bases: Any, settings: AcmeSettings) -> None:
     """Raise ConfigError for the first base whose tls.acme cannot work with ``settings``."""
-    from gateway.config import ConfigError
-
     for index, base in enumerate(bases):
         names = base.tls.acme if base.tls is not None else ()
         if not names:

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.config.reader import ConfigError
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -42,7 +44,6 @@ def parse_proxy_protocol(reader: Any) -> ProxyProtocolSettings:
         try:
             trusted.append(ipaddress.ip_network(str(item).strip(), strict=False))
         except ValueError:
-            from gateway.config import ConfigError
             raise ConfigError(reader.source, f"{reader.key('trusted')}[{index}]",
                               f"{item!r} is not an address or network; write e.g. 10.0.0.5 or 10.0.1.0/24") from None
     if enabled and not trusted:

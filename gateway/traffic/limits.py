@@ -1,8 +1,5 @@
-"""Limits and timeouts against hostile clients: the ``limits:`` section and the pure checks.
-
-Names follow nginx where nginx has the setting (``client_header_timeout``, ``send_timeout``,
-``client_max_body_size`` ...), so an administrator who knows nginx finds them; the README's
-"Limits and timeouts" table lists each with its default and its nginx equivalent.
+"""Limits and timeouts against hostile clients: the pure checks of the ``limits:`` section
+(the section itself, its defaults and nginx names, is gateway/config/limits.py).
 
 The checks here are pure functions over bytes and strings; the mitmproxy side lives in
 addons/_engine_patches.py (what must happen while a request head is still being read) and in
@@ -13,115 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
-from typing import Any
+
+# LimitSettings is the configuration's (gateway/config/limits.py); named here too for the addons.
+from gateway.config.limits import MAX_SAFE_CONTENT_LENGTH, LimitSettings
 
 logger = logging.getLogger("gateway.limits")
 
-# RFC 9110 §9 methods, PATCH (RFC 5789, which OData v4 updates with) and MERGE (OData v1–v3).
-DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "MERGE")
-
-# Request headers that change what a request means to some back end, or claim a client address
-# the gateway did not see. Forwarded and X-Real-IP are then set by the gateway (addons/hygiene.py).
-DEFAULT_STRIP_HEADERS = (
-    "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override",   # OData/.NET method tunnelling
-    "X-Original-URL", "X-Rewrite-URL",                                  # IIS URL Rewrite routing
-    "Forwarded", "X-Real-IP", "True-Client-IP", "X-Client-IP", "CF-Connecting-IP",
-    "X-Cluster-Client-IP", "Client-IP", "X-Forwarded-Port", "X-Forwarded-Server",
-)
-
-MAX_SAFE_CONTENT_LENGTH = 2**53  # JavaScript's and many parsers' exact-integer limit
-
-
-@dataclass(frozen=True)
-class LimitSettings:
-    # --- sizes (nginx: large_client_header_buffers, client_max_body_size) ---
-    client_header_max_size: int = 32 * 1024       # request line + headers, bytes → 431 / 414
-    request_line_max_size: int = 8 * 1024         # the request line (method, target, version) → 414
-    max_headers: int = 100                        # header fields per request → 431
-    client_max_body_size: int = 0                 # bytes, 0 = no limit (a base may set its own) → 413
-    # --- connections (nginx: limit_conn, worker_connections) ---
-    max_connections_per_ip: int = 256
-    max_connections: int = 10000
-    # --- timeouts, seconds (nginx names) ---
-    tls_handshake_timeout: float = 10.0           # ssl_handshake_timeout
-    client_header_timeout: float = 60.0
-    client_body_timeout: float = 60.0
-    keepalive_timeout: float = 75.0
-    send_timeout: float = 60.0
-    # --- memory per connection ---
-    response_buffer: int = 256 * 1024             # a larger answer is streamed (proxy_buffers)
-    # --- HTTP/2 (nginx: http2_max_concurrent_streams; reset flood: CVE-2023-44487) ---
-    http2_max_concurrent_streams: int = 100
-    http2_max_resets: int = 100                   # client RST_STREAMs per 10 s before GOAWAY
-    # --- what may reach the back end ---
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    header_hygiene: bool = True
-    strip_headers: tuple[str, ...] = DEFAULT_STRIP_HEADERS
-
-
 RESET_WINDOW = 10.0
-
-
-def parse_limits(reader: Any, parse_size: Any) -> LimitSettings:
-    """Read the ``limits:`` section through gateway.config's _Reader (errors name the key)."""
-    defaults = LimitSettings()
-
-    def size(name: str, minimum: int = 1) -> int:
-        raw = reader.get(name, (str, int), getattr(defaults, name))
-        try:
-            value = parse_size(raw)
-        except ValueError as e:
-            raise reader.fail(name, str(e)) from None
-        if value < minimum:
-            raise reader.fail(name, f"must be at least {minimum}, got {raw!r}")
-        return value
-
-    def count(name: str, minimum: int = 1) -> int:
-        value = reader.get(name, int, getattr(defaults, name))
-        if value < minimum:
-            raise reader.fail(name, f"must be at least {minimum}, got {value}")
-        return value
-
-    def seconds(name: str) -> float:
-        value = reader.get(name, float, getattr(defaults, name))
-        if value <= 0:
-            raise reader.fail(name, f"must be a number of seconds greater than 0, got {value}")
-        return value
-
-    def names(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        items = reader.get(name, list, list(default))
-        for i, item in enumerate(items):
-            if not isinstance(item, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", item):
-                raise reader.fail(f"{name}[{i}]", f"{item!r} is not a header or method name")
-        return tuple(items)
-
-    methods = names("methods", DEFAULT_METHODS)
-    for i, method in enumerate(methods):
-        if method != method.upper():
-            raise reader.fail(f"methods[{i}]", f"{method!r}: methods are upper-case; write {method.upper()!r}")
-    settings = LimitSettings(
-        client_header_max_size=size("client_header_max_size", 1024),
-        request_line_max_size=size("request_line_max_size", 256),
-        max_headers=count("max_headers"),
-        client_max_body_size=size("client_max_body_size", 0),
-        max_connections_per_ip=count("max_connections_per_ip", 0),
-        max_connections=count("max_connections", 0),
-        tls_handshake_timeout=seconds("tls_handshake_timeout"),
-        client_header_timeout=seconds("client_header_timeout"),
-        client_body_timeout=seconds("client_body_timeout"),
-        keepalive_timeout=seconds("keepalive_timeout"),
-        send_timeout=seconds("send_timeout"),
-        response_buffer=size("response_buffer", 4096),
-        http2_max_concurrent_streams=count("http2_max_concurrent_streams"),
-        http2_max_resets=count("http2_max_resets"),
-        methods=methods,
-        header_hygiene=reader.get("header_hygiene", bool, True),
-        strip_headers=names("strip_headers", DEFAULT_STRIP_HEADERS),
-    )
-    if settings.request_line_max_size > settings.client_header_max_size:
-        raise reader.fail("request_line_max_size", "cannot be larger than client_header_max_size")
-    return settings
 
 
 # --- the file-descriptor limit -------------------------------------------------------------
