@@ -9,6 +9,7 @@ from __future__ import annotations
 from mitmproxy import connection, http
 
 from gateway.config import GatewayConfig, Listener
+from addons._guard import already_answered, deny
 
 _current: GatewayConfig | None = None
 
@@ -34,8 +35,6 @@ def listener_to_check(flow: http.HTTPFlow) -> Listener | None:
     """The flow's listener, for a hook about to check it; None when there is nothing to check:
     an earlier hook already answered the flow, or its port is no longer configured (then the
     flow is denied here with 503)."""
-    from addons._guard import already_answered, deny
-
     if already_answered(flow):
         return None
     listener = listener_of(flow.client_conn)

@@ -53,6 +53,8 @@ def install() -> None:
     global _installed
     if _installed:
         return
+    # Imported here, not at the top: a mitmproxy that moved these modules must become
+    # MitmproxyMoved (a refusal to start that names what moved), not an ImportError at import time.
     try:
         from mitmproxy.proxy import mode_servers, mode_specs
     except ImportError as e:

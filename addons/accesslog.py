@@ -23,6 +23,8 @@ from addons import errorpages
 from mitmproxy import http
 
 from addons.routing import client_ip
+from addons._context import listener_of
+from gateway.traffic.redact import redact_url
 
 logger = logging.getLogger("gateway.access")
 
@@ -116,16 +118,11 @@ def entry(flow: http.HTTPFlow, now: float | None = None) -> dict[str, Any]:
 
 
 def _base_name(flow: http.HTTPFlow) -> str | None:
-    from addons._context import listener_of
     listener = listener_of(flow.client_conn)
     return listener.base.name if listener else None
 
 
 def masked_path(path: str) -> str:
-    try:
-        from gateway.traffic.redact import redact_url
-    except ImportError:  # no masking available: never risk a query in the log
-        return path.split("?", 1)[0]
     return redact_url(path)
 
 

@@ -30,6 +30,8 @@ from gateway.ops.journal import install_journal
 from gateway.ops.health import RunInfo, remove_run_file, tcp_problem_async, write_run_file
 from gateway.store.statecheck import current_problem as current_state_problem
 from gateway.utils.net import is_loopback
+from mitmproxy import ctx
+from gateway.certs.load import read_password_file
 
 logger = logging.getLogger("gateway.admin")
 
@@ -105,7 +107,6 @@ class Admin:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         password = None
         if source.password_file is not None:
-            from gateway.certs.load import read_password_file
             password = read_password_file(source.password_file)
         context.load_cert_chain(cert, key, password=password)
         self._tls = (stamp, context)
@@ -187,7 +188,6 @@ def _acme_problems(cfg: GatewayConfig | None) -> list[str]:
 
 
 def _metrics_addon() -> object | None:
-    from mitmproxy import ctx
     try:
         return ctx.master.addons.get("metrics")
     except AttributeError:

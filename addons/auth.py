@@ -35,6 +35,7 @@ from gateway.auth.login import Admit, Refuse, decide_cached
 from gateway.auth.sessions import COOKIE_NAME, HEADER_NAME, Sessions
 from gateway.store import Principal, Store, StoreError
 from gateway.auth.throttle import Throttle, Verdict
+from addons.ipfilter import is_whitelisted as check
 
 logger = logging.getLogger("gateway.auth")
 
@@ -55,10 +56,6 @@ def challenge(base: BaseConfig) -> str:
 
 
 def is_whitelisted(client: connection.Client) -> bool:
-    try:
-        from addons.ipfilter import is_whitelisted as check
-    except ImportError:
-        return False
     return bool(check(client))
 
 

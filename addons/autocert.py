@@ -22,6 +22,9 @@ from gateway.certs import acme_storage as storage
 from gateway.autocert.alpn import ACME_TLS_1, name_from_sni
 from gateway.autocert.challenge import PREFIX, answer
 from gateway.config import GatewayConfig
+from gateway.autocert.manager import challenge_address
+from gateway.store import open_store
+from gateway.autocert.manager import acme_bases, refresh_renewal_info, renew_due, seconds_to_next_check
 
 logger = logging.getLogger("gateway.acme")
 
@@ -81,8 +84,6 @@ class AutoCert:
         self._store_key: tuple[object, ...] | None = None
 
     def apply_config(self, cfg: GatewayConfig) -> None:
-        from gateway.autocert.manager import challenge_address
-
         # Port 80 is bound only when some base needs it, and by one process only: workers other
         # than the first get challenge_listen 0 (gateway/run/runner.py) and answer nothing there.
         where = challenge_address(cfg)
@@ -99,8 +100,6 @@ class AutoCert:
             return
         old, self._store, self._store_key = self._store, None, None
         if key is not None:
-            from gateway.store import open_store
-
             self._store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)  # raises: refused
             self._store_key = key
         if old is not None:
@@ -145,8 +144,6 @@ class AutoCert:
         return head if request.method == "HEAD" else head + body
 
     async def _renewals(self) -> None:
-        from gateway.autocert.manager import acme_bases, refresh_renewal_info, renew_due, seconds_to_next_check
-
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()

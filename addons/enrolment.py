@@ -13,6 +13,7 @@ from gateway.web.sidelistener import Address, SideListener, SideRequest
 from gateway.certs.enrolment import EnrolmentContent, answer, encode
 from gateway.certs.inspect import load_local_ca
 from gateway.config import GatewayConfig
+from gateway.certs.authority import default_names
 
 logger = logging.getLogger("gateway.enrolment")
 
@@ -49,7 +50,6 @@ def lan_addresses() -> tuple[str, ...]:
     """This machine's private LAN addresses, for the QR code when tls.hosts names none."""
     import ipaddress
 
-    from gateway.certs.authority import default_names
 
     found = [ip for ip in default_names()[1] if ip.is_private and not ip.is_loopback and not ip.is_link_local]
     found.sort(key=lambda ip: ip.version)  # IPv4 first: what phones on a warehouse LAN use

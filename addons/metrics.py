@@ -21,6 +21,12 @@ from prometheus_client.registry import Collector
 from addons._context import listener_of
 from addons.accesslog import ENTRY_KEY, entry
 from gateway.config import GatewayConfig
+from mitmproxy import ctx
+from addons.limits import TIMEOUT_KINDS, counters
+from gateway.certs import source_for
+from gateway.certs.load import load_certificates
+from addons.ipfilter import list_sizes
+from gateway.auth.throttle import Throttle
 
 logger = logging.getLogger("gateway.metrics")
 
@@ -33,7 +39,6 @@ AddonLookup = Callable[[str], Any]
 
 
 def _master_addon(name: str) -> Any:
-    from mitmproxy import ctx
     try:
         return ctx.master.addons.get(name)
     except AttributeError:  # no master (unit tests)
@@ -67,7 +72,6 @@ class _ScrapeTime(Collector):
 
     @staticmethod
     def _limits() -> Iterator[Metric]:
-        from addons.limits import TIMEOUT_KINDS, counters
         timeouts = CounterMetricFamily("gateway_client_timeouts", "Client connections closed by a timeout, by kind",
                                        labels=["kind"])
         for kind in TIMEOUT_KINDS:
@@ -83,12 +87,6 @@ class _ScrapeTime(Collector):
         family = GaugeMetricFamily("gateway_certificate_expiry_timestamp_seconds",
                                    "When each certificate in use expires (Unix time)", labels=["certificate"])
         cfg = self.metrics.config
-        try:
-            from gateway.certs import source_for
-            from gateway.certs.load import load_certificates
-        except ImportError:
-            yield family
-            return
         seen = set()
         for base in cfg.bases if cfg else ():
             path = source_for(cfg, base).cert
@@ -108,12 +106,7 @@ class _ScrapeTime(Collector):
     def _lists(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("gateway_ip_list_entries", "Entries in each IP list file in force",
                                    labels=["file"])
-        try:
-            from addons.ipfilter import list_sizes
-            sizes = list_sizes()
-        except ImportError:
-            sizes = {}
-        for path, count in sorted(sizes.items()):
+        for path, count in sorted(list_sizes().items()):
             family.add_metric([path], count)
         yield family
 
@@ -138,7 +131,6 @@ class _ScrapeTime(Collector):
         cfg = self.metrics.config
         if state is None or cfg is None:
             return None
-        from gateway.auth.throttle import Throttle
         return Throttle(state.store, cfg.throttle)
 
     def _backups(self) -> Iterator[Metric]:

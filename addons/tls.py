@@ -25,6 +25,7 @@ from gateway.certs.load import CertError, format_date
 from gateway.certs.sources import CertSource, Stamp, ensure_default_certificate, load_source, source_for
 from gateway.config import GatewayConfig, Listener
 from mitmproxy import tls
+from mitmproxy import ctx
 
 logger = logging.getLogger("gateway.tls")
 
@@ -168,8 +169,6 @@ class GatewayTls:
 
 def _acme_store() -> object:
     """The store AutoCert keeps open (challenge answers placed by another machine)."""
-    from mitmproxy import ctx
-
     try:
         return getattr(ctx.master.addons.get("autocert"), "store", None)
     except AttributeError:

@@ -64,6 +64,7 @@ def log_like_the_gateway(config_path: Path) -> None:
     """A one-shot command's security events (a ban lifted, a weak password forced, a user
     removed) go where the running gateway logs: into log.file when there is one. On a
     terminal only warnings and errors show, so command output stays readable."""
+    # Imported here: nothing that loads OpenSSL may load before main() sets OPENSSL_CONF.
     from gateway.config import ConfigError, LogSettings, load_config
     from gateway.ops.logsetup import configure_logging
 
@@ -89,6 +90,7 @@ def log_like_the_gateway(config_path: Path) -> None:
 
 def refuse_fresh_state(config_path: Path, init: bool) -> str | None:
     """Why this command must not touch the state folder, or None (see gateway/store/statecheck.py)."""
+    # Imported here: nothing that loads OpenSSL may load before main() sets OPENSSL_CONF.
     from gateway.store import statecheck
     from gateway.config import ConfigError, load_config
 
@@ -104,6 +106,7 @@ def refuse_fresh_state(config_path: Path, init: bool) -> str | None:
 
 def _remember_state(config_path: Path) -> None:
     """A command may have created the store or the key: remember them at once, not at the next start."""
+    # Imported here: nothing that loads OpenSSL may load before main() sets OPENSSL_CONF.
     from gateway.store import statecheck
     from gateway.config import ConfigError, load_config
 

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Hashable
 
-from gateway.store import keys
+from gateway.store import keys, open_store
 from gateway.store.base import Principal, Store
 
 if TYPE_CHECKING:
@@ -180,7 +180,5 @@ def reuse_or_open(cfg: GatewayConfig, previous: tuple[Hashable, Store, Authentic
         _, store, authenticator = previous
         authenticator.cache_seconds = cfg.auth.cache_seconds
         return key, store, authenticator
-    from gateway.store import open_store  # gateway.store imports gateway.accounts: keep it lazy
-
     store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
     return key, store, Authenticator(store, keys.load_or_create_secret(cfg.state_dir), cfg.auth.cache_seconds)

@@ -22,6 +22,9 @@ from gateway.certs import acme_storage as storage
 from gateway.autocert.schedule import renewal_time, retry_delay
 from gateway.config.acme import split_names
 from gateway.config import BaseConfig, GatewayConfig
+from gateway.certs.authority import certs_folder, issue_server_certificate, load_or_create_ca
+from gateway.certs.install import key_pem
+from gateway.store import open_store
 
 if TYPE_CHECKING:
     from gateway.autocert.order import AcmeSession
@@ -66,8 +69,6 @@ def ensure_placeholder(cfg: GatewayConfig, base: BaseConfig) -> Path:
     path = storage.certificate_file(cfg.state_dir, base.id)
     if path.exists():
         return path
-    from gateway.certs.authority import certs_folder, issue_server_certificate, load_or_create_ca
-    from gateway.certs.install import key_pem
     from cryptography.hazmat.primitives import serialization
 
     names = list(base.tls.acme if base.tls else ())
@@ -167,8 +168,6 @@ def renew_due(cfg: GatewayConfig, *, force: bool = False, only: str | None = Non
 
 
 def _open_store(cfg: GatewayConfig) -> object:
-    from gateway.store import open_store
-
     return open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
 
 

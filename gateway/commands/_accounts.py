@@ -62,6 +62,7 @@ class SecretReader:
 
 def user_errors(func: Callable[..., int]) -> Callable[..., int]:
     """A refused change or a broken state folder is one line on stderr and exit code 1."""
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     import functools
 
     from gateway.config import ConfigError

@@ -36,6 +36,7 @@ def _acme_config(args: argparse.Namespace) -> GatewayConfig:
     cfg = load_config(args.config)
     if not cfg.acme.enabled:
         raise ConfigError(cfg.source, "acme.enabled", "is off; turn it on and list names in a base's tls.acme")
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from gateway.autocert.manager import acme_bases
 
     if not acme_bases(cfg):
@@ -48,6 +49,7 @@ def _fmt(moment: datetime.datetime | None) -> str:
 
 
 def base_report(cfg: GatewayConfig, base_id: str) -> dict[str, Any]:
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from gateway.certs import acme_storage as storage
     from gateway.autocert.manager import leaf_names, served_leaf
     from gateway.autocert.schedule import renewal_time
@@ -81,6 +83,7 @@ def show_status(args: argparse.Namespace) -> int:
         cfg = _acme_config(args)
     except ConfigError as e:
         return _fail(e, 2)
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from gateway.autocert.manager import acme_bases, problems
 
     reports = [base_report(cfg, b.id) for b in acme_bases(cfg)]
@@ -110,6 +113,7 @@ def renew_now(args: argparse.Namespace) -> int:
         cfg = _acme_config(args)
     except ConfigError as e:
         return _fail(e, 2)
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from gateway.autocert.manager import acme_bases, renew_due
 
     if args.base is not None:
@@ -152,6 +156,7 @@ def renew_now(args: argparse.Namespace) -> int:
 def _challenge_responder(cfg: GatewayConfig) -> Iterator[None]:
     """HTTP-01 answers: the running gateway's challenge listener when there is one (it reads the
     same files), else a listener of our own for the time of the order."""
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from gateway.autocert.challenge import StandaloneResponder
     from gateway.autocert.manager import challenge_host
     from gateway.ops.health import read_run_files, process_alive

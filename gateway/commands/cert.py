@@ -62,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     show.add_argument("--password-stdin", action="store_true", help="read a PFX password from standard input")
     show.set_defaults(func=show_certificate)
 
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from gateway.commands import acme  # `gateway cert acme …` lives in its own module
 
     acme.register(commands)
@@ -98,6 +99,7 @@ def _password(args: argparse.Namespace) -> bytes | None:
 
 
 def self_signed(args: argparse.Namespace) -> int:
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from gateway.certs.caguard import check_local_ca, remember_ca, remembered_ca, ca_fingerprint, warn_new_ca
     from gateway.certs.coverage import planned_names, uncovered
 

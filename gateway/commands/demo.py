@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def ensure_demo_user(config_path: Path) -> None:
     """Create the demo group and user once; an existing demo user is left as it is."""
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from gateway.accounts import Accounts
     from gateway.store.keys import load_or_create_secret
     from gateway.store import open_store
@@ -59,6 +60,7 @@ def ensure_demo_user(config_path: Path) -> None:
 
 
 async def _run(config_path: Path) -> int:
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from gateway.run.runner import Gateway
     from gateway.standin.server import serve as serve_standin
 
@@ -94,6 +96,7 @@ def _print_banner(config_path: Path) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from gateway.run.runner import StartupError
 
     config_path: Path = args.demo_config
@@ -121,6 +124,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def next_steps(config_path: Path, cfg: object) -> list[str]:
     """What to do next, with commands that work as printed from the repository folder."""
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     import os
 
     try:

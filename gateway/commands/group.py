@@ -55,6 +55,7 @@ def _doc_types(raw: list[str]) -> tuple[str, ...]:
 
 def _checked_doc_types(args: argparse.Namespace, cfg: object) -> tuple[str, ...] | None:
     """The names given, or None (after saying why) when the back end does not know one."""
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     import sys
 
     from gateway.accounts.doctypes import check_doc_types, known_doc_types

@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from gateway.run.runner import StartupError, serve
 
     try:

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from gateway.store import statecheck
 
     processes = live_processes(cfg.state_dir)
@@ -113,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _gateways_holding_ports(cfg: object) -> list[int]:
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     from pathlib import Path
 
     from gateway.ops.portowner import owner_of

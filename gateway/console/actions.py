@@ -25,6 +25,7 @@ from gateway.iplist.edit import check_text, read_list_file, save_list_file
 from gateway.iplist.files import ListUnreadable
 from gateway.store import StoreError
 from gateway.auth.throttle import Throttle
+from gateway.accounts.doctypes import check_doc_types, known_doc_types
 
 logger = logging.getLogger("gateway.console")
 
@@ -81,8 +82,6 @@ def _twice(form: Form, what: str, first: str, second: str) -> str:
 
 def _checked_doc_types(ctx: Context, names: tuple[str, ...]) -> str:
     """The back end's own check, as `gateway group add/edit` makes it; returns the warnings' text."""
-    from gateway.accounts.doctypes import check_doc_types, known_doc_types
-
     errors, warnings = check_doc_types(names, known_doc_types(ctx.cfg))
     if errors:
         raise ActionRefused("; ".join(e.replace("use --doc-type ", "use ") for e in errors) + "; nothing was changed")

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from gateway.config import BaseConfig, GatewayConfig, Listener
 from gateway.ops.ports import port_problem
 from gateway.utils.files import atomic_write_text
+from gateway.ops.portowner import owner_of
 
 RUN_FOLDER = "run"
 # A warehouse LAN answers a TCP connect in milliseconds; a second means "not there".
@@ -179,7 +180,6 @@ def listen_problem(host: str, port: int, ours: set[int], config: Path | None = N
     if problem is not None and "taken" in problem:
         if port in ours:
             return None
-        from gateway.ops.portowner import owner_of
 
         owner = owner_of(port)
         if owner is not None and owner.is_gateway():

@@ -11,6 +11,7 @@ import socket
 import sys
 
 from gateway.config import GatewayConfig, Listener
+from gateway.ops import portowner
 
 
 def _bind_probe(family: int, host: str, port: int, reuse_port: bool = False) -> None:
@@ -51,10 +52,8 @@ def port_problem(host: str, port: int, reuse_port: bool = False) -> str | None:
         return f"port {port} needs administrator rights (ports below 1024); choose a port above 1024"
     except OSError as e:
         if e.errno == errno.EADDRINUSE or getattr(e, "winerror", None) == 10048:
-            from gateway.ops.portowner import describe, owner_of
-
-            owner = owner_of(port)
-            return f"port {port} is taken by another program" + (f": {describe(owner)}" if owner else "")
+            owner = portowner.owner_of(port)
+            return f"port {port} is taken by another program" + (f": {portowner.describe(owner)}" if owner else "")
         if e.errno == errno.EADDRNOTAVAIL:
             return f"address {host} is not an address of this machine"
         return f"port {port} cannot be opened: {e.strerror or e}"

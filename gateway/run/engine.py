@@ -25,6 +25,8 @@ import os
 import sys
 from typing import Any, Coroutine, TypeVar
 
+from mitmproxy import http
+
 T = TypeVar("T")
 logger = logging.getLogger("gateway.engine")
 
@@ -71,8 +73,6 @@ def _uvloop_loop() -> Any:
 def skip_debug_type_checks() -> None:
     if not lean() or not __debug__:
         return
-    from mitmproxy import http
-
     if "__post_init__" not in vars(http.MessageData):
         return  # mitmproxy no longer type-checks here: nothing to skip
     http.MessageData.__post_init__ = _no_check  # type: ignore[method-assign]

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from mitmproxy import addonmanager, exceptions, hooks
 from mitmproxy.master import Master
+from gateway.run.engine import lean
 
 logger = logging.getLogger("gateway.hooks")
 
@@ -91,7 +92,6 @@ class GatewayMaster(Master):
         # mitmproxy's handler for its deprecated add_log event formats every log record and
         # schedules an event-loop callback for it (a self-pipe write): ~50 us per access-log line,
         # for an event no gateway addon uses. Off the request path.
-        from gateway.run.engine import lean
         if lean():
             self._legacy_log_events.uninstall()
         self.options.changed.disconnect(self.addons._configure_all)

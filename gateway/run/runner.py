@@ -21,6 +21,8 @@ from mitmproxy.addons import next_layer, proxyserver
 from mitmproxy.proxy import mode_specs
 
 from addons import _listen
+from addons import (accesslog, admin, auth, autocert, backups, compress, enrolment, errorpages, hsts, https_only,
+                    hygiene, identity, ipfilter, limits, metrics, policy, routing, timeouts, tls)
 from addons._context import set_current_config
 from gateway.run.engine_options import GatewayOptions
 from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, GatewayConfig, load_config
@@ -32,6 +34,8 @@ from gateway.run.startup import (
     CONFIG_POLL_INTERVAL, RESTART_ONLY_SETTINGS, StartupError, files_fingerprint, listen_host_option, prepare_start,
     report_ready, watched_files,
 )
+from gateway.run.engine import lean, skip_debug_type_checks
+from gateway.certs import tickets
 
 logger = logging.getLogger("gateway.runner")
 
@@ -45,9 +49,6 @@ def build_addons() -> list[Any]:
     Imported directly, not discovered: a security addon that fails to import must stop the
     gateway from starting, never leave a base unprotected.
     """
-    from addons import (accesslog, admin, auth, autocert, backups, compress, enrolment, errorpages, hsts,
-                        https_only, hygiene, identity, ipfilter, limits, metrics, policy, routing, timeouts, tls)
-
     return [
         tls.GatewayTls(),              # first: chooses the certificate in tls_start_client
         autocert.AutoCert(),           # ACME challenges and renewals; GatewayTls serves the files
@@ -119,13 +120,11 @@ class Gateway:
         except _listen.MitmproxyMoved as e:
             raise StartupError(str(e)) from None
         if self.worker is not None:
-            from gateway.certs import tickets
             tickets.read_key_from_supervisor()  # before any TLS context is built
         cfg = self._load()
         self._fingerprint = files_fingerprint(watched_files(self.config_path, cfg))
         prepare_start(cfg, init=self.init, reuse_port=self.worker is not None)
 
-        from gateway.run.engine import lean, skip_debug_type_checks
         skip_debug_type_checks()
         opts = GatewayOptions() if lean() else options.Options()
         self.master = GatewayMaster(opts)

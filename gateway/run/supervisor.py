@@ -42,6 +42,9 @@ from gateway.run.metrics_merge import merge
 from gateway.run.startup import (
     CONFIG_POLL_INTERVAL, READY_FD_ENV, RESTART_ONLY_SETTINGS, files_fingerprint, prepare_start, watched_files,
 )
+from addons.tls import GatewayTls
+from gateway.ops.logrotate import rotate_if_needed
+from gateway.ops.logsetup import security_log_path
 
 logger = logging.getLogger("gateway.supervisor")
 
@@ -164,7 +167,6 @@ class Supervisor:
         try:
             # Made here, once: workers starting together would each generate their own CA and
             # certificate. This also checks every certificate before any worker starts.
-            from addons.tls import GatewayTls
             GatewayTls().apply_config(cfg)
             self.admin.apply_config(cfg)
         except Exception as e:
@@ -198,9 +200,6 @@ class Supervisor:
 
     async def _rotate_logs(self) -> None:
         """The only rotation of the shared log files: workers append and follow (gateway/ops/logrotate.py)."""
-        from gateway.ops.logrotate import rotate_if_needed
-        from gateway.ops.logsetup import security_log_path
-
         while True:
             await asyncio.sleep(LOG_ROTATE_INTERVAL)
             cfg = self.config

@@ -11,6 +11,7 @@ from gateway.store.base import (
     Reservation, SessionRecord, Store, StoreError, User,
 )
 from gateway.store.sqlite import DB_NAME, SqliteStore
+from gateway.store.keys import SECRET_FILE, load_or_create_secret, secret_fingerprint
 
 if TYPE_CHECKING:
     from gateway.store.redis import RedisStore
@@ -39,8 +40,7 @@ def _open_redis(state_dir: Path, redis_url: str | None) -> Store:
     """
     if not redis_url:
         raise StoreError("store.redis_url is required when store.backend is redis, e.g. redis://127.0.0.1:6379/0")
-    # Imported here: redis-py is only needed by those who use Redis, and gateway.accounts imports
-    # gateway.store, so a module-level import would be circular.
+    # Imported here to delay a heavy optional import: redis-py is only needed by those who use Redis.
     from gateway.store.redis import RedisStore
 
     store = RedisStore(redis_url)
@@ -53,8 +53,6 @@ def _open_redis(state_dir: Path, redis_url: str | None) -> Store:
 
 
 def _require_shared_key(state_dir: Path, store: RedisStore) -> None:
-    from gateway.store.keys import SECRET_FILE, load_or_create_secret, secret_fingerprint
-
     mine = secret_fingerprint(load_or_create_secret(state_dir))
     shared = store.offer_key_fingerprint(mine)
     if not hmac.compare_digest(mine, shared):

@@ -25,6 +25,7 @@ from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.utils.files import atomic_write_text
+from gateway.store.keys import secret_fingerprint
 
 logger = logging.getLogger("gateway.state")
 
@@ -88,7 +89,6 @@ def key_fingerprint(state_dir: Path) -> str | None:
         secret = bytes.fromhex(text.decode("ascii"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    from gateway.store.keys import secret_fingerprint
 
     return secret_fingerprint(secret)
 
