@@ -17,6 +17,7 @@ from typing import Any
 
 from OpenSSL import SSL
 
+from addons._background import BackgroundTask
 from gateway.web.sidelistener import Address, SideListener, SideRequest
 from gateway.certs import acme_storage as storage
 from gateway.autocert.alpn import ACME_TLS_1, name_from_sni
@@ -78,7 +79,7 @@ class AutoCert:
     def __init__(self) -> None:
         self._listener = SideListener("acme.challenge_listen", self._respond)
         self._config: GatewayConfig | None = None
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loop_task = BackgroundTask(self._renewals)
         self._wake = asyncio.Event()
         self._store: Any = None
         self._store_key: tuple[object, ...] | None = None
@@ -115,17 +116,14 @@ class AutoCert:
 
     def running(self) -> None:
         self._listener.running()
-        if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.get_running_loop().create_task(self._renewals())
+        self._loop_task.start()
 
     def done(self) -> None:
         self._listener.stop()
         if self._store is not None:
             self._store.close()
             self._store, self._store_key = None, None
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            self._loop_task = None
+        self._loop_task.stop()
 
     async def _respond(self, request: SideRequest) -> bytes:
         cfg = self._config

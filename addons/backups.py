@@ -21,6 +21,7 @@ from typing import IO, Any, Callable
 
 from mitmproxy import http
 
+from addons._background import BackgroundTask
 from addons._context import listener_of
 from addons.accesslog import masked_path
 from gateway.traffic.backups import BackupMeta, backup_name, day_folder, is_document_write, remove_expired, write_backup
@@ -83,7 +84,7 @@ class Backups:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-backups")
         self._lock = threading.Lock()
         self._bases: tuple[BaseConfig, ...] = ()
-        self._cleaner: asyncio.Task[None] | None = None
+        self._cleaner = BackgroundTask(self._clean_daily)
         self.saved = 0
         self.failed = 0
         self.pending = 0
@@ -94,17 +95,14 @@ class Backups:
         bases = tuple(b for b in cfg.bases if b.backups)
         newly = {b.id for b in bases} - {b.id for b in self._bases}
         self._bases = bases
-        if newly and self._cleaner is not None:
+        if newly and self._cleaner.started:
             self._pool.submit(self.clean_up)
 
     def running(self) -> None:
-        if self._cleaner is None or self._cleaner.done():
-            self._cleaner = asyncio.get_running_loop().create_task(self._clean_daily())
+        self._cleaner.start()
 
     def done(self) -> None:
-        if self._cleaner is not None:
-            self._cleaner.cancel()
-            self._cleaner = None
+        self._cleaner.stop()
         self._pool.shutdown(wait=True)
 
     async def _clean_daily(self) -> None:

@@ -12,6 +12,7 @@ import logging
 
 from mitmproxy import connection
 
+from addons._background import BackgroundTask
 from addons._context import listener_of
 from addons._guard import fail_closed
 from gateway.config import GatewayConfig
@@ -27,7 +28,7 @@ _active: IpFilter | None = None
 class IpFilter:
     def __init__(self) -> None:
         self.lists = IpLists()
-        self._watch_task: asyncio.Task[None] | None = None
+        self._watch_task = BackgroundTask(self._watch)
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         global _active
@@ -35,13 +36,10 @@ class IpFilter:
         _active = self
 
     def running(self) -> None:
-        if self._watch_task is None:
-            self._watch_task = asyncio.get_running_loop().create_task(self._watch())
+        self._watch_task.start()
 
     def done(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            self._watch_task = None
+        self._watch_task.stop()
 
     async def _watch(self) -> None:
         while True:

@@ -16,6 +16,7 @@ import time
 from mitmproxy import connection, ctx, http
 from mitmproxy.proxy import server_hooks
 
+from addons._background import BackgroundTask
 from addons import errorpages
 from addons._context import current_config
 
@@ -28,14 +29,13 @@ class BackendTimeout:
     def __init__(self) -> None:
         self._answers: dict[http.HTTPFlow, float] = {}
         self._connects: dict[connection.Server, tuple[connection.Client, float]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._watch)
 
     def running(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._watch())
+        self._task.start()
 
     def done(self) -> None:
-        if self._task:
-            self._task.cancel()
+        self._task.stop()
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         self._connects[data.server] = (data.client, time.monotonic() + current_config().proxy.connect_timeout)

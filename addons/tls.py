@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from OpenSSL import SSL
 
+from addons._background import BackgroundTask
 from addons._context import listener_of
 from addons._guard import fail_closed
 from addons.autocert import alpn_challenge_context, offers_acme_tls
@@ -55,7 +56,7 @@ class GatewayTls:
         self._by_base: dict[str, CertSource] = {}
         self._policy: _Policy | None = None
         self._dh_file = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._watcher = BackgroundTask(self._watch)
         self._state_dir = None
 
     # --- configuration -----------------------------------------------------------------------
@@ -122,13 +123,10 @@ class GatewayTls:
     # --- hot swap ----------------------------------------------------------------------------
 
     def running(self) -> None:
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        self._watcher.start()
 
     def done(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            self._watcher = None
+        self._watcher.stop()
 
     async def _watch(self) -> None:
         while True:
