@@ -1,4 +1,4 @@
-"""Prometheus metrics, served by the admin listener (addons/admin.py) at /metrics.
+"""Prometheus metrics, served by the admin listener (gateway/web/admin.py) at /metrics.
 
 Counted from flows: requests by base, status and verdict; latency; failed logins (credentials
 presented and refused). Counted from connections: open connections per base, connections refused (IP lists). Counted from

@@ -3,7 +3,7 @@ by the running gateway itself, and what is wrong with each base.
 
 No mitmproxy here. ``gateway check`` must be safe to run while the gateway runs, so a busy port
 is only "taken" when the running gateway is not the one holding it: the gateway records the
-ports it serves in ``<state_dir>/run/<pid>.json`` (written by addons/admin.py), and a port
+ports it serves in ``<state_dir>/run/<pid>.json`` (written by gateway/web/admin.py), and a port
 listed there by a live process is ours.
 """
 

@@ -34,10 +34,10 @@ from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from addons.admin import PLAIN, Admin, Answer
 from gateway.certs import tickets
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.ops.health import read_run_files, remove_run_file, run_file, write_run_record
+from gateway.web.admin import PLAIN, AdminApp, Answer
 from gateway.run.metrics_merge import merge
 from gateway.run.startup import (
     CONFIG_POLL_INTERVAL, READY_FD_ENV, RESTART_ONLY_SETTINGS, files_fingerprint, prepare_start, watched_files,
@@ -92,7 +92,7 @@ async def ask(port: int, path: str, timeout: float = ASK_TIMEOUT) -> tuple[int, 
     return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0), body
 
 
-class SupervisorAdmin(Admin):
+class SupervisorAdmin(AdminApp):
     """The admin listener of the machine: the same pages, answered from every worker."""
 
     def __init__(self, supervisor: Supervisor) -> None:
