@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from gateway.commands import load
 from gateway.config import DEFAULT_CONFIG_NAME
 
 COMMAND_MODULES = ("run", "demo", "check", "standin", "cert", "iplist", "group", "user", "bans", "status", "reload")
@@ -65,12 +66,12 @@ def log_like_the_gateway(config_path: Path) -> None:
     removed) go where the running gateway logs: into log.file when there is one. On a
     terminal only warnings and errors show, so command output stays readable."""
     # Imported here: nothing that loads OpenSSL may load before main() sets OPENSSL_CONF.
-    from gateway.config import ConfigError, LogSettings, load_config
+    from gateway.config import ConfigError, LogSettings
     from gateway.ops.logsetup import configure_logging
 
     state_dir = None
     try:
-        cfg = load_config(config_path)
+        cfg = load(config_path)
         settings, state_dir = cfg.log, cfg.state_dir
     except ConfigError:
         settings = LogSettings()  # the command itself reports the broken configuration
@@ -92,10 +93,10 @@ def refuse_fresh_state(config_path: Path, init: bool) -> str | None:
     """Why this command must not touch the state folder, or None (see gateway/store/statecheck.py)."""
     # Imported here: nothing that loads OpenSSL may load before main() sets OPENSSL_CONF.
     from gateway.store import statecheck
-    from gateway.config import ConfigError, load_config
+    from gateway.config import ConfigError
 
     try:
-        cfg = load_config(config_path)
+        cfg = load(config_path)
     except ConfigError:
         return None  # the command itself reports the broken configuration
     if init:
@@ -108,10 +109,10 @@ def _remember_state(config_path: Path) -> None:
     """A command may have created the store or the key: remember them at once, not at the next start."""
     # Imported here: nothing that loads OpenSSL may load before main() sets OPENSSL_CONF.
     from gateway.store import statecheck
-    from gateway.config import ConfigError, load_config
+    from gateway.config import ConfigError
 
     try:
-        cfg = load_config(config_path)
+        cfg = load(config_path)
     except ConfigError:
         return
     if statecheck.has_run_before(cfg) and statecheck.fresh_state_problem(cfg) is None:

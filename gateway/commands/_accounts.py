@@ -15,7 +15,8 @@ from typing import Callable, TextIO
 from gateway.store.keys import load_or_create_secret
 from gateway.accounts.rules import AccountError
 from gateway.accounts.service import Accounts
-from gateway.config import GatewayConfig, load_config
+from gateway.commands import load
+from gateway.config import GatewayConfig
 from gateway.store import Store, open_store
 
 
@@ -28,7 +29,7 @@ class Opened:
 
 def open_state(config_path: Path) -> Opened:
     """Raises ConfigError, StoreError or ValueError (damaged key file) with a readable text."""
-    cfg = load_config(config_path)
+    cfg = load(config_path)
     # What a command changes (a ban lifted, a user removed) shows on the console's events page.
     from gateway.ops.journal import install_journal
     install_journal(cfg.state_dir)

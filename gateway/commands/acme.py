@@ -9,7 +9,8 @@ import json
 import sys
 from typing import Any, Iterator
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.commands import load
+from gateway.config import ConfigError, GatewayConfig
 
 
 def register(cert_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,7 +34,7 @@ def _fail(message: object, code: int = 1) -> int:
 
 
 def _acme_config(args: argparse.Namespace) -> GatewayConfig:
-    cfg = load_config(args.config)
+    cfg = load(args.config)
     if not cfg.acme.enabled:
         raise ConfigError(cfg.source, "acme.enabled", "is off; turn it on and list names in a base's tls.acme")
     # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).

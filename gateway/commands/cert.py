@@ -21,7 +21,8 @@ from gateway.certs.load import CertError
 from gateway.certs.report import report
 from gateway.certs.request import parse_ips, parse_names, write_request
 from gateway.certs.sources import base_source, default_source, local_ca_file
-from gateway.config import DEFAULT_CONFIG_NAME, ConfigError, GatewayConfig, load_config, parse_config
+from gateway.commands import load
+from gateway.config import DEFAULT_CONFIG_NAME, ConfigError, GatewayConfig, parse_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -82,7 +83,7 @@ def _config(args: argparse.Namespace, required: bool) -> GatewayConfig | None:
             # defaults (state folder ./state) are what `gateway run` will use later too.
             print(f"note: no {DEFAULT_CONFIG_NAME} here; using the default state folder ./state", file=sys.stderr)
             return parse_config({}, Path(DEFAULT_CONFIG_NAME).resolve())
-    return load_config(args.config)
+    return load(args.config)
 
 
 def _interactive() -> bool:

@@ -9,7 +9,8 @@ import argparse
 import json
 import sys
 
-from gateway.config import ConfigError, load_config
+from gateway.commands import load
+from gateway.config import ConfigError
 from gateway.ops.check import check, state_statuses
 
 
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
+        cfg = load(args.config)
     except ConfigError as e:
         if args.json:
             print(json.dumps({"ok": False, "config": str(args.config), "error": str(e)}, ensure_ascii=False))

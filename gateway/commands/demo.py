@@ -11,7 +11,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from gateway.config import ConfigError, load_config
+from gateway.commands import load
+from gateway.config import ConfigError
 from gateway.config.demo import DEMO_CONFIG
 from gateway.ops.logsetup import configure_logging
 
@@ -41,7 +42,7 @@ def ensure_demo_user(config_path: Path) -> None:
     from gateway.store.keys import load_or_create_secret
     from gateway.store import open_store
 
-    cfg = load_config(config_path)
+    cfg = load(config_path)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
     accounts = Accounts(store, load_or_create_secret(cfg.state_dir))
@@ -64,7 +65,7 @@ async def _run(config_path: Path) -> int:
     from gateway.run.runner import Gateway
     from gateway.standin.server import serve as serve_standin
 
-    cfg = load_config(config_path)
+    cfg = load(config_path)
     data_backend = cfg.bases[0].data
     print_backend = cfg.bases[0].print
     standin = await serve_standin("127.0.0.1", data_backend.backend_port,
@@ -81,7 +82,7 @@ async def _run(config_path: Path) -> int:
 
 
 def _print_banner(config_path: Path) -> None:
-    cfg = load_config(config_path)
+    cfg = load(config_path)
     ca = cfg.state_dir / "certs" / "ca.pem"
     lines = ["", "The gateway is running. Try it:"]
     for base in cfg.bases:
@@ -101,7 +102,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     config_path: Path = args.demo_config
     try:
-        cfg = load_config(config_path)
+        cfg = load(config_path)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,7 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from gateway.config import ConfigError, load_config
+from gateway.commands import load
+from gateway.config import ConfigError
 from gateway.iplist import IpLists, ListUnreadable, client_address, load_list
 
 
@@ -57,7 +58,7 @@ def test_address(args: argparse.Namespace) -> int:
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False  # the terminal would otherwise show each bad line twice
     try:
-        cfg = load_config(args.config)
+        cfg = load(args.config)
         lists = IpLists()
         lists.configure(cfg)
     except (ConfigError, ListUnreadable) as e:

@@ -10,7 +10,8 @@ import argparse
 import sys
 import time
 
-from gateway.config import ConfigError, load_config
+from gateway.commands import load
+from gateway.config import ConfigError
 from gateway.commands.status import live_processes
 from gateway.ops.health import read_run_files
 from gateway.ops.reloadctl import write_request
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
+        cfg = load(args.config)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         print("The running gateway keeps its current configuration; fix the file and run `gateway reload` again.",

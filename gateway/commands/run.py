@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from gateway.config import ConfigError, LogSettings, load_config
+from gateway.commands import load
+from gateway.config import ConfigError, LogSettings
 from gateway.ops.logsetup import configure_logging
 
 
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.run.runner import StartupError, serve
 
     try:
-        cfg = load_config(args.config)
+        cfg = load(args.config)
     except ConfigError as e:
         configure_logging(LogSettings())
         print(f"error: {e}", file=sys.stderr)

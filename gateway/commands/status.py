@@ -12,7 +12,8 @@ import json
 import sys
 import time
 
-from gateway.config import ConfigError, load_config
+from gateway.commands import load
+from gateway.config import ConfigError
 from gateway.ops.health import RunInfo, process_alive, read_run_files
 
 
@@ -46,7 +47,7 @@ def reload_text(last: dict[str, object] | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
+        cfg = load(args.config)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
