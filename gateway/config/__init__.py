@@ -410,70 +410,11 @@ def _section(reader: _Reader, name: str, build: Callable[[_Reader], Any]) -> Any
 def parse_config(data: Any, source: Path) -> GatewayConfig:
     base_dir = source.parent.resolve()
     top = _Reader(source, "", data)
-    tls_reader = top.sub("tls")
-    pair = _cert_pair(tls_reader, base_dir)
-    min_version = str(tls_reader.get("min_version", (str, float), "1.2"))
-    if min_version not in TLS_VERSIONS:
-        raise tls_reader.fail("min_version", f"{min_version!r} is not allowed; use \"1.2\" or \"1.3\"")
-    hosts = tls_reader.get("hosts", list, [])
-    for i, host in enumerate(hosts):
-        if not isinstance(host, str) or not host.strip():
-            raise ConfigError(source, f"tls.hosts[{i}]", "must be a host name or an IP address")
-    tls = TlsSettings(cert=pair.cert, key=pair.key, password_file=pair.password_file,
-                      min_version=min_version, http2=tls_reader.get("http2", bool, True),
-                      hosts=tuple(h.strip() for h in hosts))
-    tls_reader.finish()
-
+    tls = _tls(top.sub("tls"), base_dir)
     bases_raw = top.get("bases", list, [])
     top.used.add("bases")
     bases = [_base(_Reader(source, f"bases[{i}]", raw), base_dir) for i, raw in enumerate(bases_raw)]
     _check_ids(source, bases)
-
-    def proxy(r: _Reader) -> ProxySettings:
-        try:
-            threshold = parse_size(r.get("stream_threshold", (str, int), DEFAULT_STREAM_THRESHOLD))
-        except ValueError as e:
-            raise r.fail("stream_threshold", str(e)) from None
-        return ProxySettings(
-            forwarded_headers=r.get("forwarded_headers", bool, True),
-            preserve_host=r.get("preserve_host", bool, False),
-            stream_threshold=threshold,
-            backend_timeout=_positive(r, "backend_timeout", float, DEFAULT_BACKEND_TIMEOUT),
-            connect_timeout=_positive(r, "connect_timeout", float, DEFAULT_CONNECT_TIMEOUT),
-        )
-
-    def log(r: _Reader) -> LogSettings:
-        fmt = r.get("format", str, "text")
-        if fmt not in ("text", "json"):
-            raise r.fail("format", f"{fmt!r} is not a log format; use text or json")
-        level = r.get("level", str, "INFO").upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise r.fail("level", f"{level!r} is not a level; use debug, info, warning or error")
-        try:
-            max_bytes = parse_size(r.get("max_bytes", (str, int), 10 * 1024 * 1024))
-        except ValueError as e:
-            raise r.fail("max_bytes", str(e)) from None
-        return LogSettings(format=fmt, file=r.path_value("file", base_dir), max_bytes=max_bytes,
-                           backups=r.get("backups", int, 5), level=level)
-
-    def ip_lists(r: _Reader) -> IpListSettings:
-        def paths(name: str) -> tuple[Path, ...]:
-            items = r.get(name, list, [])
-            for i, item in enumerate(items):
-                if not isinstance(item, str) or not item.strip():
-                    raise ConfigError(source, f"{r.key(name)}[{i}]", "must be a file path")
-            return tuple((base_dir / Path(p).expanduser()).resolve() for p in items)
-        return IpListSettings(whitelist=paths("whitelist"), blacklist=paths("blacklist"))
-
-    def store(r: _Reader) -> StoreSettings:
-        backend = r.get("backend", str, "sqlite")
-        if backend not in ("sqlite", "redis"):
-            raise r.fail("backend", f"{backend!r} is not a store; use sqlite or redis")
-        url = r.get("redis_url", str, None)
-        if backend == "redis" and not url:
-            raise r.fail("redis_url", "is required when store.backend is redis, e.g. redis://127.0.0.1:6379/0")
-        return StoreSettings(backend=backend, redis_url=url)
-
     state_dir = top.path_value("state_dir", base_dir, (base_dir / "state").resolve())
     assert state_dir is not None
     config = GatewayConfig(
@@ -482,36 +423,125 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
         listen_host=_host(top, "listen_host", "0.0.0.0"),
         tls=tls,
         bases=tuple(bases),
-        ip_lists=_section(top, "ip_lists", ip_lists),
-        throttle=_section(top, "throttle", lambda r: ThrottleSettings(
-            ip_failures=_positive(r, "ip_failures", int, 10),
-            ip_window=_positive(r, "ip_window", float, 60.0),
-            account_failures=_positive(r, "account_failures", int, 20),
-            account_window=_positive(r, "account_window", float, 60.0),
-            spray_failures=_positive(r, "spray_failures", int, 100),
-            spray_window=_positive(r, "spray_window", float, 60.0),
-        )),
-        auth=_section(top, "auth", lambda r: AuthSettings(
-            cache_seconds=r.get("cache_seconds", float, 30.0),
-            session_ttl=_positive(r, "session_ttl", float, 8 * 3600.0),
-            header_prefix=r.get("header_prefix", str, "X-Gateway-"),
-            verify_threads=_positive(r, "verify_threads", int, 2),
-        )),
-        store=_section(top, "store", store),
-        proxy=_section(top, "proxy", proxy),
-        log=_section(top, "log", log),
-        admin=_section(top, "admin", lambda r: AdminSettings(
-            enabled=r.get("enabled", bool, True), host=_host(r, "host", "127.0.0.1"),
-            listen=_port(r, "listen", 9400), console_idle_timeout=_console_idle(r))),
-        enrolment=_section(top, "enrolment", lambda r: EnrolmentSettings(
-            enabled=r.get("enabled", bool, False), host=_host(r, "host", "0.0.0.0"),
-            listen=_port(r, "listen", 8079))),
+        ip_lists=_section(top, "ip_lists", lambda r: _ip_lists(r, base_dir)),
+        throttle=_section(top, "throttle", _throttle),
+        auth=_section(top, "auth", _auth),
+        store=_section(top, "store", _store),
+        proxy=_section(top, "proxy", _proxy),
+        log=_section(top, "log", lambda r: _log(r, base_dir)),
+        admin=_section(top, "admin", _admin),
+        enrolment=_section(top, "enrolment", _enrolment),
         acme=_section(top, "acme", lambda r: _acme(r, base_dir)),
         workers=parse_workers(top),
         proxy_protocol=parse_proxy_protocol(top.sub("proxy_protocol")),
         limits=_section(top, "limits", parse_limits),
     )
     top.finish()
+    _check_ports(source, bases, _reserved_ports(config))
+    _acme_validate(source, bases, config.acme)
+    return config
+
+
+# --- one function a section ----------------------------------------------------------------------
+
+
+def _tls(r: _Reader, base_dir: Path) -> TlsSettings:
+    pair = _cert_pair(r, base_dir)
+    min_version = str(r.get("min_version", (str, float), "1.2"))
+    if min_version not in TLS_VERSIONS:
+        raise r.fail("min_version", f"{min_version!r} is not allowed; use \"1.2\" or \"1.3\"")
+    hosts = r.get("hosts", list, [])
+    for i, host in enumerate(hosts):
+        if not isinstance(host, str) or not host.strip():
+            raise ConfigError(r.source, f"tls.hosts[{i}]", "must be a host name or an IP address")
+    tls = TlsSettings(cert=pair.cert, key=pair.key, password_file=pair.password_file,
+                      min_version=min_version, http2=r.get("http2", bool, True),
+                      hosts=tuple(h.strip() for h in hosts))
+    r.finish()
+    return tls
+
+
+def _proxy(r: _Reader) -> ProxySettings:
+    try:
+        threshold = parse_size(r.get("stream_threshold", (str, int), DEFAULT_STREAM_THRESHOLD))
+    except ValueError as e:
+        raise r.fail("stream_threshold", str(e)) from None
+    return ProxySettings(
+        forwarded_headers=r.get("forwarded_headers", bool, True),
+        preserve_host=r.get("preserve_host", bool, False),
+        stream_threshold=threshold,
+        backend_timeout=_positive(r, "backend_timeout", float, DEFAULT_BACKEND_TIMEOUT),
+        connect_timeout=_positive(r, "connect_timeout", float, DEFAULT_CONNECT_TIMEOUT),
+    )
+
+
+def _log(r: _Reader, base_dir: Path) -> LogSettings:
+    fmt = r.get("format", str, "text")
+    if fmt not in ("text", "json"):
+        raise r.fail("format", f"{fmt!r} is not a log format; use text or json")
+    level = r.get("level", str, "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise r.fail("level", f"{level!r} is not a level; use debug, info, warning or error")
+    try:
+        max_bytes = parse_size(r.get("max_bytes", (str, int), 10 * 1024 * 1024))
+    except ValueError as e:
+        raise r.fail("max_bytes", str(e)) from None
+    return LogSettings(format=fmt, file=r.path_value("file", base_dir), max_bytes=max_bytes,
+                       backups=r.get("backups", int, 5), level=level)
+
+
+def _ip_lists(r: _Reader, base_dir: Path) -> IpListSettings:
+    def paths(name: str) -> tuple[Path, ...]:
+        items = r.get(name, list, [])
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or not item.strip():
+                raise ConfigError(r.source, f"{r.key(name)}[{i}]", "must be a file path")
+        return tuple((base_dir / Path(p).expanduser()).resolve() for p in items)
+    return IpListSettings(whitelist=paths("whitelist"), blacklist=paths("blacklist"))
+
+
+def _store(r: _Reader) -> StoreSettings:
+    backend = r.get("backend", str, "sqlite")
+    if backend not in ("sqlite", "redis"):
+        raise r.fail("backend", f"{backend!r} is not a store; use sqlite or redis")
+    url = r.get("redis_url", str, None)
+    if backend == "redis" and not url:
+        raise r.fail("redis_url", "is required when store.backend is redis, e.g. redis://127.0.0.1:6379/0")
+    return StoreSettings(backend=backend, redis_url=url)
+
+
+def _throttle(r: _Reader) -> ThrottleSettings:
+    return ThrottleSettings(
+        ip_failures=_positive(r, "ip_failures", int, 10),
+        ip_window=_positive(r, "ip_window", float, 60.0),
+        account_failures=_positive(r, "account_failures", int, 20),
+        account_window=_positive(r, "account_window", float, 60.0),
+        spray_failures=_positive(r, "spray_failures", int, 100),
+        spray_window=_positive(r, "spray_window", float, 60.0),
+    )
+
+
+def _auth(r: _Reader) -> AuthSettings:
+    return AuthSettings(
+        cache_seconds=r.get("cache_seconds", float, 30.0),
+        session_ttl=_positive(r, "session_ttl", float, 8 * 3600.0),
+        header_prefix=r.get("header_prefix", str, "X-Gateway-"),
+        verify_threads=_positive(r, "verify_threads", int, 2),
+    )
+
+
+def _admin(r: _Reader) -> AdminSettings:
+    return AdminSettings(enabled=r.get("enabled", bool, True), host=_host(r, "host", "127.0.0.1"),
+                         listen=_port(r, "listen", 9400), console_idle_timeout=_console_idle(r))
+
+
+def _enrolment(r: _Reader) -> EnrolmentSettings:
+    return EnrolmentSettings(enabled=r.get("enabled", bool, False), host=_host(r, "host", "0.0.0.0"),
+                             listen=_port(r, "listen", 8079))
+
+
+def _reserved_ports(config: GatewayConfig) -> dict[int, str]:
+    """The side listeners' ports, which no base may use."""
     reserved = {}
     if config.admin.enabled:
         reserved[config.admin.listen] = "the admin listener (admin.listen)"
@@ -519,9 +549,7 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
         reserved[config.enrolment.listen] = "the enrolment listener (enrolment.listen)"
     if config.acme.enabled:
         reserved[config.acme.challenge_listen] = "the ACME challenge listener (acme.challenge_listen)"
-    _check_ports(source, bases, reserved)
-    _acme_validate(source, bases, config.acme)
-    return config
+    return reserved
 
 
 def _acme(r: _Reader, base_dir: Path) -> AcmeSettings:
