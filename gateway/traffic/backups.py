@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 import secrets
 import shutil
@@ -18,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote
+
+from gateway.utils.files import atomic_write, atomic_write_text
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 API_PREFIXES = ("/api/v1/", "/mobilesmarts/api/v1/")
@@ -95,23 +96,9 @@ class BackupMeta:
 
 def write_backup(folder: Path, name: str, body: bytes | BinaryIO, meta: BackupMeta) -> Path:
     """Write the body and its ``.meta.json``; each appears whole or not at all. Raises OSError."""
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
-    tmp = folder / f".{name}.part"
-    try:
-        with open(tmp, "wb") as out:
-            if isinstance(body, (bytes, bytearray, memoryview)):
-                out.write(body)
-            else:
-                body.seek(0)
-                shutil.copyfileobj(body, out)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    meta_tmp = folder / f".{name}{META_SUFFIX}.part"
-    meta_tmp.write_text(json.dumps(asdict(meta), ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(meta_tmp, folder / f"{name}{META_SUFFIX}")
+    atomic_write(target, body)
+    atomic_write_text(folder / f"{name}{META_SUFFIX}", json.dumps(asdict(meta), ensure_ascii=False, indent=1))
     return target
 
 

@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 
-def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
+def atomic_write(path: Path, data: bytes | bytearray | memoryview | BinaryIO, mode: int | None = None) -> None:
     """Replace ``path`` with ``data`` in one rename. With ``mode`` the file is created with it
     from the start (a key is never readable by others even for a moment); without, the umask's
-    default applies. The temporary file is unique per call, so concurrent writers never share it."""
+    default applies. ``data`` may be a file object (read from its start). The temporary file is
+    unique per call, so concurrent writers never share it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(temporary, flags, 0o666 if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                handle.write(data)
+            else:
+                data.seek(0)
+                shutil.copyfileobj(data, handle)
             handle.flush()
             os.fsync(handle.fileno())
         if mode is not None:
