@@ -416,7 +416,7 @@ _original_stream_request_body = _HttpStream.state_stream_request_body
 # Body bytes that arrived while a stream waited for a hook (the decision on its head): mitmproxy
 # queues them in memory, however many, while the connection goes on reading. Past this much per
 # connection its reading pauses until the decision is made (see _drain_writers).
-HELD_BODY_BYTES = 64 * 1024
+HELD_BODY_BYTES = 16 * 1024
 _holding: weakref.WeakKeyDictionary[Any, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
 _original_stream_handle = _HttpStream.handle_event
 
