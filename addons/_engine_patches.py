@@ -16,7 +16,9 @@ of that is reachable through options or hooks, so it is changed here, once, at i
   and a chunk-size line or trailer section longer than the head limit ends the connection.
 * ``ConnectionHandler.drain_writers`` — back-pressure for HTTP/2 clients that open no
   flow-control window: the back end is read only while less than ``limits.response_buffer``
-  is queued for the client.
+  is queued for the client. And a client's own reading pauses while more than
+  ``HELD_BODY_BYTES`` of its request bodies wait for the hooks deciding on their heads (mitmproxy
+  would queue all that arrives meanwhile).
 * ``ConnectionHandler.handle_connection`` — a connection whose handler is cancelled before
   mitmproxy's own clean-up ran has its socket closed at once (else it leaks until GC).
 * ``Http1Client.send`` — an HTTP/2 request body without Content-Length reaches an HTTP/1 back
@@ -27,6 +29,18 @@ of that is reachable through options or hooks, so it is changed here, once, at i
   GOAWAY(ENHANCE_YOUR_CALM); closing the connection cancels every open stream, and with it
   its back-end request. This happens in the HTTP/2 layer, before any hook: a ``user_auth`` base
   is protected before credentials are even looked at.
+
+* ``HttpStream`` — request bodies (issue 24). A request an addon answered from its head (Auth,
+  the policy, a limit) gets that answer at once and its body is never buffered: HTTP/1 closes
+  the connection unless the body had already arrived, HTTP/2 resets the stream with NO_ERROR after
+  the answer (``StopReading``, handled in ``Http1Server.send`` / ``Http2Connection._handle_event``).
+  Bodies held in memory count against ``limits.request_buffer`` (per worker) and
+  ``request_buffer_per_ip``; past either the body is streamed to the back end instead
+  (``stream_hooks`` let an addon that wanted it whole tee it). ``client_max_body_size`` is
+  counted on buffered and streamed bytes alike: 413 while the answer has not begun, and a
+  streamed back-end request is broken off before its end. Request trailers are dropped (an
+  HTTP/1 back end has no place for them; mitmproxy raised ``Unexpected event: RequestTrailers``).
+  Each HTTP/2 stream's initial window is sized by ``request_buffer_per_ip`` (``h2_stream_window``).
 
 ``install()`` checks that every patched name still exists with the expected shape and raises
 otherwise, so a mitmproxy upgrade that moves them stops the gateway at start instead of leaving
@@ -49,16 +63,26 @@ import h2.events
 import h2.settings
 from h11._readers import ChunkedReader
 from h11._receivebuffer import ReceiveBuffer
+from mitmproxy import flow as mitmproxy_flow
+from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import commands, events, server
+from mitmproxy.proxy import layer as _layer
+from mitmproxy.proxy.layers import http as _http_layer
 from mitmproxy.proxy.layers.http import _events as _http_events
 from mitmproxy.proxy.layers.http import _http1, _http2
 
+from addons._guard import deny  # the one way addons answer
 from gateway.traffic.limits import RESET_WINDOW, HeadRefused, LimitSettings, check_request_head
 
 _limits = LimitSettings()
 # Set by addons/limits.py: called as on_event(kind, client, detail) for metrics and the log,
 # and body_limit(client) → the request body limit of the client's base in bytes (0: none).
 on_event: Callable[[str, Any, str], None] = lambda kind, client, detail: None
+# Called with the flow when a body that was to be buffered is streamed after all (the memory
+# budget was full): an addon that wanted the whole body (backups) sets a stream callable instead.
+stream_hooks: list[Callable[[Any], None]] = []
+# Engine-side counts for /metrics (read by addons/metrics.py).
+counters: collections.Counter[str] = collections.Counter()
 body_limit: Callable[[Any], int] = lambda client: 0
 # The body limit of the head being parsed, for make_body_reader: both run in one synchronous
 # pass of the same layer (no await in between), so no other connection can change it.
@@ -239,6 +263,9 @@ def _h2_init(self: Any, context: Any) -> None:
     settings = self.h2_conn.local_settings
     settings.max_concurrent_streams = _limits.http2_max_concurrent_streams
     settings.max_header_list_size = _limits.client_header_max_size
+    # mitmproxy's 2^31-1 lets each stream upload as fast as it likes; a window sized by the body
+    # budget keeps what one client has in flight to what the gateway will hold for it.
+    settings.initial_window_size = h2_stream_window(_limits)
     settings.acknowledge()
     self.h2_conn.decoder.max_header_list_size = _limits.client_header_max_size
     self.gateway_resets = collections.deque()
@@ -265,11 +292,15 @@ async def _drain_writers(self: Any) -> None:
     flow-control window leaves them empty while mitmproxy queues whole answers in memory. So a
     back-end read loop of such a client also waits until that queue is below response_buffer."""
     await _original_drain_writers(self)
-    if self.client not in _h2_servers:
-        return
     client_io = self.transports.get(self.client)
-    if client_io is None or asyncio.current_task() is client_io.handler:
-        return  # the client's own read loop must go on: it brings the WINDOW_UPDATEs
+    if client_io is not None and asyncio.current_task() is client_io.handler:
+        # The client's own read loop: it pauses only while body bytes wait for a decision on
+        # their request's head (an unauthenticated upload is answered, not read into memory).
+        while self.client in self.transports and held_bytes(self.client) > HELD_BODY_BYTES:
+            await asyncio.sleep(0.02)
+        return  # otherwise it must go on: it brings the WINDOW_UPDATEs
+    if self.client not in _h2_servers or client_io is None:
+        return
     while self.client in self.transports and h2_pending_bytes(self.client) > _limits.response_buffer:
         await asyncio.sleep(0.05)
 
@@ -313,6 +344,230 @@ async def _handle_connection(self: Any, connection: Any) -> None:
         raise
 
 
+# --- request bodies: answered from the head, a memory budget, the limit on streamed bodies ----
+#
+# mitmproxy reads a whole request body into memory even when an addon answered the request from
+# its head (an unauthenticated upload is buffered before its 401 goes out), buffers every body
+# below proxy.stream_threshold however many arrive at once, counts no streamed bytes against a
+# limit, and has no place for HTTP/2 request trailers on an HTTP/1 back end.
+
+class StopReading(_http_events.ResponseProtocolError):
+    """Sent to the client side after a complete early answer: HTTP/2 resets the stream with
+    NO_ERROR (RFC 9113 §8.1), HTTP/1 closes the connection, as the rest of the body is unread."""
+
+
+# Bytes of request bodies held in memory, in this process and per client address.
+buffered_total = 0
+buffered_by_address: collections.Counter[str] = collections.Counter()
+
+
+class _Charge:
+    """What one stream's buffered body counts against the budgets; given back when it is
+    forwarded, refused, streamed or the stream is gone (weakref.finalize, whatever the path)."""
+
+    __slots__ = ("address", "amount", "__weakref__")
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.amount = 0
+
+    def set(self, amount: int) -> None:
+        global buffered_total
+        delta = amount - self.amount
+        if not delta:
+            return
+        self.amount = amount
+        buffered_total += delta
+        left = buffered_by_address[self.address] + delta
+        if left > 0:
+            buffered_by_address[self.address] = left
+        else:
+            buffered_by_address.pop(self.address, None)
+
+
+def _charge_of(stream: Any) -> _Charge:
+    charge = stream.__dict__.get("gateway_charge")
+    if charge is None:
+        peer = stream.context.client.peername
+        charge = _Charge(peer[0] if peer else "")
+        stream.gateway_charge = charge
+        weakref.finalize(stream, charge.set, 0)
+    return charge
+
+
+def budget_allows(charge: _Charge, more: int) -> bool:
+    limits = _limits
+    return (buffered_total + more <= limits.request_buffer
+            and buffered_by_address[charge.address] + more <= limits.request_buffer_per_ip)
+
+
+def h2_stream_window(limits: LimitSettings) -> int:
+    """The initial flow-control window advertised per HTTP/2 stream: one address's request body
+    budget shared by the streams it may open at once, never below HTTP/2's default."""
+    return max(65535, min(2**31 - 1, limits.request_buffer_per_ip // limits.http2_max_concurrent_streams))
+
+
+_HttpStream = _http_layer.HttpStream
+_original_stream_event = _HttpStream._handle_event
+_original_wait_for_request_headers = _HttpStream.state_wait_for_request_headers
+_original_consume_request_body = _HttpStream.state_consume_request_body
+_original_stream_request_body = _HttpStream.state_stream_request_body
+
+
+# Body bytes that arrived while a stream waited for a hook (the decision on its head): mitmproxy
+# queues them in memory, however many, while the connection goes on reading. Past this much per
+# connection its reading pauses until the decision is made (see _drain_writers).
+HELD_BODY_BYTES = 16 * 1024
+_holding: weakref.WeakKeyDictionary[Any, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
+_original_stream_handle = _HttpStream.handle_event
+
+
+def _stream_handle(self: Any, event: Any) -> Any:
+    if self._paused is not None and isinstance(event, _http_events.RequestData):
+        self.gateway_held = self.__dict__.get("gateway_held", 0) + len(event.data)
+        client = self.context.client
+        streams = _holding.get(client)
+        if streams is None:
+            streams = _holding[client] = weakref.WeakSet()
+        streams.add(self)
+    return (yield from _original_stream_handle(self, event))
+
+
+def held_bytes(client: Any) -> int:
+    """Body bytes of a client's streams queued while their heads were being decided."""
+    streams = _holding.get(client)
+    return sum(stream.gateway_held for stream in streams) if streams else 0
+
+
+def _stream_event(self: Any, event: Any) -> Any:
+    if isinstance(event, _http_events.RequestData) and self.__dict__.get("gateway_held"):
+        self.gateway_held = max(0, self.gateway_held - len(event.data))
+    yield from _original_stream_event(self, event)
+    charge = self.__dict__.get("gateway_charge")
+    if charge is not None:
+        if self.client_state != self.state_consume_request_body and len(self.request_body_buf):
+            self.request_body_buf.clear()  # refused or broken off: nothing will read it again
+        charge.set(len(self.request_body_buf))
+
+
+def _wait_for_request_headers(self: Any, event: Any) -> Any:
+    yield from _original_wait_for_request_headers(self, event)
+    flow = self.flow
+    if (not event.end_stream and flow is not None and flow.response is not None and flow.live
+            and self.client_state == self.state_consume_request_body):
+        yield from _answer_early(self)
+
+
+def _answer_early(self: Any) -> Any:
+    """Send the answer an addon set, now, without reading the request body first."""
+    flow = self.flow
+    flow.request.stream = False
+    flow.response.timestamp_start = time.time()
+    yield _http_layer.HttpResponseHeadersHook(flow)
+    if (yield from self.check_killed(True)):
+        return
+    body_complete = any(isinstance(e, _http_events.RequestEndOfMessage) for e in self._paused_event_queue)
+    self.request_body_buf.clear()
+    self.client_state = self.state_done  # so send_response ends the flow
+    yield from self.send_response()
+    self.client_state = self.state_errored  # what is still on its way is dropped
+    if not body_complete:
+        yield _http_layer.SendHttp(StopReading(self.stream_id, "answered before the request body was read",
+                                               _http_events.ErrorCode.CANCEL), self.context.client)
+
+
+def _consume_request_body(self: Any, event: Any) -> Any:
+    if isinstance(event, _http_events.RequestTrailers):
+        return  # dropped, as for HTTP/1 chunked bodies: fields after the checks bypass them
+    if isinstance(event, _http_events.RequestData) and self.flow.response is None:
+        size = len(self.request_body_buf) + len(event.data)
+        limit = body_limit(self.context.client)
+        if limit and size > limit:
+            self.request_body_buf.clear()
+            yield from _too_large(self, limit)
+            return
+        if not budget_allows(_charge_of(self), len(event.data)):
+            # Past the budget the body goes on to the back end as it arrives, read only as fast
+            # as the back end takes it: never more memory.
+            counters["request_buffer_full"] += 1
+            body = bytes(self.request_body_buf) + event.data
+            self.request_body_buf.clear()
+            self.gateway_charge.set(0)
+            self.flow.request.stream = True
+            for hook in stream_hooks:
+                hook(self.flow)
+            yield from self.start_request_stream()
+            if self.client_state == self.state_stream_request_body:
+                yield from self.client_state(_http_events.RequestData(self.stream_id, body))
+            return
+    yield from _original_consume_request_body(self, event)
+
+
+def _stream_request_body(self: Any, event: Any) -> Any:
+    if isinstance(event, _http_events.RequestTrailers):
+        return
+    if isinstance(event, _http_events.RequestData):
+        self.gateway_streamed = self.__dict__.get("gateway_streamed", 0) + len(event.data)
+        limit = body_limit(self.context.client)
+        if limit and self.gateway_streamed > limit:
+            yield from _cut_streamed(self, limit)
+            return
+    yield from _original_stream_request_body(self, event)
+
+
+def _too_large(self: Any, limit: int) -> Any:
+    self.flow.metadata["gateway_verdict"] = "denied-limit"
+    self.flow.metadata["gateway_reason"] = "request body too large"
+    deny(self.flow, 413, f"413 Content Too Large: the request body is larger than {limit} bytes.")
+    on_event("body-too-large", self.context.client, f"413 request body larger than {limit} bytes")
+    yield from _answer_early(self)
+
+
+def _cut_streamed(self: Any, limit: int) -> Any:
+    """A streamed body past the limit: the back end's request is broken off (an HTTP/1 back end
+    sees its connection close before the body's end, so it never acts on a truncated request),
+    the client gets 413 if its answer has not begun, else its stream is reset."""
+    message = f"request body larger than {limit} bytes"
+    on_event("body-too-large", self.context.client, f"413 {message}")
+    self.flow.metadata["gateway_verdict"] = "denied-limit"
+    self.flow.metadata["gateway_reason"] = "request body too large"
+    self.flow.error = mitmproxy_flow.Error(message)
+    self.client_state = self.server_state = self.state_errored
+    self.flow.live = False
+    code = _http_events.ErrorCode.REQUEST_TOO_LARGE
+    yield _http_layer.SendHttp(_http_events.RequestProtocolError(self.stream_id, message, code), self.context.server)
+    yield _http_layer.HttpErrorHook(self.flow)
+    yield _http_layer.SendHttp(_http_events.ResponseProtocolError(self.stream_id, message, code), self.context.client)
+    yield _http_layer.SendHttp(StopReading(self.stream_id, message, _http_events.ErrorCode.CANCEL), self.context.client)
+    yield _http_layer.DropStream(self.stream_id)
+
+
+_original_h1_server_send = _http1.Http1Server.send
+# On the base class: addons/errorpages.py wraps Http2Server._handle_event itself, and both
+# wrappers must hold whatever the import order.
+_original_h2_connection_handle = _http2.Http2Connection._handle_event
+
+
+def _h1_server_send(self: Any, event: Any) -> Any:
+    if isinstance(event, StopReading):
+        self.buf = ReceiveBuffer()
+        self.state = self.done
+        if self.conn.state & ConnectionState.CAN_WRITE:
+            yield commands.CloseTcpConnection(self.conn, half_close=True)
+        yield commands.CloseConnection(self.conn)
+        return
+    yield from _original_h1_server_send(self, event)
+
+
+def _h2_connection_handle(self: Any, event: Any) -> Any:
+    if isinstance(event, StopReading):
+        if not self.is_closed(event.stream_id):
+            self.h2_conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            yield commands.SendData(self.conn, self.h2_conn.data_to_send())
+        return
+    yield from _original_h2_connection_handle(self, event)
+
+
 # --- installation ---------------------------------------------------------------------------
 
 _installed = False
@@ -332,6 +587,16 @@ def install() -> None:
         "ConnectionHandler.handle_connection": (_original_handle_connection, ["self", "connection"]),
         "ConnectionHandler.drain_writers": (_original_drain_writers, ["self"]),
         "Http1Client.send": (_original_h1_client_send, ["self", "event"]),
+        "Http1Server.send": (_original_h1_server_send, ["self", "event"]),
+        "Http2Connection._handle_event": (_original_h2_connection_handle, ["self", "event"]),
+        "HttpStream._handle_event": (_original_stream_event, ["self", "event"]),
+        "HttpStream.handle_event": (_original_stream_handle, ["self", "event"]),
+        "HttpStream.state_wait_for_request_headers": (_original_wait_for_request_headers, ["self", "event"]),
+        "HttpStream.state_consume_request_body": (_original_consume_request_body, ["self", "event"]),
+        "HttpStream.state_stream_request_body": (_original_stream_request_body, ["self", "event"]),
+        "HttpStream.start_request_stream": (_HttpStream.start_request_stream, ["self"]),
+        "HttpStream.send_response": (_HttpStream.send_response, ["self", "already_streamed"]),
+        "HttpStream.check_killed": (_HttpStream.check_killed, ["self", "emit_error_hook"]),
     }
     for name, (func, params) in expected.items():
         if list(inspect.signature(func).parameters) != params:
@@ -354,4 +619,16 @@ def install() -> None:
     server.ConnectionHandler.handle_connection = _handle_connection
     server.ConnectionHandler.drain_writers = _drain_writers
     _http1.Http1Client.send = _h1_client_send
+    stream_source = inspect.getsource(_HttpStream)
+    if "request_body_buf" not in stream_source or "self._paused_event_queue" not in stream_source \
+            or "self._paused = " not in inspect.getsource(_layer.Layer) \
+            or not hasattr(_http_layer, "DropStream"):
+        raise RuntimeError("mitmproxy changed HttpStream; addons/_engine_patches.py must be updated")
+    _http1.Http1Server.send = _h1_server_send
+    _http2.Http2Connection._handle_event = _h2_connection_handle
+    _HttpStream._handle_event = _stream_event
+    _HttpStream.handle_event = _stream_handle
+    _HttpStream.state_wait_for_request_headers = _wait_for_request_headers
+    _HttpStream.state_consume_request_body = _consume_request_body
+    _HttpStream.state_stream_request_body = _stream_request_body
     _installed = True

@@ -21,6 +21,7 @@ from typing import IO, Any, Callable
 
 from mitmproxy import http
 
+from addons import _engine_patches
 from addons._background import BackgroundTask
 from addons._context import listener_of
 from addons.accesslog import masked_path
@@ -88,6 +89,7 @@ class Backups:
         self.saved = 0
         self.failed = 0
         self.pending = 0
+        _engine_patches.stream_hooks.append(self._streamed_past_budget)
 
     # --- configuration and retention ---
 
@@ -139,16 +141,27 @@ class Backups:
         pending = _Pending(listener.base)
         unknown_length = "content-length" not in request.headers
         if request.stream or unknown_length:
-            # Streamed bodies never sit in memory whole: keep a copy on its way through.
-            folder = listener.base.backups_folder
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError:
-                folder = None
-            current = request.stream
-            pending.tee = _Tee(current if callable(current) else None, folder)
-            request.stream = pending.tee
+            self._tee(flow, pending)
         flow.metadata[STATE_KEY] = pending
+
+    @staticmethod
+    def _tee(flow: http.HTTPFlow, pending: _Pending) -> None:
+        """Streamed bodies never sit in memory whole: keep a copy on its way through."""
+        folder = pending.base.backups_folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            folder = None
+        current = flow.request.stream
+        pending.tee = _Tee(current if callable(current) else None, folder)
+        flow.request.stream = pending.tee
+
+    def _streamed_past_budget(self, flow: http.HTTPFlow) -> None:
+        """A body that was to be buffered is streamed after all (the memory budget was full): the
+        copy is then teed too, from its first byte, as the engine passes what it had buffered."""
+        pending = flow.metadata.get(STATE_KEY)
+        if isinstance(pending, _Pending) and pending.tee is None:
+            self._tee(flow, pending)
 
     def response(self, flow: http.HTTPFlow) -> None:
         pending: _Pending | None = flow.metadata.pop(STATE_KEY, None)

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from addons import _engine_patches as engine
 from addons._context import listener_of
 from addons.accesslog import ENTRY_KEY, entry
 from gateway.config import GatewayConfig
@@ -79,9 +80,15 @@ class _ScrapeTime(Collector):
         yield timeouts
         refused = CounterMetricFamily("gateway_limit_refusals",
                                       "Connections and requests refused by limits, by reason", labels=["reason"])
-        for reason in ("refused_connections", "refused-head", "http2-reset-flood"):
+        for reason in ("refused_connections", "refused-head", "http2-reset-flood", "body-too-large"):
             refused.add_metric([reason], counters.get(reason, 0))
         yield refused
+        yield GaugeMetricFamily("gateway_request_body_buffered_bytes",
+                                "Request body bytes this worker holds in memory until the body is complete",
+                                value=engine.buffered_total)
+        yield CounterMetricFamily("gateway_request_bodies_streamed_over_budget",
+                                  "Request bodies streamed to the back end because the body budget was full",
+                                  value=engine.counters.get("request_buffer_full", 0))
 
     def _certificates(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("gateway_certificate_expiry_timestamp_seconds",

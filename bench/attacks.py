@@ -9,6 +9,14 @@ each held 65 s, past the default 60 s client timeouts:
   slowread   100 clients asking for a 2 MB answer and never reading it
   idle       1000 TCP connections that send nothing, plus 100 TLS handshakes without a request
   reset      HTTP/2 rapid reset: HEADERS + RST_STREAM pairs as fast as possible for 3 s
+  h1body     200 HTTP/1.1 uploads to a user_auth base without credentials, `Content-Length:
+             4000000`, the body stalling 1 KB short (issue 24)
+  h1heads    the same 200 connections with `Content-Length: 0`: what the connections alone cost
+  h2body     2 HTTP/2 connections x 100 streams to a user_auth base without credentials, bodies
+             without content-length, 3.5 MB each (issue 24)
+  upload1g   one authenticated upload of 1 GiB (ATTACK_UPLOAD_MIB to change the size)
+The body scenarios print the RSS added at its peak while the attack runs and 60 s after the
+clients left (ATTACK_AFTER), summed over the gateway's processes.
 For each: the gateway's RSS (from /proc) before, at 8 s and at 65 s, the median and worst
 latency of a legitimate client (its own address, 127.0.0.2) during the attack, how many attack
 connections the gateway still holds, and (reset) its CPU seconds in the 10 s after the attack.
@@ -18,6 +26,7 @@ Figures go to stdout as one line per scenario; docs/PERFORMANCE.md records them.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import ssl
 import statistics
@@ -26,13 +35,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from bench.procs import tree_cpu_seconds, tree_rss  # noqa: E402
-from tests.harness import base_entry, gateway_config, start_gateway, start_standin  # noqa: E402
+import yaml  # noqa: E402
+
+from bench.procs import RssSampler, tree_cpu_seconds, tree_rss  # noqa: E402
+from tests.harness import base_entry, cli_ok, gateway_config, start_gateway, start_standin  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -185,11 +197,213 @@ def rapid_reset(https_port: int, seconds: float) -> tuple[int, bool]:
     return sent, goaway
 
 
+# --- request bodies (issue 24) ---------------------------------------------------------------
+
+BODY_PASSWORD = "Obmen2024bench"
+
+
+def _tls_context(alpn: list[str]) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+def h1_body_attack(port: int, connections: int = 200, length: int = 4_000_000) -> list[socket.socket]:
+    """Each connection announces `length` bytes and sends all but the last KB, then stalls."""
+    ctx = _tls_context(["http/1.1"])
+    head = (b"POST /api/v1/Products HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: %d\r\n\r\n" % length)
+    socks: list[socket.socket] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        try:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=30,
+                                           source_address=(f"127.0.0.{10 + i % 50}", 0))
+            s = ctx.wrap_socket(raw)
+            with lock:
+                socks.append(s)
+            s.sendall(head)
+            chunk = b"x" * 65536
+            left = length - 1024
+            while left > 0:
+                left -= s.send(chunk[:min(left, len(chunk))])
+        except OSError:
+            pass  # answered and closed from the head: what the gateway should do
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return socks
+
+
+def h2_body_attack(port: int, connections: int = 2, streams: int = 100, size: int = 3_500_000) -> list[socket.socket]:
+    """Bodies without content-length on many streams, as fast as flow control lets them go."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+
+    socks: list[socket.socket] = []
+
+    def one(i: int) -> None:
+        try:
+            s = _tls_context(["h2"]).wrap_socket(socket.create_connection(
+                ("127.0.0.1", port), timeout=30, source_address=(f"127.0.0.{60 + i}", 0)))
+        except OSError:
+            return
+        socks.append(s)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        s.sendall(conn.data_to_send())
+        ids = []
+        for _ in range(streams):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "POST"), (":path", "/api/v1/Products"), (":scheme", "https"),
+                                    (":authority", "x"), ("content-type", "application/octet-stream")])
+            ids.append(sid)
+        s.sendall(conn.data_to_send())
+        sent = dict.fromkeys(ids, 0)
+        closed: set[int] = set()
+        s.settimeout(10)  # sends block while the gateway does not read: that is the defence working
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline and len(closed) < len(ids):
+                for sid in ids:
+                    if sid in closed or sent[sid] >= size:
+                        continue
+                    room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size, size - sent[sid])
+                    if room > 0:
+                        try:
+                            conn.send_data(sid, b"x" * room)
+                        except h2.exceptions.StreamClosedError:
+                            closed.add(sid)
+                            continue
+                        sent[sid] += room
+                s.sendall(conn.data_to_send())
+                if all(sent[sid] >= size for sid in ids if sid not in closed):
+                    break
+                try:
+                    if not s.pending() and not select.select([s], [], [], 0.01)[0]:
+                        continue
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    for event in conn.receive_data(data):
+                        if isinstance(event, h2.events.StreamReset):
+                            closed.add(event.stream_id)
+                        elif isinstance(event, h2.events.ConnectionTerminated):
+                            return
+                    s.sendall(conn.data_to_send())
+                except ssl.SSLWantReadError:
+                    pass
+        except OSError:
+            pass
+        except Exception as e:  # a broken attack client must not pass for a harmless attack
+            print(f"h2body client {i}: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"h2body client {i}: {sum(sent.values()) >> 20} MiB sent, {len(closed)} streams reset",
+              file=sys.stderr)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    return socks
+
+
+def authenticated_upload(url: str, size: int) -> tuple[int, float]:
+    """(status, seconds) of one upload of `size` bytes with Basic credentials."""
+    chunk = b"u" * (1 << 20)
+
+    def body() -> Any:
+        left = size
+        while left > 0:
+            piece = chunk[:min(left, len(chunk))]
+            left -= len(piece)
+            yield piece
+
+    start = time.monotonic()
+    with httpx.Client(verify=False, timeout=120, auth=("obmen", BODY_PASSWORD)) as client:
+        r = client.post(url, content=body(), headers={"Content-Length": str(size)})
+    return r.status_code, time.monotonic() - start
+
+
+def body_scenarios(names: list[str]) -> None:
+    after = float(os.environ.get("ATTACK_AFTER", "60"))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        standin = start_standin(tmp_path / "standin.log")
+        try:
+            for name in names:
+                directory = tmp_path / name
+                directory.mkdir()
+                base = base_entry(standin, "auth", user_auth=True, client_max_body_size=0)
+                config = gateway_config(directory, standin, bases=[base],
+                                        workers=int(os.environ.get("ATTACK_WORKERS", "2")))
+                (directory / "gateway.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+                cli_ok(directory, "group", "add", "Obmen", "--role", "external", "--doc-type", "Поступление")
+                cli_ok(directory, "user", "add", "obmen", "--group", "Obmen", "--password-stdin",
+                       input=BODY_PASSWORD + "\n")
+                gw = start_gateway(directory, config)
+                try:
+                    pid = gw.process.pid
+                    if name == "upload1g":
+                        # The first login runs argon2 (64 MiB while it hashes): done before the
+                        # baseline, so that the figure is the upload's. Every worker, as the
+                        # kernel picks one per connection.
+                        for _ in range(6):
+                            authenticated_upload(gw.url("auth", path="/api/v1/Products"), 1024)
+                    time.sleep(2)
+                    before = rss_mib(pid)
+                    start = time.monotonic()
+                    with RssSampler(pid) as sampler:
+                        if name == "h1body":
+                            socks = h1_body_attack(gw.port("auth"))
+                            detail = f"{len(socks)} connections"
+                        elif name == "h1heads":
+                            socks = h1_body_attack(gw.port("auth"), length=0)
+                            detail = f"{len(socks)} connections, heads only (the cost of the connections)"
+                        elif name == "h2body":
+                            socks = h2_body_attack(gw.port("auth"))
+                            detail = f"{len(socks)} connections x 100 streams"
+                        else:
+                            socks = []
+                            mib = int(os.environ.get("ATTACK_UPLOAD_MIB", "1024"))
+                            status, seconds = authenticated_upload(gw.url("auth", path="/api/v1/Products"), mib << 20)
+                            detail = f"{mib} MiB upload answered {status} in {seconds:.1f} s"
+                        time.sleep(1)
+                    during = sampler.peak / 2**20
+                    held = time.monotonic() - start
+                    for s in socks:
+                        s.close()
+                    time.sleep(after)
+                    later = rss_mib(pid)
+                    print(f"{name}: RSS {before:.0f} MiB before; peak +{during - before:.0f} MiB while it ran "
+                          f"({held:.0f} s, {detail}); +{later - before:.0f} MiB {after:.0f} s after the clients left",
+                          flush=True)
+                finally:
+                    gw.stop()
+        finally:
+            standin.stop()
+
+
 EARLY, LATE = 8.0, float(os.environ.get("ATTACK_LATE", "65"))  # seconds: before and after the 60 s timeouts
 
 
+BODY_SCENARIOS = ("h1heads", "h1body", "h2body", "upload1g")
+
+
 def main(selected: list[str]) -> None:
-    scenarios = selected or ["slowloris", "slowread", "idle", "reset"]
+    scenarios = selected or ["slowloris", "slowread", "idle", "reset", *BODY_SCENARIOS]
+    bodies = [name for name in scenarios if name in BODY_SCENARIOS]
+    scenarios = [name for name in scenarios if name not in BODY_SCENARIOS]
+    if bodies:
+        body_scenarios(bodies)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         standin = start_standin(tmp_path / "standin.log")

@@ -34,7 +34,9 @@ class LimitSettings:
     client_header_max_size: int = 32 * 1024       # request line + headers, bytes → 431 / 414
     request_line_max_size: int = 8 * 1024         # the request line (method, target, version) → 414
     max_headers: int = 100                        # header fields per request → 431
-    client_max_body_size: int = 0                 # bytes, 0 = no limit (a base may set its own) → 413
+    # Scanned documents and phone photos, a few at a time, stay far below it; a larger upload is
+    # almost always a mistake or an attack (a base that takes bigger files sets its own; 0 = none).
+    client_max_body_size: int = 100 * 1024 * 1024  # bytes, 0 = no limit (a base may set its own) → 413
     # --- connections (nginx: limit_conn, worker_connections) ---
     max_connections_per_ip: int = 256
     max_connections: int = 10000
@@ -46,6 +48,9 @@ class LimitSettings:
     send_timeout: float = 60.0
     # --- memory per connection ---
     response_buffer: int = 256 * 1024             # a larger answer is streamed (proxy_buffers)
+    # --- request bodies held in memory until complete (nginx: client_body_buffer_size) ---
+    request_buffer: int = 32 * 1024 * 1024        # all bodies of a worker; past it a body is streamed
+    request_buffer_per_ip: int = 8 * 1024 * 1024  # all bodies from one address; past it: streamed
     # --- HTTP/2 (nginx: http2_max_concurrent_streams; reset flood: CVE-2023-44487) ---
     http2_max_concurrent_streams: int = 100
     http2_max_resets: int = 100                   # client RST_STREAMs per 10 s before GOAWAY
@@ -97,6 +102,8 @@ def parse_limits(reader: _Reader) -> LimitSettings:
         request_line_max_size=size("request_line_max_size", 256),
         max_headers=count("max_headers"),
         client_max_body_size=size("client_max_body_size", 0),
+        request_buffer=size("request_buffer", 65536),
+        request_buffer_per_ip=size("request_buffer_per_ip", 65536),
         max_connections_per_ip=count("max_connections_per_ip", 0),
         max_connections=count("max_connections", 0),
         tls_handshake_timeout=seconds("tls_handshake_timeout"),
@@ -111,6 +118,8 @@ def parse_limits(reader: _Reader) -> LimitSettings:
         header_hygiene=reader.get("header_hygiene", bool, True),
         strip_headers=names("strip_headers", DEFAULT_STRIP_HEADERS),
     )
+    if settings.request_buffer_per_ip > settings.request_buffer:
+        raise reader.fail("request_buffer_per_ip", "cannot be larger than request_buffer (the whole worker's budget)")
     if settings.request_line_max_size > settings.client_header_max_size:
         raise reader.fail("request_line_max_size", "cannot be larger than client_header_max_size")
     return settings

@@ -129,3 +129,23 @@ def test_backups_through_the_gateway(standin: Standin, gateway_factory: Callable
     assert meta["size"] == files[1].stat().st_size
     assert files[0].parent.name == datetime.datetime.now(UTC).date().isoformat()
     gw.wait_for_log(r'"event": "backup-failed", "base": "Сломанный диск"')
+
+
+def test_a_body_streamed_past_the_memory_budget_is_still_backed_up_whole(
+        standin: Standin, gateway_factory: Callable[..., RunningGateway], tmp_path: Path) -> None:
+    """Below stream_threshold a body is buffered; past request_buffer_per_ip it is streamed after
+    all, and the backup must still hold every byte (issue 24)."""
+    directory = tmp_path / "gw"
+    bases = [base_entry(standin, "b1", "Склад", backups=True)]
+    gw = gateway_factory(gateway_config(tmp_path, standin, bases=bases,
+                                        limits={"request_buffer": "64k", "request_buffer_per_ip": "64k"}),
+                         directory=directory)
+    big = {"documentTypeName": "Поступление", "name": "Большой", "rows": ["y" * 100] * 3000}
+    body = json.dumps(big, ensure_ascii=False).encode("utf-8")
+    assert 64 * 1024 < len(body) < 4 * 1024 * 1024
+    with httpx.Client(verify=ssl.create_default_context(cafile=gw.ca_file), timeout=30) as http:
+        created = http.post(gw.url("b1", path="/api/v1/Docs"), content=body,
+                            headers={"Content-Type": "application/json; charset=utf-8"})
+    assert created.status_code == 201
+    files = wait_for(lambda: len(backups_of(gw, "b1")) == 1 and backups_of(gw, "b1"))
+    assert files and files[0].read_bytes() == body

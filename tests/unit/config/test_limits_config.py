@@ -26,6 +26,17 @@ def test_defaults_and_sizes() -> None:
     assert parse(None).limits == LimitSettings()
 
 
+def test_request_bodies_have_a_limit_and_a_memory_budget_by_default() -> None:
+    limits = parse(None).limits
+    assert limits.client_max_body_size == 100 * 1024 * 1024
+    assert (limits.request_buffer, limits.request_buffer_per_ip) == (32 * 1024 * 1024, 8 * 1024 * 1024)
+    # 0 still means no limit, for the whole gateway or one base.
+    cfg = parse({"client_max_body_size": 0, "request_buffer": "64m", "request_buffer_per_ip": "16m"},
+                client_max_body_size=0)
+    assert cfg.limits.client_max_body_size == 0 and cfg.bases[0].client_max_body_size == 0
+    assert (cfg.limits.request_buffer, cfg.limits.request_buffer_per_ip) == (64 * 1024 * 1024, 16 * 1024 * 1024)
+
+
 @pytest.mark.parametrize("limits, key", [
     ({"client_header_timeout": 0}, "limits.client_header_timeout"),
     ({"client_header_max_size": "lots"}, "limits.client_header_max_size"),
@@ -33,6 +44,8 @@ def test_defaults_and_sizes() -> None:
     ({"strip_headers": ["bad header"]}, "limits.strip_headers[0]"),
     ({"request_line_max_size": "64k"}, "limits.request_line_max_size"),
     ({"max_header": 5}, "limits.max_header"),
+    ({"request_buffer": "1k"}, "limits.request_buffer"),
+    ({"request_buffer": "4m", "request_buffer_per_ip": "8m"}, "limits.request_buffer_per_ip"),
 ])
 def test_errors_name_the_key(limits: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError) as error:
