@@ -1,1 +1,1 @@
-"""ops"""
+"""Facts about the installed machine: what `gateway check` reports, probes, run files, logs, the event journal."""

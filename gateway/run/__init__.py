@@ -1,1 +1,1 @@
-"""run"""
+"""The processes: one gateway (runner), the supervisor of several workers, and what both share (startup)."""

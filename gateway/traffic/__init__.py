@@ -1,1 +1,1 @@
-"""traffic"""
+"""Pure per-request pieces: request-head checks, PROXY protocol, redaction, backups."""
