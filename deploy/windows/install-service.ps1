@@ -62,11 +62,11 @@ function Invoke-Native {
     return $output
 }
 
-function Test-OnlyAccounts([string]$Path, [string[]]$Sids) {
-    # Reads the ACL back rather than trusting icacls: the folder must not inherit (ProgramData
-    # gives Users read) and must name no account outside $Sids.
+function Test-OnlyAccounts([string]$Path, [string[]]$Sids, [switch]$MayInherit) {
+    # Reads the ACL back rather than trusting icacls: the data folder must not inherit (ProgramData
+    # gives Users read), and no folder may name an account outside $Sids.
     $acl = Get-Acl -LiteralPath $Path
-    if (-not $acl.AreAccessRulesProtected) {
+    if (-not $MayInherit -and -not $acl.AreAccessRulesProtected) {
         throw "$Path still inherits permissions from its parent folder; its keys would be readable by other accounts."
     }
     foreach ($rule in $acl.Access) {
@@ -92,7 +92,8 @@ function Set-FirewallRule([string]$Name, [string]$Action, [int[]]$RulePorts) {
         Invoke-Native "removing the old firewall rule '$Name'" { netsh advfirewall firewall delete rule name="$Name" } | Out-Null
     }
     if ($RulePorts.Count -gt 0) {
-        Invoke-Native "adding the firewall rule '$Name'" { netsh advfirewall firewall add rule name="$Name" dir=in action=$Action protocol=TCP localport=($RulePorts -join ",") } | Out-Null
+        $portList = $RulePorts -join ","
+        Invoke-Native "adding the firewall rule '$Name'" { netsh advfirewall firewall add rule name="$Name" dir=in action=$Action protocol=TCP localport=$portList } | Out-Null
         Write-Host "Firewall: '$Name' ($Action TCP $($RulePorts -join ', '))"
     }
 }
@@ -120,9 +121,12 @@ New-Item -ItemType Directory -Force -Path $InstallDir, $DataDir, (Join-Path $Dat
 # inheritance from ProgramData, Administrators and SYSTEM full control, the service account modify.
 Invoke-Native "setting the permissions of $DataDir" { icacls $DataDir /inheritance:r /grant:r "*${SidAdministrators}:(OI)(CI)F" "*${SidSystem}:(OI)(CI)F" "*${SidLocalService}:(OI)(CI)M" } | Out-Null
 Test-OnlyAccounts $DataDir @($SidAdministrators, $SidSystem, $SidLocalService)
-Test-OnlyAccounts (Join-Path $DataDir "state") @($SidAdministrators, $SidSystem, $SidLocalService)
+# Whatever was inside before (an older install, a copied state folder) inherits from it again.
+Invoke-Native "resetting the permissions inside $DataDir" { icacls (Join-Path $DataDir "*") /reset /T } | Out-Null
+Test-OnlyAccounts (Join-Path $DataDir "state") @($SidAdministrators, $SidSystem, $SidLocalService) -MayInherit
 Write-Host "Permissions of $DataDir (and of state\ and logs\ inside it):"
 Invoke-Native "reading the permissions of $DataDir" { icacls $DataDir } | ForEach-Object { Write-Host "    $_" }
+Invoke-Native "reading the permissions of $DataDir\state" { icacls (Join-Path $DataDir "state") } | ForEach-Object { Write-Host "    $_" }
 
 if (-not (Test-Path $VenvPython)) {
     Invoke-Native "creating the venv (is Python 3.12 installed? try: py -3.12 --version)" { & $Python $PythonVersion -m venv $Venv } | Out-Null
