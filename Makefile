@@ -1,11 +1,16 @@
 # `make run`  — set up and start the gateway on the demo configuration (self-signed CA,
 #               stand-in back end, demo user).
 # `make test` — set up and run the test suite.
+# `make install PREFIX=/opt/tls-gateway` — a runtime-only copy for a server: a venv under PREFIX
+#               with the gateway installed from this folder, not editable and without the test
+#               tools, so the checkout can be changed or removed without touching the service.
+#               Run again to update. The checkout's own .venv stays the development install.
 VENV ?= .venv
+PREFIX ?= /opt/tls-gateway
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean system-deps
+.PHONY: run test bench clean system-deps install
 
 $(STAMP): pyproject.toml
 	@python=$$(scripts/find-python.sh) || exit 1; \
@@ -13,6 +18,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
+
+install:
+	@python=$$(scripts/find-python.sh) || exit 1; \
+	  test -x $(PREFIX)/venv/bin/python || $$python -m venv $(PREFIX)/venv
+	$(PREFIX)/venv/bin/python -m pip install -q --upgrade .
+	@echo "installed $(PREFIX)/venv/bin/gateway (runtime only); the systemd unit: deploy/gateway.service"
 
 run: $(STAMP)
 	$(PY) -m gateway demo

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from gateway.commands._accounts import SecretReader, open_state, user_errors
+from gateway.utils.private_files import write_private_text
 from gateway.accounts.transfer import export_accounts, import_accounts
 from gateway.store import User
 
@@ -176,7 +177,8 @@ def export_users(args: argparse.Namespace) -> int:
     if args.file == "-":
         sys.stdout.write(text)
     else:
-        Path(args.file).write_text(text, encoding="utf-8")
+        # Hashes of every password and barcode: owner-only, like the keys in the state folder.
+        write_private_text(Path(args.file), text)
         print(f"groups and users written to {args.file} (hashes only)", file=sys.stderr)
     return 0
 

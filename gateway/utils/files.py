@@ -7,20 +7,30 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 
-def atomic_write(path: Path, data: bytes | bytearray | memoryview | BinaryIO, mode: int | None = None) -> None:
+def atomic_write(
+    path: Path,
+    data: bytes | bytearray | memoryview | BinaryIO,
+    mode: int | None = None,
+    before_write: Callable[[Path], None] | None = None,
+) -> None:
     """Replace ``path`` with ``data`` in one rename. With ``mode`` the file is created with it
     from the start (a key is never readable by others even for a moment); without, the umask's
     default applies. ``data`` may be a file object (read from its start). The temporary file is
-    unique per call, so concurrent writers never share it."""
+    unique per call, so concurrent writers never share it. ``before_write`` gets the empty
+    temporary file first (a Windows ACL is cut down before a byte of a secret lands in it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(temporary, flags, 0o666 if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as handle:
+            if mode is not None:
+                os.chmod(temporary, mode)  # os.open's mode is filtered by the umask
+            if before_write is not None:
+                before_write(temporary)
             if isinstance(data, (bytes, bytearray, memoryview)):
                 handle.write(data)
             else:
@@ -28,8 +38,6 @@ def atomic_write(path: Path, data: bytes | bytearray | memoryview | BinaryIO, mo
                 shutil.copyfileobj(data, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(temporary, mode)  # os.open's mode is filtered by the umask
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -77,3 +77,54 @@ def test_prompt_asks_twice() -> None:
     assert SecretReader(prompt=lambda _: next(answers)).read("password", use_stdin=False) == "Secret123"
     with pytest.raises(AccountError, match="ended before the barcode"):
         SecretReader(stdin=io.StringIO("")).read("barcode", use_stdin=True)
+
+
+def test_export_is_readable_by_its_owner_only(config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23 point 5: the export holds every user's argon2id and keyed hashes, like a key file."""
+    import os
+    import stat
+
+    assert run(config, monkeypatch, "group", "add", "Учёт", "--role", "external", "--doc-type", "Поступление") == 0
+    assert run(config, monkeypatch, "user", "add", "1c", "--group", "Учёт", "--password-stdin",
+               stdin=f"{PASSWORD}\n") == 0
+    out = tmp_path / "users.yaml"
+    out.write_text("old\n", encoding="utf-8")
+    out.chmod(0o644)  # an earlier export, or a file made by hand: replaced, not reused with its mode
+    previous = os.umask(0o022)
+    try:
+        assert run(config, monkeypatch, "users", "export", str(out)) == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert "$argon2id$" in out.read_text(encoding="utf-8")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".users.yaml")] == []
+
+
+def test_export_on_windows_cuts_the_acl_to_the_owner_by_sid_before_writing(tmp_path: Path) -> None:
+    """The Windows branch, driven here with a recorded icacls (no Windows machine in CI): the
+    current user's SID, never a name, and the ACL set while the file is still empty."""
+    import subprocess
+
+    from gateway.utils.private_files import write_private_text
+
+    sid = "S-1-5-21-1004336348-1177238915-682003330-1001"
+    calls: list[tuple[list[str], int]] = []
+
+    def runner(answer: int):  # type: ignore[no-untyped-def]
+        def run_(command):  # type: ignore[no-untyped-def]
+            command = list(command)
+            if command[0] == "whoami":
+                return subprocess.CompletedProcess(command, 0, f'"склад\\админ","{sid}"\r\n', "")
+            calls.append((command, Path(command[1]).stat().st_size))
+            return subprocess.CompletedProcess(command, answer, "", "Access is denied." if answer else "")
+        return run_
+
+    target = tmp_path / "users.yaml"
+    write_private_text(target, "hashes\n", windows=True, run=runner(0))
+    assert target.read_text(encoding="utf-8") == "hashes\n"
+    [(command, size_then)] = calls
+    assert command[2:] == ["/inheritance:r", "/grant:r", f"*{sid}:F"] and size_then == 0
+    calls.clear()
+    with pytest.raises(OSError, match="owner only.*Access is denied"):
+        write_private_text(tmp_path / "second.yaml", "hashes\n", windows=True, run=runner(5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["users.yaml"]  # nothing half-protected left behind
