@@ -1,11 +1,12 @@
 # `make run`  — set up and start the gateway on the demo configuration (self-signed CA,
 #               stand-in back end, demo user).
-# `make test` — set up and run the test suite.
+# `make test` — set up and run the test suite (the documentation build included).
+# `make docs` — build the documentation site into site/ (open site/index.html).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean system-deps
+.PHONY: run test docs bench clean system-deps
 
 $(STAMP): pyproject.toml
 	@python=$$(scripts/find-python.sh) || exit 1; \
@@ -19,7 +20,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	scripts/system-deps.sh
+	$(MAKE) docs
 	$(PY) -m pytest -q
+
+# --strict: a broken link or anchor, or a page missing from the nav, fails the build.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(PY) bench/run.py
@@ -28,4 +34,4 @@ system-deps:
 	scripts/system-deps.sh
 
 clean:
-	rm -rf $(VENV) demo/state demo/.gateway.yaml.state.json
+	rm -rf $(VENV) site demo/state demo/.gateway.yaml.state.json
