@@ -13,7 +13,7 @@ import ipaddress
 from gateway.config import GatewayConfig, Listener
 from gateway.portowner import listen_addresses
 
-HOW_TO_CLOSE = ("bind the legacy server to 127.0.0.1 in its own settings (see README \"Windows\"), or block "
+HOW_TO_CLOSE = ("bind the legacy server to 127.0.0.1 in its own settings (see docs/guides/windows.md), or block "
                 "port {port} for everyone but this machine in the firewall")
 
 

@@ -1,8 +1,8 @@
 """Limits and timeouts against hostile clients: the ``limits:`` section and the pure checks.
 
 Names follow nginx where nginx has the setting (``client_header_timeout``, ``send_timeout``,
-``client_max_body_size`` ...), so an administrator who knows nginx finds them; the README's
-"Limits and timeouts" table lists each with its default and its nginx equivalent.
+``client_max_body_size`` ...), so an administrator who knows nginx finds them; the "Limits and timeouts"
+table of docs/guides/policies-limits.md lists each with its default and its nginx equivalent.
 
 The checks here are pure functions over bytes and strings; the mitmproxy side lives in
 addons/_engine_patches.py (what must happen while a request head is still being read) and in
