@@ -12,7 +12,7 @@ from gateway.config import GatewayConfig, Listener
 from gateway.ops.portowner import listen_addresses
 from gateway.utils.net import is_loopback
 
-HOW_TO_CLOSE = ("bind the legacy server to 127.0.0.1 in its own settings (see README \"Windows\"), or block "
+HOW_TO_CLOSE = ("bind the legacy server to 127.0.0.1 in its own settings (see docs/guides/windows.md), or block "
                 "port {port} for everyone but this machine in the firewall")
 
 

@@ -1,6 +1,10 @@
 """Limits and timeouts against hostile clients: the pure checks of the ``limits:`` section
 (the section itself, its defaults and nginx names, is gateway/config/limits.py).
 
+Names follow nginx where nginx has the setting, so an administrator who knows nginx finds them;
+the "Limits and timeouts" table of docs/guides/policies-limits.md lists each with its default and
+its nginx equivalent.
+
 The checks here are pure functions over bytes and strings; the mitmproxy side lives in
 addons/_engine_patches.py (what must happen while a request head is still being read) and in
 addons/limits.py and addons/hygiene.py (per connection and per request).

@@ -4,7 +4,7 @@ base, lifts a ban, edits a list that then refuses an address, uploads a PFX that
 serves — and the console refuses a POST without its CSRF token and throttles wrong passwords.
 
 One browser for the whole story (starting chromium is the slow part). With
-``CONSOLE_SCREENSHOTS=1`` the screenshots go to docs/console/ (the README shows them).
+``CONSOLE_SCREENSHOTS=1`` the screenshots go to docs/console/ (the console guide, docs/guides/console.md, shows them).
 """
 
 from __future__ import annotations
