@@ -66,7 +66,7 @@ class Identity:
         # (metadata key, lower-case header name, header name) of the headers set from the user.
         self._names = tuple((key, (prefix + suffix).lower().encode("ascii"), prefix + suffix)
                             for key, suffix in (("gateway_user", "User"), ("gateway_group", "Group"),
-                                                ("gateway_role", "Role")))
+                                                ("gateway_role", "Role"), ("gateway_device", "Device")))
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         prefix = cfg.auth.header_prefix.strip()
@@ -115,7 +115,7 @@ class Identity:
             headers.pop("authorization", None)
         identity = self._identity(flow)
         added: list[tuple[bytes, bytes]] = []
-        if identity[0]:
+        if any(identity):
             fields = list(headers.fields)
             for (_key, lower, name), value in zip(self._names, identity):
                 if value:
