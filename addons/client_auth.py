@@ -31,7 +31,8 @@ from gateway.certs.devices import (
 from gateway.config import GatewayConfig
 from gateway.store import Store, open_store
 from gateway.store.devices import Registry, read_registry
-from mitmproxy import connection, http, tls
+from addons.autocert import offers_acme_tls
+from mitmproxy import connection, ctx, http, tls
 
 logger = logging.getLogger("gateway.devices")
 
@@ -136,12 +137,21 @@ class ClientAuth:
         auth = self._bases.get(listener.base.id) if listener is not None else None
         if auth is None:
             return
+        if offers_acme_tls(tls_start.context.client.alpn_offers) and not self._serves_base_context(conn, listener):
+            # The CA validating an ACME TLS-ALPN-01 challenge (RFC 8737) has no device
+            # certificate; GatewayTls gave it the challenge context, which carries no HTTP.
+            return
         try:
             self._ask(conn, auth)
         except Exception:
             # Asking nothing would let a terminal without a certificate in: drop the connection.
             tls_start.ssl_conn = None
             raise
+
+    @staticmethod
+    def _serves_base_context(conn: SSL.Connection, listener: Any) -> bool:
+        gateway_tls = _addon("gatewaytls")
+        return gateway_tls is None or conn.get_context() is gateway_tls.context_for(listener)
 
     def _ask(self, conn: SSL.Connection, auth: _BaseAuth) -> None:
         verdict = _Verdict()
@@ -247,6 +257,13 @@ class ClientAuth:
 
 
 _active: ClientAuth | None = None
+
+
+def _addon(name: str) -> Any:
+    try:
+        return ctx.master.addons.get(name)
+    except AttributeError:  # no master (unit tests)
+        return None
 
 
 def device_allows(user_id: str, device: str | None) -> bool:
