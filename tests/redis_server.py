@@ -49,6 +49,25 @@ class RedisServer:
                 self.process.wait(5)
 
 
+def stop_keeping_data(server: RedisServer) -> None:
+    """An outage that loses nothing: the data is saved to dump.rdb, which ``restart`` loads."""
+    with server.client() as client:
+        client.save()
+    server.stop()
+
+
+def restart(server: RedisServer) -> RedisServer:
+    """The same server again on the same port and folder (a stopped Redis coming back)."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    for _ in range(50):  # the old socket may linger a moment
+        started = _launch(binary, server.directory, server.port)
+        if started is not None:
+            return started
+        time.sleep(0.1)
+    raise RuntimeError(f"redis-server did not come back on port {server.port}")
+
+
 def start_redis(directory: Path) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
