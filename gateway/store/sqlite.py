@@ -125,6 +125,18 @@ def _create_private(path: Path) -> None:
         pass
 
 
+def _damaged(path: Path, error: BaseException) -> StoreError | None:
+    """The refusal of a file that is not (or no longer) an SQLite database, or None for other errors.
+    Never started over silently: the file holds every user, group and ban."""
+    if (getattr(error, "sqlite_errorcode", 0) & 0xFF) not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return None
+    return StoreError(
+        f"{path} is damaged ({error}); the gateway will not use it or make a new one in its place. Stop the "
+        f"gateway, copy the last backup of gateway.db over {path} (and delete {path.name}-wal and "
+        f"{path.name}-shm beside it), then start again; with no backup, move the file aside and start over "
+        "with --init")
+
+
 def _name_key(name: str) -> str:
     return name.strip().casefold()
 
@@ -169,6 +181,9 @@ class SqliteStore:
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses at most the last commit
             except (sqlite3.Error, OSError) as e:
+                damaged = _damaged(self.path, e)
+                if damaged is not None:
+                    raise damaged from e
                 raise StoreError(f"cannot open the state database {self.path}: {e}") from e
             self._local.conn = conn
             with self._lock:
@@ -230,14 +245,7 @@ class SqliteStore:
         try:
             mode = _switch_to_wal(conn)
         except sqlite3.DatabaseError as e:
-            if (getattr(e, "sqlite_errorcode", 0) & 0xFF) not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
-                raise
-            # Never start over silently: the file holds every user, group and ban.
-            raise StoreError(
-                f"{self.path} is damaged ({e}); the gateway will not start with it or replace it. Stop the "
-                f"gateway, copy the last backup of gateway.db over {self.path} (and remove {self.path.name}-wal "
-                f"and {self.path.name}-shm beside it), then start again; with no backup, move the file aside "
-                "and start over with --init") from e
+            raise _damaged(self.path, e) or e
         if str(mode).lower() != "wal":
             raise StoreError(f"the state database {self.path} cannot use WAL mode (got {mode}); "
                              "put the state folder on a local disk")
