@@ -77,7 +77,7 @@ SECURITY_EVENTS = frozenset({
 })
 # What the console's events page shows (the shared journal): the security events, and failures
 # of the back end an administrator wants to see beside them.
-CONSOLE_EVENTS = SECURITY_EVENTS | {"backend-error"}
+CONSOLE_EVENTS = SECURITY_EVENTS | {"backend-error", "store-down", "store-up"}
 
 
 class FoldRepeats(logging.Filter):
