@@ -166,4 +166,6 @@ class GuardedStore:
             return self._call(name, args, kwargs)
 
         call.__name__ = name
+        if self._inner is not None:
+            self.__dict__[name] = call  # found directly next time: version() is read on every request
         return call
