@@ -71,6 +71,7 @@ class ClientAuth:
         self._refused: frozenset[str] = frozenset()
         self._fresh_at = 0.0
         self._reread_at = 0.0
+        self._failing = False
         self._poller = BackgroundTask(self._poll)
 
     # --- configuration -----------------------------------------------------------------------
@@ -123,8 +124,15 @@ class ClientAuth:
                 continue
             try:
                 self._take(await asyncio.to_thread(read_registry, store))
-            except Exception:
-                logger.exception("reading the device list failed; device certificates are refused until it reads")
+                if self._failing:
+                    logger.info("the device list reads again; device certificates are checked as before")
+                self._failing = False
+            except Exception as e:
+                # Once per outage: a store that is down for minutes must not log twice a second.
+                if not self._failing:
+                    logger.error("reading the device list failed (%s); device certificates are refused "
+                                 "%d s from now until it reads", e, STALE_SECONDS)
+                self._failing = True
 
     # --- the handshake -----------------------------------------------------------------------
 
