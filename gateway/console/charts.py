@@ -14,6 +14,7 @@ from markupsafe import Markup, escape
 COLOURS = ("#2a6fdb", "#d1495b", "#edae49", "#00798c", "#7b4b94", "#66a182", "#444")
 WIDTH, HEIGHT = 560, 150
 LEFT, RIGHT, TOP, BOTTOM = 44, 8, 8, 34
+LEGEND_ROW = 13
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def line_chart(title: str, series: Sequence[Series], x_labels: tuple[str, str], 
     parts.append(f'<text x="{LEFT}" y="{HEIGHT - BOTTOM + 13}" font-size="10">{escape(x_labels[0])}</text>')
     parts.append(f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - BOTTOM + 13}" font-size="10" text-anchor="end">'
                  f"{escape(x_labels[1])}</text>")
-    legend_x = LEFT
+    legend_x, legend_row = LEFT, 0
     for n, s in enumerate(series):
         colour = COLOURS[n % len(COLOURS)]
         runs: list[list[str]] = [[]]
@@ -81,8 +82,14 @@ def line_chart(title: str, series: Sequence[Series], x_labels: tuple[str, str], 
                 parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{" ".join(run)}"/>')
         total = sum(v for v in s.values if v is not None)
         label = f"{s.label}" + (f" ({_number(total)})" if not unit else "")
-        parts.append(f'<rect x="{legend_x}" y="{HEIGHT - 12}" width="9" height="9" fill="{colour}"/>')
-        parts.append(f'<text x="{legend_x + 12}" y="{HEIGHT - 4}" font-size="10" class="legend">{escape(label)}</text>')
-        legend_x += 16 + 6 * len(label)
+        width = 16 + 6 * len(label)
+        if legend_x + width > WIDTH and legend_x > LEFT:  # the next row rather than off the edge
+            legend_x, legend_row = LEFT, legend_row + 1
+        row_y = HEIGHT + LEGEND_ROW * legend_row
+        parts.append(f'<rect x="{legend_x}" y="{row_y - 12}" width="9" height="9" fill="{colour}"/>')
+        parts.append(f'<text x="{legend_x + 12}" y="{row_y - 4}" font-size="10" class="legend">{escape(label)}</text>')
+        legend_x += width
+    height = HEIGHT + LEGEND_ROW * legend_row
+    parts[0] = parts[0].replace(f'viewBox="0 0 {WIDTH} {HEIGHT}"', f'viewBox="0 0 {WIDTH} {height}"')
     parts.append("</svg>")
     return Markup("".join(parts))
