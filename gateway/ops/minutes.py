@@ -66,7 +66,9 @@ class MinuteCounts:
 
 def _connect(state_dir: Path) -> sqlite3.Connection:
     path = Path(state_dir) / FILE_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        # Never made here: a state folder that vanished is "state lost" (/readyz), not a fresh one.
+        raise FileNotFoundError(f"the state folder {path.parent} does not exist")
     db = sqlite3.connect(path, timeout=10, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")

@@ -55,4 +55,11 @@ def test_p95_comes_from_the_summed_buckets() -> None:
 
 def test_a_missing_file_reads_as_no_traffic(tmp_path: Path) -> None:
     assert minutes.read(tmp_path / "nothing-here", 60, now=NOW) == {}
+    # a lost state folder is not made again by a flush: /readyz must still see it gone
+    try:
+        minutes.flush(tmp_path / "nothing-here", "1", {(1, "b"): _counts(1)}, now=NOW)
+    except FileNotFoundError as e:
+        assert "nothing-here" in str(e)
+    else:
+        raise AssertionError("a flush into a missing state folder succeeded")
     assert not (tmp_path / "nothing-here").exists()
