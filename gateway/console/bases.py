@@ -125,7 +125,7 @@ class ReloadAnswer:
 
 @dataclass(frozen=True)
 class BaseChange:
-    message: str
+    message: str  # to translate, then fill in {id}
     audit: str
     base: str
     reload: ReloadAnswer
@@ -184,7 +184,8 @@ def save(cfg: GatewayConfig, original: str | None, form: Form, reload_timeout: f
     before = before_cfg.base_by_id(original) if original else None
     after = after_cfg.base_by_id(values["id"])
     what = f"base {values['id']!r} " + ("added" if before is None else "changed")
-    return BaseChange(f"{what}.", _audit(what, before, after), values["id"], reload_gateway(cfg, reload_timeout))
+    message = "base '{id}' added." if before is None else "base '{id}' changed."
+    return BaseChange(message, _audit(what, before, after), values["id"], reload_gateway(cfg, reload_timeout))
 
 
 def remove(cfg: GatewayConfig, base_id: str, reload_timeout: float = 10.0) -> BaseChange:
@@ -192,7 +193,7 @@ def remove(cfg: GatewayConfig, base_id: str, reload_timeout: float = 10.0) -> Ba
         raise ActionRefused("the last base cannot be removed: the gateway serves at least one")
     before_cfg, _after = _write(cfg, base_id, None)
     what = f"base {base_id!r} removed"
-    return BaseChange(f"{what}.", _audit(what, before_cfg.base_by_id(base_id), None), base_id,
+    return BaseChange("base '{id}' removed.", _audit(what, before_cfg.base_by_id(base_id), None), base_id,
                       reload_gateway(cfg, reload_timeout))
 
 

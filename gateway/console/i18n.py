@@ -84,7 +84,8 @@ RU: dict[str, str] = {
 RU.update({
     "Dashboard": "Сводка", "Base settings": "Настройки базы", "Remove a base": "Удаление базы",
     "Add a base": "Добавить базу", "Edit the base": "Настройки базы", "Save and apply": "Сохранить и применить",
-    "Cancel": "Отмена", "Reload": "Применение", "applied": "применено", "No such base.": "Нет такой базы.",
+    "Cancel": "Отмена", "Reload": "Применение", "base '{id}' added.": "база «{id}» добавлена.",
+    "base '{id}' changed.": "база «{id}» изменена.", "base '{id}' removed.": "база «{id}» удалена.", "applied": "применено", "No such base.": "Нет такой базы.",
     "no running gateway answered; the file is saved and applies at the next start":
         "работающий шлюз не ответил; файл сохранён и применится при следующем запуске",
     "Remove the base": "Удалить базу",

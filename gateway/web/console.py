@@ -313,7 +313,7 @@ class Console:
         logger.info("console: admin %r from %s %s; reload: %s", session.user_name, request.address, done.audit,
                     done.reload.text, extra={"event": "console-change", "admin": session.user_name,
                                              "client": request.address, "base": done.base})
-        session.flash = Flash(done.reload.applied, f"{done.message} {_('Reload')}: {_(done.reload.text)}")
+        session.flash = Flash(done.reload.applied, f"{_(done.message).format(id=done.base)} {_('Reload')}: {_(done.reload.text)}")
         return _redirect("/console/bases")
 
     # --- pages ---------------------------------------------------------------------------------
