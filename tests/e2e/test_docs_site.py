@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.test_enrolment_browser import chromium_path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
