@@ -80,6 +80,18 @@ RU: dict[str, str] = {
     "the two barcodes differ; nothing was changed": "штрихкоды не совпадают; ничего не изменено",
     "New password": "Новый пароль", "New barcode": "Новый штрихкод", "Repeat": "Повторите",
     "to group": "в группу", "Logged in as": "Вход выполнен:", "Offline work": "Автономная работа",
+    # The Devices page (client certificates).
+    "Devices": "Устройства", "Devices (client certificates)": "Устройства (клиентские сертификаты)",
+    "Device file issued": "Файл устройства выпущен",
+    "Download it now and install it on the terminal (Settings → Security → Install a certificate). The file and "
+    "its password are shown only on this page, never again.":
+        "Скачайте его сейчас и установите на терминал (Настройки → Безопасность → Установить сертификат). "
+        "Файл и пароль показываются только на этой странице, больше никогда.",
+    "No devices enrolled.": "Нет зарегистрированных устройств.", "User": "Пользователь", "Serial": "Серийный номер",
+    "Issued": "Выдан", "Expires": "Истекает", "Revoked": "Отозван", "Renew": "Перевыпустить", "Revoke": "Отозвать",
+    "Enrol a device": "Зарегистрировать устройство",
+    "User (optional: logs in only from this device)": "Пользователь (необязательно: входит только с этого устройства)",
+    "Days": "Дней", "Old form for Android before 10": "Старая форма для Android до 10", "Enrol": "Зарегистрировать",
 }
 
 # The Bases page's form (gateway/console/bases.py) and the dashboard.

@@ -30,18 +30,21 @@ PAGES = (
     ("/console/certificates", "Certificates"),
     ("/console/events", "Events"),
     ("/console/enrolment", "Enrolment"),
+    ("/console/devices", "Devices"),
 )
 TITLES = {
     "/console": "Dashboard", "/console/bases": "Bases", "/console/bases/edit": "Base settings",
     "/console/bases/remove": "Remove a base", "/console/users": "Users and groups", "/console/iplists": "IP lists and bans",
     "/console/iplists/edit": "IP lists", "/console/certificates": "Certificates",
     "/console/events": "Security events", "/console/enrolment": "Device enrolment", "/console/login": "Console login",
+    "/console/devices": "Devices (client certificates)",
 }
 TEMPLATE_OF = {
     "/console": "dashboard.html", "/console/bases": "bases.html", "/console/bases/edit": "base_edit.html",
     "/console/bases/remove": "base_remove.html", "/console/users": "users.html", "/console/iplists": "iplists.html",
     "/console/iplists/edit": "iplist_edit.html", "/console/certificates": "certificates.html",
     "/console/events": "events.html", "/console/enrolment": "enrolment.html", "/console/login": "login.html",
+    "/console/devices": "devices.html",
 }
 
 CERT_CHOICES = (("default", "Local CA (the gateway's default certificate)"), ("files", "Certificate files (imported)"),
@@ -70,6 +73,27 @@ class BaseView:
     backend_problems: tuple[str, ...] = ()  # empty: every back end accepted a connection
     certificate: CertificateFacts | None = None
     certificate_problem: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    name: str
+    user: str
+    serial: str
+    issued: str
+    expires: str
+    days_left: int
+    revoked: str  # a date, or "" while in use
+
+
+@dataclass(frozen=True)
+class IssuedView:
+    """A device file just issued: shown on this one answer only, never stored or logged."""
+
+    name: str
+    file_name: str
+    data_url: str  # data:application/x-pkcs12;base64,...
+    password: str
 
 
 @dataclass(frozen=True)

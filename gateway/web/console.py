@@ -16,9 +16,12 @@ journal, so it does not matter which gateway process serves the console. Any err
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
 import email.parser
 import email.policy
 import logging
+import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,8 +44,8 @@ from gateway.ops.journal import EventFilter, filter_page, read_journal
 from gateway.auth.logins import Logins
 from gateway.console.login import ADMIN_ROLE, console_login
 from gateway.console.pages import (
-    PAGES, STYLE, BaseView, BanView, CertificateFacts, CertificatesView, CertificateView, CheckView,
-    EnrolmentView, Flash, GroupView, IpListsView, ListEditView, ListFileView, ListLine, UserView, render_error,
+    PAGES, STYLE, BaseView, BanView, CertificateFacts, CertificatesView, CertificateView, CheckView, DeviceView,
+    EnrolmentView, IssuedView, Flash, GroupView, IpListsView, ListEditView, ListFileView, ListLine, UserView, render_error,
     render_page,
 )
 from gateway.console.sessions import COOKIE, ConsoleSession, ConsoleSessions, csrf_ok
@@ -53,6 +56,7 @@ from gateway.iplist.edit import check_text, read_list_file
 from gateway.iplist.files import ListUnreadable
 from gateway.iplist.lists import load_list
 from gateway.store import Store, StoreUnavailable
+from gateway.store.devices import read_registry
 from gateway.auth.throttle import Throttle
 
 logger = logging.getLogger("gateway.console")
@@ -78,7 +82,8 @@ THREADS = 2
 # After a change, the page to show it on.
 SUBPAGES = ("/console/iplists/edit", "/console/bases/edit", "/console/bases/remove")
 PAGE_AFTER = {"groups": "/console/users", "users": "/console/users", "bans": "/console/iplists",
-              "iplists": "/console/iplists", "certificates": "/console/certificates"}
+              "iplists": "/console/iplists", "certificates": "/console/certificates",
+              "devices": "/console/devices"}
 
 
 @dataclass(frozen=True)
@@ -291,6 +296,13 @@ class Console:
         logger.info("console: admin %r from %s %s", session.user_name, request.address, done.audit,
                     extra={"event": "console-change", "admin": session.user_name, "client": request.address,
                            **({"base": done.base} if done.base else {})})
+        if done.issued is not None:
+            # The file and its password exist only in this answer: no redirect could carry them.
+            common = {"lang": request.lang, "who": session.user_name, "csrf": session.csrf,
+                      "flash": Flash(True, done.message), "keep": ""}
+            devices = await self._off_loop(_devices, state.store)
+            return Page(200, render_page("/console/devices", devices=devices, users=await self._off_loop(
+                _user_names, state.store), issued=_issued_view(done.issued), **common))
         session.flash = Flash(True, done.message)
         return _redirect(after)
 
@@ -365,6 +377,9 @@ class Console:
             query = urllib.parse.urlencode({k: v for k, v in vars(wanted).items() if v})
             return render_page(path, found=found, wanted=wanted, kinds=sorted(CONSOLE_EVENTS), query=query,
                                **common)
+        if path == "/console/devices":
+            return render_page(path, devices=await self._off_loop(_devices, state.store),
+                               users=await self._off_loop(_user_names, state.store), issued=None, **common)
         return render_page(path, enrolment=await self._off_loop(_enrolment, cfg), **common)
 
     def _list_edit_page(self, state: _State, request: _Request, session: ConsoleSession, key: str,
@@ -558,6 +573,27 @@ def _lists(cfg: GatewayConfig, throttle: Throttle) -> IpListsView:
                                   len(compiled.errors)))
     bans = tuple(BanView(b.kind, b.target, b.failures, int(b.retry_after + 0.999)) for b in throttle.bans())
     return IpListsView(tuple(files), bans)
+
+
+def _devices(store: Store) -> list[DeviceView]:
+    names = {u.id: u.name for u in store.list_users()}
+    now = time.time()
+
+    def day(ts: float) -> str:
+        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d") if ts else ""
+
+    return [DeviceView(d.name, names.get(d.user, d.user), d.serial, day(d.issued), day(d.expires),
+                       int((d.expires - now) // 86400), day(d.revoked))
+            for d in sorted(read_registry(store).devices, key=lambda d: d.name)]
+
+
+def _user_names(store: Store) -> list[str]:
+    return sorted(u.name for u in store.list_users())
+
+
+def _issued_view(issued: Any) -> IssuedView:
+    data = "data:application/x-pkcs12;base64," + base64.b64encode(issued.p12).decode("ascii")
+    return IssuedView(issued.device.name, f"{issued.device.name}.p12", data, issued.password)
 
 
 def _certificates(cfg: GatewayConfig) -> CertificatesView:
