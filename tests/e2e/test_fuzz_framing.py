@@ -1,0 +1,331 @@
+"""Issue 19: a property-based differential test of request framing.
+
+Hypothesis writes request heads and bodies with the framing variants a lax parser reads
+differently (Content-Length and Transfer-Encoding combinations and spellings, whitespace and case
+around names and values, obs-fold, bare CR and LF, NUL, chunk extensions, chunk-size overflow,
+requests smuggled in bodies, pipelining) and HTTP/2 requests with and without content-length.
+They go through one real gateway (TLS) to a raw back end that records the bytes it receives and
+parses them strictly with h11. Invariants, per example:
+
+- every request the back end receives parses strictly (h11) as exactly one request;
+- the back end never receives more requests than the client got answers from the back end
+  (each back-end answer names the request target it answered): no desync, no smuggling;
+- a request the gateway refused (an answer not from the back end) never reaches the back end.
+
+`make test` runs FUZZ_EXAMPLES (default 150) HTTP/1 and a third as many HTTP/2 examples. The long
+run (docs/RELIABILITY.md):  FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest -q tests/e2e/test_fuzz_framing.py
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import h11
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from tests.harness import RunningGateway, base_entry, free_port, gateway_config, start_gateway
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
+READ_IDLE = 0.4  # a request the gateway still waits on (a body promised, never sent) ends here
+MARK = "X-Fuzz-Backend"
+_case_numbers = itertools.count(1)
+
+
+# --- the raw back end ------------------------------------------------------------------------------
+
+@dataclass
+class Received:
+    targets: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+
+class RecordingBackend:
+    """Parses every connection strictly with h11 and answers each request with its own target."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.received = Received()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def take(self) -> Received:
+        with self.lock:
+            taken, self.received = self.received, Received()
+        return taken
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        parser = h11.Connection(h11.SERVER)
+        raw = b""
+        target: str | None = None
+        conn.settimeout(30)
+        try:
+            while True:
+                event = parser.next_event()
+                if event is h11.NEED_DATA:
+                    data = conn.recv(65536)
+                    raw += data
+                    parser.receive_data(data)
+                    if not data:
+                        return  # closed between requests or inside one the gateway gave up on
+                    continue
+                if isinstance(event, h11.Request):
+                    target = event.target.decode("latin-1")
+                elif isinstance(event, h11.EndOfMessage):
+                    assert target is not None
+                    with self.lock:
+                        self.received.targets.append(target)
+                    body = target.encode("latin-1")
+                    conn.sendall(parser.send(h11.Response(status_code=200, headers=[
+                        ("Content-Length", str(len(body))), (MARK, target)])) + parser.send(h11.Data(data=body))
+                        + parser.send(h11.EndOfMessage()))
+                    if parser.our_state is h11.MUST_CLOSE:
+                        return
+                    parser.start_next_cycle()
+                    target = None
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+        except h11.RemoteProtocolError as e:
+            with self.lock:
+                self.received.violations.append(f"h11: {e} in {raw[-600:]!r}")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, RecordingBackend]]:
+    backend = RecordingBackend()
+    tmp = tmp_path_factory.mktemp("fuzz")
+    base = {"id": "b1", "name": "Fuzz", "folder": "bases/b1", "https": True, "user_auth": False,
+            "data": {"listen": free_port(), "backend": f"http://127.0.0.1:{backend.port}"},
+            "print": {"enabled": False}}
+    gw = start_gateway(tmp / "gw", gateway_config(tmp, bases=[base], proxy={"backend_timeout": 5},
+                                                  tls={"http2": True}))
+    yield gw, backend
+    gw.stop()
+    backend.close()
+
+
+# --- what the client sends -------------------------------------------------------------------------
+
+CL_VALUES = ["{n}", " {n}", "{n} ", "+{n}", "0{n}", "{n},{n}", "{n}, {m}", "-1", "0x{n}", "{n}\x00",
+             "99999999999999999999999", "{m}", ""]
+CL_NAMES = ["Content-Length", "content-length", "CONTENT-LENGTH", "Content-Length ", " Content-Length",
+            "Content_Length", "Content-Length\t", "\tContent-Length"]
+TE_VALUES = ["chunked", "Chunked", "CHUNKED", " chunked", "chunked ", "chunked, identity", "identity, chunked",
+             "gzip, chunked", "chunked, chunked", "xchunked", "chunked\x0b", "chunked\x00", "identity", "\tchunked",
+             "chunked;q=1", '"chunked"']
+TE_NAMES = ["Transfer-Encoding", "transfer-encoding", "Transfer-Encoding ", " Transfer-Encoding",
+            "Transfer_Encoding", "Transfer-Encoding\t", "Transfer-\x00Encoding"]
+EOLS = ["\r\n", "\r\n", "\r\n", "\n", "\r", "\r\r\n"]
+CHUNK_SIZES = ["{x}", "{X}", "0{x}", " {x}", "{x} ", "{x};ext=1", "{x};a=\"b c\"", "{x}\t", "0x{x}", "+{x}",
+               "ffffffffffffffffffff{x}", "1" + "0" * 17, "{x}\x00"]
+
+
+@st.composite
+def framed_request(draw: st.DrawFn, target: str, smuggled: str) -> bytes:
+    body_payload = draw(st.sampled_from([
+        "hello", "", f"0\r\n\r\nGET {smuggled} HTTP/1.1\r\nHost: x\r\n\r\n",
+        f"GET {smuggled} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "x" * 40]))
+    data = body_payload.encode("latin-1")
+    n, m = len(data), len(data) + draw(st.integers(-3, 30))
+    method = draw(st.sampled_from(["POST", "GET", "PUT", "post"]))
+    version = draw(st.sampled_from(["HTTP/1.1"] * 6 + ["HTTP/1.0", "HTTP/1.1 ", "HTTP/2.0", "http/1.1"]))
+    eol = draw(st.sampled_from(EOLS))
+    headers: list[str] = [f"Host: 127.0.0.1"]
+    if draw(st.booleans()):
+        headers.append(f"{draw(st.sampled_from(CL_NAMES))}: "
+                       f"{draw(st.sampled_from(CL_VALUES)).format(n=n, m=max(m, 0))}")
+    if draw(st.integers(0, 3)) == 0:
+        headers.append(f"Content-Length: {max(m, 0)}")
+    chunked = draw(st.booleans())
+    if chunked:
+        headers.append(f"{draw(st.sampled_from(TE_NAMES))}: {draw(st.sampled_from(TE_VALUES))}")
+        if draw(st.integers(0, 3)) == 0:
+            headers.append(f"Transfer-Encoding: {draw(st.sampled_from(TE_VALUES))}")
+    if draw(st.integers(0, 4)) == 0:  # obs-fold: a continuation line
+        fold = draw(st.sampled_from([" chunked", "\tchunked", " 5", " x"]))
+        headers.insert(draw(st.integers(1, len(headers))), fold)
+    if draw(st.integers(0, 5)) == 0:
+        headers.append(draw(st.sampled_from(["X-A: a\x00b", "X-A: a\rb", "X-A: a\nb", "X-A : b", "X A: b",
+                                             ": empty", "X-A:\x7f", "Connection: close", "Expect: 100-continue",
+                                             "Connection: keep-alive, Transfer-Encoding"])))
+    head = f"{method} {target} {version}{eol}" + "".join(h + draw(st.sampled_from(EOLS)) for h in headers) + eol
+    if chunked and draw(st.booleans()):
+        size = draw(st.sampled_from(CHUNK_SIZES)).format(x=f"{n:x}", X=f"{n:X}")
+        trailer = draw(st.sampled_from(["", "X-Trailer: 1\r\n", "Content-Length: 5\r\n"]))
+        body = f"{size}\r\n{body_payload}\r\n0{draw(st.sampled_from(['', ';e=1']))}\r\n{trailer}\r\n"
+        if draw(st.integers(0, 5)) == 0:
+            body = body[: draw(st.integers(0, len(body)))]
+    else:
+        body = body_payload
+    return head.encode("latin-1") + body.encode("latin-1")
+
+
+def read_answers(sock: ssl.SSLSocket) -> list[tuple[int, str | None]]:
+    """(status, back-end target or None) of every answer until the connection closes or goes quiet."""
+    sock.settimeout(READ_IDLE)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            break
+        except (ssl.SSLError, OSError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    answers = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            raise AssertionError(f"incomplete answer head from the gateway: {data[:300]!r}")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        fields = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            fields[name.strip().lower()] = value.strip()
+        if "chunked" in fields.get("transfer-encoding", ""):
+            body_end = rest.find(b"\r\n0\r\n\r\n")
+            assert body_end >= 0 or rest.startswith(b"0\r\n\r\n"), rest[:200]
+            data = rest[body_end + 7:] if body_end >= 0 else rest[5:]
+        else:
+            length = int(fields.get("content-length", "0"))
+            data = rest[length:]
+        answers.append((status, fields.get(MARK.lower())))
+    return answers
+
+
+def open_tls(gw: RunningGateway, alpn: list[str]) -> ssl.SSLSocket:
+    ctx = ssl.create_default_context(cafile=gw.ca_file)
+    ctx.set_alpn_protocols(alpn)
+    raw = socket.create_connection(("127.0.0.1", gw.port("b1")), timeout=5)
+    return ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def check_invariants(backend: RecordingBackend, answers: list[tuple[int, str | None]], sent: list[str],
+                     what: bytes | str) -> None:
+    time.sleep(0.05)  # the back end records before it answers; this covers a request still in flight
+    received = backend.take()
+    assert not received.violations, (received.violations, what)
+    answered = [target for _, target in answers if target is not None]
+    assert len(received.targets) <= len(answered), ("desync", received.targets, answers, what)
+    assert sorted(received.targets) == sorted(answered), (received.targets, answers, what)
+    # Only request lines the client sent as requests reach it: nothing smuggled in a body.
+    assert set(received.targets) <= set(sent), ("smuggled", received.targets, sent, what)
+
+
+# --- the properties ----------------------------------------------------------------------------------
+
+def pipelined() -> st.SearchStrategy[tuple[list[str], bytes]]:
+    @st.composite
+    def build(draw: st.DrawFn) -> tuple[list[str], bytes]:
+        case = next(_case_numbers)
+        count = draw(st.integers(1, 3))
+        targets = [f"/fz/{case}/{i}" for i in range(count)]
+        parts = [draw(framed_request(t, f"/smuggled/{case}/{i}")) for i, t in enumerate(targets)]
+        return targets, b"".join(parts)
+    return build()
+
+
+FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 1000,
+                         suppress_health_check=list(HealthCheck), database=None)
+
+
+@FUZZ_SETTINGS
+@given(request=pipelined())
+def test_http1_framing_never_desyncs_the_backend(fuzz_gateway: tuple[RunningGateway, RecordingBackend],
+                                                 request: tuple[list[str], bytes]) -> None:
+    gw, backend = fuzz_gateway
+    targets, raw = request
+    backend.take()
+    with open_tls(gw, ["http/1.1"]) as sock:
+        try:
+            sock.sendall(raw)
+        except OSError:
+            pass  # refused and closed before everything was sent
+        answers = read_answers(sock)
+    check_invariants(backend, answers, targets, raw)
+
+
+@settings(FUZZ_SETTINGS, max_examples=max(20, EXAMPLES // 3))
+@given(declared=st.sampled_from([None, "same", "less", "more", "bad", "two"]),
+       body=st.binary(max_size=64), chunks=st.integers(1, 3), end_with_headers=st.booleans(),
+       method=st.sampled_from(["POST", "GET", "PUT"]))
+def test_http2_requests_to_an_http1_backend_are_framed_exactly(
+        fuzz_gateway: tuple[RunningGateway, RecordingBackend], declared: str | None, body: bytes, chunks: int,
+        end_with_headers: bool, method: str) -> None:
+    gw, backend = fuzz_gateway
+    backend.take()
+    target = f"/fz2/{next(_case_numbers)}"
+    headers = [(":method", method), (":path", target), (":scheme", "https"), (":authority", "127.0.0.1")]
+    length = {"same": str(len(body)), "less": str(max(len(body) - 1, 0)), "more": str(len(body) + 5),
+              "bad": "abc", "two": f"{len(body)},{len(body)}"}.get(declared or "")
+    if length is not None:
+        headers.append(("content-length", length))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
+                                                                normalize_outbound_headers=False))
+    conn.initiate_connection()
+    statuses: list[tuple[int, str | None]] = []
+    with open_tls(gw, ["h2"]) as sock:
+        assert sock.selected_alpn_protocol() == "h2"
+        sid = conn.get_next_available_stream_id()
+        no_body = end_with_headers and not body
+        conn.send_headers(sid, headers, end_stream=no_body)
+        if not no_body:
+            step = max(1, len(body) // chunks)
+            pieces = [body[i:i + step] for i in range(0, len(body), step)] or [b""]
+            for i, piece in enumerate(pieces):
+                conn.send_data(sid, piece, end_stream=i == len(pieces) - 1)
+        sock.sendall(conn.data_to_send())
+        sock.settimeout(3)
+        done = False
+        got: dict[str, str] = {}
+        while not done:
+            try:
+                data = sock.recv(65536)
+            except (socket.timeout, TimeoutError, OSError):
+                break
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    got = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+                           for k, v in event.headers}
+                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                    done = True
+            sock.sendall(conn.data_to_send())
+        if got:
+            statuses.append((int(got[":status"]), got.get(MARK.lower())))
+    check_invariants(backend, statuses, [target], repr((headers, body)))
+    if length is not None and length != str(len(body)):
+        assert not statuses or statuses[0][1] is None, ("a wrong content-length reached the back end", statuses)
