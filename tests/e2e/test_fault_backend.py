@@ -2,8 +2,10 @@
 stays bounded and the gateway's open files return to their baseline.
 
 A raw-socket fake back end misbehaves by path: black hole, reset in the middle of an answer,
-malformed status line, an answer head above the limits, an endless slow body; a second base
-points at a port nobody listens on (connection refused).
+malformed status line, an answer head above the limits, an endless slow body (with a length the
+gateway buffers: 504 after proxy.backend_timeout; chunked, streamed: the client sees it move, and
+when the client leaves the gateway closes the back-end connection); a second base points at a
+port nobody listens on (connection refused).
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ class FaultyBackend:
             line = b"X-Filler: " + b"a" * 8000 + b"\r\n"
             for _ in range(2000):  # 16 MB of head, if nobody stops reading
                 conn.sendall(line)
+        elif path == "/slowfixed":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            while True:
+                conn.sendall(b"x")
+                time.sleep(0.2)
         elif path == "/slowbody":
             conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             while True:
@@ -144,7 +151,7 @@ def test_each_backend_fault_gets_a_defined_answer_no_hang_and_files_back_to_base
         ("b1", "/reset"): (502, 5),
         ("b1", "/malformed"): (502, 5),
         ("b1", "/bighead"): (502, 5),
-        ("b1", "/slowbody"): (504, BACKEND_TIMEOUT + 3),
+        ("b1", "/slowfixed"): (504, BACKEND_TIMEOUT + 3),
     }
     seen = {}
     for (base, path), (status, limit) in expected.items():
@@ -153,7 +160,19 @@ def test_each_backend_fault_gets_a_defined_answer_no_hang_and_files_back_to_base
             seen[path] = (outcome, round(took, 1))
             assert outcome == status and took <= limit, seen
     log = gw.log()
-    assert "did not answer GET /blackhole" in log and "did not finish the answer to GET /slowbody" in log
+    assert "did not answer GET /blackhole" in log and "did not finish the answer to GET /slowfixed" in log
+
+    # Endless, chunked: streamed as it comes; the client leaves when it likes.
+    for _ in range(3):
+        with httpx.Client(verify=verify, timeout=5) as client:
+            with client.stream("GET", gw.url("b1", path="/slowbody")) as answer:
+                assert answer.status_code == 200
+                got, started = b"", time.monotonic()
+                for piece in answer.iter_raw():
+                    got += piece
+                    if time.monotonic() - started > 1.5:
+                        break
+                assert len(got) >= 3, got
 
     assert get("b1", "/fine")[0] == 200
     # Every back-end connection closed by the gateway, its own files back to what they were.
