@@ -48,6 +48,7 @@ def test_a_stopped_worker_is_killed_and_replaced_and_every_request_succeeds_15s_
         gw.wait_for_log(rf"worker 1 \(pid {victim['pid']}\) sent no heartbeat for \d+ s", timeout=10)
         noticed = time.monotonic() - stopped_at
         assert noticed <= 10, noticed
+        print(f"\nwedged worker noticed after {noticed:.1f} s")
         time.sleep(max(0.0, 15 - (time.monotonic() - stopped_at)))
         codes = [new_connection_get(gw) for _ in range(30)]
         assert codes == [200] * 30, codes
@@ -71,6 +72,7 @@ def test_workers_of_a_supervisor_killed_with_sigkill_stop_within_2s_and_the_port
     while time.monotonic() - killed_at < 2 and not all(gone(pid) for pid in pids):
         time.sleep(0.02)
     assert all(gone(pid) for pid in pids), [pid for pid in pids if not gone(pid)]
+    print(f"\nworkers gone {time.monotonic() - killed_at:.2f} s after the supervisor's SIGKILL")
     # A new gateway on the same ports and state starts at once (no "port in use").
     again = start_gateway(tmp_path / "gw", config)
     try:
