@@ -31,6 +31,13 @@ def new_connection_get(gw: RunningGateway, timeout: float = 5.0) -> int:
         return 0
 
 
+def started(factory: Factory, config: dict, directory: Path) -> RunningGateway:
+    # Two workers start slowly on a loaded machine; the start is not what these tests measure.
+    gw = factory(config, directory=directory, wait=False)
+    gw.wait_for_log(r"gateway ready", 60)
+    return gw
+
+
 def gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -40,7 +47,7 @@ def gone(pid: int) -> bool:
 
 def test_a_stopped_worker_is_killed_and_replaced_and_every_request_succeeds_15s_after(
         standin: Standin, tmp_path: Path, gateway_factory: Factory) -> None:
-    gw = gateway_factory(two_workers(tmp_path, standin), directory=tmp_path / "gw")
+    gw = started(gateway_factory, two_workers(tmp_path, standin), tmp_path / "gw")
     victim = next(w for w in workers_of(gw) if w["slot"] == 1)
     stopped_at = time.monotonic()
     os.kill(victim["pid"], signal.SIGSTOP)
@@ -63,7 +70,7 @@ def test_a_stopped_worker_is_killed_and_replaced_and_every_request_succeeds_15s_
 def test_workers_of_a_supervisor_killed_with_sigkill_stop_within_2s_and_the_ports_are_free(
         standin: Standin, tmp_path: Path, gateway_factory: Factory) -> None:
     config = two_workers(tmp_path, standin)
-    gw = gateway_factory(config, directory=tmp_path / "gw")
+    gw = started(gateway_factory, config, tmp_path / "gw")
     pids = [w["pid"] for w in workers_of(gw)]
     assert new_connection_get(gw) == 200
     os.kill(gw.process.pid, signal.SIGKILL)
@@ -74,8 +81,9 @@ def test_workers_of_a_supervisor_killed_with_sigkill_stop_within_2s_and_the_port
     assert all(gone(pid) for pid in pids), [pid for pid in pids if not gone(pid)]
     print(f"\nworkers gone {time.monotonic() - killed_at:.2f} s after the supervisor's SIGKILL")
     # A new gateway on the same ports and state starts at once (no "port in use").
-    again = start_gateway(tmp_path / "gw", config)
+    again = start_gateway(tmp_path / "gw", config, wait=False)
     try:
+        again.wait_for_log(r"gateway ready", 60)
         assert new_connection_get(again) == 200
     finally:
         again.stop()
