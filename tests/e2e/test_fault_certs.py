@@ -16,7 +16,8 @@ def test_broken_certificate_files_keep_the_old_pair_serving_and_fixed_ones_are_p
         standin: Standin, tmp_path: Path, gateway_factory: Callable[..., RunningGateway]) -> None:
     cert_file, key_file, served_sha = make_pair(tmp_path / "live", "localhost")
     gw = gateway_factory(gateway_config(tmp_path, standin, bases=[
-        base_entry(standin, "b1", tls={"cert": str(cert_file), "key": str(key_file)})]))
+        base_entry(standin, "b1", tls={"cert": str(cert_file), "key": str(key_file)})]), wait=False)
+    gw.wait_for_log(r"gateway ready", 60)  # a slow start on a loaded machine is not the fault under test
     port = gw.port("b1")
     assert peer_sha256(port) == served_sha
     good_cert, good_key = cert_file.read_bytes(), key_file.read_bytes()
