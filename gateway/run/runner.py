@@ -22,7 +22,7 @@ from mitmproxy.proxy import mode_specs
 
 from addons import _listen
 from addons import (accesslog, admin, auth, autocert, backups, compress, enrolment, errorpages, hsts, https_only,
-                    hygiene, identity, ipfilter, limits, metrics, policy, routing, timeouts, tls)
+                    hygiene, identity, ipfilter, limits, metrics, minutes, policy, routing, timeouts, tls)
 from addons._context import set_current_config
 from gateway.run.engine_options import GatewayOptions
 from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, GatewayConfig, load_config
@@ -68,6 +68,7 @@ def build_addons() -> list[Any]:
         backups.Backups(),
         accesslog.AccessLog(),         # before ErrorPages, which clears the timeout flag
         metrics.Metrics(),
+        minutes.Minutes(),             # the dashboard's per-minute numbers
         admin.Admin(),
         errorpages.ErrorPages(),
     ]

@@ -34,6 +34,8 @@ from gateway.certs.report import configured_certificates
 from gateway.certs.sources import load_source, local_ca_file, source_for
 from gateway.config import BaseConfig, GatewayConfig
 from gateway.console.actions import ACTIONS, ActionRefused, Context, Form, find_list, list_files, run_action
+from gateway.console import bases as base_form
+from gateway.console.dashboard import dashboard
 from gateway.console.i18n import choose_language, translator
 from gateway.ops.journal import EventFilter, filter_page, read_journal
 from gateway.auth.logins import Logins
@@ -74,6 +76,7 @@ EVENTS_PER_PAGE = 50
 # argon2 and store reads; two threads keep a burst of wrong passwords from piling up threads.
 THREADS = 2
 # After a change, the page to show it on.
+SUBPAGES = ("/console/iplists/edit", "/console/bases/edit", "/console/bases/remove")
 PAGE_AFTER = {"groups": "/console/users", "users": "/console/users", "bans": "/console/iplists",
               "iplists": "/console/iplists", "certificates": "/console/certificates"}
 
@@ -208,6 +211,8 @@ class Console:
                             extra={"event": "console-logout", "client": request.address, "admin": session.user_name})
                 request.set_cookies.append(_session_cookie("", request.tls, expire=True))
                 return _redirect("/console/login")
+            if path in ("/console/bases/save", "/console/bases/remove"):
+                return await self._base_change(state, request, session, form)
             if path in ACTIONS:
                 return await self._change(state, request, session, form)
             return _error(404, "404", "404: " + _("No such console page."), request.lang, session)
@@ -221,7 +226,7 @@ class Console:
                           (("Allow", "POST"),))
         if path in ("/console/ca.pem", "/console/ca.der"):
             return await self._off_loop(_ca_download, state.cfg, path.rsplit(".", 1)[1], request.lang, session)
-        if path not in {page for page, _label in PAGES} and path != "/console/iplists/edit":
+        if path not in {page for page, _label in PAGES} and path not in SUBPAGES:
             return _error(404, "404", "404: " + _("No such console page."), request.lang, session)
         flash, session.flash = session.flash, None
         return Page(200, await self._render(state, request, session, flash))
@@ -289,6 +294,32 @@ class Console:
         session.flash = Flash(True, done.message)
         return _redirect(after)
 
+    async def _base_change(self, state: _State, request: _Request, session: ConsoleSession, form: Form) -> Page:
+        """Save or remove a base: on a refusal the form comes back with what was typed and why."""
+        _ = translator(request.lang)
+        removing = request.path == "/console/bases/remove"
+        original = form.get("base" if removing else "original").strip() or None
+        try:
+            if removing:
+                done = await self._off_loop(base_form.remove, state.cfg, original or "")
+            else:
+                done = await self._off_loop(base_form.save, state.cfg, original, form)
+        except ActionRefused as e:
+            logger.info("console: %r from %s: refused %s: %s", session.user_name, request.address, request.path, e,
+                        extra={"admin": session.user_name, "client": request.address})
+            flash = Flash(False, f"{_('Refused')}: {e}")
+            if removing:
+                session.flash = flash
+                return _redirect("/console/bases")
+            page = render_page("/console/bases/edit", lang=request.lang, who=session.user_name, csrf=session.csrf,
+                               flash=flash, keep="", original=original or "", values=base_form.kept(form))
+            return Page(400, page)
+        logger.info("console: admin %r from %s %s; reload: %s", session.user_name, request.address, done.audit,
+                    done.reload.text, extra={"event": "console-change", "admin": session.user_name,
+                                             "client": request.address, "base": done.base})
+        session.flash = Flash(done.reload.applied, f"{_(done.message).format(id=done.base)} {_('Reload')}: {_(done.reload.text)}")
+        return _redirect("/console/bases")
+
     # --- pages ---------------------------------------------------------------------------------
 
     async def _render(self, state: _State, request: _Request, session: ConsoleSession, flash: Any) -> str:
@@ -296,6 +327,22 @@ class Console:
         common: dict[str, Any] = {"lang": request.lang, "who": session.user_name, "csrf": session.csrf,
                                   "flash": flash, "keep": _keep(request)}
         if path == "/console":
+            dash = await self._off_loop(dashboard, cfg, translator(request.lang))
+            return render_page(path, dash=dash, **common)
+        if path in ("/console/bases/edit", "/console/bases/remove"):
+            base_id = request.query.get("base", "")
+            base = cfg.base_by_id(base_id) if base_id else None
+            if base_id and base is None:
+                _ = translator(request.lang)
+                return render_error("404", "404: " + _("No such base."), lang=request.lang, who=session.user_name,
+                                    csrf=session.csrf)
+            if path == "/console/bases/remove":
+                if base is None:
+                    return render_error("404", "404", lang=request.lang, who=session.user_name, csrf=session.csrf)
+                return render_page(path, base=base, **common)
+            values = base_form.form_of(base) if base is not None else {"https": "on", "cert_choice": "default"}
+            return render_page(path, original=base_id, values=values, **common)
+        if path == "/console/bases":
             views, checks = await asyncio.gather(
                 asyncio.gather(*(self._base_view(cfg, base) for base in cfg.bases)),
                 self._off_loop(_checks, cfg))
