@@ -116,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=500, help="measure after every N connections")
     parser.add_argument("--png", type=Path, help="draw the memory curve into this PNG file")
     parser.add_argument("--no-nginx", action="store_true")
+    parser.add_argument("--backend-keepalive", type=float, default=BACKEND_KEEPALIVE,
+                        help="the gateway's proxy.keepalive_timeout here (0: leave the key out, "
+                             "to measure a tree from before issue 22)")
     args = parser.parse_args(argv)
-    curves = run(args.max, args.step, with_nginx=not args.no_nginx)
+    curves = run(args.max, args.step, with_nginx=not args.no_nginx, backend_keepalive=args.backend_keepalive)
     for line in report(curves):
         print(line)
     if args.png:
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(total: int, step: int, *, with_nginx: bool) -> list[Curve]:
+def run(total: int, step: int, *, with_nginx: bool, backend_keepalive: float = BACKEND_KEEPALIVE) -> list[Curve]:
     plan = cpu_plan()
     started: list[Server] = []
     curves: list[Curve] = []
@@ -137,10 +140,11 @@ def run(total: int, step: int, *, with_nginx: bool) -> list[Curve]:
             started.append(backend)
             config = servers.gateway_config(backend.url, base_id="idle")
             config["limits"] = {"keepalive_timeout": CLIENT_KEEPALIVE, "max_connections": total + 1000}
-            config["proxy"] = {"keepalive_timeout": BACKEND_KEEPALIVE}
+            if backend_keepalive:
+                config["proxy"] = {"keepalive_timeout": backend_keepalive}
             gateway = servers.start_gateway("gateway", workdir / "gateway", config, plan.server)
             started.append(gateway)
-            curves.append(run_curve(gateway, total, step, BACKEND_KEEPALIVE + 2.0))
+            curves.append(run_curve(gateway, total, step, (backend_keepalive or BACKEND_KEEPALIVE) + 2.0))
             gateway.stop()
             if with_nginx and servers.nginx_available():
                 certs = workdir / "gateway" / "state" / "certs"
