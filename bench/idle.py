@@ -43,8 +43,17 @@ class Curve:
     settled: tuple[int, int, int] | None = None  # after the back-end keep-alive timeout
 
     def per_connection(self) -> tuple[float, float]:
-        """Bytes and descriptors per idle connection (settled state against the empty server)."""
-        (n0, rss0, fd0), (n1, rss1, fd1) = self.points[0], self.settled or self.points[-1]
+        """Bytes and descriptors per idle connection (settled state against the empty server).
+
+        A server that sheds idle connections near its connection limit (the gateway caps
+        ``limits.max_connections`` by the open-files limit) holds fewer than were opened: the
+        slope is then taken up to the last point where it still held them all.
+        """
+        n0, rss0, fd0 = self.points[0]
+        held = [p for p in self.points[1:] if p[2] - fd0 >= 0.95 * (p[0] - n0)]
+        n1, rss1, fd1 = self.settled or self.points[-1]
+        if held and held[-1] is not self.points[-1]:
+            n1, rss1, fd1 = held[-1]
         n = max(n1 - n0, 1)
         return (rss1 - rss0) / n, (fd1 - fd0) / n
 
