@@ -20,9 +20,10 @@ from mitmproxy import options
 from mitmproxy.addons import next_layer, proxyserver
 from mitmproxy.proxy import mode_specs
 
-from addons import _listen
-from addons import (accesslog, admin, auth, autocert, backups, compress, enrolment, errorpages, hsts, https_only,
-                    hygiene, identity, ipfilter, limits, metrics, policy, routing, timeouts, tls)
+from addons import _listen, _tls_alerts
+from addons import (accesslog, admin, auth, autocert, backups, client_auth, compress, enrolment, errorpages, hsts,
+                    https_only, hygiene, identity, ipfilter, limits, metrics, minutes, policy, routing, timeouts, tls,
+                    tls_failures)
 from addons._context import set_current_config
 from gateway.run.engine_options import GatewayOptions
 from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, GatewayConfig, load_config
@@ -51,6 +52,8 @@ def build_addons() -> list[Any]:
     """
     return [
         tls.GatewayTls(),              # first: chooses the certificate in tls_start_client
+        client_auth.ClientAuth(),      # device certificates: on the connection GatewayTls made
+        tls_failures.TlsFailures(),    # one line per failed handshake (after ClientAuth's own)
         autocert.AutoCert(),           # ACME challenges and renewals; GatewayTls serves the files
         hsts.Hsts(),
         enrolment.Enrolment(),         # after GatewayTls, which creates the CA it serves
@@ -67,6 +70,7 @@ def build_addons() -> list[Any]:
         backups.Backups(),
         accesslog.AccessLog(),         # before ErrorPages, which clears the timeout flag
         metrics.Metrics(),
+        minutes.Minutes(),             # the dashboard's per-minute numbers
         admin.Admin(),
         errorpages.ErrorPages(),
     ]
@@ -117,7 +121,8 @@ class Gateway:
         try:
             _listen.install()
             _listen.configure(reuse_port=self.worker is not None)
-        except _listen.MitmproxyMoved as e:
+            _tls_alerts.install()
+        except (_listen.MitmproxyMoved, _tls_alerts.MitmproxyMoved) as e:
             raise StartupError(str(e)) from None
         if self.worker is not None:
             tickets.read_key_from_supervisor()  # before any TLS context is built
