@@ -86,25 +86,27 @@ class Logins:
         return await asyncio.get_running_loop().run_in_executor(self.store_pool, func, *args)
 
     async def login(self, address: str, creds: BasicCredentials | None, *, base_id: str, base_name: str,
-                    allow_barcode: bool, whitelisted: bool, malformed: str = "") -> Admit | Refuse:
+                    allow_barcode: bool, whitelisted: bool, malformed: str = "", scope: str = "") -> Admit | Refuse:
         """The whole login — success cache first, then ``check`` — for callers off the proxy's hot
-        path, such as the admin console ("this admin's login from this address")."""
+        path, such as the admin console ("this admin's login from this address"). ``scope``: the
+        failure windows to count in (``throttle.CONSOLE_SCOPE`` for the console's own)."""
         if creds is not None:
-            cached = await self._in_store_thread(self._cached_decision, address, creds, allow_barcode, whitelisted)
+            cached = await self._in_store_thread(self._cached_decision, address, creds, allow_barcode, whitelisted,
+                                                 scope)
             if cached is not None:
                 return cached
         return await self.check(address, creds, base_id=base_id, base_name=base_name, allow_barcode=allow_barcode,
-                                whitelisted=whitelisted, malformed=malformed)
+                                whitelisted=whitelisted, malformed=malformed, scope=scope)
 
     async def check(self, address: str, creds: BasicCredentials | None, *, base_id: str, base_name: str,
-                    allow_barcode: bool, whitelisted: bool, malformed: str = "") -> Admit | Refuse:
+                    allow_barcode: bool, whitelisted: bool, malformed: str = "", scope: str = "") -> Admit | Refuse:
         """Decide an uncached login. ``creds`` None: the Authorization header was malformed
         (``malformed`` says how); that costs a place and counts as a failure like a wrong secret."""
         account = None
         if creds is not None:
             account = await self._in_store_thread(self.authenticator.account_of, creds.login, creds.secret)
         attempt = LoginAttempt(self.throttle.settings, address, creds.login if creds is not None else None,
-                               account, base_id, whitelisted, time.time())
+                               account, base_id, whitelisted, time.time(), scope)
         try:
             return await self._drive(attempt, creds, base_name, allow_barcode, malformed)
         except BaseException:
@@ -173,20 +175,20 @@ class Logins:
         # what the next requests of this client need (its address's and account's failures, the
         # cached user), so they stay on the no-read fast path instead of each finding a moved marker.
         version = self.store.version()
-        self.throttle.check_ip(attempt.address, version)
-        self.throttle.check_account(admit.principal.user.name, version)
+        self.throttle.check_ip(attempt.address, version, attempt.scope)
+        self.throttle.check_account(admit.principal.user.name, version, attempt.scope)
         self.authenticator.lookup(self.authenticator.cache_key(creds.login, creds.secret), allow_barcode, version)
 
     def _cached(self, attempt: LoginAttempt, creds: BasicCredentials, allow_barcode: bool) -> Admit | Refuse | None:
-        return self._cached_decision(attempt.address, creds, allow_barcode, attempt.whitelisted)
+        return self._cached_decision(attempt.address, creds, allow_barcode, attempt.whitelisted, attempt.scope)
 
     def _cached_decision(self, address: str, creds: BasicCredentials, allow_barcode: bool,
-                         whitelisted: bool) -> Admit | Refuse | None:
+                         whitelisted: bool, scope: str = "") -> Admit | Refuse | None:
         hit = self.authenticator.lookup(self.authenticator.cache_key(creds.login, creds.secret), allow_barcode)
         if hit is None:
             return None
-        return decide_cached(hit.principal, self.throttle.check_ip(address),
-                             self.throttle.check_account(hit.principal.user.name), whitelisted)
+        return decide_cached(hit.principal, self.throttle.check_ip(address, scope=scope),
+                             self.throttle.check_account(hit.principal.user.name, scope=scope), whitelisted)
 
     def _reserve(self, action: Reserve) -> tuple[Reservation, tuple[int, int] | None]:
         result = self.store.reserve(action.places, action.holder, action.now, LEASE)
@@ -237,7 +239,8 @@ class Logins:
         if failure is None:
             return  # whitelisted: never counted
         try:
-            lockouts = await self._in_store_thread(self._settle, failure, attempt.address, attempt.account)
+            lockouts = await self._in_store_thread(self._settle, failure, attempt.address, attempt.account,
+                                                   attempt.scope)
         finally:
             self._wake_next(attempt)  # a place became a failure: the next in line learns where it stands
         for kind, target, verdict, limit in lockouts:
@@ -245,12 +248,13 @@ class Logins:
                            verdict.retry_after_header,
                            extra={"event": "lockout", "target": target, "kind": kind, "base": base_name})
 
-    def _settle(self, failure: Failure, address: str, account: str | None) -> list[tuple[str, str, Verdict, int]]:
+    def _settle(self, failure: Failure, address: str, account: str | None,
+                scope: str = "") -> list[tuple[str, str, Verdict, int]]:
         try:
             self.store.settle_failure(failure.holder, failure.rows, failure.at, failure.forget_before)
         finally:
             self.throttle.forget_memo()
-        return self.throttle.lockouts(address, account)
+        return self.throttle.lockouts(address, account, scope)
 
     async def _raise_alert(self, alert: SprayAlert) -> None:
         first = await self._in_store_thread(self.store.claim, alert.claim_key, time.time(), alert.until)

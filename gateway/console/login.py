@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.auth.credentials import BasicCredentials
 from gateway.auth.login import Admit
+from gateway.auth.throttle import CONSOLE_SCOPE
 from gateway.store import Principal
 
 logger = logging.getLogger("gateway.console")
@@ -36,11 +37,18 @@ class LoginResult:
         return self.principal is not None and not self.not_admin
 
 
-async def console_login(logins: Any, address: str, login: str, password: str) -> LoginResult:
-    """One admin login from ``address``: ``logins`` is an ``gateway.auth.logins.Logins``."""
+async def console_login(logins: Any, address: str, login: str, password: str,
+                        allowed_address: bool = False) -> LoginResult:
+    """One admin login from ``address``: ``logins`` is an ``gateway.auth.logins.Logins``.
+
+    ``allowed_address``: loopback or ``admin.allow``. Such a login counts in the console's own
+    failure windows, so guesses at ``admin`` on a base port (anyone can send those) never lock
+    the administrator out of the console; the console's own failures still throttle it. From any
+    other address the console shares the bases' windows: guessing there is no cheaper."""
     creds = BasicCredentials(login, password) if password else None
     decision = await logins.login(address, creds, base_id=CONSOLE, base_name=CONSOLE, allow_barcode=False,
-                                  whitelisted=False, malformed="" if password else "empty password")
+                                  whitelisted=False, malformed="" if password else "empty password",
+                                  scope=CONSOLE_SCOPE if allowed_address else "")
     if not isinstance(decision, Admit):
         if decision.status == 429:
             return LoginResult(throttled=True, retry_after=decision.retry_after_header)

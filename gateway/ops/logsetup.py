@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gateway.config import LogSettings
-from gateway.ops.logrotate import SharedFileHandler
+from gateway.ops.eventfold import FoldEvents
+from gateway.ops.logrotate import PrivateRotatingFileHandler, SharedFileHandler, make_log_folder
 
 ACCESS_LOGGER = "gateway.access"
 
@@ -133,7 +134,7 @@ def _file_handler(path: Path, settings: LogSettings, shared: bool, delay: bool =
     if shared:
         # Several processes write this file; only the supervisor rotates it (gateway/ops/logrotate.py).
         return SharedFileHandler(path, encoding="utf-8", delay=delay)
-    return logging.handlers.RotatingFileHandler(
+    return PrivateRotatingFileHandler(
         path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8", delay=delay)
 
 
@@ -141,7 +142,7 @@ def configure_logging(settings: LogSettings, *, shared: bool = False) -> None:
     """``shared``: this process is one of several writing the same files (workers, supervisor)."""
     handler: logging.Handler
     if settings.file is not None:
-        settings.file.parent.mkdir(parents=True, exist_ok=True)
+        make_log_folder(settings.file.parent)
         handler = _file_handler(settings.file, settings, shared)
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -157,6 +158,8 @@ def configure_logging(settings: LogSettings, *, shared: bool = False) -> None:
         security = _file_handler(security_file, settings, shared, delay=True)  # made with the first event
         security.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
         security.addFilter(SecurityEvents())
+        # A flood of one kind from one address writes a few lines and a count (gateway/ops/eventfold.py).
+        security.addFilter(FoldEvents(security.handle))
         root.addHandler(security)
     root.setLevel(settings.level)
     level = logging.getLevelName(settings.level)
