@@ -30,6 +30,7 @@ from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port
 
 PASSWORD = "Obmen2024x"
 WRONG = "not-the-password"
+ADMIN_PASSWORD = "Adm1n-Sklad-2024"
 KB = 1024
 
 
@@ -45,6 +46,8 @@ def gw(standin: Standin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     (directory / "gateway.yaml").write_text(json.dumps(config), encoding="utf-8")
     cli_ok(directory, "group", "add", "Обмен", "--role", "external", "--doc-type", "Поступление")
     cli_ok(directory, "user", "add", "obmen", "--group", "Обмен", "--password-stdin", input=PASSWORD + "\n")
+    cli_ok(directory, "group", "add", "Админы", "--role", "admin", "--doc-type", "Поступление")
+    cli_ok(directory, "user", "add", "admin", "--group", "Админы", "--password-stdin", input=ADMIN_PASSWORD + "\n")
     gateway = start_gateway(directory, config, wait=False)
     gateway.log_path = directory / "logs" / "gateway.log"  # the configured log file, not the process output
     try:
@@ -249,3 +252,60 @@ def test_bans_list_and_lift_show_bidi_and_control_characters_escaped(gw: Running
     lifted = cli_ok(gw.directory, "bans", "lift", "adm\u202enimda\x1b[2J")
     assert "\u202e" not in lifted and "\x1b" not in lifted
     assert "adm\\u202enimda\\x1b[2J" in lifted
+
+
+# --- point 4: base-port guesses never lock the console; the console answers only its names ----
+
+
+def test_guessing_admin_on_a_base_port_does_not_lock_the_console(gw: RunningGateway) -> None:
+    port = gw.config["admin"]["listen"]
+    console = f"http://127.0.0.1:{port}"
+    wrong = {"Authorization": "Basic " + base64.b64encode(f"admin:{WRONG}".encode()).decode()}
+
+    def guess(source: str) -> list[int]:
+        with _client(gw, source) as attacker:
+            return [attacker.get("/echo", headers=wrong).status_code for _ in range(6)]
+
+    # 24 guesses at `admin` from four addresses in parallel: the account is locked on the bases.
+    results: list[list[int]] = []
+    threads = [threading.Thread(target=lambda a=a: results.append(guess(a))) for a in
+               ("127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.count(429) for r in results) >= 1, results  # the bases' account window is full
+    listed = cli_ok(gw.directory, "bans", "list")
+    assert "admin" in listed
+    with httpx.Client(base_url=console, timeout=20) as http:
+        answer = http.post("/console/login", data={"username": "admin", "password": ADMIN_PASSWORD},
+                           headers={"Origin": console})
+        assert answer.status_code == 303, answer.text[:300]
+    # The console's own failures still count and throttle, in its own window.
+    with httpx.Client(base_url=console, timeout=20) as http:
+        statuses = [http.post("/console/login", data={"username": "admin", "password": WRONG},
+                              headers={"Origin": console}).status_code for _ in range(11)]
+    assert statuses[:10] == [401] * 10 and statuses[10] == 429
+    assert "console address" in cli_ok(gw.directory, "bans", "list")
+    cli_ok(gw.directory, "bans", "lift", "127.0.0.1")
+    cli_ok(gw.directory, "bans", "lift", "admin")
+
+
+def test_the_admin_listener_answers_only_its_own_names(gw: RunningGateway) -> None:
+    port = gw.config["admin"]["listen"]
+    for host in (b"rebind.example", b"rebind.example:%d" % port, b"10.0.0.1"):
+        for path in (b"/metrics", b"/console/login", b"/healthz"):
+            answer = _raw(port, b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 421"), (host, path, answer[:80])
+    assert _raw(port, b"GET /healthz HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400")
+    for host in (b"127.0.0.1:%d" % port, b"localhost:%d" % port, b"[::1]:%d" % port):
+        assert _raw(port, b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\n\r\n").startswith(b"HTTP/1.1 200")
+    # Origin is compared with admin.hosts, not with whatever Host the browser was made to send.
+    console = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=console, timeout=20) as http:
+        forged = http.post("/console/login", data={"username": "admin", "password": ADMIN_PASSWORD},
+                           headers={"Origin": f"http://rebind.example:{port}"})
+        assert forged.status_code == 403
+        own = http.post("/console/login", data={"username": "admin", "password": ADMIN_PASSWORD},
+                        headers={"Origin": f"http://localhost:{port}"})
+        assert own.status_code == 303
