@@ -11,8 +11,12 @@ Runs in ``requestheaders`` before Routing and Auth, on every base, for HTTP/1 an
 * ``Content-Length`` that is not one plain decimal below 2^53 → 400;
 * CONNECT → 501; ``Upgrade`` → 426 unless the base sets ``websocket: true`` and the upgrade is
   to WebSocket (the upgrade request then goes through Auth and Policy like any other);
-* an absolute-form target (``GET http://x/...``) is forwarded in origin form, with the back
-  end's Host set by Routing;
+* an absolute-form target (``GET http://x/...``, also HTTP/2's ``:path``) is forwarded in origin
+  form, with the back end's Host set by Routing; ``*`` outside OPTIONS, a target without a
+  leading ``/``, ``#`` and ``.``/``..`` segments → 400, on every base and both protocols
+  (gateway.traffic.limits.check_target); an HTTP/1.1 head without one Host was refused while read;
+* ``Connection`` and the fields it names are dropped (RFC 9110 §7.6.1; ``close``/``keep-alive``
+  stay as the hop's own directive), before Routing and Identity set the gateway's headers;
 * header hygiene (``limits.header_hygiene``, default on): the headers in ``limits.strip_headers``
   are removed (method overrides, IIS rewrite targets, client-address claims), and so is any
   header whose name, with ``_`` read as ``-``, starts with the identity prefix (``X_Gateway_Role``);

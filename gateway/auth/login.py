@@ -139,6 +139,7 @@ class LoginAttempt:
     scope: str = ""  # CONSOLE_SCOPE: the console's own windows (gateway/auth/throttle.py)
     holder: str = field(default_factory=lambda: secrets.token_hex(12))
     holding: bool = False  # places reserved and not yet settled by verified()
+    spray_counted: bool = False  # counted among its base's password-only checks under way
     _started: float = 0.0
     _progress: float = 0.0
     _holders: str = ""

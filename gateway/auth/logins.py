@@ -26,7 +26,8 @@ from typing import Any, Callable, TypeVar
 from gateway.auth.authenticate import Authenticator, Outcome
 from gateway.auth.credentials import BasicCredentials
 from gateway.auth.login import (
-    LEASE, SPRAY_DELAY, Admit, Failure, LoginAttempt, Refuse, Reserve, SprayAlert, Verify, Wait, decide_cached,
+    LEASE, SPRAY_DELAY, SPRAY_PREFIX, Admit, Failure, LoginAttempt, Refuse, Reserve, SprayAlert, Verify, Wait,
+    decide_cached,
 )
 from gateway.store import Reservation, Store
 from gateway.auth.throttle import Throttle, Verdict
@@ -79,6 +80,7 @@ class Logins:
         self.store_pool = store_pool
         self.room = WaitingRoom()
         self._spray_queues: dict[str, asyncio.Lock] = {}
+        self._spray_inflight: dict[str, int] = {}  # base id → password-only checks of this process under way
         # verifications under way, by (cache key, barcode allowed): see shared_verification
         self._flights: dict[tuple[str, bool], asyncio.Future[Outcome]] = {}
 
@@ -119,6 +121,19 @@ class Logins:
     async def _drive(self, attempt: LoginAttempt, creds: BasicCredentials | None, base_name: str,
                      allow_barcode: bool, malformed: str) -> Admit | Refuse:
         base_id = attempt.base_id
+        try:
+            return await self._drive_steps(attempt, creds, base_name, allow_barcode, malformed)
+        finally:
+            if attempt.spray_key is not None and attempt.spray_counted:
+                left = self._spray_inflight.get(base_id, 1) - 1
+                if left > 0:
+                    self._spray_inflight[base_id] = left
+                else:
+                    self._spray_inflight.pop(base_id, None)
+
+    async def _drive_steps(self, attempt: LoginAttempt, creds: BasicCredentials | None, base_name: str,
+                           allow_barcode: bool, malformed: str) -> Admit | Refuse:
+        base_id = attempt.base_id
         action: Any = attempt.start()
         waited = False
         while True:
@@ -130,6 +145,11 @@ class Logins:
                         return cached
                 result, spray = await self._in_store_thread(self._reserve, action)
                 action = attempt.reserved(result, spray)
+                if isinstance(action, Verify) and attempt.spray_key is not None and not attempt.spray_counted:
+                    # In flight from now until settled: a burst checked all at once is a spray
+                    # before a single failure is recorded (issue 24 point 8).
+                    attempt.spray_counted = True
+                    self._spray_inflight[base_id] = self._spray_inflight.get(base_id, 0) + 1
                 if isinstance(action, Refuse) and result.outcome == "refused":
                     self.room.wake(result.key, None)  # the others waiting on this window: refused too
             elif isinstance(action, Wait):
@@ -194,7 +214,10 @@ class Logins:
         result = self.store.reserve(action.places, action.holder, action.now, LEASE)
         spray = None
         if result.outcome == "reserved" and action.spray_key is not None:
-            spray = self.store.failure_summary(action.spray_key, action.spray_since)
+            failures, addresses = self.store.failure_summary(action.spray_key, action.spray_since)
+            # Checks of this process still under way count against the budget as failures to be:
+            # the per-address reserve does the same with its places.
+            spray = (failures + self._spray_inflight.get(action.spray_key[len(SPRAY_PREFIX):], 0), addresses)
         return result, spray
 
     async def _verify(self, creds: BasicCredentials, allow_barcode: bool, base_id: str, queued: bool) -> Outcome:

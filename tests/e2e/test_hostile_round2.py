@@ -51,7 +51,7 @@ def gw(standin: Standin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     gateway = start_gateway(directory, config, wait=False)
     gateway.log_path = directory / "logs" / "gateway.log"  # the configured log file, not the process output
     try:
-        gateway.wait_for_log("gateway ready", 30)
+        gateway.wait_for_log("gateway ready", 60)
         yield gateway
     finally:
         gateway.stop()
@@ -309,3 +309,48 @@ def test_the_admin_listener_answers_only_its_own_names(gw: RunningGateway) -> No
         own = http.post("/console/login", data={"username": "admin", "password": ADMIN_PASSWORD},
                         headers={"Origin": f"http://localhost:{port}"})
         assert own.status_code == 303
+
+
+# --- point 8: a burst of password-only guesses is a spray while it is being checked ----------
+
+
+def test_a_password_only_burst_raises_spray_detected_and_a_cached_terminal_is_not_held_up(
+        gw: RunningGateway) -> None:
+    named = {"Authorization": "Basic " + base64.b64encode(f"obmen:{PASSWORD}".encode()).decode()}
+    terminal = _client(gw, "127.0.0.60")
+    assert terminal.get("/echo", headers=named).status_code == 200  # now cached
+    gw.mark_log()
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def work() -> None:
+        while not done.is_set():
+            started = time.monotonic()
+            assert terminal.get("/echo", headers=named).status_code == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.1)
+
+    def guess(address: str, n: int) -> None:
+        secret = base64.b64encode(f":guess-{address}-{n}".encode()).decode()
+        with _client(gw, address) as attacker:
+            attacker.get("/echo", headers={"Authorization": f"Basic {secret}"})
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    burst = [threading.Thread(target=guess, args=(f"127.0.1.{1 + i % 30}", i)) for i in range(300)]
+    started = time.monotonic()
+    for t in burst:
+        t.start()
+    for t in burst:
+        t.join()
+    took = time.monotonic() - started
+    done.set()
+    worker.join()
+    terminal.close()
+    gw.wait_for_log(r"spray-detected: \d+ failed password-only logins on base auth", timeout=5)
+    print(f"spray: 300 guesses from 30 addresses in {took:.1f} s; cached terminal: {len(latencies)} requests, "
+          f"slowest {max(latencies):.2f} s")
+    # Its answers come from the success cache, never from the queue the burst waits in: the
+    # shared CPU (300 TLS handshakes) slows it a little, the queue would hold it for seconds.
+    ordered = sorted(latencies)
+    assert len(ordered) >= 5 and ordered[len(ordered) // 2] < 0.5 and ordered[-1] < 5.0, ordered
