@@ -72,7 +72,8 @@ from mitmproxy.proxy.layers.http import _events as _http_events
 from mitmproxy.proxy.layers.http import _http1, _http2
 
 from addons._guard import deny  # the one way addons answer
-from gateway.traffic.limits import RESET_WINDOW, HeadRefused, LimitSettings, check_request_head
+from gateway.traffic.limits import (RESET_ADDRESS_FACTOR, RESET_BAN, RESET_WINDOW, HeadRefused, LimitSettings,
+                                    ResetLedger, check_request_head)
 
 _limits = LimitSettings()
 # Set by addons/limits.py: called as on_event(kind, client, detail) for metrics and the log,
@@ -305,6 +306,11 @@ async def _drain_writers(self: Any) -> None:
         await asyncio.sleep(0.05)
 
 
+# Resets per address across connections (gateway.traffic.limits.ResetLedger); addons/limits.py
+# refuses a banned address's new connections.
+reset_ledger = ResetLedger()
+
+
 def _h2_event(self: Any, event: Any) -> Any:
     if isinstance(event, h2.events.StreamReset) and event.remote_reset:
         now = time.monotonic()
@@ -312,7 +318,13 @@ def _h2_event(self: Any, event: Any) -> Any:
         resets.append(now)
         while resets and resets[0] < now - RESET_WINDOW:
             resets.popleft()
-        if len(resets) > _limits.http2_max_resets:
+        address = self.conn.peername[0] if getattr(self.conn, "peername", None) else ""
+        banned = reset_ledger.record(address, now, RESET_ADDRESS_FACTOR * _limits.http2_max_resets)
+        if banned:
+            on_event("reset-ban", self.conn,
+                     f"more than {RESET_ADDRESS_FACTOR * _limits.http2_max_resets} stream resets in "
+                     f"{RESET_WINDOW:.0f} s over its connections; new connections refused for {RESET_BAN:.0f} s")
+        if banned or len(resets) > _limits.http2_max_resets:
             on_event("http2-reset-flood", self.conn,
                      f"more than {_limits.http2_max_resets} stream resets in {RESET_WINDOW:.0f} s")
             self.h2_conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many stream resets")

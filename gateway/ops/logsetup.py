@@ -67,7 +67,7 @@ FOLD_AFTER = 5  # identical warnings written before folding starts
 # rotated on their own, so a flood of noise never rotates them away.
 SECURITY_EVENTS = frozenset({
     "ip-denied", "login-failed", "login-refused", "throttled", "banned", "denied-auth", "denied-policy",
-    "policy-denied", "connection-limit", "refused-head", "http2-reset-flood", "config-reloaded",
+    "policy-denied", "connection-limit", "refused-head", "http2-reset-flood", "reset-ban", "config-reloaded",
     "config-reload-refused", "admin-login", "admin-login-failed", "lockout", "bad-request",
     "ban-lifted", "spray-detected", "proxy-protocol-refused", "state-lost", "state-init", "new-local-ca",
     "user-added", "user-removed", "password-changed", "weak-password-forced",

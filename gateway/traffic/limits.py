@@ -12,6 +12,7 @@ addons/limits.py and addons/hygiene.py (per connection and per request).
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 
@@ -21,6 +22,48 @@ from gateway.config.limits import MAX_SAFE_CONTENT_LENGTH, LimitSettings
 logger = logging.getLogger("gateway.limits")
 
 RESET_WINDOW = 10.0
+# Client stream resets per address across all its connections (issue 24 point 5): past
+# RESET_ADDRESS_FACTOR × http2_max_resets in RESET_WINDOW the address's new connections are
+# refused for RESET_BAN seconds — reconnecting after each GOAWAY no longer starts afresh.
+RESET_ADDRESS_FACTOR = 5
+RESET_BAN = 60.0
+RESET_ADDRESSES = 10_000  # addresses remembered; past that the ledger starts over (memory stays bounded)
+
+
+class ResetLedger:
+    """Client stream resets per address, across its connections, in one process."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, collections.deque[float]] = {}
+        self._banned: dict[str, float] = {}  # address → refused until (monotonic)
+
+    def record(self, address: str, now: float, limit: int) -> bool:
+        """Count one reset; True when this one takes the address past ``limit`` (it is banned now)."""
+        times = self._times.get(address)
+        if times is None:
+            if len(self._times) >= RESET_ADDRESSES:
+                self._times.clear()
+            times = self._times[address] = collections.deque()
+        times.append(now)
+        while times and times[0] < now - RESET_WINDOW:
+            times.popleft()
+        if len(times) > limit and self.banned_for(address, now) == 0.0:
+            if len(self._banned) >= RESET_ADDRESSES:
+                self._banned = {a: t for a, t in self._banned.items() if t > now}
+            self._banned[address] = now + RESET_BAN
+            times.clear()
+            return True
+        return False
+
+    def banned_for(self, address: str, now: float) -> float:
+        """Seconds the address's new connections are still refused (0.0: not refused)."""
+        until = self._banned.get(address)
+        if until is None:
+            return 0.0
+        if until <= now:
+            del self._banned[address]
+            return 0.0
+        return until - now
 
 
 # --- the file-descriptor limit -------------------------------------------------------------

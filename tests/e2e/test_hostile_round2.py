@@ -354,3 +354,50 @@ def test_a_password_only_burst_raises_spray_detected_and_a_cached_terminal_is_no
     # shared CPU (300 TLS handshakes) slows it a little, the queue would hold it for seconds.
     ordered = sorted(latencies)
     assert len(ordered) >= 5 and ordered[len(ordered) // 2] < 0.5 and ordered[-1] < 5.0, ordered
+
+
+# --- point 5: resets count per address across connections ----------------------------------
+
+
+def _reset_connection(gw: RunningGateway, source: str, pairs: int) -> bool:
+    """One HTTP/2 connection sending ``pairs`` HEADERS + RST_STREAM; False if it was refused."""
+    context = ssl.create_default_context(cafile=gw.ca_file)
+    context.set_alpn_protocols(["h2"])
+    try:
+        raw = socket.create_connection(("127.0.0.1", gw.port("tls")), timeout=5, source_address=(source, 0))
+        tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+    except (OSError, ssl.SSLError):
+        return False
+    with tls:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        for _ in range(pairs):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "GET"), (":path", "/slow?seconds=30"), (":scheme", "https"),
+                                    (":authority", "x")])
+            conn.reset_stream(sid)
+        try:
+            tls.sendall(conn.data_to_send())
+            tls.settimeout(1.0)
+            while tls.recv(65536):
+                pass
+        except (OSError, ssl.SSLError):
+            pass
+    return True
+
+
+def test_resets_count_per_address_across_connections(gw: RunningGateway) -> None:
+    gw.mark_log()
+    served = refused_in_a_row = 0
+    for _ in range(60):  # 99 resets a connection: under the per-connection limit every time
+        if _reset_connection(gw, "127.0.0.40", 99):
+            served += 1
+            refused_in_a_row = 0
+        else:
+            refused_in_a_row += 1
+            if refused_in_a_row == 4:  # both workers refuse the address now
+                break
+    # Each worker keeps its own count: about twice the address limit (5 × 100 resets) gets through.
+    assert refused_in_a_row == 4 and served < 25, f"{served} connections of 99 resets each were served"
+    gw.wait_for_log(r"stream resets in 10 s over its connections", timeout=10)
+    assert _reset_connection(gw, "127.0.0.41", 1)  # another address is not refused
