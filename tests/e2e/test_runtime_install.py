@@ -24,7 +24,7 @@ import pytest
 from gateway.cli import build_parser
 from tests.harness import free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "deploy" / "gateway.service"
 # What a runtime install needs from a checkout; the copy also proves nothing else is read.
 SOURCES = ("pyproject.toml", "README.md", "Makefile", "scripts", "gateway", "addons", "policies")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_enrolment_browser import chromium_path
+from tests.e2e.test_enrolment_browser import chromium_path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
