@@ -401,3 +401,32 @@ def test_resets_count_per_address_across_connections(gw: RunningGateway) -> None
     assert refused_in_a_row == 4 and served < 25, f"{served} connections of 99 resets each were served"
     gw.wait_for_log(r"stream resets in 10 s over its connections", timeout=10)
     assert _reset_connection(gw, "127.0.0.41", 1)  # another address is not refused
+
+
+def test_streams_reset_before_they_were_sent_on_never_reach_the_back_end(gw: RunningGateway,
+                                                                          standin: Standin) -> None:
+    marker = f"resetfirst{time.time_ns()}"
+    context = ssl.create_default_context(cafile=gw.ca_file)
+    context.set_alpn_protocols(["h2"])
+    named = "Basic " + base64.b64encode(f"obmen:{PASSWORD}".encode()).decode()
+    for index, base in enumerate(("tls", "auth", "tls")):
+        raw = socket.create_connection(("127.0.0.1", gw.port(base)), timeout=5,
+                                       source_address=(f"127.0.0.{50 + index}", 0))
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            for n in range(90):  # under the per-connection reset limit
+                sid = conn.get_next_available_stream_id()
+                conn.send_headers(sid, [(":method", "GET"), (":path", f"/echo/{marker}/{n}"), (":scheme", "https"),
+                                        (":authority", "x"), ("authorization", named)], end_stream=True)
+                conn.reset_stream(sid)
+            tls.sendall(conn.data_to_send())
+            tls.settimeout(2.0)
+            try:
+                while tls.recv(65536):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass
+    time.sleep(1.0)
+    reached = standin.log_path.read_text(encoding="utf-8", errors="replace").count(marker)
+    assert reached == 0, f"{reached} of 270 reset streams reached the back end"
