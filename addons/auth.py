@@ -33,7 +33,9 @@ from gateway.config import BaseConfig, GatewayConfig
 from gateway.auth.credentials import BasicCredentials, CredentialError, is_basic, parse_authorization
 from gateway.auth.login import Admit, Refuse, decide_cached
 from gateway.auth.sessions import COOKIE_NAME, HEADER_NAME, Sessions
-from gateway.store import Principal, Store, StoreError
+from gateway.store import Principal, Store, StoreError, StoreUnavailable
+from gateway.store.guarded import PROBE_INTERVAL, RETRY_AFTER, GuardedStore
+from addons._background import BackgroundTask
 from gateway.auth.throttle import Throttle, Verdict
 from addons.ipfilter import is_whitelisted as check
 
@@ -75,6 +77,23 @@ class _State:
 class Auth:
     def __init__(self) -> None:
         self._state: _State | None = None
+        self._probe = BackgroundTask(self._probe_store)
+
+    def running(self) -> None:
+        self._probe.start()
+
+    async def _probe_store(self) -> None:
+        """While the store is down, ask it every second whether it is back, so /readyz, the
+        gauge and the log say so even when no login comes to find out."""
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            state = self._state
+            if state is None or not isinstance(state.store, GuardedStore) or state.store.health.up:
+                continue
+            try:
+                await asyncio.get_running_loop().run_in_executor(state.store_pool, state.store.probe)
+            except Exception:  # a pool shut down by a reload; the next round uses the new one
+                logger.debug("store probe failed", exc_info=True)
 
     # --- configuration ---
 
@@ -98,6 +117,7 @@ class Auth:
             old.store.close()
 
     def done(self) -> None:
+        self._probe.stop()
         if self._state is not None:
             self._state.verify_pool.shutdown(wait=False)
             self._state.store_pool.shutdown(wait=False)
@@ -141,10 +161,13 @@ class Auth:
 
     @staticmethod
     def _store_failed(flow: http.HTTPFlow, error: StoreError) -> None:
-        logger.error("user store failed; request refused: %s", error)
+        if not isinstance(error, StoreUnavailable):
+            logger.error("user store failed; request refused: %s", error)
+        # else: the store's health said it once (one ERROR when it went, one INFO when it is back)
         flow.metadata["gateway_verdict"] = "gateway-error"
         flow.metadata["gateway_reason"] = "user store unavailable"
-        deny(flow, 503, "503 Service Unavailable: the gateway cannot check users right now; try again later.")
+        deny(flow, 503, "503 Service Unavailable: the gateway cannot check users right now; try again later.",
+             {"Retry-After": str(RETRY_AFTER)})
 
     def _authenticate(self, flow: http.HTTPFlow, base: BaseConfig, path: str,
                       state: _State) -> Awaitable[None] | None:

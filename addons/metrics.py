@@ -28,6 +28,8 @@ from gateway.certs import source_for
 from gateway.certs.load import load_certificates
 from addons.ipfilter import list_sizes
 from gateway.auth.throttle import Throttle
+from gateway.store.guarded import health as store_health
+from gateway.ops.logsetup import dropped_lines
 
 logger = logging.getLogger("gateway.metrics")
 
@@ -70,6 +72,20 @@ class _ScrapeTime(Collector):
         yield from self._bans()
         yield from self._backups()
         yield from self._limits()
+        yield from self._store()
+        dropped = CounterMetricFamily("gateway_log_lines_dropped", "Log lines that could not be written "
+                                      "(a full or failing log disk)")
+        dropped.add_metric([], dropped_lines.total)
+        yield dropped
+
+    @staticmethod
+    def _store() -> Iterator[Metric]:
+        stores = store_health()
+        if not stores:
+            return
+        up = GaugeMetricFamily("gateway_store_up", "1 while the user store answers (and writes), 0 while it is down")
+        up.add_metric([], 1.0 if all(h.up for h in stores) else 0.0)
+        yield up
 
     @staticmethod
     def _limits() -> Iterator[Metric]:

@@ -29,7 +29,7 @@ from gateway.auth.login import (
     LEASE, SPRAY_DELAY, SPRAY_PREFIX, Admit, Failure, LoginAttempt, Refuse, Reserve, SprayAlert, Verify, Wait,
     decide_cached,
 )
-from gateway.store import Reservation, Store
+from gateway.store import Reservation, Store, StoreUnavailable
 from gateway.auth.throttle import Throttle, Verdict
 
 logger = logging.getLogger("gateway.auth")
@@ -157,6 +157,8 @@ class Logins:
                 waited = True
                 action = attempt.waited(time.time(), progressed)
             elif isinstance(action, Verify):
+                if not attempt.holding:
+                    self._require_store_up()
                 if action.alert is not None:
                     await self._raise_alert(action.alert)
                 if creds is not None and not self._in_flight(creds, allow_barcode):
@@ -181,6 +183,13 @@ class Logins:
                 if action.status == 401:
                     await self._failed(attempt, action, base_name)
                 return action
+
+    def _require_store_up(self) -> None:
+        """A whitelisted attempt holds no place (it is never counted); while the store cannot
+        record anything it is not checked either, like every other attempt (fail closed)."""
+        health = getattr(self.store, "health", None)
+        if health is not None and not health.up:
+            raise StoreUnavailable(health.problem or "the user store is down")
 
     def _wake_next(self, attempt: LoginAttempt) -> None:
         """The attempt's places are settled: the first waiter of each learns where it stands."""

@@ -167,6 +167,14 @@ class AuthSettings:
 class StoreSettings:
     backend: str = "sqlite"
     redis_url: str | None = None
+    # Redis Sentinel (instead of redis_url): where the Sentinels listen, which primary they watch,
+    # and the credentials of the Redis servers (and of the Sentinels, when they ask for one).
+    sentinels: tuple[str, ...] = ()
+    sentinel_master: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
+    db: int = 0
 
 
 @dataclass(frozen=True)
@@ -529,9 +537,36 @@ def _store(r: _Reader) -> StoreSettings:
     if backend not in ("sqlite", "redis"):
         raise r.fail("backend", f"{backend!r} is not a store; use sqlite or redis")
     url = r.get("redis_url", str, None)
-    if backend == "redis" and not url:
-        raise r.fail("redis_url", "is required when store.backend is redis, e.g. redis://127.0.0.1:6379/0")
-    return StoreSettings(backend=backend, redis_url=url)
+    sentinels = _sentinels(r)
+    master = r.get("sentinel_master", str, None)
+    if sentinels and not master:
+        raise r.fail("sentinel_master", "is required with store.sentinels: the name the Sentinels know the "
+                                        "primary by (their `sentinel monitor NAME ...` line), e.g. gateway")
+    if master and not sentinels:
+        raise r.fail("sentinels", "is required with store.sentinel_master, e.g. [10.0.0.1:26379, 10.0.0.2:26379]")
+    if sentinels and url:
+        raise r.fail("redis_url", "and store.sentinels exclude each other: with Sentinel the primary's address "
+                                  "comes from the Sentinels; remove redis_url")
+    if backend == "redis" and not url and not sentinels:
+        raise r.fail("redis_url", "is required when store.backend is redis, e.g. redis://127.0.0.1:6379/0 "
+                                  "(or store.sentinels and store.sentinel_master)")
+    db = r.get("db", int, 0)
+    if db < 0:
+        raise r.fail("db", "must be 0 or more")
+    return StoreSettings(backend=backend, redis_url=url, sentinels=sentinels, sentinel_master=master,
+                         username=r.get("username", str, None), password=r.get("password", str, None),
+                         sentinel_password=r.get("sentinel_password", str, None), db=db)
+
+
+def _sentinels(r: _Reader) -> tuple[str, ...]:
+    items = r.get("sentinels", list, [])
+    found = []
+    for i, item in enumerate(items):
+        host, _, port = str(item).strip().rpartition(":")
+        if not isinstance(item, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(r.source, f"{r.key('sentinels')}[{i}]", "must be host:port, e.g. 10.0.0.1:26379")
+        found.append(str(item).strip())
+    return tuple(found)
 
 
 def _throttle(r: _Reader) -> ThrottleSettings:

@@ -72,6 +72,8 @@ RU: dict[str, str] = {
     "No such console page.": "Нет такой страницы консоли.",
     "The console could not build this page; see the gateway log.":
         "Консоль не смогла построить страницу; см. журнал шлюза.",
+    "The user store is down; see /readyz and the gateway log.":
+        "Хранилище пользователей недоступно; см. /readyz и журнал шлюза.",
     "Changes are made with the buttons of a page (POST); this address only shows.":
         "Изменения делаются кнопками на страницах (POST); этот адрес только показывает.",
     "the two passwords differ; nothing was changed": "пароли не совпадают; ничего не изменено",

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from gateway.store.base import (
     Credential, DuplicateError, Group, NotFoundError, Place, Principal, Reservation, SessionRecord, StoreError,
-    User,
+    StoreUnavailable, User,
 )
 
 DB_NAME = "gateway.db"
@@ -95,15 +95,24 @@ CREATE TABLE IF NOT EXISTS shared_values (name TEXT PRIMARY KEY, value TEXT NOT 
 T = TypeVar("T")
 
 
+# What a full, read-only or failing disk (or another process holding the lock too long) looks
+# like through sqlite3: the machine's fault, which passes, not the request's.
+_MACHINE_FAULTS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+                   sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
     """Every sqlite3 failure leaves as StoreError, so callers have one thing to fail closed on."""
     @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
+    def wrapper(self: SqliteStore, *args: Any, **kwargs: Any) -> T:
         try:
-            return method(*args, **kwargs)
+            return method(self, *args, **kwargs)
         except StoreError:
             raise
         except sqlite3.Error as e:
+            if (getattr(e, "sqlite_errorcode", 0) & 0xFF) in _MACHINE_FAULTS:
+                raise StoreUnavailable(f"the state database {self.path} cannot be written in {self.path.parent}: "
+                                       f"{e} — free space on that disk or make it writable again") from e
             raise StoreError(f"state database error: {e}") from e
     return wrapper
 
@@ -114,6 +123,18 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         pass
+
+
+def _damaged(path: Path, error: BaseException) -> StoreError | None:
+    """The refusal of a file that is not (or no longer) an SQLite database, or None for other errors.
+    Never started over silently: the file holds every user, group and ban."""
+    if (getattr(error, "sqlite_errorcode", 0) & 0xFF) not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return None
+    return StoreError(
+        f"{path} is damaged ({error}); the gateway will not use it or make a new one in its place. Stop the "
+        f"gateway, copy the last backup of gateway.db over {path} (and delete {path.name}-wal and "
+        f"{path.name}-shm beside it), then start again; with no backup, move the file aside and start over "
+        "with --init")
 
 
 def _name_key(name: str) -> str:
@@ -160,6 +181,9 @@ class SqliteStore:
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses at most the last commit
             except (sqlite3.Error, OSError) as e:
+                damaged = _damaged(self.path, e)
+                if damaged is not None:
+                    raise damaged from e
                 raise StoreError(f"cannot open the state database {self.path}: {e}") from e
             self._local.conn = conn
             with self._lock:
@@ -187,10 +211,16 @@ class SqliteStore:
         try:
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # A COMMIT that failed (a full disk) may leave the transaction open: without the
+                # rollback every later write of this thread would fail with "within a transaction".
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
-            conn.execute("COMMIT")
         finally:
             # After the commit, never before: a reader that saw the old count must not have
             # read the old data under the new one.
@@ -212,7 +242,10 @@ class SqliteStore:
     @_store_errors
     def _init_schema(self) -> None:
         conn = self._conn()
-        mode = _switch_to_wal(conn)
+        try:
+            mode = _switch_to_wal(conn)
+        except sqlite3.DatabaseError as e:
+            raise _damaged(self.path, e) or e
         if str(mode).lower() != "wal":
             raise StoreError(f"the state database {self.path} cannot use WAL mode (got {mode}); "
                              "put the state folder on a local disk")

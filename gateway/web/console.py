@@ -51,7 +51,7 @@ from gateway.utils.net import split_authority
 from gateway.iplist.edit import check_text, read_list_file
 from gateway.iplist.files import ListUnreadable
 from gateway.iplist.lists import load_list
-from gateway.store import Store
+from gateway.store import Store, StoreUnavailable
 from gateway.auth.throttle import Throttle
 
 logger = logging.getLogger("gateway.console")
@@ -158,6 +158,10 @@ class Console:
                                        + ("; Secure" if tls else ""))
         try:
             page = await self._answer(request)
+        except StoreUnavailable:
+            # The store's health has said so once in the log; every page needs the store.
+            _ = translator(lang)
+            page = _error(503, "503", "503: " + _("The user store is down; see /readyz and the gateway log."), lang)
         except Exception:
             logger.exception("console page %s failed", path)
             _ = translator(lang)
