@@ -31,6 +31,7 @@ from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port
 PASSWORD = "Obmen2024x"
 WRONG = "not-the-password"
 ADMIN_PASSWORD = "Adm1n-Sklad-2024"
+TERMINAL_PASSWORD = "Term7-Sklad-2024"
 KB = 1024
 
 
@@ -46,6 +47,8 @@ def gw(standin: Standin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     (directory / "gateway.yaml").write_text(json.dumps(config), encoding="utf-8")
     cli_ok(directory, "group", "add", "Обмен", "--role", "external", "--doc-type", "Поступление")
     cli_ok(directory, "user", "add", "obmen", "--group", "Обмен", "--password-stdin", input=PASSWORD + "\n")
+    # The terminal of the spray test: its own account, which no other test here locks out.
+    cli_ok(directory, "user", "add", "term7", "--group", "Обмен", "--password-stdin", input=TERMINAL_PASSWORD + "\n")
     cli_ok(directory, "group", "add", "Админы", "--role", "admin", "--doc-type", "Поступление")
     cli_ok(directory, "user", "add", "admin", "--group", "Админы", "--password-stdin", input=ADMIN_PASSWORD + "\n")
     gateway = start_gateway(directory, config, wait=False)
@@ -316,7 +319,7 @@ def test_the_admin_listener_answers_only_its_own_names(gw: RunningGateway) -> No
 
 def test_a_password_only_burst_raises_spray_detected_and_a_cached_terminal_is_not_held_up(
         gw: RunningGateway) -> None:
-    named = {"Authorization": "Basic " + base64.b64encode(f"obmen:{PASSWORD}".encode()).decode()}
+    named = {"Authorization": "Basic " + base64.b64encode(f"term7:{TERMINAL_PASSWORD}".encode()).decode()}
     terminal = _client(gw, "127.0.0.60")
     assert terminal.get("/echo", headers=named).status_code == 200  # now cached
     gw.mark_log()
