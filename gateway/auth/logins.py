@@ -29,7 +29,7 @@ from gateway.auth.login import (
     LEASE, SPRAY_DELAY, SPRAY_PREFIX, Admit, Failure, LoginAttempt, Refuse, Reserve, SprayAlert, Verify, Wait,
     decide_cached,
 )
-from gateway.store import Reservation, Store, StoreUnavailable
+from gateway.store import Principal, Reservation, Store, StoreUnavailable
 from gateway.auth.throttle import Throttle, Verdict
 
 logger = logging.getLogger("gateway.auth")
@@ -101,16 +101,19 @@ class Logins:
                                 whitelisted=whitelisted, malformed=malformed, scope=scope)
 
     async def check(self, address: str, creds: BasicCredentials | None, *, base_id: str, base_name: str,
-                    allow_barcode: bool, whitelisted: bool, malformed: str = "", scope: str = "") -> Admit | Refuse:
+                    allow_barcode: bool, whitelisted: bool, malformed: str = "",
+                    device_allows: Callable[[Principal], bool] | None = None, scope: str = "") -> Admit | Refuse:
         """Decide an uncached login. ``creds`` None: the Authorization header was malformed
-        (``malformed`` says how); that costs a place and counts as a failure like a wrong secret."""
+        (``malformed`` says how); that costs a place and counts as a failure like a wrong secret.
+        ``device_allows``: False for a user bound to other devices than the connection's — the
+        right secret from the wrong device is a failed login, counted like a wrong one."""
         account = None
         if creds is not None:
             account = await self._in_store_thread(self.authenticator.account_of, creds.login, creds.secret)
         attempt = LoginAttempt(self.throttle.settings, address, creds.login if creds is not None else None,
                                account, base_id, whitelisted, time.time(), scope)
         try:
-            return await self._drive(attempt, creds, base_name, allow_barcode, malformed)
+            return await self._drive(attempt, creds, base_name, allow_barcode, malformed, device_allows)
         except BaseException:
             if attempt.holding:
                 # A store error, a bug, or the client gone (cancelled): give the places back now
@@ -119,10 +122,11 @@ class Logins:
             raise
 
     async def _drive(self, attempt: LoginAttempt, creds: BasicCredentials | None, base_name: str,
-                     allow_barcode: bool, malformed: str) -> Admit | Refuse:
+                     allow_barcode: bool, malformed: str,
+                     device_allows: Callable[[Principal], bool] | None = None) -> Admit | Refuse:
         base_id = attempt.base_id
         try:
-            return await self._drive_steps(attempt, creds, base_name, allow_barcode, malformed)
+            return await self._drive_steps(attempt, creds, base_name, allow_barcode, malformed, device_allows)
         finally:
             if attempt.spray_key is not None and attempt.spray_counted:
                 left = self._spray_inflight.get(base_id, 1) - 1
@@ -132,7 +136,12 @@ class Logins:
                     self._spray_inflight.pop(base_id, None)
 
     async def _drive_steps(self, attempt: LoginAttempt, creds: BasicCredentials | None, base_name: str,
-                           allow_barcode: bool, malformed: str) -> Admit | Refuse:
+                           allow_barcode: bool, malformed: str,
+                           device_allows: Callable[[Principal], bool] | None) -> Admit | Refuse:
+        def allowed(decision: Admit | Refuse | None) -> bool:
+            return decision is not None and (device_allows is None or not isinstance(decision, Admit)
+                                             or device_allows(decision.principal))
+
         base_id = attempt.base_id
         action: Any = attempt.start()
         waited = False
@@ -141,7 +150,7 @@ class Logins:
                 if waited and creds is not None:
                     # Another attempt with these credentials may have been verified meanwhile.
                     cached = await self._in_store_thread(self._cached, attempt, creds, allow_barcode)
-                    if cached is not None:
+                    if cached is not None and allowed(cached):
                         return cached
                 result, spray = await self._in_store_thread(self._reserve, action)
                 action = attempt.reserved(result, spray)
@@ -164,7 +173,7 @@ class Logins:
                 if creds is not None and not self._in_flight(creds, allow_barcode):
                     # Verified by a concurrent attempt that landed while this one reserved.
                     cached = await self._in_store_thread(self._cached, attempt, creds, allow_barcode)
-                    if cached is not None:
+                    if cached is not None and allowed(cached):
                         await self._in_store_thread(self.store.release, attempt.holder)
                         self._wake_next(attempt)
                         return cached
@@ -172,6 +181,10 @@ class Logins:
                     outcome = Outcome(None, malformed or "malformed credentials")
                 else:
                     outcome = await self._verify(creds, allow_barcode, base_id, action.queued)
+                    if outcome.principal is not None and device_allows is not None \
+                            and not device_allows(outcome.principal):
+                        outcome = Outcome(None, f"user {outcome.principal.user.name!r} logs in only from "
+                                                "the devices enrolled for it")
                 action = attempt.verified(outcome.principal, outcome.reason, time.time())
             elif isinstance(action, Admit):
                 if action.release is not None:
