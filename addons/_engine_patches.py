@@ -28,7 +28,10 @@ of that is reachable through options or hooks, so it is changed here, once, at i
   SETTINGS, and answers more than ``limits.http2_max_resets`` client resets in 10 s with
   GOAWAY(ENHANCE_YOUR_CALM); closing the connection cancels every open stream, and with it
   its back-end request. This happens in the HTTP/2 layer, before any hook: a ``user_auth`` base
-  is protected before credentials are even looked at.
+  is protected before credentials are even looked at. Resets also count per address across its
+  connections (``reset_ledger``; addons/limits.py refuses a banned address's new connections),
+  and a stream the client reset before its request was sent on is never forwarded (mitmproxy
+  dropped a reset that came in the same read as END_STREAM; ``HttpStream.make_server_connection``).
 
 * ``HttpStream`` — request bodies (issue 24). A request an addon answered from its head (Auth,
   the policy, a limit) gets that answer at once and its body is never buffered: HTTP/1 closes
@@ -72,7 +75,8 @@ from mitmproxy.proxy.layers.http import _events as _http_events
 from mitmproxy.proxy.layers.http import _http1, _http2
 
 from addons._guard import deny  # the one way addons answer
-from gateway.traffic.limits import RESET_WINDOW, HeadRefused, LimitSettings, check_request_head
+from gateway.traffic.limits import (RESET_ADDRESS_FACTOR, RESET_BAN, RESET_WINDOW, HeadRefused, LimitSettings,
+                                    ResetLedger, check_request_head)
 
 _limits = LimitSettings()
 # Set by addons/limits.py: called as on_event(kind, client, detail) for metrics and the log,
@@ -305,6 +309,11 @@ async def _drain_writers(self: Any) -> None:
         await asyncio.sleep(0.05)
 
 
+# Resets per address across connections (gateway.traffic.limits.ResetLedger); addons/limits.py
+# refuses a banned address's new connections.
+reset_ledger = ResetLedger()
+
+
 def _h2_event(self: Any, event: Any) -> Any:
     if isinstance(event, h2.events.StreamReset) and event.remote_reset:
         now = time.monotonic()
@@ -312,7 +321,13 @@ def _h2_event(self: Any, event: Any) -> Any:
         resets.append(now)
         while resets and resets[0] < now - RESET_WINDOW:
             resets.popleft()
-        if len(resets) > _limits.http2_max_resets:
+        address = self.conn.peername[0] if getattr(self.conn, "peername", None) else ""
+        banned = reset_ledger.record(address, now, RESET_ADDRESS_FACTOR * _limits.http2_max_resets)
+        if banned:
+            on_event("reset-ban", self.conn,
+                     f"more than {RESET_ADDRESS_FACTOR * _limits.http2_max_resets} stream resets in "
+                     f"{RESET_WINDOW:.0f} s over its connections; new connections refused for {RESET_BAN:.0f} s")
+        if banned or len(resets) > _limits.http2_max_resets:
             on_event("http2-reset-flood", self.conn,
                      f"more than {_limits.http2_max_resets} stream resets in {RESET_WINDOW:.0f} s")
             self.h2_conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many stream resets")
@@ -320,6 +335,13 @@ def _h2_event(self: Any, event: Any) -> Any:
             # Ends every open stream with an error: their back-end requests are cancelled.
             yield from self.close_connection("too many stream resets")
             return True
+        if event.stream_id not in self.streams:
+            # mitmproxy forgets a stream once h2 calls it closed, and h2 does as soon as the
+            # client's END_STREAM and RST_STREAM came in the same read: the reset was then
+            # dropped and the request sent on all the same. Tell the stream (gone: ignored).
+            yield _http_layer.ReceiveHttp(self.ReceiveProtocolError(
+                event.stream_id, "stream reset by client", code=_http_layer.ErrorCode.CANCEL))
+            return False  # go on with the connection's other events
     return (yield from _original_h2_event(self, event))
 
 
@@ -431,6 +453,27 @@ def _stream_handle(self: Any, event: Any) -> Any:
             streams = _holding[client] = weakref.WeakSet()
         streams.add(self)
     return (yield from _original_stream_handle(self, event))
+
+
+_original_make_server_connection = _HttpStream.make_server_connection
+
+
+def _reset_by_client(stream: Any) -> bool:
+    """Whether the client already reset this HTTP/2 stream: its RequestProtocolError waits in the
+    stream's queue while the hooks (Auth, the policy) decide, and would only be handled after
+    mitmproxy has sent the request on."""
+    return bool(stream.flow is not None and stream.flow.request.is_http2 and any(
+        isinstance(e, _http_events.RequestProtocolError) and e.stream_id == stream.stream_id
+        for e in stream._paused_event_queue))
+
+
+def _make_server_connection(self: Any) -> Any:
+    """A stream the client reset before its request was sent on is never forwarded (issue 24
+    point 5: 5,300 of 10,350 reset streams reached the back end)."""
+    if _reset_by_client(self):
+        # The queued reset is handled next, as mitmproxy would: error hook, stream dropped.
+        return False
+    return (yield from _original_make_server_connection(self))
 
 
 def held_bytes(client: Any) -> int:
@@ -597,6 +640,7 @@ def install() -> None:
         "HttpStream.start_request_stream": (_HttpStream.start_request_stream, ["self"]),
         "HttpStream.send_response": (_HttpStream.send_response, ["self", "already_streamed"]),
         "HttpStream.check_killed": (_HttpStream.check_killed, ["self", "emit_error_hook"]),
+        "HttpStream.make_server_connection": (_original_make_server_connection, ["self"]),
     }
     for name, (func, params) in expected.items():
         if list(inspect.signature(func).parameters) != params:
@@ -631,4 +675,5 @@ def install() -> None:
     _HttpStream.state_wait_for_request_headers = _wait_for_request_headers
     _HttpStream.state_consume_request_body = _consume_request_body
     _HttpStream.state_stream_request_body = _stream_request_body
+    _HttpStream.make_server_connection = _make_server_connection
     _installed = True

@@ -11,8 +11,12 @@ Runs in ``requestheaders`` before Routing and Auth, on every base, for HTTP/1 an
 * ``Content-Length`` that is not one plain decimal below 2^53 → 400;
 * CONNECT → 501; ``Upgrade`` → 426 unless the base sets ``websocket: true`` and the upgrade is
   to WebSocket (the upgrade request then goes through Auth and Policy like any other);
-* an absolute-form target (``GET http://x/...``) is forwarded in origin form, with the back
-  end's Host set by Routing;
+* an absolute-form target (``GET http://x/...``, also HTTP/2's ``:path``) is forwarded in origin
+  form, with the back end's Host set by Routing; ``*`` outside OPTIONS, a target without a
+  leading ``/``, ``#`` and ``.``/``..`` segments → 400, on every base and both protocols
+  (gateway.traffic.limits.check_target); an HTTP/1.1 head without one Host was refused while read;
+* ``Connection`` and the fields it names are dropped (RFC 9110 §7.6.1; ``close``/``keep-alive``
+  stay as the hop's own directive), before Routing and Identity set the gateway's headers;
 * header hygiene (``limits.header_hygiene``, default on): the headers in ``limits.strip_headers``
   are removed (method overrides, IIS rewrite targets, client-address claims), and so is any
   header whose name, with ``_`` read as ``-``, starts with the identity prefix (``X_Gateway_Role``);
@@ -28,7 +32,8 @@ from mitmproxy import http
 from addons._context import current_config, listener_to_check
 from addons._guard import deny, fail_closed
 from gateway.config import GatewayConfig
-from gateway.traffic.limits import check_content_length, check_method, control_character_in, identity_lookalike
+from gateway.traffic.limits import (HeadRefused, check_content_length, check_method, check_target,
+                                    control_character_in, identity_lookalike)
 
 logger = logging.getLogger("gateway.hygiene")
 
@@ -84,11 +89,14 @@ class Hygiene:
         upgrades: list[str] = []
         http2_settings = False
         strip = False
+        connection: list[bytes] = []
         for name, value in fields:
             lower = name.lower()
             if self._stripped(lower):
                 strip = True
-            if lower == b"content-length":
+            if lower == b"connection":
+                connection.append(value)
+            elif lower == b"content-length":
                 lengths.append(value.decode("utf-8", "surrogateescape"))
             elif lower == b"upgrade":
                 upgrades.append(value.decode("utf-8", "surrogateescape"))
@@ -108,8 +116,36 @@ class Hygiene:
             # HTTP/1 absolute-form: the host the client named is not the back end's business
             # (HTTP/2's :authority is its Host header and stays for Routing to handle).
             request.authority = ""
+        # The same target rules for both protocols, on every base (HTTP/2's :path arrives raw:
+        # "http://x/a", "*", "a", "/a/../b" would reach the back end as sent).
+        raw_target = request.data.path.decode("utf-8", "surrogateescape")
+        try:
+            target = check_target(request.method, raw_target)
+        except HeadRefused as refused:
+            self._refuse(flow, refused.status, refused.reason)
+            return
+        if target != raw_target:
+            request.path = target
         if strip and limits.header_hygiene:
             self._strip_headers(request)
+        if connection:
+            self._drop_connection_fields(request, connection)
+
+    @staticmethod
+    def _drop_connection_fields(request: http.Request, values: list[bytes]) -> None:
+        """RFC 9110 §7.6.1: Connection and every field it names are for this hop only. A client
+        could otherwise name X-Forwarded-For or the identity headers and have a back end (or a
+        proxy in between) drop what the gateway sets; those are set after this, by Routing and
+        Identity, so they can never be named away. ``close`` / ``keep-alive`` stay: they are the
+        connection's own directives, and mitmproxy reads them on this request to end the hop."""
+        tokens = {token.strip().lower() for value in values for token in value.split(b",")} - {b""}
+        kept_directives = sorted(tokens & {b"close", b"keep-alive"})
+        named = tokens - {b"close", b"keep-alive"}
+        fields = tuple(f for f in request.headers.fields
+                       if f[0].lower() != b"connection" and f[0].lower() not in named)
+        if kept_directives:
+            fields += ((b"Connection", b", ".join(kept_directives)),)
+        request.headers.fields = fields
 
     def _strip_headers(self, request: http.Request) -> None:
         kept = tuple(field for field in request.headers.fields if not self._stripped(field[0].lower()))

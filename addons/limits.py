@@ -128,6 +128,10 @@ class Limits:
         if limits.max_connections and len(self._conns) >= limits.max_connections:
             self._refuse(client, address, f"the gateway holds {limits.max_connections} connections (max_connections)")
             return
+        refused_for = _engine_patches.reset_ledger.banned_for(address, time.monotonic())
+        if refused_for:
+            self._refuse(client, address, f"too many HTTP/2 stream resets; refused for {refused_for:.0f} s more")
+            return
         if limits.max_connections_per_ip and self._per_address[address] >= limits.max_connections_per_ip:
             self._refuse(client, address,
                          f"{limits.max_connections_per_ip} connections from this address (max_connections_per_ip)")

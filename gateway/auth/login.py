@@ -136,8 +136,10 @@ class LoginAttempt:
     base_id: str
     whitelisted: bool
     now: float
+    scope: str = ""  # CONSOLE_SCOPE: the console's own windows (gateway/auth/throttle.py)
     holder: str = field(default_factory=lambda: secrets.token_hex(12))
     holding: bool = False  # places reserved and not yet settled by verified()
+    spray_counted: bool = False  # counted among its base's password-only checks under way
     _started: float = 0.0
     _progress: float = 0.0
     _holders: str = ""
@@ -155,9 +157,9 @@ class LoginAttempt:
         if self.whitelisted:
             return ()
         s = self.settings
-        places = [Place(ip_key(self.address), s.ip_failures, s.ip_window)]
+        places = [Place(self.scope + ip_key(self.address), s.ip_failures, s.ip_window)]
         if self.account:
-            places.append(Place(account_key(self.account), s.account_failures, s.account_window))
+            places.append(Place(self.scope + account_key(self.account), s.account_failures, s.account_window))
         return tuple(places)
 
     @property
@@ -177,7 +179,7 @@ class LoginAttempt:
     def reserved(self, result: Reservation, spray: tuple[int, int] | None = None) -> Verify | Wait | Refuse:
         """``spray``: (failures, addresses) of the base's password-only window, when asked for."""
         if result.outcome == "refused":
-            what = f"address {self.address}" if result.key.startswith("ip:") else f"user {self.account!r}"
+            what = f"address {self.address}" if result.key.startswith(self.scope + "ip:") else f"user {self.account!r}"
             return Refuse(429, f"{what}: {result.failures} failed logins", result.retry_after)
         if result.outcome == "wait":
             if result.holders != self._holders:  # places freed or taken, here or in another process

@@ -26,7 +26,8 @@ from typing import Any, Callable, TypeVar
 from gateway.auth.authenticate import Authenticator, Outcome
 from gateway.auth.credentials import BasicCredentials
 from gateway.auth.login import (
-    LEASE, SPRAY_DELAY, Admit, Failure, LoginAttempt, Refuse, Reserve, SprayAlert, Verify, Wait, decide_cached,
+    LEASE, SPRAY_DELAY, SPRAY_PREFIX, Admit, Failure, LoginAttempt, Refuse, Reserve, SprayAlert, Verify, Wait,
+    decide_cached,
 )
 from gateway.store import Principal, Reservation, Store, StoreUnavailable
 from gateway.auth.throttle import Throttle, Verdict
@@ -79,6 +80,7 @@ class Logins:
         self.store_pool = store_pool
         self.room = WaitingRoom()
         self._spray_queues: dict[str, asyncio.Lock] = {}
+        self._spray_inflight: dict[str, int] = {}  # base id → password-only checks of this process under way
         # verifications under way, by (cache key, barcode allowed): see shared_verification
         self._flights: dict[tuple[str, bool], asyncio.Future[Outcome]] = {}
 
@@ -86,19 +88,21 @@ class Logins:
         return await asyncio.get_running_loop().run_in_executor(self.store_pool, func, *args)
 
     async def login(self, address: str, creds: BasicCredentials | None, *, base_id: str, base_name: str,
-                    allow_barcode: bool, whitelisted: bool, malformed: str = "") -> Admit | Refuse:
+                    allow_barcode: bool, whitelisted: bool, malformed: str = "", scope: str = "") -> Admit | Refuse:
         """The whole login — success cache first, then ``check`` — for callers off the proxy's hot
-        path, such as the admin console ("this admin's login from this address")."""
+        path, such as the admin console ("this admin's login from this address"). ``scope``: the
+        failure windows to count in (``throttle.CONSOLE_SCOPE`` for the console's own)."""
         if creds is not None:
-            cached = await self._in_store_thread(self._cached_decision, address, creds, allow_barcode, whitelisted)
+            cached = await self._in_store_thread(self._cached_decision, address, creds, allow_barcode, whitelisted,
+                                                 scope)
             if cached is not None:
                 return cached
         return await self.check(address, creds, base_id=base_id, base_name=base_name, allow_barcode=allow_barcode,
-                                whitelisted=whitelisted, malformed=malformed)
+                                whitelisted=whitelisted, malformed=malformed, scope=scope)
 
     async def check(self, address: str, creds: BasicCredentials | None, *, base_id: str, base_name: str,
                     allow_barcode: bool, whitelisted: bool, malformed: str = "",
-                    device_allows: Callable[[Principal], bool] | None = None) -> Admit | Refuse:
+                    device_allows: Callable[[Principal], bool] | None = None, scope: str = "") -> Admit | Refuse:
         """Decide an uncached login. ``creds`` None: the Authorization header was malformed
         (``malformed`` says how); that costs a place and counts as a failure like a wrong secret.
         ``device_allows``: False for a user bound to other devices than the connection's — the
@@ -107,7 +111,7 @@ class Logins:
         if creds is not None:
             account = await self._in_store_thread(self.authenticator.account_of, creds.login, creds.secret)
         attempt = LoginAttempt(self.throttle.settings, address, creds.login if creds is not None else None,
-                               account, base_id, whitelisted, time.time())
+                               account, base_id, whitelisted, time.time(), scope)
         try:
             return await self._drive(attempt, creds, base_name, allow_barcode, malformed, device_allows)
         except BaseException:
@@ -120,6 +124,20 @@ class Logins:
     async def _drive(self, attempt: LoginAttempt, creds: BasicCredentials | None, base_name: str,
                      allow_barcode: bool, malformed: str,
                      device_allows: Callable[[Principal], bool] | None = None) -> Admit | Refuse:
+        base_id = attempt.base_id
+        try:
+            return await self._drive_steps(attempt, creds, base_name, allow_barcode, malformed, device_allows)
+        finally:
+            if attempt.spray_key is not None and attempt.spray_counted:
+                left = self._spray_inflight.get(base_id, 1) - 1
+                if left > 0:
+                    self._spray_inflight[base_id] = left
+                else:
+                    self._spray_inflight.pop(base_id, None)
+
+    async def _drive_steps(self, attempt: LoginAttempt, creds: BasicCredentials | None, base_name: str,
+                           allow_barcode: bool, malformed: str,
+                           device_allows: Callable[[Principal], bool] | None) -> Admit | Refuse:
         def allowed(decision: Admit | Refuse | None) -> bool:
             return decision is not None and (device_allows is None or not isinstance(decision, Admit)
                                              or device_allows(decision.principal))
@@ -136,6 +154,11 @@ class Logins:
                         return cached
                 result, spray = await self._in_store_thread(self._reserve, action)
                 action = attempt.reserved(result, spray)
+                if isinstance(action, Verify) and attempt.spray_key is not None and not attempt.spray_counted:
+                    # In flight from now until settled: a burst checked all at once is a spray
+                    # before a single failure is recorded (issue 24 point 8).
+                    attempt.spray_counted = True
+                    self._spray_inflight[base_id] = self._spray_inflight.get(base_id, 0) + 1
                 if isinstance(action, Refuse) and result.outcome == "refused":
                     self.room.wake(result.key, None)  # the others waiting on this window: refused too
             elif isinstance(action, Wait):
@@ -194,26 +217,29 @@ class Logins:
         # what the next requests of this client need (its address's and account's failures, the
         # cached user), so they stay on the no-read fast path instead of each finding a moved marker.
         version = self.store.version()
-        self.throttle.check_ip(attempt.address, version)
-        self.throttle.check_account(admit.principal.user.name, version)
+        self.throttle.check_ip(attempt.address, version, attempt.scope)
+        self.throttle.check_account(admit.principal.user.name, version, attempt.scope)
         self.authenticator.lookup(self.authenticator.cache_key(creds.login, creds.secret), allow_barcode, version)
 
     def _cached(self, attempt: LoginAttempt, creds: BasicCredentials, allow_barcode: bool) -> Admit | Refuse | None:
-        return self._cached_decision(attempt.address, creds, allow_barcode, attempt.whitelisted)
+        return self._cached_decision(attempt.address, creds, allow_barcode, attempt.whitelisted, attempt.scope)
 
     def _cached_decision(self, address: str, creds: BasicCredentials, allow_barcode: bool,
-                         whitelisted: bool) -> Admit | Refuse | None:
+                         whitelisted: bool, scope: str = "") -> Admit | Refuse | None:
         hit = self.authenticator.lookup(self.authenticator.cache_key(creds.login, creds.secret), allow_barcode)
         if hit is None:
             return None
-        return decide_cached(hit.principal, self.throttle.check_ip(address),
-                             self.throttle.check_account(hit.principal.user.name), whitelisted)
+        return decide_cached(hit.principal, self.throttle.check_ip(address, scope=scope),
+                             self.throttle.check_account(hit.principal.user.name, scope=scope), whitelisted)
 
     def _reserve(self, action: Reserve) -> tuple[Reservation, tuple[int, int] | None]:
         result = self.store.reserve(action.places, action.holder, action.now, LEASE)
         spray = None
         if result.outcome == "reserved" and action.spray_key is not None:
-            spray = self.store.failure_summary(action.spray_key, action.spray_since)
+            failures, addresses = self.store.failure_summary(action.spray_key, action.spray_since)
+            # Checks of this process still under way count against the budget as failures to be:
+            # the per-address reserve does the same with its places.
+            spray = (failures + self._spray_inflight.get(action.spray_key[len(SPRAY_PREFIX):], 0), addresses)
         return result, spray
 
     async def _verify(self, creds: BasicCredentials, allow_barcode: bool, base_id: str, queued: bool) -> Outcome:
@@ -258,7 +284,8 @@ class Logins:
         if failure is None:
             return  # whitelisted: never counted
         try:
-            lockouts = await self._in_store_thread(self._settle, failure, attempt.address, attempt.account)
+            lockouts = await self._in_store_thread(self._settle, failure, attempt.address, attempt.account,
+                                                   attempt.scope)
         finally:
             self._wake_next(attempt)  # a place became a failure: the next in line learns where it stands
         for kind, target, verdict, limit in lockouts:
@@ -266,12 +293,13 @@ class Logins:
                            verdict.retry_after_header,
                            extra={"event": "lockout", "target": target, "kind": kind, "base": base_name})
 
-    def _settle(self, failure: Failure, address: str, account: str | None) -> list[tuple[str, str, Verdict, int]]:
+    def _settle(self, failure: Failure, address: str, account: str | None,
+                scope: str = "") -> list[tuple[str, str, Verdict, int]]:
         try:
             self.store.settle_failure(failure.holder, failure.rows, failure.at, failure.forget_before)
         finally:
             self.throttle.forget_memo()
-        return self.throttle.lockouts(address, account)
+        return self.throttle.lockouts(address, account, scope)
 
     async def _raise_alert(self, alert: SprayAlert) -> None:
         first = await self._in_store_thread(self.store.claim, alert.claim_key, time.time(), alert.until)

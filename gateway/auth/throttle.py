@@ -27,6 +27,10 @@ from gateway.store.base import Store
 
 IP_PREFIX = "ip:"
 ACCOUNT_PREFIX = "user:"
+# The console's own failure windows for logins from its allowed addresses (loopback, admin.allow):
+# guesses on a base port fill "ip:"/"user:" and must never lock the administrator out of the
+# console; the console's own failures fill "console-ip:"/"console-user:" and throttle there.
+CONSOLE_SCOPE = "console-"
 # Addresses and accounts remembered between store changes; beyond it the memo starts afresh
 # (a flood of addresses costs a store read each, never unbounded memory).
 MEMO_ENTRIES = 10_000
@@ -55,7 +59,9 @@ class Ban:
 
     @property
     def kind(self) -> str:
-        return "address" if self.key.startswith(IP_PREFIX) else "user"
+        scoped = self.key.startswith(CONSOLE_SCOPE)
+        bare = self.key[len(CONSOLE_SCOPE):] if scoped else self.key
+        return ("console " if scoped else "") + ("address" if bare.startswith(IP_PREFIX) else "user")
 
     @property
     def target(self) -> str:
@@ -124,37 +130,38 @@ class Throttle:
             return NO_FAILURES
         return window_verdict(seen.times, limit, window, now)
 
-    def check_ip(self, address: str, version: int | None = None) -> Verdict:
+    def check_ip(self, address: str, version: int | None = None, scope: str = "") -> Verdict:
         """The address's verdict. ``version``: the store's change marker, when the caller has read it."""
-        return self._verdict(ip_key(address), self.settings.ip_failures, self.settings.ip_window, version)
+        return self._verdict(scope + ip_key(address), self.settings.ip_failures, self.settings.ip_window, version)
 
-    def check_account(self, login: str, version: int | None = None) -> Verdict:
-        return self._verdict(account_key(login), self.settings.account_failures, self.settings.account_window,
-                             version)
+    def check_account(self, login: str, version: int | None = None, scope: str = "") -> Verdict:
+        return self._verdict(scope + account_key(login), self.settings.account_failures,
+                             self.settings.account_window, version)
 
     def forget_memo(self) -> None:
         with self._lock:
             self._memo.clear()
             self._memo_version = None
 
-    def record_failure(self, address: str, login: str | None = None) -> None:
+    def record_failure(self, address: str, login: str | None = None, scope: str = "") -> None:
         now = self.clock()
         forget_before = now - max(self.settings.ip_window, self.settings.account_window)
         try:
-            self.store.add_failure(ip_key(address), now, forget_before)
+            self.store.add_failure(scope + ip_key(address), now, forget_before)
             if login:
-                self.store.add_failure(account_key(login), now, forget_before)
+                self.store.add_failure(scope + account_key(login), now, forget_before)
         finally:
             # The store's version moves too; dropping the memo here does not depend on it.
             self.forget_memo()
 
-    def lockouts(self, address: str, login: str | None) -> list[tuple[str, str, Verdict, int]]:
+    def lockouts(self, address: str, login: str | None, scope: str = "") -> list[tuple[str, str, Verdict, int]]:
         """(kind, target, verdict, limit) for the address and account whose failures have just
         reached their limit: the one failure that locks is logged, not the ones after it."""
         settings = self.settings
-        found = [("address", address, self.check_ip(address), settings.ip_failures)]
+        prefix = "console " if scope else ""
+        found = [(prefix + "address", address, self.check_ip(address, scope=scope), settings.ip_failures)]
         if login:
-            found.append(("user", login, self.check_account(login), settings.account_failures))
+            found.append((prefix + "user", login, self.check_account(login, scope=scope), settings.account_failures))
         return [item for item in found if item[2].blocked and item[2].failures == item[3]]
 
     def bans(self) -> list[Ban]:
@@ -163,9 +170,10 @@ class Throttle:
         since = now - max(self.settings.ip_window, self.settings.account_window)
         result = []
         for key, times in self.store.failure_keys(since).items():
-            if key.startswith(IP_PREFIX):
+            bare = key[len(CONSOLE_SCOPE):] if key.startswith(CONSOLE_SCOPE) else key
+            if bare.startswith(IP_PREFIX):
                 limit, window = self.settings.ip_failures, self.settings.ip_window
-            elif not key.startswith(ACCOUNT_PREFIX):
+            elif not bare.startswith(ACCOUNT_PREFIX):
                 continue  # a base's password-only (spray) window slows, never bans
             else:
                 limit, window = self.settings.account_failures, self.settings.account_window
@@ -183,6 +191,7 @@ class Throttle:
         else:
             key = ip_key(target)
         try:
-            return self.store.clear_failures(key)
+            # The base ports' window and the console's own: lifting a name frees it everywhere.
+            return self.store.clear_failures(key) + self.store.clear_failures(CONSOLE_SCOPE + key)
         finally:
             self.forget_memo()

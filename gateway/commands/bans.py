@@ -7,6 +7,7 @@ import logging
 
 from gateway.commands._accounts import open_state, user_errors
 from gateway.auth.throttle import Throttle
+from gateway.utils.display import shown
 
 logger = logging.getLogger("gateway.bans")
 
@@ -34,7 +35,7 @@ def list_bans(args: argparse.Namespace) -> int:
         return 0
     print(f"{'KIND':<8} {'ADDRESS OR USER':<40} {'FAILURES':>8} {'FREE IN':>8}")
     for ban in bans:
-        print(f"{ban.kind:<8} {ban.target:<40} {ban.failures:>8} {ban.retry_after:>7.0f}s")
+        print(f"{shown(ban.kind):<8} {shown(ban.target):<40} {ban.failures:>8} {ban.retry_after:>7.0f}s")
     return 0
 
 
@@ -42,9 +43,9 @@ def list_bans(args: argparse.Namespace) -> int:
 def lift_ban(args: argparse.Namespace) -> int:
     forgotten = _throttle(args).lift(args.target)
     if not forgotten:
-        print(f"{args.target} had no recent failed logins; nothing to lift")
+        print(f"{shown(args.target)} had no recent failed logins; nothing to lift")
         return 0
-    print(f"lifted: {forgotten} failed login(s) of {args.target} forgotten")
+    print(f"lifted: {forgotten} failed login(s) of {shown(args.target)} forgotten")
     logger.info("ban lifted for %s (%d failed login(s) forgotten)", args.target, forgotten,
                 extra={"event": "ban-lifted", "target": args.target})
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from gateway.utils.display import shown
 from gateway.commands._accounts import open_state, user_errors
 from gateway.store import ROLES, Group
 
@@ -120,7 +121,7 @@ def list_groups(args: argparse.Namespace) -> int:
         return 0
     print(f"{'ID':<8} {'NAME':<24} {'ROLE':<9} DOCUMENT TYPES")
     for g in groups:
-        print(f"{g.id:<8} {g.name:<24} {g.role:<9} {', '.join(g.doc_types)}")
+        print(f"{g.id:<8} {shown(g.name):<24} {g.role:<9} {shown(', '.join(g.doc_types))}")
     return 0
 
 

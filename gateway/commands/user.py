@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from gateway.utils.display import shown
 from gateway.commands._accounts import SecretReader, open_state, user_errors
 from gateway.utils.private_files import write_private_text
 from gateway.accounts.transfer import export_accounts, import_accounts
@@ -113,8 +114,8 @@ def list_users(args: argparse.Namespace) -> int:
     print(f"{'ID':<8} {'NAME':<20} {'GROUP':<20} {'ROLE':<9} {'BARCODE':<8} DESCRIPTION")
     for u in users:
         group = groups.get(u.group_id)
-        print(f"{u.id:<8} {u.name:<20} {group.name if group else u.group_id:<20} {group.role if group else '?':<9} "
-              f"{'yes' if u.has_barcode else 'no':<8} {u.description}")
+        print(f"{u.id:<8} {shown(u.name):<20} {shown(group.name if group else u.group_id):<20} "
+              f"{group.role if group else '?':<9} {'yes' if u.has_barcode else 'no':<8} {shown(u.description)}")
     return 0
 
 

@@ -210,6 +210,30 @@ class AdminSettings:
     host: str = "127.0.0.1"
     listen: int = 9400
     console_idle_timeout: int = 900  # seconds without a request before a console session ends
+    # Where administrators use the console from, besides loopback: failed logins on the base
+    # ports never lock the console for these addresses (the console counts its own failures).
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # The names the admin listener answers to (Host); empty: loopback names and its listen address.
+    hosts: tuple[str, ...] = ()
+
+    def allowed(self, address: str) -> bool:
+        """Loopback or an ``admin.allow`` address: a place the console is used from."""
+        try:
+            ip = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return ip.is_loopback or any(ip.version == net.version and ip in net for net in self.allow)
+
+    def served_hosts(self) -> frozenset[str]:
+        """Host names (lower-case, no port, IPv6 without brackets) the admin listener answers to."""
+        if self.hosts:
+            return frozenset(self.hosts)
+        names = {"localhost", "127.0.0.1", "::1"}
+        if self.host not in ("0.0.0.0", "::", ""):
+            names.add(self.host.lower())
+        return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -592,7 +616,32 @@ def _auth(r: _Reader) -> AuthSettings:
 
 def _admin(r: _Reader) -> AdminSettings:
     return AdminSettings(enabled=r.get("enabled", bool, True), host=_host(r, "host", "127.0.0.1"),
-                         listen=_port(r, "listen", 9400), console_idle_timeout=_console_idle(r))
+                         listen=_port(r, "listen", 9400), console_idle_timeout=_console_idle(r),
+                         allow=_networks(r, "allow"), hosts=_host_names(r, "hosts"))
+
+
+def _networks(r: _Reader, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    found = []
+    for index, item in enumerate(r.get(name, list, [])):
+        try:
+            found.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise ConfigError(r.source, f"{r.key(name)}[{index}]",
+                              f"{item!r} is not an address or network; write e.g. 192.168.10.5 or 192.168.10.0/24") from None
+    return tuple(found)
+
+
+def _host_names(r: _Reader, name: str) -> tuple[str, ...]:
+    found = []
+    for index, item in enumerate(r.get(name, list, [])):
+        text = str(item).strip().lower()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        if not text or any(c in text for c in "/ ,@") or ("]" in text):
+            raise ConfigError(r.source, f"{r.key(name)}[{index}]",
+                              f"{item!r} is not a host name or address; write e.g. gateway.sklad.local or 10.0.0.5")
+        found.append(text)
+    return tuple(found)
 
 
 def _enrolment(r: _Reader) -> EnrolmentSettings:

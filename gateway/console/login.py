@@ -17,6 +17,7 @@ from typing import Any
 from gateway.auth import secondfactor
 from gateway.auth.credentials import BasicCredentials
 from gateway.auth.login import Admit
+from gateway.auth.throttle import CONSOLE_SCOPE
 from gateway.store import Principal
 
 logger = logging.getLogger("gateway.console")
@@ -42,17 +43,24 @@ class LoginResult:
 
 
 async def console_login(logins: Any, address: str, login: str, password: str, code: str = "",
-                        second_factor_required: bool = False) -> LoginResult:
+                        second_factor_required: bool = False, allowed_address: bool = False) -> LoginResult:
     """One admin login from ``address``: ``logins`` is an ``gateway.auth.logins.Logins``.
+
+    ``allowed_address``: loopback or ``admin.allow``. Such a login counts in the console's own
+    failure windows, so guesses at ``admin`` on a base port (anyone can send those) never lock
+    the administrator out of the console; the console's own failures still throttle it. From any
+    other address the console shares the bases' windows: guessing there is no cheaper.
 
     After the password, an admin with a second factor must give a current code (or an unused
     recovery code); a wrong or missing one counts as a failed login of the address and the account,
     in the same windows as a wrong password, so guessing codes is throttled exactly as guessing
     passwords is. Where a second factor is required and the admin has none, the login is admitted
     only to enrol one (``must_enrol``)."""
+    scope = CONSOLE_SCOPE if allowed_address else ""
     creds = BasicCredentials(login, password) if password else None
     decision = await logins.login(address, creds, base_id=CONSOLE, base_name=CONSOLE, allow_barcode=False,
-                                  whitelisted=False, malformed="" if password else "empty password")
+                                  whitelisted=False, malformed="" if password else "empty password",
+                                  scope=scope)
     if not isinstance(decision, Admit):
         if decision.status == 429:
             return LoginResult(throttled=True, retry_after=decision.retry_after_header)
@@ -69,7 +77,7 @@ async def console_login(logins: Any, address: str, login: str, password: str, co
         return LoginResult(principal, must_enrol=second_factor_required)
     used = await loop.run_in_executor(logins.store_pool, secondfactor.verify, logins.store, user_id, code)
     if not used:
-        await loop.run_in_executor(logins.store_pool, logins.throttle.record_failure, address, login)
+        await loop.run_in_executor(logins.store_pool, logins.throttle.record_failure, address, login, scope)
         logger.warning("console login of %r from %s refused: wrong or missing one-time code", principal.user.name,
                        address, extra={"event": "login-failed", "client": address, "user": principal.user.name,
                                        "base": CONSOLE})

@@ -25,6 +25,7 @@ from gateway.utils.files import atomic_write_text
 from gateway.ops.portowner import owner_of
 
 RUN_FOLDER = "run"
+RUN_FOLDER_MODE = 0o700
 # A warehouse LAN answers a TCP connect in milliseconds; a second means "not there".
 PROBE_TIMEOUT = 1.0
 
@@ -97,8 +98,14 @@ def write_run_file(state_dir: Path, info: RunInfo) -> None:
 
 def write_run_record(state_dir: Path, pid: int, record: dict[str, Any]) -> None:
     """The one writer of run files (a gateway process's and the supervisor's), replaced in one
-    rename so `gateway status` never reads half of one."""
-    atomic_write_text(run_file(state_dir, pid), json.dumps(record))
+    rename so `gateway status` never reads half of one. The folder and its files are the
+    owner's only: they name each worker's private admin port."""
+    folder = state_dir / RUN_FOLDER
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True, mode=RUN_FOLDER_MODE)
+    if os.name == "posix" and folder.stat().st_mode & 0o077:
+        os.chmod(folder, RUN_FOLDER_MODE)  # mkdir's mode passes through the umask; older folders were 0755
+    atomic_write_text(run_file(state_dir, pid), json.dumps(record), mode=0o600)
 
 
 def remove_run_file(state_dir: Path, pid: int) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from gateway.ops.eventfold import FoldEvents
 from gateway.ops.logsetup import CONSOLE_EVENTS
 
 JOURNAL_NAME = "events.jsonl"
@@ -56,6 +57,9 @@ class JournalHandler(logging.Handler):
         self._write_lock = threading.Lock()
         self._fd: int | None = None
         self._next_check = 0.0
+        # A flood of one kind from one address adds a few lines and a count, never pages of them;
+        # lockouts, bans and changes are never folded (gateway/ops/eventfold.py).
+        self.addFilter(FoldEvents(self.handle))
 
     def emit(self, record: logging.LogRecord) -> None:
         kind = getattr(record, "event", None)

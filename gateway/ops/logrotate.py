@@ -16,8 +16,45 @@ import os
 from pathlib import Path
 
 
+# Logs hold client addresses and failed user names (people type passwords into the name field):
+# the owner and the group (an operator's log reader) may read them, nobody else.
+LOG_FILE_MODE = 0o640
+LOG_FOLDER_MODE = 0o750
+
+
+def open_log_file(path: str | Path, mode: str, encoding: str | None, errors: str | None = None) -> object:
+    """``open()`` for a log, created 0640 whatever the umask, and narrowed to 0640 if it was wider."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, LOG_FILE_MODE)
+    if os.name == "posix":
+        try:
+            if os.fstat(fd).st_mode & 0o777 & ~LOG_FILE_MODE:
+                os.fchmod(fd, LOG_FILE_MODE)
+        except OSError:
+            pass  # not ours to change (another owner): leave it as the administrator set it
+    return open(fd, mode, encoding=encoding, errors=errors)
+
+
+def make_log_folder(folder: Path) -> None:
+    """The log folder, created owner and group only (an existing one is the administrator's)."""
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True, mode=LOG_FOLDER_MODE)
+        if os.name == "posix":
+            os.chmod(folder, LOG_FOLDER_MODE)  # mkdir's mode passes through the umask
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A single process's rotating log, each new file 0640."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        return open_log_file(self.baseFilename, self.mode, self.encoding, self.errors)
+
+
 class SharedFileHandler(logging.handlers.WatchedFileHandler):
     """Appends only; follows the file to its new inode after another process rotated it."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        return open_log_file(self.baseFilename, self.mode, self.encoding, self.errors)
 
 
 def backup_name(path: Path, number: int) -> Path:
@@ -42,5 +79,5 @@ def rotate_if_needed(path: Path, max_bytes: int, backups: int) -> bool:
             os.replace(older, backup_name(path, number + 1))
     os.replace(path, backup_name(path, 1))
     # Created at once, so a reader (tail -F, the console) never finds the log missing.
-    path.touch()
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, LOG_FILE_MODE))
     return True

@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gateway.config import LogSettings
-from gateway.ops.logrotate import SharedFileHandler
+from gateway.ops.eventfold import FoldEvents
+from gateway.ops.logrotate import PrivateRotatingFileHandler, SharedFileHandler, make_log_folder
 
 ACCESS_LOGGER = "gateway.access"
 
@@ -68,7 +69,7 @@ FOLD_AFTER = 5  # identical warnings written before folding starts
 # rotated on their own, so a flood of noise never rotates them away.
 SECURITY_EVENTS = frozenset({
     "ip-denied", "login-failed", "login-refused", "throttled", "banned", "denied-auth", "denied-policy",
-    "policy-denied", "connection-limit", "refused-head", "http2-reset-flood", "config-reloaded",
+    "policy-denied", "connection-limit", "refused-head", "http2-reset-flood", "reset-ban", "config-reloaded",
     "config-reload-refused", "admin-login", "admin-login-failed", "lockout", "bad-request",
     "ban-lifted", "spray-detected", "proxy-protocol-refused", "state-lost", "state-init", "new-local-ca",
     "user-added", "user-removed", "password-changed", "weak-password-forced",
@@ -136,7 +137,7 @@ def _file_handler(path: Path, settings: LogSettings, shared: bool, delay: bool =
     if shared:
         # Several processes write this file; only the supervisor rotates it (gateway/ops/logrotate.py).
         return SharedFileHandler(path, encoding="utf-8", delay=delay)
-    return logging.handlers.RotatingFileHandler(
+    return PrivateRotatingFileHandler(
         path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8", delay=delay)
 
 
@@ -223,7 +224,7 @@ def configure_logging(settings: LogSettings, *, shared: bool = False) -> None:
     """``shared``: this process is one of several writing the same files (workers, supervisor)."""
     handler: logging.Handler
     if settings.file is not None:
-        settings.file.parent.mkdir(parents=True, exist_ok=True)
+        make_log_folder(settings.file.parent)
         handler = _file_handler(settings.file, settings, shared)
         _count_drops(handler)  # type: ignore[arg-type]
     else:
@@ -241,6 +242,8 @@ def configure_logging(settings: LogSettings, *, shared: bool = False) -> None:
         _count_drops(security)  # type: ignore[arg-type]
         security.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
         security.addFilter(SecurityEvents())
+        # A flood of one kind from one address writes a few lines and a count (gateway/ops/eventfold.py).
+        security.addFilter(FoldEvents(security.handle))
         root.addHandler(security)
     root.setLevel(settings.level)
     level = logging.getLevelName(settings.level)

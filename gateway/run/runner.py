@@ -38,6 +38,7 @@ from gateway.run.startup import (
 from gateway.run import lifeline
 from gateway.run.engine import lean, skip_debug_type_checks
 from gateway.certs import tickets
+from gateway.web.admin import read_worker_secret
 
 logger = logging.getLogger("gateway.runner")
 
@@ -127,6 +128,7 @@ class Gateway:
             raise StartupError(str(e)) from None
         if self.worker is not None:
             tickets.read_key_from_supervisor()  # before any TLS context is built
+            read_worker_secret()  # the private admin listener answers the supervisor only
         cfg = self._load()
         self._fingerprint = files_fingerprint(watched_files(self.config_path, cfg))
         prepare_start(cfg, init=self.init, reuse_port=self.worker is not None)

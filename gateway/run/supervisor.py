@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -39,7 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from gateway.certs import tickets
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.ops.health import read_run_files, remove_run_file, run_file, write_run_record
-from gateway.web.admin import PLAIN, AdminApp, Answer
+from gateway.web.admin import PLAIN, WORKER_SECRET_FD_ENV, WORKER_SECRET_HEADER, AdminApp, Answer
 from gateway.run.metrics_merge import merge
 from gateway.run.lifeline import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, LIFELINE_FD_ENV, ReadyPipe, lifeline_pipe
 from gateway.run.startup import (
@@ -86,11 +87,12 @@ def describe_exit(returncode: int) -> str:
     return f"exit status {returncode}"
 
 
-async def ask(port: int, path: str, timeout: float = ASK_TIMEOUT) -> tuple[int, bytes]:
-    """GET ``path`` from a worker's private admin listener on 127.0.0.1."""
+async def ask(port: int, path: str, secret: str, timeout: float = ASK_TIMEOUT) -> tuple[int, bytes]:
+    """GET ``path`` from a worker's private admin listener on 127.0.0.1, with the worker's secret."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode("ascii"))
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{WORKER_SECRET_HEADER}: {secret}\r\n"
+                     f"Connection: close\r\n\r\n".encode("ascii"))
         data = await asyncio.wait_for(reader.read(), timeout)
     finally:
         writer.close()
@@ -162,6 +164,8 @@ class Supervisor:
         self._fingerprint: str | None = None
         # Made once, before any worker: a client resumes its TLS session on whichever worker.
         self.ticket_key = tickets.new_key()
+        # What the workers' private admin listeners want before they answer (gateway/web/admin.py).
+        self.worker_secret = secrets.token_hex(32)
 
     # --- start and stop ---
 
@@ -320,14 +324,18 @@ class Supervisor:
         key_read, key_write = os.pipe()
         os.write(key_write, self.ticket_key)
         os.close(key_write)
+        secret_read, secret_write = os.pipe()
+        os.write(secret_write, self.worker_secret.encode("ascii"))
+        os.close(secret_write)
         env = dict(os.environ)
+        env[WORKER_SECRET_FD_ENV] = str(secret_read)
         env[READY_FD_ENV] = str(write_end)
         env[LIFELINE_FD_ENV] = str(life_read)
         env[tickets.KEY_FD_ENV] = str(key_read)
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gateway", "-c", str(self.config_path), "run", "--worker", str(slot),
-                pass_fds=(write_end, key_read, life_read), env=env)
+                pass_fds=(write_end, key_read, life_read, secret_read), env=env)
         except BaseException:
             os.close(read_end)
             os.close(life_write)
@@ -336,6 +344,7 @@ class Supervisor:
             os.close(write_end)
             os.close(key_read)
             os.close(life_read)
+            os.close(secret_read)
         worker = Worker(slot, process, lifeline=life_write)
 
         def on_ready(port: int | None) -> None:
@@ -370,7 +379,7 @@ class Supervisor:
             if port is None:
                 return worker.slot, 0, b"its admin listener is not known yet"
             try:
-                status, body = await ask(port, path)
+                status, body = await ask(port, path, self.worker_secret)
             except (OSError, asyncio.TimeoutError) as e:
                 return worker.slot, 0, f"does not answer ({e.__class__.__name__})".encode()
             return worker.slot, status, body

@@ -12,6 +12,7 @@ addons/limits.py and addons/hygiene.py (per connection and per request).
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 
@@ -21,6 +22,48 @@ from gateway.config.limits import MAX_SAFE_CONTENT_LENGTH, LimitSettings
 logger = logging.getLogger("gateway.limits")
 
 RESET_WINDOW = 10.0
+# Client stream resets per address across all its connections (issue 24 point 5): past
+# RESET_ADDRESS_FACTOR × http2_max_resets in RESET_WINDOW the address's new connections are
+# refused for RESET_BAN seconds — reconnecting after each GOAWAY no longer starts afresh.
+RESET_ADDRESS_FACTOR = 5
+RESET_BAN = 60.0
+RESET_ADDRESSES = 10_000  # addresses remembered; past that the ledger starts over (memory stays bounded)
+
+
+class ResetLedger:
+    """Client stream resets per address, across its connections, in one process."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, collections.deque[float]] = {}
+        self._banned: dict[str, float] = {}  # address → refused until (monotonic)
+
+    def record(self, address: str, now: float, limit: int) -> bool:
+        """Count one reset; True when this one takes the address past ``limit`` (it is banned now)."""
+        times = self._times.get(address)
+        if times is None:
+            if len(self._times) >= RESET_ADDRESSES:
+                self._times.clear()
+            times = self._times[address] = collections.deque()
+        times.append(now)
+        while times and times[0] < now - RESET_WINDOW:
+            times.popleft()
+        if len(times) > limit and self.banned_for(address, now) == 0.0:
+            if len(self._banned) >= RESET_ADDRESSES:
+                self._banned = {a: t for a, t in self._banned.items() if t > now}
+            self._banned[address] = now + RESET_BAN
+            times.clear()
+            return True
+        return False
+
+    def banned_for(self, address: str, now: float) -> float:
+        """Seconds the address's new connections are still refused (0.0: not refused)."""
+        until = self._banned.get(address)
+        if until is None:
+            return 0.0
+        if until <= now:
+            del self._banned[address]
+            return 0.0
+        return until - now
 
 
 # --- the file-descriptor limit -------------------------------------------------------------
@@ -92,6 +135,7 @@ def check_request_head(lines: list[bytes], limits: LimitSettings) -> int | None:
         raise HeadRefused(501, "CONNECT is not supported by this gateway")
     lengths: list[str] = []
     transfer_encoding = False
+    hosts = 0
     for line in lines[1:]:
         if line[:1] in (b" ", b"\t"):
             raise HeadRefused(400, "obsolete line folding (a header line starting with a space) is not accepted")
@@ -105,12 +149,49 @@ def check_request_head(lines: list[bytes], limits: LimitSettings) -> int | None:
             lengths.append(value.decode("latin-1"))
         elif lower == b"transfer-encoding":
             transfer_encoding = True
+        elif lower == b"host":
+            hosts += 1
+    if version == b"HTTP/1.1" and hosts != 1:
+        # RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request; two let two parsers pick two hosts.
+        raise HeadRefused(400, "an HTTP/1.1 request needs exactly one Host header" if hosts else
+                          "an HTTP/1.1 request without a Host header")
+    if hosts > 1:
+        raise HeadRefused(400, "more than one Host header")
     reason = check_content_length(lengths)
     if reason is not None:
         raise HeadRefused(400, reason)
     if lengths and transfer_encoding:
         raise HeadRefused(400, "both Content-Length and Transfer-Encoding (a request smuggling pattern)")
     return int(lengths[0].strip()) if lengths else None
+
+
+_DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
+_ABSOLUTE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#]*", re.IGNORECASE)
+
+
+def check_target(method: str, target: str) -> str:
+    """The request target in origin form (``/path?query``), as both protocols forward it.
+
+    An absolute-form target (``http://x/a``) loses its scheme and host (Routing sets the back
+    end's); ``*`` is kept for OPTIONS only. Raises HeadRefused (400) for a target a back end
+    could read otherwise than the gateway: no leading ``/``, a ``#``, a ``.`` or ``..`` segment
+    (plain or percent-escaped)."""
+    if target == "*":
+        if method == "OPTIONS":
+            return target
+        raise HeadRefused(400, "the target '*' is for OPTIONS only")
+    absolute = _ABSOLUTE.match(target)
+    if absolute:
+        target = target[absolute.end():] or "/"
+        if target.startswith("?"):
+            target = "/" + target
+    if not target.startswith("/"):
+        raise HeadRefused(400, "the request target does not start with '/'")
+    if "#" in target:
+        raise HeadRefused(400, "the request target contains '#' (a fragment is never sent to a server)")
+    if _DOT_SEGMENT.search(target.partition("?")[0]):
+        raise HeadRefused(400, "the request target holds a '.' or '..' segment")
+    return target
 
 
 def check_method(method: str, allowed: tuple[str, ...]) -> tuple[int, str] | None:

@@ -103,6 +103,10 @@ def parse_v2(data: bytes) -> ProxyHeader:
 
 
 def _address(text: str, version: int) -> str:
+    if "%" in text:
+        # Python reads "fe80::1%a" as an address with a zone; a zone names an interface of the
+        # balancer's machine, never a client, and would reach X-Forwarded-For as written.
+        raise ProxyHeaderError(f"v1 header address {text[:40]!r} carries a zone id")
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:

@@ -16,6 +16,7 @@ which lets ``gateway check`` tell the gateway's own ports from ports taken by an
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import ssl
@@ -33,7 +34,7 @@ from gateway.ops.journal import install_journal
 from gateway.ops.health import RunInfo, remove_run_file, tcp_problem_async, write_run_file
 from gateway.store.statecheck import current_problem as current_state_problem
 from gateway.store.guarded import problems as store_problems
-from gateway.utils.net import is_loopback
+from gateway.utils.net import is_loopback, split_authority
 from gateway.certs.load import read_password_file
 
 logger = logging.getLogger("gateway.admin")
@@ -51,8 +52,32 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+# A worker's private admin listener (gateway/run/supervisor.py asks it for the machine) answers
+# the supervisor only: /metrics, /healthz and /readyz, with the secret the supervisor handed the
+# worker through an inherited pipe. Any other local program or user gets 403, and no console.
+WORKER_SECRET_HEADER = "x-gateway-worker-secret"
+WORKER_SECRET_FD_ENV = "GATEWAY_ADMIN_SECRET_FD"
+_worker_secret: str | None = None
+
+
+def read_worker_secret() -> None:
+    """In a worker: take the supervisor's secret from the inherited pipe (never the environment,
+    which other tools show). Without one the private listener answers nobody."""
+    global _worker_secret
+    fd = os.environ.pop(WORKER_SECRET_FD_ENV, None)
+    data = b""
+    if fd is not None:
+        try:
+            while chunk := os.read(int(fd), 256):
+                data += chunk
+            os.close(int(fd))
+        except (OSError, ValueError):
+            data = b""
+    _worker_secret = data.decode("ascii", "replace").strip() or "\0unset"  # never equal to a header
+
+
 REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 429: "Too Many Requests", 500: "Internal Server Error",
+           405: "Method Not Allowed", 421: "Misdirected Request", 429: "Too Many Requests", 500: "Internal Server Error",
            503: "Service Unavailable"}
 
 class AdminApp:
@@ -80,7 +105,7 @@ class AdminApp:
                 logger.warning("admin listener on https://%s:%d/ (/metrics, /healthz, /readyz, /console): %s is "
                                "not a loopback address, so it is served over TLS only, with the gateway's own "
                                "certificate", wanted.host, self.port or wanted.port, wanted.host)
-        if cfg.admin.enabled:
+        if cfg.admin.enabled and _worker_secret is None:
             self._console.apply_config(cfg)  # raises (store unusable): configuration refused
         self._config = cfg
         self._write_run_file()
@@ -145,11 +170,41 @@ class AdminApp:
     # --- serving ---
 
     async def _respond(self, request: SideRequest) -> bytes:
+        if _worker_secret is not None:
+            return encode(await self._private_answer(request), head_only=request.method == "HEAD")
+        misdirected = self._misdirected(request)
+        if misdirected is not None:
+            return encode(misdirected, head_only=request.method == "HEAD")
         if is_console_path(request.path):
             answer = await self.console(request)
         else:
             answer = await self.answer(request.method, request.path)
         return encode(answer, head_only=request.method == "HEAD")
+
+    def _misdirected(self, request: SideRequest) -> Answer | None:
+        """The admin listener answers only to its own names (``admin.hosts``): a DNS-rebinding
+        page in an administrator's browser names its own host, and gets nothing here."""
+        cfg = self._config
+        if cfg is None:
+            return None
+        host = request.headers.get("host")
+        if host is None or not host.strip():
+            return Answer(400, PLAIN, b"400 Bad Request: no Host header\n")
+        if split_authority(host)[0] not in cfg.admin.served_hosts():
+            logger.warning("admin listener refused a request for host %r from %s (not in admin.hosts)",
+                           host[:100], request.peer, extra={"event": "console-refused", "client": request.peer})
+            return Answer(421, PLAIN, b"421 Misdirected Request: this listener does not serve that host name; "
+                                      b"add it to admin.hosts if it is yours\n")
+        return None
+
+    async def _private_answer(self, request: SideRequest) -> Answer:
+        assert _worker_secret is not None
+        given = request.headers.get(WORKER_SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), _worker_secret.encode("utf-8", "replace")):
+            return Answer(403, PLAIN, b"403 Forbidden: this is a worker's private listener; ask the supervisor's\n")
+        if request.path not in ("/metrics", "/healthz", "/readyz"):
+            return Answer(404, PLAIN, b"404 Not Found: a worker answers /metrics, /healthz and /readyz only\n")
+        return await self.answer(request.method, request.path)
 
     async def console(self, request: SideRequest) -> Answer:
         page = await self._console.answer(request.method, request.target, request.headers, request.peer,

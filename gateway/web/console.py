@@ -56,6 +56,7 @@ from gateway.console.sessions import COOKIE, ConsoleSession, ConsoleSessions, cs
 from gateway.ops.check import check
 from gateway.ops.logsetup import CONSOLE_EVENTS
 from gateway.ops.health import public_host, tcp_problem
+from gateway.utils.net import split_authority
 from gateway.iplist.edit import check_text, read_list_file
 from gateway.iplist.files import ListUnreadable
 from gateway.iplist.lists import load_list
@@ -208,7 +209,7 @@ class Console:
         session = await self._off_loop(self._live_session, state, token)
         _ = translator(request.lang)
         if method == "POST":
-            refusal = _cross_site(request)
+            refusal = _cross_site(request, state.cfg.admin.served_hosts())
             if refusal is not None:
                 return refusal
             form = _parse_form(request)
@@ -269,13 +270,14 @@ class Console:
     # --- login ---------------------------------------------------------------------------------
 
     async def _login(self, state: _State, request: _Request) -> Page:
-        refusal = _cross_site(request)
+        refusal = _cross_site(request, state.cfg.admin.served_hosts())
         if refusal is not None:
             return refusal
         form = _parse_form(request)
         login = (form.get("username") or form.get("user") or form.get("login")).strip()
         result = await console_login(state.logins, request.address, login, form.get("password"),
-                                     form.get("code").strip(), state.second_factor_required)
+                                     form.get("code").strip(), state.second_factor_required,
+                                     allowed_address=state.cfg.admin.allowed(request.address))
         _ = translator(request.lang)
         kept = {"username": login}
         if result.throttled:
@@ -548,21 +550,35 @@ def _origin_of(request: _Request) -> str:
     return f"{'https' if request.tls else 'http'}://{host}"
 
 
-def _cross_site(request: _Request) -> Page | None:
+def _own_origin(url: str, request: _Request, hosts: frozenset[str]) -> bool:
+    """Whether an Origin or Referer names this console: its scheme, a name of ``admin.hosts``
+    (never merely the Host header, which a DNS-rebinding page chooses) and, when given, the port."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != ("https" if request.tls else "http"):
+        return False
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    if "@" in authority:
+        return False
+    host, port = split_authority(authority)
+    own_port = split_authority(request.headers.get("host", ""))[1]
+    return host in hosts and (port is None or own_port is None or port == own_port)
+
+
+def _cross_site(request: _Request, hosts: frozenset[str]) -> Page | None:
     """A refusal when the POST did not come from one of the console's own pages.
 
     The pages send ``Referrer-Policy: no-referrer``, under which a browser's form POST carries
     ``Origin: null`` and no Referer; ``Sec-Fetch-Site`` then tells a same-origin form from
-    another site's. A present Origin or Referer must be this origin.
+    another site's. A present Origin or Referer must be this console, by ``admin.hosts``.
     """
     own = _origin_of(request)
     origin = request.headers.get("origin", "")
     referer = request.headers.get("referer", "")
     fetch_site = request.headers.get("sec-fetch-site", "")
     bad = ""
-    if origin and origin != "null" and origin != own:
+    if origin and origin != "null" and not _own_origin(origin, request, hosts):
         bad = f"Origin {origin}"
-    elif referer and not (referer == own or referer.startswith(own + "/")):
+    elif referer and not _own_origin(referer, request, hosts):
         bad = f"Referer {referer.split('?')[0]}"
     elif fetch_site and fetch_site not in ("same-origin", "none"):
         bad = f"Sec-Fetch-Site {fetch_site}"

@@ -31,7 +31,8 @@ def test_headers_parse_and_bad_ones_are_refused() -> None:
     assert parse_v2(encode_v2(None)).local
     assert parse_v1(b"PROXY UNKNOWN\r\n").local
     for bad in (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 \r\n", b"PROXY TCP4 1.2.3.400 5.6.7.8 1 2\r\n",
-                b"PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n", b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n"):
+                b"PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n", b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n",
+                b"PROXY TCP6 fe80::1%a ::1 40000 443\r\n", b'PROXY TCP6 ::1 fe80::1%"x" 40000 443\r\n'):
         with pytest.raises(ProxyHeaderError):
             parse_v1(bad)
 
@@ -138,6 +139,10 @@ def test_untrusted_missing_malformed_and_silent_connections_are_closed(pp_gatewa
     gw.wait_for_log(r"closed a connection from 127\.0\.0\.1 .*no PROXY protocol header")
     assert _closed_without_a_byte(gw, b"PROXY TCP4 1.2.3.4 nonsense\r\n")
     gw.wait_for_log(r"malformed v1 header")
+    # An IPv6 zone id (issue 24 point 9) is no client address: closed, never forwarded.
+    gw.mark_log()
+    assert _request(gw, b'PROXY TCP6 fe80::1%"a" ::1 40000 443\r\n', path="/echo") == b""
+    gw.wait_for_log(r"carries a zone id")
     started = time.monotonic()
     assert _closed_without_a_byte(gw, b"", wait=15)
     assert 4 <= time.monotonic() - started < 12

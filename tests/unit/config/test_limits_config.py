@@ -67,6 +67,9 @@ def test_errors_name_the_key(limits: dict[str, object], key: str) -> None:
     ([b"BREW / HTTP/1.1"], 501),
     ([b"GET  / HTTP/1.1"], 400),
     ([b"GET / HTTP/1.1"] + [b"X: a"] * 101, 431),
+    ([b"GET / HTTP/1.1"], 400),  # no Host (RFC 9112 §3.2)
+    ([b"GET / HTTP/1.1", b"Host: a", b"host: b"], 400),
+    ([b"GET / HTTP/1.0", b"Host: a", b"Host: b"], 400),
 ])
 def test_heads_refused(lines: list[bytes], status: int) -> None:
     with pytest.raises(HeadRefused) as refused:
@@ -75,7 +78,8 @@ def test_heads_refused(lines: list[bytes], status: int) -> None:
 
 
 def test_heads_accepted() -> None:
-    assert check_request_head([b"MERGE /x HTTP/1.1", b"Content-Length: 12", b"X-T: a\tb"], LimitSettings()) == 12
+    assert check_request_head([b"MERGE /x HTTP/1.1", b"Host: a", b"Content-Length: 12", b"X-T: a\tb"],
+                              LimitSettings()) == 12
     assert check_request_head([b"GET / HTTP/1.0"], LimitSettings()) is None
 
 
