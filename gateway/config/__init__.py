@@ -80,6 +80,8 @@ class BaseConfig:
     backup_retention_days: int = 30
     websocket: bool = False  # allow WebSocket upgrades (other upgrades and CONNECT are always refused)
     client_max_body_size: int | None = None  # bytes, overrides limits.client_max_body_size; 0 = no limit
+    proxy_redirect: bool = True  # nginx's proxy_redirect default: the back end's address in Location → the client's
+    http_redirect: bool = False  # plain HTTP on an https port: browsers' GET/HEAD redirected to https://
 
     @property
     def server_folder(self) -> Path:
@@ -335,12 +337,27 @@ def _base(reader: _Reader, base_dir: Path) -> BaseConfig:
         backup_retention_days=retention,
         websocket=reader.get("websocket", bool, False),
         client_max_body_size=_optional_size(reader, "client_max_body_size"),
+        proxy_redirect=_proxy_redirect(reader),
+        http_redirect=reader.get("http_redirect", bool, False),
         data=_endpoint(reader, "data", optional=False),  # type: ignore[arg-type]
         print=_endpoint(reader, "print", optional=True),
     )
     reader.used.add("mode")  # the seed's "mode of work"; only "server" exists in front of a gateway
     reader.finish()
     return base
+
+
+def _proxy_redirect(reader: _Reader) -> bool:
+    # YAML reads a bare `off` as false and `on` as true: both spellings mean what nginx's do.
+    value = reader.get("proxy_redirect", (bool, str), True)
+    if isinstance(value, bool):
+        return value
+    if value.strip().lower() in ("default", "on"):
+        return True
+    if value.strip().lower() == "off":
+        return False
+    raise reader.fail("proxy_redirect", f"is {value!r}; use default (rewrite the back end's own address "
+                                        f"in Location, Content-Location and Refresh) or off")
 
 
 def _optional_size(reader: _Reader, name: str) -> int | None:

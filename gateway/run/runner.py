@@ -22,7 +22,7 @@ from mitmproxy.proxy import mode_specs
 
 from addons import _listen
 from addons import (accesslog, admin, auth, autocert, backups, compress, enrolment, errorpages, hsts, https_only,
-                    hygiene, identity, ipfilter, limits, metrics, policy, routing, timeouts, tls)
+                    hygiene, identity, ipfilter, limits, metrics, policy, redirects, routing, timeouts, tls)
 from addons._context import set_current_config
 from gateway.run.engine_options import GatewayOptions
 from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, GatewayConfig, load_config
@@ -63,6 +63,7 @@ def build_addons() -> list[Any]:
         policy.Policy(),               # needs the role and document types Auth set
         identity.Identity(),           # last to touch request headers
         timeouts.BackendTimeout(),
+        redirects.ProxyRedirect(),     # responseheaders: the back end's own address out of its redirects
         compress.Compression(),        # before AccessLog, so bytes_out is the compressed size
         backups.Backups(),
         accesslog.AccessLog(),         # before ErrorPages, which clears the timeout flag
