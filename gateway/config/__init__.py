@@ -20,7 +20,7 @@ from gateway.config.acme import AcmeSettings, parse_acme, parse_names
 from gateway.config.acme import validate as validate_acme
 from gateway.config.reader import ConfigError, _Reader, parse_size
 from gateway.config.scale import ProxyProtocolSettings, optional_proxy_protocol, parse_proxy_protocol, parse_workers
-from gateway.config.limits import LimitSettings, parse_limits
+from gateway.config.limits import LimitSettings, RequestRate, parse_limits, parse_request_rate
 
 DEFAULT_CONFIG_NAME = "gateway.yaml"
 # Bodies above this are streamed, not held in memory; 4 MiB keeps typical OData pages
@@ -81,6 +81,8 @@ class BaseConfig:
     websocket: bool = False  # allow WebSocket upgrades (other upgrades and CONNECT are always refused)
     client_max_body_size: int | None = None  # bytes, overrides limits.client_max_body_size; 0 = no limit
     proxy_redirect: bool = True  # nginx's proxy_redirect default: the back end's address in Location → the client's
+    # limits.rate/burst unless set here; False: no request-rate limit on this base.
+    rate_limit: RequestRate | None | bool = None
     http_redirect: bool = False  # plain HTTP on an https port: browsers' GET/HEAD redirected to https://
 
     @property
@@ -339,12 +341,33 @@ def _base(reader: _Reader, base_dir: Path) -> BaseConfig:
         client_max_body_size=_optional_size(reader, "client_max_body_size"),
         proxy_redirect=_proxy_redirect(reader),
         http_redirect=reader.get("http_redirect", bool, False),
+        rate_limit=_rate_limit(reader),
         data=_endpoint(reader, "data", optional=False),  # type: ignore[arg-type]
         print=_endpoint(reader, "print", optional=True),
     )
     reader.used.add("mode")  # the seed's "mode of work"; only "server" exists in front of a gateway
     reader.finish()
     return base
+
+
+def _rate_limit(reader: _Reader) -> RequestRate | None | bool:
+    value = reader.get("rate_limit", (bool, str, dict), None)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() != "off":
+            raise reader.fail("rate_limit", f"is {value!r}; give {{rate: 10r/s, burst: 20}}, or off for none on this base")
+        return False
+    if value is True:
+        raise reader.fail("rate_limit", "is true; give {rate: 10r/s, burst: 20}, or off for none on this base")
+    if value is False:
+        return False
+    sub = reader.sub("rate_limit")
+    rate = parse_request_rate(sub)
+    sub.finish()
+    if rate is None:
+        raise reader.fail("rate_limit", "has no rate; give e.g. {rate: 10r/s, burst: 20}, or off")
+    return rate
 
 
 def _proxy_redirect(reader: _Reader) -> bool:

@@ -22,7 +22,8 @@ from mitmproxy.proxy import mode_specs
 
 from addons import _listen
 from addons import (accesslog, admin, auth, autocert, backups, compress, enrolment, errorpages, hsts, https_only,
-                    hygiene, identity, ipfilter, limits, metrics, policy, redirects, routing, timeouts, tls)
+                    hygiene, identity, ipfilter, limits, metrics, policy, ratelimit, redirects, routing, timeouts,
+                    tls)
 from addons._context import set_current_config
 from gateway.run.engine_options import GatewayOptions
 from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, GatewayConfig, load_config
@@ -57,6 +58,7 @@ def build_addons() -> list[Any]:
         limits.Limits(),               # client_connected: connection limits, cheapest refusal first
         ipfilter.IpFilter(),           # client_connected: before any TLS handshake
         https_only.HttpsOnly(),
+        ratelimit.RateLimit(),         # requestheaders: 429 before anything else spends work on it
         hygiene.Hygiene(),             # refuse what a lax back end could misread, before anything reads it
         routing.Routing(),
         auth.Auth(),                   # requestheaders: before a streamed body could leave
