@@ -197,6 +197,8 @@ class AdminSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
     listen: int = 9400
+    # Never read from the file: a worker's own listener, asked only by its supervisor.
+    private: bool = False
     console_idle_timeout: int = 900  # seconds without a request before a console session ends
 
 
