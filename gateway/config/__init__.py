@@ -237,6 +237,11 @@ class GatewayConfig:
     def base_by_id(self, base_id: str) -> BaseConfig | None:
         return next((b for b in self.bases if b.id == base_id), None)
 
+    def base_by_id_or_name(self, wanted: str) -> BaseConfig | None:
+        """What `--base` takes everywhere: the id, else the name (case and outer spaces ignored)."""
+        key = wanted.strip().casefold()
+        return self.base_by_id(wanted) or next((b for b in self.bases if b.name.strip().casefold() == key), None)
+
 
 # --- parsing -------------------------------------------------------------------------------
 
