@@ -14,6 +14,7 @@ from gateway.commands._accounts import SecretReader, open_state, user_errors
 from gateway.utils.private_files import write_private_text
 from gateway.accounts.transfer import export_accounts, import_accounts
 from gateway.store import User
+from gateway.utils import table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -101,11 +102,12 @@ def list_users(args: argparse.Namespace) -> int:
     if not users:
         print("no users; add one with `gateway user add NAME --group GROUP`")
         return 0
-    print(f"{'ID':<8} {'NAME':<20} {'GROUP':<20} {'ROLE':<9} {'BARCODE':<8} DESCRIPTION")
+    rows = []
     for u in users:
         group = groups.get(u.group_id)
-        print(f"{u.id:<8} {u.name:<20} {group.name if group else u.group_id:<20} {group.role if group else '?':<9} "
-              f"{'yes' if u.has_barcode else 'no':<8} {u.description}")
+        rows.append((u.id, u.name, group.name if group else u.group_id, group.role if group else "?",
+                     "yes" if u.has_barcode else "no", u.description))
+    print("\n".join(table.render(("ID", "NAME", "GROUP", "ROLE", "BARCODE", "DESCRIPTION"), rows)))
     return 0
 
 
