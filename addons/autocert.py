@@ -96,12 +96,12 @@ class AutoCert:
         self._wake.set()
 
     def _open_store(self, cfg: GatewayConfig) -> None:
-        key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url) if cfg.acme.enabled else None
+        key = (cfg.state_dir, cfg.store) if cfg.acme.enabled else None
         if key == self._store_key:
             return
         old, self._store, self._store_key = self._store, None, None
         if key is not None:
-            self._store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)  # raises: refused
+            self._store = open_store(cfg.state_dir, settings=cfg.store)  # raises: refused
             self._store_key = key
         if old is not None:
             old.close()

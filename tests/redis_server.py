@@ -49,6 +49,25 @@ class RedisServer:
                 self.process.wait(5)
 
 
+def stop_keeping_data(server: RedisServer) -> None:
+    """An outage that loses nothing: the data is saved to dump.rdb, which ``restart`` loads."""
+    with server.client() as client:
+        client.save()
+    server.stop()
+
+
+def restart(server: RedisServer) -> RedisServer:
+    """The same server again on the same port and folder (a stopped Redis coming back)."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    for _ in range(50):  # the old socket may linger a moment
+        started = _launch(binary, server.directory, server.port)
+        if started is not None:
+            return started
+        time.sleep(0.1)
+    raise RuntimeError(f"redis-server did not come back on port {server.port}")
+
+
 def start_redis(directory: Path) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -61,13 +80,59 @@ def start_redis(directory: Path) -> RedisServer:
     raise RuntimeError(f"redis-server did not answer PING; its log:\n{(directory / 'redis.log').read_text()[-2000:]}")
 
 
-def _launch(binary: str, directory: Path, port: int) -> RedisServer | None:
+def start_replica(directory: Path, primary: RedisServer) -> RedisServer:
+    """A second redis-server copying ``primary`` (``--replicaof``), once it has the primary's data."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    directory.mkdir(parents=True, exist_ok=True)
+    for _ in range(ATTEMPTS):
+        server = _launch(binary, directory, free_port(), ["--replicaof", "127.0.0.1", str(primary.port)])
+        if server is not None:
+            break
+    else:
+        raise RuntimeError("the replica redis-server did not start")
+    deadline = time.monotonic() + START_TIMEOUT
+    with server.client() as client:
+        while client.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"the replica never synced; its log:\n{server.log()[-2000:]}")
+            time.sleep(0.05)
+    return server
+
+
+def start_sentinel(directory: Path, primary: RedisServer, master: str, down_after_ms: int = 1000) -> RedisServer:
+    """One Sentinel watching ``primary`` as ``master`` (quorum 1), quick to fail over for tests."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    directory.mkdir(parents=True, exist_ok=True)
+    for _ in range(ATTEMPTS):
+        port = free_port()
+        conf = directory / "sentinel.conf"  # Sentinel rewrites it with what it learns
+        conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {directory}\nlogfile {directory / 'redis.log'}\n"
+                        f"sentinel monitor {master} 127.0.0.1 {primary.port} 1\n"
+                        f"sentinel down-after-milliseconds {master} {down_after_ms}\n"
+                        f"sentinel failover-timeout {master} 5000\n"
+                        f"sentinel parallel-syncs {master} 1\n")
+        process = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        server = _wait_for_ping(RedisServer(process, port, directory))
+        if server is not None:
+            return server
+    raise RuntimeError(f"redis-server --sentinel did not start; its log:\n{(directory / 'redis.log').read_text()[-2000:]}")
+
+
+def _launch(binary: str, directory: Path, port: int, extra: list[str] | None = None) -> RedisServer | None:
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", "",
-         "--appendonly", "no", "--daemonize", "no", "--logfile", str(directory / "redis.log")],
+         "--appendonly", "no", "--daemonize", "no", "--logfile", str(directory / "redis.log"), *(extra or [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    server = RedisServer(process, port, directory)
+    return _wait_for_ping(RedisServer(process, port, directory))
+
+
+def _wait_for_ping(server: RedisServer) -> RedisServer | None:
+    process = server.process
     client = server.client()
     deadline = time.monotonic() + START_TIMEOUT
     try:

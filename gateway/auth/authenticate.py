@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Hashable
 
-from gateway.store import keys, open_store
+from gateway.store import keys, open_for_gateway
 from gateway.store.base import Principal, Store
 
 if TYPE_CHECKING:
@@ -175,10 +175,12 @@ def reuse_or_open(cfg: GatewayConfig, previous: tuple[Hashable, Store, Authentic
 
     Returns (store settings key, store, authenticator); the key is what the next call compares.
     """
-    key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+    key = (cfg.state_dir, cfg.store)
     if previous is not None and previous[0] == key:
         _, store, authenticator = previous
         authenticator.cache_seconds = cfg.auth.cache_seconds
         return key, store, authenticator
-    store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+    # A store that cannot be reached now does not stop the gateway: it is opened once it answers,
+    # and until then every check that needs it fails closed (gateway.store.guarded).
+    store = open_for_gateway(cfg.state_dir, cfg.store)
     return key, store, Authenticator(store, keys.load_or_create_secret(cfg.state_dir), cfg.auth.cache_seconds)

@@ -168,7 +168,7 @@ def renew_due(cfg: GatewayConfig, *, force: bool = False, only: str | None = Non
 
 
 def _open_store(cfg: GatewayConfig) -> object:
-    return open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+    return open_store(cfg.state_dir, settings=cfg.store)
 
 
 def _order_all(cfg: GatewayConfig, due: list[tuple[BaseConfig, str]],

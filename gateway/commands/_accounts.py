@@ -33,7 +33,7 @@ def open_state(config_path: Path) -> Opened:
     # What a command changes (a ban lifted, a user removed) shows on the console's events page.
     from gateway.ops.journal import install_journal
     install_journal(cfg.state_dir)
-    store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+    store = open_store(cfg.state_dir, settings=cfg.store)
     return Opened(cfg, store, Accounts(store, load_or_create_secret(cfg.state_dir)))
 
 

@@ -44,7 +44,7 @@ def ensure_demo_user(config_path: Path) -> None:
 
     cfg = load(config_path)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+    store = open_store(cfg.state_dir, settings=cfg.store)
     accounts = Accounts(store, load_or_create_secret(cfg.state_dir))
     if store.find_group(DEMO_GROUP) is None:
         accounts.add_group(DEMO_GROUP, "external", DEMO_DOC_TYPES)

@@ -9,7 +9,7 @@ works the same whichever directory the gateway is started from.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
@@ -29,6 +29,9 @@ DEFAULT_STREAM_THRESHOLD = 4 * 1024 * 1024
 # nginx's proxy_read_timeout is 60 s; the legacy server's slow exports fit inside it.
 DEFAULT_BACKEND_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# An idle client's back-end connection is closed after this (nginx's upstream keepalive_timeout):
+# a terminal left idle all shift then holds one descriptor, not two; its next request reconnects.
+DEFAULT_KEEPALIVE_TIMEOUT = 15.0
 TLS_VERSIONS = ("1.2", "1.3")
 
 
@@ -57,6 +60,10 @@ class CertPair:
     key: Path | None = None
     password_file: Path | None = None
     acme: tuple[str, ...] = ()  # names/IPs of a certificate ordered from acme.directory
+    # Device certificates (mutual TLS): off, optional or required; a base's key only.
+    client_auth: str = "off"
+    # A company CA trusted for device certificates instead of the gateway's own device CA.
+    client_ca: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,14 @@ class AuthSettings:
 class StoreSettings:
     backend: str = "sqlite"
     redis_url: str | None = None
+    # Redis Sentinel (instead of redis_url): where the Sentinels listen, which primary they watch,
+    # and the credentials of the Redis servers (and of the Sentinels, when they ask for one).
+    sentinels: tuple[str, ...] = ()
+    sentinel_master: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
+    db: int = 0
 
 
 @dataclass(frozen=True)
@@ -181,6 +196,7 @@ class ProxySettings:
     stream_threshold: int = DEFAULT_STREAM_THRESHOLD
     backend_timeout: float = DEFAULT_BACKEND_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -309,6 +325,22 @@ def _cert_pair(reader: _Reader, base_dir: Path, with_acme: bool = False) -> Cert
     return pair
 
 
+CLIENT_AUTH_MODES = ("off", "optional", "required")
+
+
+def _client_auth(reader: _Reader, base_dir: Path, pair: CertPair) -> CertPair:
+    mode = reader.get("client_auth", (str, bool), "off")
+    if mode is False:  # YAML reads a bare `off` as false
+        mode = "off"
+    if mode not in CLIENT_AUTH_MODES:
+        raise reader.fail("client_auth", "must be off, optional or required")
+    client_ca = reader.path_value("client_ca", base_dir)
+    if client_ca is not None and not client_ca.is_file():
+        raise reader.fail("client_ca", f"names {client_ca}, which is not a file; give the company CA's "
+                                       "certificate (PEM), or remove client_ca to use the gateway's device CA")
+    return replace(pair, client_auth=mode, client_ca=client_ca)
+
+
 def _base(reader: _Reader, base_dir: Path) -> BaseConfig:
     base_id = str(reader.required("id", (str, int))).strip()
     if not base_id:
@@ -319,7 +351,7 @@ def _base(reader: _Reader, base_dir: Path) -> BaseConfig:
     tls = None
     if "tls" in reader.data:
         tls_reader = reader.sub("tls")
-        tls = _cert_pair(tls_reader, base_dir, with_acme=True)
+        tls = _client_auth(tls_reader, base_dir, _cert_pair(tls_reader, base_dir, with_acme=True))
         tls_reader.finish()
     hsts_raw = reader.get("hsts", (bool, int), False)
     hsts = (31536000 if hsts_raw else 0) if isinstance(hsts_raw, bool) else hsts_raw
@@ -519,6 +551,7 @@ def _proxy(r: _Reader) -> ProxySettings:
         stream_threshold=threshold,
         backend_timeout=_positive(r, "backend_timeout", float, DEFAULT_BACKEND_TIMEOUT),
         connect_timeout=_positive(r, "connect_timeout", float, DEFAULT_CONNECT_TIMEOUT),
+        keepalive_timeout=_positive(r, "keepalive_timeout", float, DEFAULT_KEEPALIVE_TIMEOUT),
     )
 
 
@@ -552,9 +585,36 @@ def _store(r: _Reader) -> StoreSettings:
     if backend not in ("sqlite", "redis"):
         raise r.fail("backend", f"{backend!r} is not a store; use sqlite or redis")
     url = r.get("redis_url", str, None)
-    if backend == "redis" and not url:
-        raise r.fail("redis_url", "is required when store.backend is redis, e.g. redis://127.0.0.1:6379/0")
-    return StoreSettings(backend=backend, redis_url=url)
+    sentinels = _sentinels(r)
+    master = r.get("sentinel_master", str, None)
+    if sentinels and not master:
+        raise r.fail("sentinel_master", "is required with store.sentinels: the name the Sentinels know the "
+                                        "primary by (their `sentinel monitor NAME ...` line), e.g. gateway")
+    if master and not sentinels:
+        raise r.fail("sentinels", "is required with store.sentinel_master, e.g. [10.0.0.1:26379, 10.0.0.2:26379]")
+    if sentinels and url:
+        raise r.fail("redis_url", "and store.sentinels exclude each other: with Sentinel the primary's address "
+                                  "comes from the Sentinels; remove redis_url")
+    if backend == "redis" and not url and not sentinels:
+        raise r.fail("redis_url", "is required when store.backend is redis, e.g. redis://127.0.0.1:6379/0 "
+                                  "(or store.sentinels and store.sentinel_master)")
+    db = r.get("db", int, 0)
+    if db < 0:
+        raise r.fail("db", "must be 0 or more")
+    return StoreSettings(backend=backend, redis_url=url, sentinels=sentinels, sentinel_master=master,
+                         username=r.get("username", str, None), password=r.get("password", str, None),
+                         sentinel_password=r.get("sentinel_password", str, None), db=db)
+
+
+def _sentinels(r: _Reader) -> tuple[str, ...]:
+    items = r.get("sentinels", list, [])
+    found = []
+    for i, item in enumerate(items):
+        host, _, port = str(item).strip().rpartition(":")
+        if not isinstance(item, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(r.source, f"{r.key('sentinels')}[{i}]", "must be host:port, e.g. 10.0.0.1:26379")
+        found.append(str(item).strip())
+    return tuple(found)
 
 
 def _throttle(r: _Reader) -> ThrottleSettings:

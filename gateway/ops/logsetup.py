@@ -15,6 +15,8 @@ import json
 import logging
 import logging.handlers
 import sys
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -72,10 +74,11 @@ SECURITY_EVENTS = frozenset({
     "user-added", "user-removed", "password-changed", "weak-password-forced",
     "console-change", "console-login", "console-logout", "console-refused",
     "acme-renewal-failed", "acme-certificate-installed", "cleartext-credentials", "rate-limited",
+    "device-refused", "device-added", "device-revoked", "device-renewed",
 })
 # What the console's events page shows (the shared journal): the security events, and failures
 # of the back end an administrator wants to see beside them.
-CONSOLE_EVENTS = SECURITY_EVENTS | {"backend-error"}
+CONSOLE_EVENTS = SECURITY_EVENTS | {"backend-error", "store-down", "store-up"}
 
 
 class FoldRepeats(logging.Filter):
@@ -137,12 +140,92 @@ def _file_handler(path: Path, settings: LogSettings, shared: bool, delay: bool =
         path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8", delay=delay)
 
 
+class DroppedLines:
+    """Log lines that could not be written (a full or failing log disk). The gateway serves on
+    without them; the count is ``gateway_log_lines_dropped_total``, and the first line that can
+    be written again is preceded by one that says how many were lost, when and why."""
+
+    def __init__(self) -> None:
+        self.total = 0  # since the process started: the metric
+        self.pending = 0  # not yet reported in the log
+        self.since = 0.0
+        self.cause = ""
+        self._lock = threading.Lock()
+
+    def failed(self, cause: str) -> None:
+        with self._lock:
+            self.total += 1
+            if self.pending == 0:
+                self.since = time.time()
+            self.pending += 1
+            self.cause = cause
+
+    def take_report(self) -> str | None:
+        with self._lock:
+            if not self.pending:
+                return None
+            count, since, cause = self.pending, self.since, self.cause
+            self.pending = 0
+        when = datetime.fromtimestamp(since).strftime("%Y-%m-%d %H:%M:%S")
+        return f"{count} log line(s) could not be written since {when} ({cause}); the gateway served on without them"
+
+
+dropped_lines = DroppedLines()
+
+
+def _count_drops(handler: logging.StreamHandler) -> None:  # type: ignore[type-arg]
+    """A line this file handler cannot write is counted and thrown away (never kept in a buffer
+    that grows while the disk is full), and reported once writing works again."""
+    emit = handler.emit
+    failures: list[BaseException | None] = []
+
+    def handle_error(record: logging.LogRecord) -> None:
+        failures.append(sys.exc_info()[1])
+
+    def counted_emit(record: logging.LogRecord) -> None:
+        failures.clear()
+        try:
+            emit(record)
+        except Exception as e:  # FileHandler reopening the file raises outside its own try
+            failures.append(e)
+        if failures:
+            error = failures[0]
+            dropped_lines.failed(getattr(error, "strerror", None) or str(error) or type(error).__name__)
+            _discard_stream(handler)
+            return
+        report = dropped_lines.take_report()
+        if report is not None:
+            try:
+                emit(logging.LogRecord("gateway.log", logging.WARNING, __file__, 0, report, None, None))
+            except Exception as e:
+                failures.append(e)
+            if failures:  # gone again at once: report it next time
+                dropped_lines.failed("the report itself could not be written")
+                _discard_stream(handler)
+
+    handler.handleError = handle_error  # type: ignore[method-assign]
+    handler.emit = counted_emit  # type: ignore[method-assign]
+
+
+def _discard_stream(handler: logging.StreamHandler) -> None:  # type: ignore[type-arg]
+    """Close the file, dropping what its buffer still holds; FileHandler opens it again on the next line."""
+    stream = handler.stream
+    if not isinstance(handler, logging.FileHandler) or stream is None:
+        return
+    handler.stream = None  # type: ignore[assignment]
+    try:
+        stream.close()
+    except OSError:
+        pass
+
+
 def configure_logging(settings: LogSettings, *, shared: bool = False) -> None:
     """``shared``: this process is one of several writing the same files (workers, supervisor)."""
     handler: logging.Handler
     if settings.file is not None:
         settings.file.parent.mkdir(parents=True, exist_ok=True)
         handler = _file_handler(settings.file, settings, shared)
+        _count_drops(handler)  # type: ignore[arg-type]
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
@@ -155,6 +238,7 @@ def configure_logging(settings: LogSettings, *, shared: bool = False) -> None:
     security_file = security_log_path(settings)
     if security_file is not None:
         security = _file_handler(security_file, settings, shared, delay=True)  # made with the first event
+        _count_drops(security)  # type: ignore[arg-type]
         security.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
         security.addFilter(SecurityEvents())
         root.addHandler(security)

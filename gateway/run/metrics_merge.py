@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 # Gauges with one value per worker process.
-PER_WORKER = frozenset({"gateway_open_connections"})
+PER_WORKER = frozenset({"gateway_open_connections", "gateway_store_up"})
 
 
 class _Merged(Collector):

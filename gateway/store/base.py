@@ -18,6 +18,11 @@ class StoreError(Exception):
     """The store could not answer (locked, corrupt, missing). Callers deny: fail closed."""
 
 
+class StoreUnavailable(StoreError):
+    """The store did not answer or could not write (Redis down, disk full or read-only): a fault
+    of the machine, not of the request. It passes; the caller answers 503 and tries again later."""
+
+
 class DuplicateError(StoreError):
     """A uniqueness rule would break; ``what`` names it for the person at the keyboard."""
 

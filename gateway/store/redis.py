@@ -53,7 +53,7 @@ from redis.retry import Retry
 from gateway.store import redis_lua as lua
 from gateway.store.base import (
     Credential, DuplicateError, Group, NotFoundError, Place, Principal, Reservation, SessionRecord, StoreError,
-    User,
+    StoreUnavailable, User,
 )
 
 DEFAULT_PREFIX = "gw:"
@@ -81,10 +81,14 @@ def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
             return method(self, *args, **kwargs)
         except StoreError:
             raise
-        except redis.ConnectionError as e:  # refused, unreachable, wrong password
-            reason = str(e).rstrip(".")
-            raise StoreError(f"Redis store {self.where} cannot be reached ({reason}); check that Redis runs "
-                             "and that store.redis_url (host, port, password) is right") from e
+        except redis.AuthenticationError as e:  # a setting to fix, not an outage to wait out
+            raise StoreError(f"Redis store {self.where} refused the password ({str(e).rstrip('.')}); "
+                             "check the password in store.redis_url") from e
+        except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as e:
+            # refused, unreachable, timed out, or a replica that Sentinel has not yet promoted
+            reason = str(e).rstrip(".") or type(e).__name__
+            raise StoreUnavailable(f"Redis store {self.where} cannot be reached ({reason}); check that Redis "
+                                   "runs and that the store section (host, port, password) is right") from e
         except redis.RedisError as e:
             raise StoreError(f"Redis store {self.where} failed: {e}") from e
     return wrapper
@@ -168,17 +172,41 @@ def _check(outcome: list[str], what: str, name: str = "") -> None:
     raise StoreError(f"unexpected answer from the Redis store: {code}")
 
 
+_CLIENT_OPTIONS: dict[str, Any] = dict(decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT,
+                                       socket_timeout=COMMAND_TIMEOUT, retry=RETRY, health_check_interval=30)
+
+
+def _sentinel_client(settings: Any) -> redis.Redis:
+    """The primary that the Sentinels name, found again on every new connection: after a
+    failover the pool's next connection goes to the promoted replica."""
+    # Imported here: only a Sentinel set-up needs it.
+    from redis.sentinel import Sentinel
+
+    hosts = []
+    for entry in settings.sentinels:
+        host, _, port = entry.rpartition(":")
+        hosts.append((host.strip("[]"), int(port)))
+    sentinel_auth = {"password": settings.sentinel_password} if settings.sentinel_password else {}
+    sentinel = Sentinel(hosts, sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT,
+                                                "socket_timeout": CONNECT_TIMEOUT, **sentinel_auth},
+                        **_CLIENT_OPTIONS)
+    return sentinel.master_for(settings.sentinel_master, db=settings.db, username=settings.username,
+                               password=settings.password, **_CLIENT_OPTIONS)
+
+
 class RedisStore:
-    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
-        self.where = safe_location(url)
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, *, client: redis.Redis | None = None,
+                 where: str = "") -> None:
+        self.where = where or safe_location(url)
         self.prefix = prefix
-        try:
-            self._redis = redis.Redis.from_url(
-                url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_timeout=COMMAND_TIMEOUT, retry=RETRY, health_check_interval=30)
-        except ValueError as e:
-            raise StoreError(f"store.redis_url {self.where} is not a Redis URL ({e}); "
-                             "use redis://host:6379/0, or rediss:// for TLS") from e
+        if client is not None:
+            self._redis = client
+        else:
+            try:
+                self._redis = redis.Redis.from_url(url, **_CLIENT_OPTIONS)
+            except ValueError as e:
+                raise StoreError(f"store.redis_url {self.where} is not a Redis URL ({e}); "
+                                 "use redis://host:6379/0, or rediss:// for TLS") from e
         self._take_request = self._redis.register_script(lua.TAKE_REQUEST)
         self._scripts = {name: self._redis.register_script(text) for name, text in {
             "find_user": lua.FIND_USER, "list_users": lua.LIST_USERS, "principal": lua.PRINCIPAL,
@@ -195,6 +223,14 @@ class RedisStore:
         # script may only touch keys it is told about.
         self._held: dict[str, list[str]] = {}  # one holder is touched by one attempt only
         self._init_schema()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RedisStore:
+        """The configuration's ``store`` section: ``redis_url``, or ``sentinels`` and ``sentinel_master``."""
+        if settings.sentinels:
+            where = f"sentinel {settings.sentinel_master} via {', '.join(settings.sentinels)}"
+            return cls("", client=_sentinel_client(settings), where=where)
+        return cls(settings.redis_url)
 
     def _run(self, script: str, *args: str) -> Any:
         return self._scripts[script](keys=[], args=[self.prefix, *args])

@@ -6,10 +6,12 @@ incremented and written back), and multi-step changes run under ``BEGIN IMMEDIAT
 the write lock up front, so two processes cannot interleave a check and its write.
 Each thread gets its own connection: sqlite3 connections must not be shared across threads.
 
-``version()`` is the change marker caches rely on: ``PRAGMA data_version`` on a connection of its
-own that never writes, so a commit by any other connection — another process, or this store's
-own per-thread connections — moves it; plus a count of this object's write transactions, bumped
-after each commit, so a change made here shows even before SQLite would report it.
+``version()`` is the change marker caches rely on: a counter in a small memory-mapped file beside
+the database (``gateway.changes``, gateway.store.changes) that every write transaction of every
+process bumps after its commit — one integer read per request instead of a ``PRAGMA
+data_version`` read transaction; plus a count of this object's write transactions, bumped after
+each commit. A change made with another program (the sqlite3 shell) is not seen by a running
+gateway's caches: change state through the gateway's commands or console.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+from gateway.store.changes import ChangeCounter
 from gateway.store.base import (
     Credential, DuplicateError, Group, NotFoundError, Place, Principal, Reservation, SessionRecord, StoreError,
-    User,
+    StoreUnavailable, User,
 )
 
 DB_NAME = "gateway.db"
+CHANGES_SUFFIX = ".changes"  # the shared change counter: gateway.db → gateway.changes
 # Long enough to ride out another process's short write; short enough that a stuck lock turns
 # into a quick 503 instead of a hung request.
 BUSY_TIMEOUT_MS = 5000
@@ -96,15 +100,24 @@ CREATE TABLE IF NOT EXISTS shared_values (name TEXT PRIMARY KEY, value TEXT NOT 
 T = TypeVar("T")
 
 
+# What a full, read-only or failing disk (or another process holding the lock too long) looks
+# like through sqlite3: the machine's fault, which passes, not the request's.
+_MACHINE_FAULTS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+                   sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
     """Every sqlite3 failure leaves as StoreError, so callers have one thing to fail closed on."""
     @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
+    def wrapper(self: SqliteStore, *args: Any, **kwargs: Any) -> T:
         try:
-            return method(*args, **kwargs)
+            return method(self, *args, **kwargs)
         except StoreError:
             raise
         except sqlite3.Error as e:
+            if (getattr(e, "sqlite_errorcode", 0) & 0xFF) in _MACHINE_FAULTS:
+                raise StoreUnavailable(f"the state database {self.path} cannot be written in {self.path.parent}: "
+                                       f"{e} — free space on that disk or make it writable again") from e
             raise StoreError(f"state database error: {e}") from e
     return wrapper
 
@@ -115,6 +128,18 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         pass
+
+
+def _damaged(path: Path, error: BaseException) -> StoreError | None:
+    """The refusal of a file that is not (or no longer) an SQLite database, or None for other errors.
+    Never started over silently: the file holds every user, group and ban."""
+    if (getattr(error, "sqlite_errorcode", 0) & 0xFF) not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return None
+    return StoreError(
+        f"{path} is damaged ({error}); the gateway will not use it or make a new one in its place. Stop the "
+        f"gateway, copy the last backup of gateway.db over {path} (and delete {path.name}-wal and "
+        f"{path.name}-shm beside it), then start again; with no backup, move the file aside and start over "
+        "with --init")
 
 
 def _name_key(name: str) -> str:
@@ -144,10 +169,9 @@ class SqliteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._watch: sqlite3.Connection | None = None
-        self._watch_cursor: sqlite3.Cursor | None = None
         self._watch_lock = threading.Lock()
         self._writes = 0
+        self._changes: ChangeCounter | None = None
         self._init_schema()
 
     # --- connections and transactions ---
@@ -164,6 +188,9 @@ class SqliteStore:
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses at most the last commit
             except (sqlite3.Error, OSError) as e:
+                damaged = _damaged(self.path, e)
+                if damaged is not None:
+                    raise damaged from e
                 raise StoreError(f"cannot open the state database {self.path}: {e}") from e
             self._local.conn = conn
             with self._lock:
@@ -191,32 +218,46 @@ class SqliteStore:
         try:
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # A COMMIT that failed (a full disk) may leave the transaction open: without the
+                # rollback every later write of this thread would fail with "within a transaction".
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
-            conn.execute("COMMIT")
         finally:
             # After the commit, never before: a reader that saw the old count must not have
             # read the old data under the new one.
             with self._watch_lock:
                 self._writes += 1
+            self._change_counter().bump()
+
+    def _change_counter(self) -> ChangeCounter:
+        counter = self._changes
+        if counter is None:
+            with self._watch_lock:
+                if self._changes is None:
+                    try:
+                        self._changes = ChangeCounter(self.path.with_suffix(CHANGES_SUFFIX))
+                    except (OSError, ValueError) as e:
+                        raise StoreError(f"cannot open the change counter beside {self.path}: {e}") from e
+                counter = self._changes
+        return counter
 
     @_store_errors
     def version(self) -> int:
-        with self._watch_lock:
-            if self._watch_cursor is None:
-                self._watch = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                              isolation_level=None, check_same_thread=False)
-                self._watch_cursor = self._watch.cursor()
-            # A new read transaction per call: SQLite compares the WAL header with the one this
-            # connection saw last and counts a change made by any other connection.
-            data_version = self._watch_cursor.execute("PRAGMA data_version").fetchone()[0]
-            return (self._writes << 64) | int(data_version)
+        return (self._writes << 64) | self._change_counter().value()
 
     @_store_errors
     def _init_schema(self) -> None:
         conn = self._conn()
-        mode = _switch_to_wal(conn)
+        try:
+            mode = _switch_to_wal(conn)
+        except sqlite3.DatabaseError as e:
+            raise _damaged(self.path, e) or e
         if str(mode).lower() != "wal":
             raise StoreError(f"the state database {self.path} cannot use WAL mode (got {mode}); "
                              "put the state folder on a local disk")
@@ -240,13 +281,9 @@ class SqliteStore:
             self._all.clear()
         self._local = threading.local()
         with self._watch_lock:
-            if self._watch is not None:
-                try:
-                    self._watch.close()
-                except sqlite3.Error:
-                    pass
-                self._watch = None
-                self._watch_cursor = None
+            if self._changes is not None:
+                self._changes.close()
+                self._changes = None
 
     # --- groups ---
 

@@ -32,6 +32,7 @@ from gateway.config import GatewayConfig
 from gateway.ops.journal import install_journal
 from gateway.ops.health import RunInfo, remove_run_file, tcp_problem_async, write_run_file
 from gateway.store.statecheck import current_problem as current_state_problem
+from gateway.store.guarded import problems as store_problems
 from gateway.utils.net import is_loopback
 from gateway.certs.load import read_password_file
 
@@ -170,6 +171,9 @@ class AdminApp:
             state_problem = current_state_problem()
             if state_problem:
                 return Answer(503, PLAIN, f"not ready; state folder: {state_problem}\n".encode())
+            store_down = store_problems()
+            if store_down:
+                return Answer(503, PLAIN, ("not ready; user store down:\n" + "\n".join(store_down) + "\n").encode())
             return await self.readiness()
         metrics = self.metrics_addon()
         body = await asyncio.get_running_loop().run_in_executor(None, metrics.render) if metrics else b""

@@ -1,0 +1,171 @@
+"""The running gateway's store: it starts while the store is down, and says once when it goes and comes back.
+
+A warehouse rebooted during a Redis outage must still get its gateway: ``GuardedStore`` opens the
+real store lazily (the first call, then at most once per ``RECONNECT_INTERVAL``), so a base
+without ``user_auth`` serves while one with it answers 503. Every call that fails because the
+machine failed (``StoreUnavailable``: Redis unreachable, a full or read-only disk) marks the
+store down in its ``StoreHealth``; the first such failure is one ERROR, the ones after it are
+only counted, and the first success after them is one INFO with that count — a flapping Redis
+costs two lines per outage, not one per request.
+
+A store that failed to *write* (a full disk still reads) is up again only when a write
+succeeds: ``probe`` (called every second by the Auth addon while the store is down) writes one
+small shared value to find out without waiting for a login.
+
+``health()`` is what ``/readyz`` and the ``gateway_store_up`` gauge read: one record per store
+location in this process, shared by the Auth addon's and the console's stores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gateway.store.base import Store, StoreUnavailable
+
+logger = logging.getLogger("gateway.store")
+
+RECONNECT_INTERVAL = 1.0  # between attempts to open a store that was unreachable
+PROBE_INTERVAL = 1.0  # how often a store that is down is asked whether it is back
+# Client answer while the store is down: how soon to try again (Retry-After).
+RETRY_AFTER = 5
+PROBE_NAME = "store-probe"
+
+# The store's methods that write: a store that failed to write is up only once one of them succeeds.
+WRITES = frozenset({
+    "put_group", "remove_group", "add_user", "put_user", "remove_user", "set_credential", "add_failure",
+    "clear_failures", "reserve", "release", "settle_failure", "claim", "create_session", "delete_session",
+    "purge_sessions", "try_lock", "unlock", "put_shared", "delete_shared",
+})
+
+
+@dataclass
+class StoreHealth:
+    where: str
+    up: bool = True
+    problem: str = ""
+    down_since: float = 0.0
+    refused: int = 0  # calls that failed since it went down
+    write_failed: bool = False  # went down on a write: only a write proves it back
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def failed(self, error: StoreUnavailable, writing: bool) -> None:
+        with self._lock:
+            self.refused += 1
+            self.problem = str(error)
+            self.write_failed = self.write_failed or writing
+            if not self.up:
+                return
+            self.up, self.down_since, self.refused = False, time.time(), 1
+        logger.error("store down: %s; user_auth bases answer 503 until it is back", error,
+                     extra={"event": "store-down", "store": self.where})
+
+    def succeeded(self, writing: bool) -> None:
+        if self.up or (self.write_failed and not writing):
+            return
+        with self._lock:
+            if self.up:
+                return
+            self.up, self.write_failed, self.problem = True, False, ""
+            seconds, refused = time.time() - self.down_since, self.refused
+        logger.info("store back: %s answers again after %.1f s; %d store call(s) failed meanwhile",
+                    self.where, seconds, refused, extra={"event": "store-up", "store": self.where})
+
+
+_health: dict[str, StoreHealth] = {}
+_health_lock = threading.Lock()
+
+
+def health_of(where: str) -> StoreHealth:
+    with _health_lock:
+        return _health.setdefault(where, StoreHealth(where))
+
+
+def health() -> list[StoreHealth]:
+    with _health_lock:
+        return list(_health.values())
+
+
+def problems() -> list[str]:
+    """What /readyz names: one line per store of this process that is down."""
+    return [f"{h.where}: {h.problem}" for h in health() if not h.up]
+
+
+class GuardedStore:
+    """A ``Store`` that may be opened later, and reports its health. ``opener`` opens the real
+    store or raises: ``StoreUnavailable`` is waited out, any other ``StoreError`` (a wrong key
+    file, a damaged database) is for the operator and raised from the first ``connect``."""
+
+    def __init__(self, where: str, opener: Callable[[], Store]) -> None:
+        self.where = where
+        self._opener = opener
+        self._inner: Store | None = None
+        self._next_attempt = 0.0
+        self._open_lock = threading.Lock()
+        self.health = health_of(where)
+
+    def connect(self) -> None:
+        """Open now if possible; a store that cannot be reached is marked down, not raised."""
+        try:
+            self._open()
+        except StoreUnavailable as e:
+            self.health.failed(e, writing=False)
+
+    def _open(self) -> Store:
+        inner = self._inner
+        if inner is not None:
+            return inner
+        with self._open_lock:
+            if self._inner is not None:
+                return self._inner
+            now = time.monotonic()
+            if now < self._next_attempt:
+                raise StoreUnavailable(self.health.problem or f"store {self.where} is not connected yet")
+            self._next_attempt = now + RECONNECT_INTERVAL
+            self._inner = self._opener()
+            self.health.succeeded(writing=False)
+            return self._inner
+
+    def probe(self) -> bool:
+        """One call that tells whether the store is back (a write when a write failed)."""
+        try:
+            if self.health.write_failed:
+                self._call("put_shared", (f"{PROBE_NAME}:{os.getpid()}", str(time.time())), {"ttl": 60.0})
+            else:
+                self._call("version", (), {})
+        except StoreUnavailable:
+            return False
+        return True
+
+    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        writing = name in WRITES
+        try:
+            result = getattr(self._open(), name)(*args, **kwargs)
+        except StoreUnavailable as e:
+            self.health.failed(e, writing)
+            raise
+        self.health.succeeded(writing)
+        return result
+
+    def close(self) -> None:
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or (self._inner is not None and not hasattr(self._inner, name)):
+            raise AttributeError(name)  # e.g. SQLite's atomically() on a Redis store
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._call(name, args, kwargs)
+
+        call.__name__ = name
+        if self._inner is not None:
+            self.__dict__[name] = call  # found directly next time: version() is read on every request
+        return call
