@@ -314,7 +314,7 @@ class Auth:
         flow.request.stream = False
         attributes = "Path=/; HttpOnly; SameSite=Strict" + ("; Secure" if base.https else "")
         lifetime = "" if cookie else "; Max-Age=0"
-        flow.response = http.Response.make(status, json.dumps(body).encode("utf-8"), {
+        flow.response = http.Response.make(status, json.dumps(body, ensure_ascii=False).encode("utf-8"), {
             "Content-Type": "application/json; charset=utf-8",
             "Cache-Control": "no-store",
             "Set-Cookie": f"{COOKIE_NAME}={cookie}; {attributes}{lifetime}",

@@ -11,7 +11,7 @@ import logging
 
 from gateway.web.sidelistener import Address, SideListener, SideRequest
 from gateway.certs.enrolment import EnrolmentContent, answer, encode
-from gateway.certs.inspect import load_local_ca
+from gateway.certs.inspect import load_local_ca, local_ca_served
 from gateway.config import GatewayConfig
 from gateway.certs.authority import default_names
 
@@ -24,7 +24,8 @@ class Enrolment:
         self._content: EnrolmentContent | None = None
 
     def apply_config(self, cfg: GatewayConfig) -> None:
-        ca = load_local_ca(cfg)
+        # Offered only while a base serves a certificate of it (after `cert import` none may).
+        ca = load_local_ca(cfg) if local_ca_served(cfg) else None
         self._content = EnrolmentContent.for_ca(ca, cfg.tls.hosts, lan_addresses(), cfg.enrolment.listen) \
             if ca is not None else None
         wanted = Address(cfg.enrolment.host, cfg.enrolment.listen) if cfg.enrolment.enabled else None

@@ -45,6 +45,8 @@ class Routing:
                 request.host_header = host
             else:
                 updates.append((b"Host", host.encode("utf-8", "surrogateescape")))
+        # What the client called the gateway: ProxyRedirect puts it back into the back end's redirects.
+        flow.metadata["gateway_client_host"] = original_host
         flow.metadata["gateway_base"] = listener.base.name
         flow.metadata["gateway_base_id"] = listener.base.id
         flow.metadata["gateway_port_role"] = listener.role

@@ -119,10 +119,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--engine", action="store_true",
                         help="also: the gateway on the engine as mitmproxy ships it (GATEWAY_LEAN=0) "
                              "and on uvloop")
+    parser.add_argument("--ratelimit", action="store_true",
+                        help="also: a request-rate limit (limits.rate) counted in the store on every request")
     parser.add_argument("--handshakes", action="store_true",
                         help="also: new and resumed TLS connections per second, gateway and nginx")
-    parser.add_argument("--all", action="store_true", help="every scenario (--iplists --auth --workers --engine "
-                                                           "--handshakes)")
+    parser.add_argument("--all", action="store_true", help="every scenario (--iplists --auth --ratelimit --workers "
+                                                           "--engine --handshakes)")
     parser.add_argument("--capacity", action="store_true",
                         help="the capacity table (implies --handshakes): terminals per core, idle "
                              "connections per GiB, handshakes per second per core, gateway and nginx, "
@@ -136,7 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.capacity:
         args.handshakes = True
     if args.all:
-        args.iplists = args.auth = args.workers = args.engine = args.handshakes = True
+        args.iplists = args.auth = args.workers = args.engine = args.handshakes = args.ratelimit = True
     if args.quick:
         args.duration, args.rounds, args.warmup, args.connections = 1.0, 1, 0.3, 4
     if args.duration <= 0 or args.rounds < 1 or args.connections < 1:
@@ -214,6 +216,7 @@ def start_all(args: argparse.Namespace, workdir: Path, plan: CpuPlan,
 
     optional = [("iplists", args.iplists, scenarios.ip_list_gateway, "100k IP lists"),
                 ("auth", args.auth, scenarios.auth_gateway, "Basic auth"),
+                ("ratelimit", args.ratelimit, scenarios.rate_limit_gateway, "request-rate limit"),
                 ("workers", args.workers, scenarios.workers_gateway, "2 workers"),
                 ("plain", args.engine, scenarios.plain_engine_gateway, "plain engine"),
                 ("uvloop", args.engine, scenarios.uvloop_gateway, "uvloop")]

@@ -124,6 +124,20 @@ def auth_gateway(workdir: Path, backend: str, path: str, cpus: set[int] | None) 
     return server
 
 
+def rate_limit_gateway(workdir: Path, backend: str, path: str, cpus: set[int] | None) -> Server | Skipped:
+    """limits.rate high enough never to refuse, so every request pays for its count in the store."""
+    directory = workdir / "gateway-ratelimit"
+    config = gateway_config(backend, base_id="bench-ratelimit")
+    config["limits"] = {"rate": "1000000r/s", "burst": 1000000}
+    write_lists(server_folder(directory, config), entries=0)
+    server = start_gateway("gateway, rate limit", directory, config, cpus)
+    if not (directory / "state" / "rates.db").exists() and http_status(server.url + path, []) == 200 \
+            and not (directory / "state" / "rates.db").exists():
+        server.stop()
+        return Skipped("no state/rates.db after a request: the rate limit is not in force")
+    return server
+
+
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else "(no output)"

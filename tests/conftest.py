@@ -9,6 +9,18 @@ from tests.harness import RunningGateway, Standin, start_gateway, start_standin
 from tests.redis_server import RedisServer, start_redis
 
 
+@pytest.fixture(autouse=True)
+def own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test runs in its own temporary folder (issue 23 point 8).
+
+    The CLI's default configuration is ./gateway.yaml: a test that calls it without -c from the
+    checkout would read an operator's real configuration there (its log.file, its state folder
+    and user store). Tests that need the repository name it through tests.harness.REPO.
+    """
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+
+
 @pytest.fixture(scope="session")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
     server = start_standin(tmp_path_factory.mktemp("standin") / "standin.log")

@@ -21,6 +21,11 @@ DOC_TYPES_PATH = "/api/v1/DocTypes"
 TIMEOUT = 3.0
 
 
+# difflib ratio from which a name is offered as "did you mean": a typo or two, not any name that
+# merely shares half its letters (at 0.5 "Продажа" was offered "Поступление", through its alias "Приход").
+CLOSE_ENOUGH = 0.8
+
+
 @dataclass
 class Known:
     names: dict[str, str] = field(default_factory=dict)    # casefolded name -> name
@@ -90,7 +95,7 @@ def check_doc_types(wanted: tuple[str, ...], known: Known) -> tuple[list[str], l
             errors.append(f"{name!r} is the alias of the document type {known.aliases[folded]!r}; requests name "
                           f"it {known.aliases[folded]!r}: use --doc-type {known.aliases[folded]!r}")
             continue
-        close = difflib.get_close_matches(folded, list(known.names) + list(known.aliases), n=1, cutoff=0.5)
+        close = difflib.get_close_matches(folded, list(known.names) + list(known.aliases), n=1, cutoff=CLOSE_ENOUGH)
         hint = ""
         if close:
             right = known.names.get(close[0]) or known.aliases[close[0]]

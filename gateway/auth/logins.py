@@ -291,7 +291,8 @@ class Logins:
         for kind, target, verdict, limit in lockouts:
             logger.warning("lockout: %s %s reached %d failed logins; refused for %s s", kind, target, limit,
                            verdict.retry_after_header,
-                           extra={"event": "lockout", "target": target, "kind": kind, "base": base_name})
+                           extra={"event": "lockout", "client": attempt.address, "target": target, "kind": kind,
+                                  "base": base_name})
 
     def _settle(self, failure: Failure, address: str, account: str | None,
                 scope: str = "") -> list[tuple[str, str, Verdict, int]]:

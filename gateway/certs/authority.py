@@ -170,8 +170,9 @@ def write_server_certificate(
     return cert_file, key_file
 
 
-def default_names(listen_host: str | None = None) -> tuple[list[str], list[IpAddress]]:
-    """localhost, this machine's names, loopback and this machine's own addresses."""
+def default_names(listen_host: str | None = None, hosts: tuple[str, ...] = ()) -> tuple[list[str], list[IpAddress]]:
+    """localhost, this machine's names, loopback and this machine's own addresses, and the
+    names devices use (``tls.hosts``)."""
     names = ["localhost"]
     ips: list[IpAddress] = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
     hostname = socket.gethostname()
@@ -185,6 +186,12 @@ def default_names(listen_host: str | None = None) -> tuple[list[str], list[IpAdd
         ip = ipaddress.ip_address(listen_host)
         if not ip.is_unspecified and ip not in ips:
             ips.append(ip)
+    for host in hosts:
+        if _is_ip(host):
+            if ipaddress.ip_address(host) not in ips:
+                ips.append(ipaddress.ip_address(host))
+        elif host.lower() not in (n.lower() for n in names):
+            names.append(host)
     return names, ips
 
 
@@ -244,6 +251,7 @@ def _needs_new_server_certificate(cert_file: Path, key_file: Path, ca: LocalCa, 
 
 def ensure_local_server_certificate(
     folder: Path, listen_host: str | None = None, *, now: datetime.datetime | None = None,
+    hosts: tuple[str, ...] = (),
 ) -> tuple[Path, Path]:
     """The generated server certificate in ``folder``, created (or renewed near expiry) once."""
     now = now or now_utc()
@@ -253,7 +261,7 @@ def ensure_local_server_certificate(
                     ca.cert_file, ca.cert_file)
     cert_file, key_file = folder / SERVER_CERT_NAME, folder / SERVER_KEY_NAME
     if _needs_new_server_certificate(cert_file, key_file, ca, now):
-        names, ips = default_names(listen_host)
+        names, ips = default_names(listen_host, hosts)
         certificate, key = issue_server_certificate(ca, names, ips, now=now)
         write_server_certificate(folder, ca, certificate, key)
         logger.info("created a server certificate %s for %s", cert_file,

@@ -35,7 +35,7 @@ def planned_names(cfg: GatewayConfig, folder: Path, names: list[str], ips: list[
         return names, ips, []
     before_dns, before_ips = current_names(folder)
     if not before_dns and not before_ips:
-        before_dns, before_ips = default_names(cfg.listen_host)
+        before_dns, before_ips = default_names(cfg.listen_host, cfg.tls.hosts)
     if not names and not ips and replace:
         return before_dns, before_ips, []
     all_names = list(names) + [n for n in before_dns if n.lower() not in {x.lower() for x in names}]

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 from gateway.certs.authority import default_names, now_utc
 from gateway.certs.load import CertError, check_dates, format_date, load_certificates, read_file
 from gateway.certs.sources import CertSource, base_source, default_source, load_source, local_ca_file
-from gateway.config import GatewayConfig
+from gateway.config import BaseConfig, GatewayConfig
 
 EXPIRY_WARNING_DAYS = 30
 UNSPECIFIED_HOSTS = ("", "0.0.0.0", "::")
@@ -272,3 +272,44 @@ def common_name(certificate: x509.Certificate) -> str:
 
 __all__ = ["CertificateView", "certificate_problems", "check_dates", "covers", "describe", "fingerprint",
            "read_file", "render", "warnings_for"]
+
+
+def served_view(cfg: GatewayConfig, base: BaseConfig) -> CertificateView | None:
+    """The certificate a base serves now, or None when it cannot be read here (its problems are
+    reported by certificate_problems) or comes from ACME at run time."""
+    if base.tls is not None and base.tls.acme and base.tls.cert is None:
+        return None
+    source = base_source(base) or default_source(cfg)
+    if not all(path.exists() for path in source.files()):
+        return None
+    try:
+        bundle = load_source(source)
+    except CertError:
+        return None
+    return describe(list(bundle.chain), load_local_ca(cfg))
+
+
+def host_for_url(cfg: GatewayConfig, base: BaseConfig, preferred: str) -> tuple[str, str | None]:
+    """(host to show in the base's https:// URL, warning): ``preferred`` when the certificate
+    names it, else a name it does (tls.hosts first), else ``preferred`` and why clients will refuse it."""
+    view = served_view(cfg, base)
+    if view is None:
+        return preferred, None
+    candidates = [preferred, *cfg.tls.hosts, *view.dns_names, *(f"[{ip}]" if ":" in ip else ip for ip in view.ips)]
+    for host in candidates:
+        if host and "*" not in host and covers(view, host):
+            return host, None
+    return preferred, (f"the certificate served on this base names none of {preferred!r}, tls.hosts or a usable "
+                       f"name ({', '.join(view.dns_names + view.ips) or 'no names at all'}): clients will "
+                       "refuse https:// here; get a certificate for the name devices use")
+
+
+def local_ca_served(cfg: GatewayConfig) -> bool:
+    """Does any https base serve a certificate of the local CA? If none does, offering the CA to
+    devices (the enrolment page) would only teach them to trust something nothing uses."""
+    for base in cfg.bases:
+        if base.https:
+            view = served_view(cfg, base)
+            if view is not None and view.kind == "local CA":
+                return True
+    return False

@@ -89,7 +89,8 @@ def ensure_default_certificate(cfg: GatewayConfig) -> tuple[Path, Path]:
         return cfg.tls.cert, cfg.tls.key or cfg.tls.cert
     check_local_ca(cfg)  # raises: a CA devices trust is never replaced silently
     try:
-        cert, key = ensure_local_server_certificate(certs_folder(cfg.state_dir), cfg.listen_host)
+        cert, key = ensure_local_server_certificate(certs_folder(cfg.state_dir), cfg.listen_host,
+                                                    hosts=cfg.tls.hosts)
         ca = load_ca(certs_folder(cfg.state_dir))
         if ca is not None:
             remember_ca(cfg, ca)

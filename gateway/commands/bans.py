@@ -7,6 +7,7 @@ import logging
 
 from gateway.commands._accounts import open_state, user_errors
 from gateway.auth.throttle import Throttle
+from gateway.utils import table
 from gateway.utils.display import shown
 
 logger = logging.getLogger("gateway.bans")
@@ -29,13 +30,17 @@ def _throttle(args: argparse.Namespace) -> Throttle:
 
 @user_errors
 def list_bans(args: argparse.Namespace) -> int:
-    bans = _throttle(args).bans()
+    throttle = _throttle(args)
+    bans = throttle.bans()
     if not bans:
         print("no address or user is locked out")
         return 0
-    print(f"{'KIND':<8} {'ADDRESS OR USER':<40} {'FAILURES':>8} {'FREE IN':>8}")
+    rows = []
     for ban in bans:
-        print(f"{shown(ban.kind):<8} {shown(ban.target):<40} {ban.failures:>8} {ban.retry_after:>7.0f}s")
+        # The failure key holds the login folded to lower case; show the name as it is stored.
+        user = throttle.store.find_user(ban.target) if ban.kind == "user" else None
+        rows.append((ban.kind, user.name if user is not None else ban.target, ban.failures, f"{ban.retry_after:.0f}s"))
+    print("\n".join(table.render(("KIND", "ADDRESS OR USER", "FAILURES", "FREE IN"), rows, right=(2, 3))))
     return 0
 
 

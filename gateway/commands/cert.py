@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     imp.add_argument("file", type=Path, metavar="FILE")
     imp.add_argument("--key", type=Path, metavar="KEYFILE", help="the private key, when FILE does not hold it")
     imp.add_argument("--password-stdin", action="store_true", help="read the PFX or key password from standard input")
-    imp.add_argument("--base", metavar="ID", help="install as this base's own certificate instead of the default one")
+    imp.add_argument("--base", metavar="ID", help="install as this base's own certificate (its id or its name) "
+                                                  "instead of the default one")
     imp.add_argument("--install", action="store_true",
                      help="also write the tls: cert/key lines into the configuration (comments are kept)")
     imp.set_defaults(func=import_file)
@@ -167,6 +168,12 @@ def import_file(args: argparse.Namespace) -> int:
     try:
         cfg = _config(args, required=True)
         assert cfg is not None
+        if args.base is not None:
+            base = cfg.base_by_id_or_name(args.base)
+            if base is None:
+                known = ", ".join(f"{b.id} ({b.name})" for b in cfg.bases) or "none"
+                return _fail(f"{cfg.source}: no base with id or name {args.base!r} (bases: {known})")
+            args.base = base.id
         try:
             result = import_certificate(cfg, args.file, args.key, _password(args), args.base)
         except CertError as e:
@@ -196,6 +203,13 @@ def import_file(args: argparse.Namespace) -> int:
               "came with it; devices that do not already hold that intermediate certificate will refuse the "
               "connection. Import the file with the whole chain (leaf, then intermediates), or append the "
               "issuer's certificate to it")
+    from gateway.certs.inspect import describe, load_local_ca
+
+    local_ca = load_local_ca(cfg)
+    if local_ca is not None and describe(list(result.bundle.chain), local_ca).kind != "local CA":
+        print(f"warning: devices that trust only this gateway's local CA ({local_ca_file(cfg)}, installed from the "
+              "enrolment page or by hand) will refuse the new certificate; they need the CA that issued it "
+              "(nothing to do for a public CA's certificate on ordinary devices)")
     if result.config_lines and args.install:
         from gateway.config.edit import EditError, install_tls
 

@@ -68,8 +68,12 @@ async def _run(config_path: Path) -> int:
     cfg = load(config_path)
     data_backend = cfg.bases[0].data
     print_backend = cfg.bases[0].print
-    standin = await serve_standin("127.0.0.1", data_backend.backend_port,
-                                  print_backend.backend_port if print_backend else None)
+    ports = [data_backend.backend_port] + ([print_backend.backend_port] if print_backend else [])
+    try:
+        standin = await serve_standin("127.0.0.1", data_backend.backend_port,
+                                      print_backend.backend_port if print_backend else None)
+    except OSError as error:
+        raise StandinPortError(_standin_problem(config_path, ports, error)) from None
     gateway = Gateway(config_path)
     try:
         await gateway.start()
@@ -79,6 +83,22 @@ async def _run(config_path: Path) -> int:
         await gateway.stop()
         await standin.close()
     return 0
+
+
+class StandinPortError(Exception):
+    """The demo's stand-in back end cannot listen; the message is the one line to show."""
+
+
+def _standin_problem(config_path: Path, ports: list[int], error: OSError) -> str:
+    # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
+    from gateway.ops.ports import port_problem
+
+    for port in ports:
+        problem = port_problem("127.0.0.1", port)
+        if problem:
+            return (f"the demo's stand-in back end cannot listen: {problem}; stop that program, or change "
+                    f"the back-end ports (bases[0].data.backend, bases[0].print.backend) in {config_path}")
+    return f"the demo's stand-in back end cannot listen on 127.0.0.1 port {ports}: {error.strerror or error}"
 
 
 def _print_banner(config_path: Path) -> None:
@@ -118,7 +138,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         ensure_demo_user(config_path)
         return asyncio.run(_run(config_path))
-    except (ConfigError, StartupError) as e:
+    except (ConfigError, StartupError, StandinPortError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from gateway.utils.display import shown
 from gateway.commands._accounts import open_state, user_errors
 from gateway.store import ROLES, Group
+from gateway.utils import table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -119,9 +119,8 @@ def list_groups(args: argparse.Namespace) -> int:
     if not groups:
         print("no groups; add one with `gateway group add NAME --role mobile --doc-type TYPE`")
         return 0
-    print(f"{'ID':<8} {'NAME':<24} {'ROLE':<9} DOCUMENT TYPES")
-    for g in groups:
-        print(f"{g.id:<8} {shown(g.name):<24} {g.role:<9} {shown(', '.join(g.doc_types))}")
+    rows = [(g.id, g.name, g.role, ", ".join(g.doc_types)) for g in groups]
+    print("\n".join(table.render(("ID", "NAME", "ROLE", "DOCUMENT TYPES"), rows)))
     return 0
 
 

@@ -11,12 +11,12 @@ import logging
 import sys
 from pathlib import Path
 
-from gateway.utils.display import shown
 from gateway.commands._accounts import SecretReader, open_state, user_errors
 from gateway.utils.private_files import write_private_text
 from gateway.accounts.transfer import export_accounts, import_accounts
 from gateway.auth import secondfactor
 from gateway.store import User
+from gateway.utils import table
 
 logger = logging.getLogger("gateway.accounts")
 
@@ -111,11 +111,12 @@ def list_users(args: argparse.Namespace) -> int:
     if not users:
         print("no users; add one with `gateway user add NAME --group GROUP`")
         return 0
-    print(f"{'ID':<8} {'NAME':<20} {'GROUP':<20} {'ROLE':<9} {'BARCODE':<8} DESCRIPTION")
+    rows = []
     for u in users:
         group = groups.get(u.group_id)
-        print(f"{u.id:<8} {shown(u.name):<20} {shown(group.name if group else u.group_id):<20} "
-              f"{group.role if group else '?':<9} {'yes' if u.has_barcode else 'no':<8} {shown(u.description)}")
+        rows.append((u.id, u.name, group.name if group else u.group_id, group.role if group else "?",
+                     "yes" if u.has_barcode else "no", u.description))
+    print("\n".join(table.render(("ID", "NAME", "GROUP", "ROLE", "BARCODE", "DESCRIPTION"), rows)))
     return 0
 
 

@@ -20,7 +20,7 @@ from gateway.config.acme import AcmeSettings, parse_acme, parse_names
 from gateway.config.acme import validate as validate_acme
 from gateway.config.reader import ConfigError, _Reader, parse_size
 from gateway.config.scale import ProxyProtocolSettings, optional_proxy_protocol, parse_proxy_protocol, parse_workers
-from gateway.config.limits import LimitSettings, parse_limits
+from gateway.config.limits import LimitSettings, RequestRate, parse_limits, parse_request_rate
 
 DEFAULT_CONFIG_NAME = "gateway.yaml"
 # Bodies above this are streamed, not held in memory; 4 MiB keeps typical OData pages
@@ -87,6 +87,10 @@ class BaseConfig:
     backup_retention_days: int = 30
     websocket: bool = False  # allow WebSocket upgrades (other upgrades and CONNECT are always refused)
     client_max_body_size: int | None = None  # bytes, overrides limits.client_max_body_size; 0 = no limit
+    proxy_redirect: bool = True  # nginx's proxy_redirect default: the back end's address in Location → the client's
+    # limits.rate/burst unless set here; False: no request-rate limit on this base.
+    rate_limit: RequestRate | None | bool = None
+    http_redirect: bool = False  # plain HTTP on an https port: browsers' GET/HEAD redirected to https://
 
     @property
     def server_folder(self) -> Path:
@@ -209,6 +213,8 @@ class AdminSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
     listen: int = 9400
+    # Never read from the file: a worker's own listener, asked only by its supervisor.
+    private: bool = False
     console_idle_timeout: int = 900  # seconds without a request before a console session ends
     # Where administrators use the console from, besides loopback: failed logins on the base
     # ports never lock the console for these addresses (the console counts its own failures).
@@ -270,6 +276,11 @@ class GatewayConfig:
 
     def base_by_id(self, base_id: str) -> BaseConfig | None:
         return next((b for b in self.bases if b.id == base_id), None)
+
+    def base_by_id_or_name(self, wanted: str) -> BaseConfig | None:
+        """What `--base` takes everywhere: the id, else the name (case and outer spaces ignored)."""
+        key = wanted.strip().casefold()
+        return self.base_by_id(wanted) or next((b for b in self.bases if b.name.strip().casefold() == key), None)
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -391,12 +402,48 @@ def _base(reader: _Reader, base_dir: Path) -> BaseConfig:
         backup_retention_days=retention,
         websocket=reader.get("websocket", bool, False),
         client_max_body_size=_optional_size(reader, "client_max_body_size"),
+        proxy_redirect=_proxy_redirect(reader),
+        http_redirect=reader.get("http_redirect", bool, False),
+        rate_limit=_rate_limit(reader),
         data=_endpoint(reader, "data", optional=False),  # type: ignore[arg-type]
         print=_endpoint(reader, "print", optional=True),
     )
     reader.used.add("mode")  # the seed's "mode of work"; only "server" exists in front of a gateway
     reader.finish()
     return base
+
+
+def _rate_limit(reader: _Reader) -> RequestRate | None | bool:
+    value = reader.get("rate_limit", (bool, str, dict), None)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() != "off":
+            raise reader.fail("rate_limit", f"is {value!r}; give {{rate: 10r/s, burst: 20}}, or off for none on this base")
+        return False
+    if value is True:
+        raise reader.fail("rate_limit", "is true; give {rate: 10r/s, burst: 20}, or off for none on this base")
+    if value is False:
+        return False
+    sub = reader.sub("rate_limit")
+    rate = parse_request_rate(sub)
+    sub.finish()
+    if rate is None:
+        raise reader.fail("rate_limit", "has no rate; give e.g. {rate: 10r/s, burst: 20}, or off")
+    return rate
+
+
+def _proxy_redirect(reader: _Reader) -> bool:
+    # YAML reads a bare `off` as false and `on` as true: both spellings mean what nginx's do.
+    value = reader.get("proxy_redirect", (bool, str), True)
+    if isinstance(value, bool):
+        return value
+    if value.strip().lower() in ("default", "on"):
+        return True
+    if value.strip().lower() == "off":
+        return False
+    raise reader.fail("proxy_redirect", f"is {value!r}; use default (rewrite the back end's own address "
+                                        f"in Location, Content-Location and Refresh) or off")
 
 
 def _optional_size(reader: _Reader, name: str) -> int | None:

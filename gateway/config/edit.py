@@ -62,10 +62,13 @@ def install_tls(config_path: Path, cert: Path, key: Path | None, base_id: str | 
     text = path.read_text(encoding="utf-8-sig")
     newline = "\r\n" if "\r\n" in text else "\n"
     lines = text.splitlines()
+    # Written relative to the configuration's folder when inside it: the folder can then move
+    # (or be copied to another machine) with its configuration.
+    shown_cert, shown_key = _relative(cert, path.parent), None if key is None else _relative(key, path.parent)
     if base_id is None:
-        lines = _install_default(lines, cert, key)
+        lines = _install_default(lines, shown_cert, shown_key)
     else:
-        lines = _install_base(lines, cert, key, base_id)
+        lines = _install_base(lines, shown_cert, shown_key, base_id)
 
     def served(cfg: GatewayConfig) -> Path | None:
         if base_id is None:
@@ -73,8 +76,15 @@ def install_tls(config_path: Path, cert: Path, key: Path | None, base_id: str | 
         base = cfg.base_by_id(base_id)
         return base.tls.cert if base is not None and base.tls is not None else None
 
-    _write_checked(path, newline.join(lines) + newline, lambda cfg: served(cfg) == cert.resolve()
+    _write_checked(path, newline.join(lines) + newline, lambda cfg: served(cfg) == Path(cert).resolve()
                    or served(cfg) == cert)
+
+
+def _relative(file: Path, folder: Path) -> Path:
+    try:
+        return Path(file).resolve().relative_to(folder.resolve())
+    except ValueError:
+        return Path(file)
 
 
 def _install_default(lines: list[str], cert: Path, key: Path | None) -> list[str]:

@@ -28,6 +28,42 @@ DEFAULT_STRIP_HEADERS = (
 MAX_SAFE_CONTENT_LENGTH = 2**53  # JavaScript's and many parsers' exact-integer limit
 
 
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*r/(s|m)\s*$")
+
+
+@dataclass(frozen=True)
+class RequestRate:
+    """nginx's limit_req: ``rate`` requests per second on average, ``burst`` more at once."""
+
+    rate: float
+    burst: int = 0
+
+    @property
+    def text(self) -> str:
+        per_minute = self.rate * 60
+        return f"{per_minute:g}r/m" if self.rate < 1 else f"{self.rate:g}r/s"
+
+
+def parse_rate(reader: _Reader, name: str, value: object) -> float:
+    """'10r/s' or '600r/m' (nginx's spelling) → requests per second."""
+    match = _RATE.match(str(value)) if isinstance(value, str) else None
+    if not match or float(match.group(1)) <= 0:
+        raise reader.fail(name, f"is {value!r}; write a rate as nginx does, e.g. 10r/s or 600r/m")
+    return float(match.group(1)) / (60.0 if match.group(2) == "m" else 1.0)
+
+
+def parse_request_rate(reader: _Reader, rate_name: str = "rate", burst_name: str = "burst") -> RequestRate | None:
+    raw = reader.get(rate_name, str, None)
+    burst = reader.get(burst_name, int, 0)
+    if burst < 0:
+        raise reader.fail(burst_name, f"must be 0 or more, got {burst}")
+    if raw is None:
+        if burst_name in reader.data and reader.data[burst_name] is not None:
+            raise reader.fail(burst_name, f"needs {rate_name} beside it (e.g. {rate_name}: 10r/s)")
+        return None
+    return RequestRate(parse_rate(reader, rate_name, raw), burst)
+
+
 @dataclass(frozen=True)
 class LimitSettings:
     # --- sizes (nginx: large_client_header_buffers, client_max_body_size) ---
@@ -58,6 +94,8 @@ class LimitSettings:
     methods: tuple[str, ...] = DEFAULT_METHODS
     header_hygiene: bool = True
     strip_headers: tuple[str, ...] = DEFAULT_STRIP_HEADERS
+    # --- request rate per client address and base (nginx: limit_req rate=… burst=… nodelay) → 429 ---
+    request_rate: RequestRate | None = None
 
 
 def parse_limits(reader: _Reader) -> LimitSettings:
@@ -117,6 +155,7 @@ def parse_limits(reader: _Reader) -> LimitSettings:
         methods=methods,
         header_hygiene=reader.get("header_hygiene", bool, True),
         strip_headers=names("strip_headers", DEFAULT_STRIP_HEADERS),
+        request_rate=parse_request_rate(reader),
     )
     if settings.request_buffer_per_ip > settings.request_buffer:
         raise reader.fail("request_buffer_per_ip", "cannot be larger than request_buffer (the whole worker's budget)")

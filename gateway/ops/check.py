@@ -12,16 +12,18 @@ from gateway.autocert.manager import acme_bases, challenge_address
 from gateway.autocert.manager import problems as autocert_problems
 from gateway.certs import certificate_problems as certificate_problems_of
 from gateway.certs.caguard import check_local_ca
+from gateway.certs.inspect import host_for_url
 from gateway.certs.device_service import expiring
 from gateway.certs.devices import EXPIRY_WARNING_DAYS, load_trusted_cas
 from gateway.certs.load import CertError
-from gateway.config import GatewayConfig
+from gateway.config import BaseConfig, GatewayConfig
 from gateway.iplist import ListUnreadable, load_list
 from gateway.iplist.registry import base_lists, missing_global_lists
 from gateway.ops.bypass import bypass_warnings
 from gateway.ops.health import BaseStatus, check_bases, gateway_ports, listen_problem
 from gateway.policy import PolicyError, load_policy
 from gateway.store import StoreError, open_store, statecheck
+from gateway.utils.net import is_loopback
 
 
 def check(cfg: GatewayConfig, timeout: float = 1.0) -> list[BaseStatus]:
@@ -43,7 +45,27 @@ def check(cfg: GatewayConfig, timeout: float = 1.0) -> list[BaseStatus]:
     for status in statuses:
         status.warnings += bypass.get(status.base_id, [])
         status.warnings += [text for base_id, text in ending if base_id == status.base_id]
+    by_id = {base.id: base for base in cfg.bases}
+    for status in statuses:
+        base = by_id.get(status.base_id)
+        if base is not None:
+            status.address, warnings = _address_and_warnings(cfg, base, status.address)
+            status.warnings += warnings
     return statuses + side_listener_statuses(cfg, ours)
+
+
+def _address_and_warnings(cfg: GatewayConfig, base: BaseConfig, address: str) -> tuple[str, list[str]]:
+    """The base's URL with a name its certificate covers (so it can be opened as shown), and what
+    would weaken it: passwords in clear text, a certificate naming no address devices use."""
+    if not base.https:
+        if base.user_auth:
+            return address, ["https: false with user_auth: true: passwords and barcodes cross the network in "
+                             "clear text; turn https on for this base"]
+        return address, []
+    scheme, _, rest = address.partition("://")
+    host, _, port = rest.rpartition(":")
+    shown, warning = host_for_url(cfg, base, host)
+    return f"{scheme}://{shown}:{port}", [warning] if warning else []
 
 
 def certificate_problems(cfg: GatewayConfig) -> list[tuple[str, str]]:
@@ -135,7 +157,9 @@ def side_listener_statuses(cfg: GatewayConfig, ours: set[int]) -> list[BaseStatu
     for name, settings in (("admin listener", cfg.admin), ("enrolment listener", cfg.enrolment)):
         if not settings.enabled:
             continue
-        status = BaseStatus(name.split()[0], name, f"http://{settings.host}:{settings.listen}")
+        # The admin listener is TLS-only off loopback (gateway/web/admin.py): show it as it answers.
+        scheme = "https" if name == "admin listener" and not is_loopback(settings.host) else "http"
+        status = BaseStatus(name.split()[0], name, f"{scheme}://{settings.host}:{settings.listen}")
         problem = listen_problem(settings.host, settings.listen, ours, cfg.source)
         if problem:
             status.problems.append(problem)

@@ -22,8 +22,8 @@ from mitmproxy.proxy import mode_specs
 
 from addons import _listen, _tls_alerts
 from addons import (accesslog, admin, auth, autocert, backups, client_auth, compress, enrolment, errorpages, hsts,
-                    https_only, hygiene, identity, ipfilter, limits, metrics, minutes, policy, routing, timeouts, tls,
-                    tls_failures)
+                    https_only, hygiene, identity, ipfilter, limits, metrics, minutes, policy, ratelimit, redirects,
+                    routing, timeouts, tls, tls_failures)
 from addons._context import set_current_config
 from gateway.run.engine_options import GatewayOptions
 from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, GatewayConfig, load_config
@@ -32,8 +32,8 @@ from gateway.ops import reloadctl
 from gateway.store import statecheck
 from gateway.ops.ports import busy_listeners
 from gateway.run.startup import (
-    CONFIG_POLL_INTERVAL, RESTART_ONLY_SETTINGS, StartupError, files_fingerprint, listen_host_option, prepare_start,
-    report_ready, watched_files,
+    CONFIG_POLL_INTERVAL, StartupError, files_fingerprint, keep_restart_only_settings, listen_host_option,
+    prepare_start, report_ready, restart_only_changes, warn_plaintext, watched_files,
 )
 from gateway.run import lifeline
 from gateway.run.engine import lean, skip_debug_type_checks
@@ -62,12 +62,14 @@ def build_addons() -> list[Any]:
         limits.Limits(),               # client_connected: connection limits, cheapest refusal first
         ipfilter.IpFilter(),           # client_connected: before any TLS handshake
         https_only.HttpsOnly(),
+        ratelimit.RateLimit(),         # requestheaders: 429 before anything else spends work on it
         hygiene.Hygiene(),             # refuse what a lax back end could misread, before anything reads it
         routing.Routing(),
         auth.Auth(),                   # requestheaders: before a streamed body could leave
         policy.Policy(),               # needs the role and document types Auth set
         identity.Identity(),           # last to touch request headers
         timeouts.BackendTimeout(),
+        redirects.ProxyRedirect(),     # responseheaders: the back end's own address out of its redirects
         compress.Compression(),        # before AccessLog, so bytes_out is the compressed size
         backups.Backups(),
         accesslog.AccessLog(),         # before ErrorPages, which clears the timeout flag
@@ -103,6 +105,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[Any]] = []
         self._reload_lock = asyncio.Lock()
         self._draining = False
+        self._stopping_logged = False
 
     # --- start and stop ------------------------------------------------------------------
 
@@ -115,7 +118,7 @@ class Gateway:
         # The same for the ACME challenge port, which cannot be shared either.
         first = self.worker == 1
         return dataclasses.replace(
-            cfg, admin=AdminSettings(enabled=True, host="127.0.0.1", listen=0),
+            cfg, admin=AdminSettings(enabled=True, host="127.0.0.1", listen=0, private=True),
             enrolment=cfg.enrolment if first else EnrolmentSettings(enabled=False),
             acme=cfg.acme if first else dataclasses.replace(cfg.acme, challenge_listen=0))
 
@@ -249,11 +252,27 @@ class Gateway:
             self.shutdown()
         self._tasks.append(asyncio.get_running_loop().create_task(drain()))
 
+    def _log_stopping(self, why: str) -> None:
+        # Logged, so that a stop can be told from a crash in the log (a worker's own stop is the
+        # supervisor's to say).
+        if self.worker is None and not self._stopping_logged:
+            self._stopping_logged = True
+            logger.info("stopping (%s)", why, extra={"event": "stopping"})
+
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        stop = self.shutdown if self.worker is None else self.drain_then_shutdown
+        stop_now = self.shutdown if self.worker is None else self.drain_then_shutdown
+
+        def stop() -> None:
+            self._log_stopping("SIGTERM")
+            stop_now()
+
+        def interrupt_now() -> None:
+            self._log_stopping("SIGINT")
+            self.shutdown()
+
         # A worker ignores SIGINT (Ctrl-C reaches the whole process group): its supervisor decides.
-        interrupt = self.shutdown if self.worker is None else (lambda: None)
+        interrupt = interrupt_now if self.worker is None else (lambda: None)
         for name, action in (("SIGHUP", lambda: self._spawn_reload("SIGHUP")),
                              ("SIGTERM", stop), ("SIGINT", interrupt)):
             sig = getattr(signal, name, None)
@@ -296,9 +315,15 @@ class Gateway:
                 self._fingerprint = files_fingerprint(watched_files(self.config_path, old))
                 return self._refused(reason, str(e))
             # Taken before applying: a save during the reload is then seen as a new change.
+            previous_fingerprint = self._fingerprint
             self._fingerprint = files_fingerprint(watched_files(self.config_path, new))
-            pending = [name for name in RESTART_ONLY_SETTINGS if getattr(old, name) != getattr(new, name)]
-            new = self._keep_restart_only_settings(old, new)
+            pending = restart_only_changes(old, new)
+            new = self._keep_restart_only_settings(old, new, pending)
+            if new == old and self._fingerprint == previous_fingerprint:
+                logger.info("configuration reloaded (%s): no change", reason, extra={"event": "config-reloaded"})
+                self._record_reload(True, "no change" + (
+                    f"; {', '.join(pending)} changed: takes effect only after a restart" if pending else ""))
+                return True
             problems = busy_listeners(new, listen_host_option(new), skip_ports={l.port for l in old.listeners()},
                                       reuse_port=self.worker is not None)
             if problems:
@@ -344,15 +369,9 @@ class Gateway:
         if admin is not None and hasattr(admin, "note_reload"):
             admin.note_reload(self.last_reload, self.config_loaded_at)
 
-    @staticmethod
-    def _keep_restart_only_settings(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
-        kept = {}
-        for name in RESTART_ONLY_SETTINGS:
-            if getattr(old, name) != getattr(new, name):
-                logger.warning("%s changed in the configuration; this takes effect only after a restart "
-                               "(keeping %r for now)", name, getattr(old, name))
-                kept[name] = getattr(old, name)
-        return dataclasses.replace(new, **kept) if kept else new
+    def _keep_restart_only_settings(self, old: GatewayConfig, new: GatewayConfig, pending: list[str]) -> GatewayConfig:
+        # Workers keep quiet: their supervisor says it once for the machine.
+        return keep_restart_only_settings(old, new, pending, quiet=self.worker is not None)
 
     def _apply_to_addons(self, cfg: GatewayConfig) -> None:
         for addon in self.addons:
@@ -360,13 +379,9 @@ class Gateway:
             if apply is not None:
                 apply(cfg)
 
-    @staticmethod
-    def _warn_plaintext(cfg: GatewayConfig) -> None:
-        for base in cfg.bases:
-            if not base.https:
-                logger.warning("base %r is served over plain HTTP (https: false): passwords and data "
-                               "travel in clear text — turn https on for anything beyond a closed test lab",
-                               base.name, extra={"event": "plaintext-base", "base": base.name})
+    def _warn_plaintext(self, cfg: GatewayConfig) -> None:
+        if self.worker is None:  # workers: their supervisor says it, once
+            warn_plaintext(cfg)
 
 
 async def serve(config_path: Path | str, *, init: bool = False, worker: int | None = None) -> int:
@@ -379,4 +394,6 @@ async def serve(config_path: Path | str, *, init: bool = False, worker: int | No
         await gateway.wait()
     finally:
         await gateway.stop()
+        if worker is None:
+            logger.info("stopped", extra={"event": "stopped"})
     return 0

@@ -5,18 +5,23 @@ pipe a worker reports "ready" on. Both import it; neither imports the other for 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Iterable
 
 from gateway.config import GatewayConfig
+from gateway.config.scale import resolve_workers
 from gateway.ops.ports import busy_listeners
 from gateway.policy import DEFAULT_POLICY_FILE
 from gateway.store import statecheck
 
 CONFIG_POLL_INTERVAL = 1.0
 # Read once at start. `workers` is the supervisor's to act on: a worker cannot change how many it has.
+logger = logging.getLogger("gateway.runner")
+
 RESTART_ONLY_SETTINGS = ("listen_host", "state_dir", "store", "workers")
 ALL_INTERFACES = ("", "0.0.0.0", "::")
 READY_FD_ENV = "GATEWAY_READY_FD"
@@ -81,3 +86,43 @@ def report_ready(admin_port: int | None = None) -> int | None:
     except (OSError, ValueError):
         return None
     return int(fd)
+
+
+def restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """The settings a reload cannot apply that differ; ``workers`` by the count it means (auto = CPUs)."""
+    changed = [name for name in RESTART_ONLY_SETTINGS
+               if name != "workers" and getattr(old, name) != getattr(new, name)]
+    if resolve_workers(old.workers)[0] != resolve_workers(new.workers)[0]:
+        changed.append("workers")
+    if old.log.file != new.log.file:
+        changed.append("log.file")
+    return changed
+
+
+def keep_restart_only_settings(old: GatewayConfig, new: GatewayConfig, pending: list[str], *,
+                               quiet: bool = False) -> GatewayConfig:
+    """``new`` with the settings a reload cannot apply kept as ``old`` has them, each said once."""
+    kept: dict[str, object] = {}
+    for name in pending:
+        if name == "log.file":
+            if not quiet:
+                logger.warning("log.file changed in the configuration; this takes effect only after a restart "
+                               "(logging to %s for now)", old.log.file or "the console")
+            kept["log"] = dataclasses.replace(new.log, file=old.log.file)
+            continue
+        if not quiet:
+            logger.warning("%s changed in the configuration; this takes effect only after a restart "
+                           "(keeping %r for now)", name, getattr(old, name))
+        kept[name] = getattr(old, name)
+    for name in RESTART_ONLY_SETTINGS:
+        if name not in kept and getattr(old, name) != getattr(new, name):
+            kept[name] = getattr(old, name)  # e.g. workers: auto → the same count: nothing to restart for
+    return dataclasses.replace(new, **kept) if kept else new
+
+
+def warn_plaintext(cfg: GatewayConfig) -> None:
+    for base in cfg.bases:
+        if not base.https:
+            logger.warning("base %r is served over plain HTTP (https: false): passwords and data "
+                           "travel in clear text — turn https on for anything beyond a closed test lab",
+                           base.name, extra={"event": "plaintext-base", "base": base.name})

@@ -25,7 +25,6 @@ The supervisor
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import secrets
@@ -44,7 +43,8 @@ from gateway.web.admin import PLAIN, WORKER_SECRET_FD_ENV, WORKER_SECRET_HEADER,
 from gateway.run.metrics_merge import merge
 from gateway.run.lifeline import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, LIFELINE_FD_ENV, ReadyPipe, lifeline_pipe
 from gateway.run.startup import (
-    CONFIG_POLL_INTERVAL, READY_FD_ENV, RESTART_ONLY_SETTINGS, files_fingerprint, prepare_start, watched_files,
+    CONFIG_POLL_INTERVAL, READY_FD_ENV, files_fingerprint, keep_restart_only_settings, prepare_start,
+    restart_only_changes, warn_plaintext, watched_files,
 )
 from addons.tls import GatewayTls
 from gateway.ops.logrotate import rotate_if_needed
@@ -175,6 +175,7 @@ class Supervisor:
         prepare_start(cfg, init=self.init, reuse_port=False)
         self.config = cfg
         self._fingerprint = files_fingerprint(watched_files(self.config_path, cfg))
+        warn_plaintext(cfg)  # once for the machine; the workers leave it to the supervisor
         try:
             # Made here, once: workers starting together would each generate their own CA and
             # certificate. This also checks every certificate before any worker starts.
@@ -210,6 +211,7 @@ class Supervisor:
                 keeper.cancel()
             self.admin.done()
             remove_run_file(cfg.state_dir, os.getpid())
+            logger.info("stopped", extra={"event": "stopped"})
 
     async def _rotate_logs(self) -> None:
         """The only rotation of the shared log files: workers append and follow (gateway/ops/logrotate.py)."""
@@ -273,9 +275,16 @@ class Supervisor:
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig, action in ((signal.SIGTERM, self.stopping.set), (signal.SIGINT, self.stopping.set),
+        for sig, action in ((signal.SIGTERM, lambda: self._stop("SIGTERM")), (signal.SIGINT, lambda: self._stop("SIGINT")),
                             (signal.SIGHUP, self._forward_reload)):
             loop.add_signal_handler(sig, action)
+
+    def _stop(self, why: str) -> None:
+        # Logged, so that a stop can be told from a crash in the log.
+        if not self.stopping.is_set():
+            logger.info("stopping (%s): %d worker(s) finish their open connections", why, len(self.workers),
+                        extra={"event": "stopping"})
+        self.stopping.set()
 
     def _forward_reload(self) -> None:
         logger.info("SIGHUP: passing the reload on to %d worker(s)", len(self.workers))
@@ -412,7 +421,9 @@ class Supervisor:
             return  # every worker logs the refusal
         old = self.config
         if old is not None:
-            new = _keep_restart_only(old, new)
+            # Said here once for the machine; the workers keep the same settings quietly.
+            new = keep_restart_only_settings(old, new, restart_only_changes(old, new))
+            warn_plaintext(new)
         try:
             self.admin.apply_config(new)
         except Exception as e:
@@ -421,11 +432,6 @@ class Supervisor:
                 self.admin.apply_config(old)
             return
         self.config = new
-
-
-def _keep_restart_only(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
-    # Quietly: every worker logs the settings it keeps.
-    return dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY_SETTINGS})
 
 
 def _close_pipes(worker: Worker) -> None:

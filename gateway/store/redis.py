@@ -207,6 +207,7 @@ class RedisStore:
             except ValueError as e:
                 raise StoreError(f"store.redis_url {self.where} is not a Redis URL ({e}); "
                                  "use redis://host:6379/0, or rediss:// for TLS") from e
+        self._take_request = self._redis.register_script(lua.TAKE_REQUEST)
         self._scripts = {name: self._redis.register_script(text) for name, text in {
             "find_user": lua.FIND_USER, "list_users": lua.LIST_USERS, "principal": lua.PRINCIPAL,
             "find_group": lua.FIND_GROUP, "list_groups": lua.LIST_GROUPS, "put_group": lua.PUT_GROUP,
@@ -451,6 +452,13 @@ class RedisStore:
     def claim(self, key: str, now: float, until: float) -> bool:
         ms = max(1, math.ceil((until - now) * 1000))
         return bool(self._redis.set(self.prefix + "claim:" + key, "1", nx=True, px=ms))
+
+    # --- request rates ---
+
+    @_store_errors
+    def take_request(self, key: str, now: float, rate: float, burst: int) -> float:
+        # ``now`` is unused: the script reads the Redis server's clock, the one all machines share.
+        return float(self._take_request(keys=[self.prefix + "rate:" + key], args=[repr(rate), str(burst)]))
 
     # --- gateway sessions ---
 

@@ -405,3 +405,21 @@ UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
+
+
+# nginx's limit_req step on the server's clock (machines' clocks may differ); KEYS[1] the bucket,
+# ARGV: rate (requests/s), burst. Returns "0" when the request fits, else the seconds to wait.
+TAKE_REQUEST = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 'excess', 'at')
+local excess = 0
+if b[1] then
+  excess = math.max(0, tonumber(b[1]) - rate * math.max(0, now - tonumber(b[2])) + 1)
+end
+if excess > burst then return tostring((excess - burst) / rate) end
+redis.call('HSET', KEYS[1], 'excess', tostring(excess), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((excess / rate + 60) * 1000))
+return "0"
+"""

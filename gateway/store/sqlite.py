@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -157,6 +158,9 @@ def _switch_to_wal(conn: sqlite3.Connection) -> str:
             if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() >= deadline:
                 raise
             time.sleep(0.02)
+
+
+RATES_FILE = "rates.db"
 
 
 class SqliteStore:
@@ -547,6 +551,49 @@ class SqliteStore:
         with self._write() as c:
             c.execute("DELETE FROM claims WHERE until <= ?", (now,))
             return c.execute("INSERT OR IGNORE INTO claims (key, until) VALUES (?, ?)", (key, until)).rowcount == 1
+
+    # --- request rates ---
+
+    def _rates(self) -> sqlite3.Connection:
+        """The request-rate buckets, in a file of their own (rates.db beside the store): a write
+        per request there must not look like a change of users to the caches that watch this
+        database's version, and losing it in a crash loses nothing worth an fsync."""
+        conn: sqlite3.Connection | None = getattr(self._local, "rates", None)
+        if conn is None:
+            path = self.path.with_name(RATES_FILE)
+            _create_private(path)
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            _switch_to_wal(conn)
+            conn.execute("PRAGMA synchronous = OFF")
+            conn.execute("CREATE TABLE IF NOT EXISTS buckets (key TEXT PRIMARY KEY, excess REAL NOT NULL, "
+                         "at REAL NOT NULL)")
+            self._local.rates = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @_store_errors
+    def take_request(self, key: str, now: float, rate: float, burst: int) -> float:
+        c = self._rates()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT excess, at FROM buckets WHERE key = ?", (key,)).fetchone()
+            excess = 0.0 if row is None else max(0.0, row[0] - rate * max(0.0, now - row[1]) + 1.0)
+            if excess > burst:
+                c.execute("ROLLBACK")
+                return (excess - burst) / rate
+            c.execute("INSERT OR REPLACE INTO buckets (key, excess, at) VALUES (?, ?, ?)", (key, excess, now))
+            # Buckets long drained are forgotten now and then, so the table stays the size of the traffic.
+            if random.random() < 1 / 512:
+                c.execute("DELETE FROM buckets WHERE at < ?", (now - 3600,))
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        return 0.0
 
     # --- gateway sessions ---
 

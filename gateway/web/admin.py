@@ -98,7 +98,10 @@ class AdminApp:
         wanted = Address(cfg.admin.host, cfg.admin.listen) if cfg.admin.enabled else None
         context = self._tls_context(cfg) if wanted is not None and not is_loopback(wanted.host) else None
         if self._listener.move(wanted, context) and wanted is not None:  # raises: configuration refused
-            if context is None:
+            if cfg.admin.private:
+                logger.info("worker's private admin listener on http://%s:%d/ (asked by the supervisor only; "
+                            "the machine's admin listener is the supervisor's)", wanted.host, self.port or wanted.port)
+            elif context is None:
                 logger.info("admin listener on http://%s:%d/ (/metrics, /healthz, /readyz, /console)", wanted.host,
                             self.port or wanted.port)
             else:

@@ -7,6 +7,7 @@ restart of the first; the CLI runs against the same state folder while they serv
 from __future__ import annotations
 
 import base64
+import re
 import sqlite3
 import ssl
 from pathlib import Path
@@ -85,6 +86,8 @@ def test_auth_end_to_end(tmp_path: Path, standin: Standin,
         refused = attacker.get("/echo", headers=b64("", PASSWORD))
         assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
         assert gw.log().count("lockout: address 127.0.0.2 reached 10 failed logins") == 1  # a security event, once
+        # The event names the client that caused it (issue 23 point 15), not only the target.
+        assert re.search(r"lockout: address 127\.0\.0\.2 .*\[event=lockout client=127\.0\.0\.2 ", gw.log())
         assert other.get("/echo", headers=b64("", PASSWORD)).status_code == 200
         for _ in range(12):
             assert trusted.get("/echo", headers=b64("", WRONG)).status_code == 401

@@ -9,7 +9,7 @@ import yaml
 from cryptography import x509
 
 from gateway.certs.inspect import names_of
-from tests.harness import run_gateway_command
+from tests.harness import free_port, run_gateway_command, start_gateway
 
 
 @pytest.fixture
@@ -52,3 +52,16 @@ def test_names_add_up_and_replace_starts_over(workdir: Path) -> None:
     assert run_gateway_command(workdir, *fix[3:]).returncode == 0
     dns, ips = covered(workdir)
     assert {"only.lan", "gw.shop.lan"} <= set(dns) and "127.0.0.1" in ips
+
+
+
+def test_first_local_certificate_covers_tls_hosts_and_check_passes(tmp_path: Path) -> None:
+    """Issue 23 point 12: the generated certificate names tls.hosts from the start."""
+    config = {"state_dir": "./state", "listen_host": "127.0.0.1", "admin": {"enabled": False}, "workers": 1,
+              "tls": {"hosts": ["gw.shop.lan", "10.20.30.40"]},
+              "bases": [{"id": "b1", "name": "One", "data": {"listen": free_port(), "backend": "http://127.0.0.1:1"}}]}
+    start_gateway(tmp_path, config).stop()
+    dns, ips = covered(tmp_path)
+    assert "gw.shop.lan" in dns and "10.20.30.40" in ips and "127.0.0.1" in ips
+    check = run_gateway_command(tmp_path, "check")
+    assert "fix: gateway -c" not in check.stdout and "will not cover" not in check.stdout + check.stderr

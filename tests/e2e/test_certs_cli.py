@@ -140,3 +140,40 @@ def test_internationalised_and_bad_names(tmp_path: Path) -> None:
 
     with pytest.raises(CertError, match="is not a DNS name"):
         parse_names(["bad name!"])
+
+
+def test_import_by_base_name_installs_relative_paths_warns_devices_and_enrolment_stops_offering_the_ca(
+        tmp_path: Path) -> None:
+    """Issue 23 points 11 and 15: `cert import --base NAME --install`, the warning for devices that
+    trust only the local CA, and an enrolment page that no longer offers a CA nothing serves."""
+    from tests.harness import free_port, start_gateway
+
+    enrol = free_port()
+    config = {"state_dir": "./state", "listen_host": "127.0.0.1", "admin": {"enabled": False}, "workers": 1,
+              "enrolment": {"enabled": True, "host": "127.0.0.1", "listen": enrol},
+              "bases": [{"id": "b1", "name": "Склад Один", "data": {"listen": free_port(),
+                                                                    "backend": "http://127.0.0.1:1"}}]}
+    start_gateway(tmp_path, config).stop()  # the local CA and its certificate, as a first start makes them
+    cert, key, _ = issued(tmp_path)
+    (tmp_path / "site.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "site.key").write_bytes(key.private_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    done = run_gateway_command(tmp_path, "cert", "import", "site.pem", "--key", "site.key", "--base", "склад один",
+                               "--install")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "devices that trust only this gateway's local CA" in done.stdout
+    written = yaml.safe_load((tmp_path / "gateway.yaml").read_text(encoding="utf-8"))
+    tls = written["bases"][0]["tls"]
+    assert not Path(tls["cert"]).is_absolute() and tls["cert"].startswith("state/certs/"), tls
+    assert not Path(tls["key"]).is_absolute()
+    wrong = run_gateway_command(tmp_path, "cert", "import", "site.pem", "--key", "site.key", "--base", "нет такого")
+    assert wrong.returncode != 0 and "no base with id or name 'нет такого'" in wrong.stderr
+    import httpx
+
+    gw = start_gateway(tmp_path, written)
+    try:
+        page = httpx.get(f"http://127.0.0.1:{enrol}/", timeout=5)
+        assert "does not serve a certificate of its local CA" in page.text
+        assert httpx.get(f"http://127.0.0.1:{enrol}/ca.pem", timeout=5).status_code == 404
+    finally:
+        gw.stop()

@@ -55,3 +55,27 @@ def test_yaml_tab_error_says_use_spaces(tmp_path: Path) -> None:
     (tmp_path / "gateway.yaml").write_text("state_dir: ./state\nbases:\n\t- id: b1\n", encoding="utf-8")
     done = run_gateway_command(tmp_path, "check")
     assert done.returncode == 2 and "line 3" in done.stderr and "use spaces" in done.stderr
+
+
+def test_check_warns_clear_text_passwords_names_urls_the_certificate_covers_and_the_admin_scheme(
+        tmp_path: Path) -> None:
+    """Issue 23 point 11."""
+    with socket.create_server(("127.0.0.1", 0)) as legacy:
+        backend = f"http://127.0.0.1:{legacy.getsockname()[1]}"
+        secure, clear, admin = free_port(), free_port(), free_port()
+        (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({
+            "state_dir": "./state", "listen_host": "127.0.0.1",
+            "admin": {"enabled": True, "host": "0.0.0.0", "listen": admin},
+            "bases": [{"id": "s", "name": "Защищённый", "data": {"listen": secure, "backend": backend}},
+                      {"id": "c", "name": "Открытый", "https": False, "user_auth": True,
+                       "data": {"listen": clear, "backend": backend}}],
+        }, allow_unicode=True), encoding="utf-8")
+        made = run_gateway_command(tmp_path, "cert", "self-signed", "--name", "only.lan", "--replace")
+        assert made.returncode == 0, made.stderr
+        done = run_gateway_command(tmp_path, "check")
+    out = done.stdout
+    assert "https: false with user_auth: true: passwords and barcodes cross the network in clear text" in out
+    # The certificate names only only.lan: the URL shown is one a client can open.
+    assert f"Защищённый — https://only.lan:{secure}" in out, out
+    assert f"Открытый — http://127.0.0.1:{clear}" in out
+    assert f"admin listener — https://0.0.0.0:{admin}" in out

@@ -3,6 +3,7 @@ console URL and an admin login for it."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -62,3 +63,30 @@ def test_demo_banner_gives_working_next_steps_and_a_console_login(tmp_path: Path
         assert done.returncode == 0 and f"pid {process.pid}" in done.stdout, done.stdout + done.stderr
     finally:
         _terminate(process)
+
+
+def test_demo_with_its_standin_port_taken_says_which_port_and_who_holds_it(tmp_path: Path) -> None:
+    """Issue 23 point 14: one line naming the port and its owner, not a traceback."""
+    import socket
+
+    config = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    config["admin"]["listen"] = free_port()
+    for base in config["bases"]:
+        base["data"]["listen"] = free_port()
+        if "print" in base:
+            base["print"]["listen"] = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config["bases"][0]["data"]["backend"] = config["bases"][1]["data"]["backend"] = f"http://127.0.0.1:{port}"
+        config["bases"][0]["print"]["backend"] = f"http://127.0.0.1:{free_port()}"
+        (tmp_path / "demo.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "gateway", "demo", "--demo-config", "demo.yaml"], cwd=tmp_path,
+                              capture_output=True, text=True, encoding="utf-8", env=_env(), timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert f"port {port} is taken by another program" in errors[0]
+    assert f"(pid {os.getpid()})" in errors[0]  # this test's process holds it

@@ -69,6 +69,8 @@ def test_two_machines_share_users_counts_bans_and_sessions(
         assert on_b.get("/echo", headers=b64("Иванов", PASSWORD)).status_code == 200
         login = on_b.post("/.gateway/login", headers=b64("", PASSWORD))
         assert login.status_code == 200
+        # JSON answers keep Cyrillic readable (issue 23 point 15), not \u-escaped.
+        assert '"user": "Иванов"' in login.content.decode("utf-8")
         token = login.json()["token"]
         assert on_a.get("/echo", headers={"X-Gateway-Session": token}).status_code == 200  # B's session on A
 

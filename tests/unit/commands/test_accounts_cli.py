@@ -128,3 +128,41 @@ def test_export_on_windows_cuts_the_acl_to_the_owner_by_sid_before_writing(tmp_p
     with pytest.raises(OSError, match="owner only.*Access is denied"):
         write_private_text(tmp_path / "second.yaml", "hashes\n", windows=True, run=runner(5))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["users.yaml"]  # nothing half-protected left behind
+
+
+def test_lists_stay_aligned_with_long_cyrillic_names_and_bans_show_names_as_stored(
+        config: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 23 point 15."""
+    import time
+
+    from gateway.auth.throttle import account_key, ip_key
+    from gateway.config import load_config
+    from gateway.store import open_store
+
+    long_name = "Константинопольская-Доброжелательница"
+    assert run(config, monkeypatch, "group", "add", "Кладовщики центрального склада", "--role", "mobile",
+               "--doc-type", "Поступление") == 0
+    for name in (long_name, "Ли"):
+        assert run(config, monkeypatch, "user", "add", name, "--group", "1", "--password-stdin",
+                   stdin=f"{PASSWORD}{len(name)}\n") == 0
+    capsys.readouterr()
+    assert run(config, monkeypatch, "user", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    # Every row's GROUP column starts where the header's does.
+    column = lines[0].index("GROUP")
+    assert all(line[column:].startswith("Кладовщики центрального склада") for line in lines[1:]), lines
+    assert any(long_name in line for line in lines)
+
+    cfg = load_config(config)
+    store = open_store(cfg.state_dir)
+    now = time.time()
+    for _ in range(cfg.throttle.account_failures):
+        store.add_failure(account_key(long_name), now, now - 3600)
+    for _ in range(cfg.throttle.ip_failures):
+        store.add_failure(ip_key("10.0.0.7"), now, now - 3600)
+    store.close()
+    assert run(config, monkeypatch, "bans", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(long_name in line for line in lines), lines  # as stored, not folded to lower case
+    column = lines[0].index("FAILURES") + len("FAILURES")
+    assert all(line[column - 1].isdigit() for line in lines[1:]), lines

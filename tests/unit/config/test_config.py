@@ -140,3 +140,31 @@ def test_a_key_written_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
     text = GOOD.replace("    https: true\n", "    https: true\n    https: false\n")
     with pytest.raises(ConfigError, match=r"line 12, column 5: .*'https' is written twice \(first on line 11\)"):
         load_config(write(tmp_path, text))
+
+
+def test_the_example_configuration_names_every_key_the_parser_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23 point 15: every key the parser asks for is in deploy/gateway.example.yaml (set, or
+    shown in a comment), so an administrator finds it there (acme.tls_alpn_port was missing)."""
+    import re
+
+    from gateway.config import reader
+
+    asked: set[str] = set()
+    real_get, real_sub = reader._Reader.get, reader._Reader.sub
+
+    def get(self: reader._Reader, name: str, kind: object, default: object) -> object:
+        asked.add(re.sub(r"\[\d+\]", "[]", self.key(name)))
+        return real_get(self, name, kind, default)
+
+    def sub(self: reader._Reader, name: str) -> reader._Reader:
+        asked.add(re.sub(r"\[\d+\]", "[]", self.key(name)))
+        return real_sub(self, name)
+
+    monkeypatch.setattr(reader._Reader, "get", get)
+    monkeypatch.setattr(reader._Reader, "sub", sub)
+    example = Path(__file__).resolve().parents[3] / "deploy" / "gateway.example.yaml"
+    load_config(example)
+    text = example.read_text(encoding="utf-8")
+    missing = sorted(key for key in asked if not re.search(rf"(^|[\s{{,#]){re.escape(key.rsplit('.', 1)[-1])}:", text,
+                                                           re.MULTILINE))
+    assert len(asked) > 80 and not missing, missing
