@@ -44,42 +44,12 @@ import httpx  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.procs import RssSampler, tree_cpu_seconds, tree_rss  # noqa: E402
+from tests.clients import LegitClient  # noqa: E402
 from tests.harness import base_entry, cli_ok, gateway_config, start_gateway, start_standin  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
     return tree_rss(pid) / 2**20
-
-
-class Legit(threading.Thread):
-    """A well-behaved client asking for a small answer every 0.2 s on fresh connections."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.latencies: list[float] = []
-        self.failures = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        # Its own address: the attackers come from 127.0.0.1 and may meet the per-address limit.
-        client = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
-        while not self.stop.is_set():
-            start = time.monotonic()
-            try:
-                r = client.get(self.url, headers={"Connection": "close"})
-                r.raise_for_status()
-                self.latencies.append(time.monotonic() - start)
-            except Exception:
-                self.failures += 1
-            self.stop.wait(0.2)
-
-    def summary(self) -> str:
-        if not self.latencies:
-            return f"legit: no answer ({self.failures} failed)"
-        ms = sorted(x * 1000 for x in self.latencies)
-        return (f"legit median {statistics.median(ms):.0f} ms, worst {ms[-1]:.0f} ms, "
-                f"{len(ms)} ok, {self.failures} failed")
 
 
 def still_open(socks: list[socket.socket]) -> int:
@@ -414,7 +384,7 @@ def main(selected: list[str]) -> None:
                 gw = start_gateway(tmp_path / name, gateway_config(tmp_path, standin, bases=[plain, tls]))
                 try:
                     pid = gw.process.pid
-                    legit = Legit(gw.url("plain", path="/echo"))
+                    legit = LegitClient(gw.url("plain", path="/echo"))
                     time.sleep(0.5)
                     before = rss_mib(pid)
                     legit.start()
@@ -424,8 +394,7 @@ def main(selected: list[str]) -> None:
                         cpu0 = tree_cpu_seconds(pid)
                         time.sleep(10)
                         peak = rss_mib(pid)
-                        legit.stop.set()
-                        legit.join()
+                        legit.stop()
                         print(f"reset: RSS {before:.0f} → {peak:.0f} MiB (+{peak - before:.0f}), {legit.summary()}, "
                               f"log {gw.log_path.stat().st_size / 1024:.0f} KiB, {sent} HEADERS+RST sent in 3 s, "
                               f"GOAWAY {'received' if goaway else 'never sent'}, "
@@ -445,8 +414,7 @@ def main(selected: list[str]) -> None:
                     time.sleep(max(0.0, LATE - (time.monotonic() - start)))
                     late_rss, late_open = rss_mib(pid), still_open(socks)
                     stop.set()
-                    legit.stop.set()
-                    legit.join()
+                    legit.stop()
                     for s in socks:
                         s.close()
                     print(f"{name}: RSS {before:.0f} → {early_rss:.0f} MiB at {EARLY:.0f} s → {late_rss:.0f} MiB at "

@@ -130,7 +130,7 @@ def test_bad_stream_threshold_is_explained(tmp_path: Path) -> None:
         load_config(write(tmp_path, GOOD + "proxy: {stream_threshold: lots}\n"))
 
 
-@pytest.mark.parametrize("name", ["deploy/gateway.example.yaml", "demo/gateway.yaml"])
+@pytest.mark.parametrize("name", ["deploy/gateway.example.yaml", "gateway/config/demo.yaml"])
 def test_shipped_configurations_load(name: str) -> None:
     cfg = load_config(Path(__file__).resolve().parents[3] / name)
     assert cfg.bases
@@ -140,3 +140,15 @@ def test_a_key_written_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
     text = GOOD.replace("    https: true\n", "    https: true\n    https: false\n")
     with pytest.raises(ConfigError, match=r"line 12, column 5: .*'https' is written twice \(first on line 11\)"):
         load_config(write(tmp_path, text))
+
+
+def test_gateway_demo_writes_its_configuration_from_the_package_when_missing(tmp_path: Path) -> None:
+    from gateway.config.demo import DEMO_DEFAULT_TEXT, ensure_demo_config
+
+    target = tmp_path / "demo" / "gateway.yaml"
+    assert ensure_demo_config(target)
+    assert target.read_text(encoding="utf-8") == DEMO_DEFAULT_TEXT
+    assert load_config(target).bases
+    target.write_text(DEMO_DEFAULT_TEXT + "# edited\n", encoding="utf-8")
+    assert not ensure_demo_config(target)  # an operator's copy is never overwritten
+    assert target.read_text(encoding="utf-8").endswith("# edited\n")

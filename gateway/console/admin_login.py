@@ -1,6 +1,6 @@
 """The console's login: the same login path as the bases, read as the console needs it.
 
-A console login is driven through ``gateway.auth.logins.Logins`` — the proxy's own path — so it takes
+A console login is driven through ``gateway.auth.login_driver.Logins`` — the proxy's own path — so it takes
 its place in the address's and the account's failure windows before it is checked, waits when
 the places are held by logins still being checked, and counts a failure exactly as a login on a
 base does: guessing an admin password on the console is no cheaper than on a base, whatever the
@@ -37,7 +37,7 @@ class LoginResult:
 
 
 async def console_login(logins: Any, address: str, login: str, password: str) -> LoginResult:
-    """One admin login from ``address``: ``logins`` is an ``gateway.auth.logins.Logins``."""
+    """One admin login from ``address``: ``logins`` is an ``gateway.auth.login_driver.Logins``."""
     creds = BasicCredentials(login, password) if password else None
     decision = await logins.login(address, creds, base_id=CONSOLE, base_name=CONSOLE, allow_barcode=False,
                                   whitelisted=False, malformed="" if password else "empty password")
