@@ -202,6 +202,7 @@ class AdminSettings:
     host: str = "127.0.0.1"
     listen: int = 9400
     console_idle_timeout: int = 900  # seconds without a request before a console session ends
+    docs_dir: Path | None = None  # the built site served at /docs; None: site/ of the checkout
 
 
 @dataclass(frozen=True)
@@ -437,7 +438,7 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
         store=_section(top, "store", _store),
         proxy=_section(top, "proxy", _proxy),
         log=_section(top, "log", lambda r: _log(r, base_dir)),
-        admin=_section(top, "admin", _admin),
+        admin=_section(top, "admin", lambda r: _admin(r, base_dir)),
         enrolment=_section(top, "enrolment", _enrolment),
         acme=_section(top, "acme", lambda r: _acme(r, base_dir)),
         workers=parse_workers(top),
@@ -565,9 +566,10 @@ def _auth(r: _Reader) -> AuthSettings:
     )
 
 
-def _admin(r: _Reader) -> AdminSettings:
+def _admin(r: _Reader, base_dir: Path) -> AdminSettings:
     return AdminSettings(enabled=r.get("enabled", bool, True), host=_host(r, "host", "127.0.0.1"),
-                         listen=_port(r, "listen", 9400), console_idle_timeout=_console_idle(r))
+                         listen=_port(r, "listen", 9400), console_idle_timeout=_console_idle(r),
+                         docs_dir=r.path_value("docs_dir", base_dir))
 
 
 def _enrolment(r: _Reader) -> EnrolmentSettings:
