@@ -44,7 +44,7 @@ import httpx  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.procs import RssSampler, tree_cpu_seconds, tree_rss  # noqa: E402
-from tests.clients import LegitClient  # noqa: E402
+from tests.clients import LegitClient, unverified_tls_context  # noqa: E402
 from tests.harness import base_entry, cli_ok, gateway_config, start_gateway, start_standin  # noqa: E402
 
 
@@ -172,17 +172,9 @@ def rapid_reset(https_port: int, seconds: float) -> tuple[int, bool]:
 BODY_PASSWORD = "Obmen2024bench"
 
 
-def _tls_context(alpn: list[str]) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(alpn)
-    return ctx
-
-
 def h1_body_attack(port: int, connections: int = 200, length: int = 4_000_000) -> list[socket.socket]:
     """Each connection announces `length` bytes and sends all but the last KB, then stalls."""
-    ctx = _tls_context(["http/1.1"])
+    ctx = unverified_tls_context(["http/1.1"])
     head = (b"POST /api/v1/Products HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
             b"Content-Length: %d\r\n\r\n" % length)
     socks: list[socket.socket] = []
@@ -222,7 +214,7 @@ def h2_body_attack(port: int, connections: int = 2, streams: int = 100, size: in
 
     def one(i: int) -> None:
         try:
-            s = _tls_context(["h2"]).wrap_socket(socket.create_connection(
+            s = unverified_tls_context(["h2"]).wrap_socket(socket.create_connection(
                 ("127.0.0.1", port), timeout=30, source_address=(f"127.0.0.{60 + i}", 0)))
         except OSError:
             return

@@ -4,6 +4,7 @@ client."""
 
 from __future__ import annotations
 
+import ssl
 import statistics
 import threading
 import time
@@ -56,3 +57,14 @@ class LegitClient(threading.Thread):
         ms = sorted(x * 1000 for x in self.latencies)
         return (f"legit median {statistics.median(ms):.0f} ms, worst {ms[-1]:.0f} ms, "
                 f"{len(ms)} ok, {self.failures} failed")
+
+
+def unverified_tls_context(alpn: list[str] | None = None) -> ssl.SSLContext:
+    """A client context for raw-socket attacks on a test gateway: its certificate comes from the
+    test's own local CA, and what is measured is the gateway's handling, not the trust chain."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    return context

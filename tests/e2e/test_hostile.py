@@ -23,6 +23,7 @@ import yaml
 
 from gateway.ops.portowner import proc_tcp_rows
 from tests.clients import LegitClient
+from tests.clients import unverified_tls_context as tls_context
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config, start_gateway
 
 SHORT = 2.0
@@ -34,15 +35,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
-
-
-def tls_context(alpn: list[str] | None = None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if alpn:
-        context.set_alpn_protocols(alpn)
-    return context
 
 
 def exchange(port: int, data: bytes, wait: float = 3.0, source: str = "127.0.0.1") -> bytes:
