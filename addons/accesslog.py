@@ -109,6 +109,9 @@ def entry(flow: http.HTTPFlow, now: float | None = None) -> dict[str, Any]:
         "duration_ms": round(max(0.0, now - started) * 1000, 1),
         "verdict": verdict,
     }
+    device = flow.metadata.get("gateway_device")
+    if device:
+        fields["device"] = device
     reason = flow.metadata.get("gateway_reason")
     if reason:
         fields["reason"] = str(reason)

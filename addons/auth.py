@@ -32,6 +32,7 @@ from gateway.auth.authenticate import Authenticator, reuse_or_open
 from gateway.config import BaseConfig, GatewayConfig
 from gateway.auth.credentials import BasicCredentials, CredentialError, is_basic, parse_authorization
 from gateway.auth.login import Admit, Refuse, decide_cached
+from addons.client_auth import DEVICE_KEY, device_allows
 from gateway.auth.session_tokens import COOKIE_NAME, HEADER_NAME, Sessions
 from gateway.store import Principal, Store, StoreError, StoreUnavailable
 from gateway.store.guarded import PROBE_INTERVAL, RETRY_AFTER, GuardedStore
@@ -202,6 +203,11 @@ class Auth:
         principal: Principal | None = None
         if token and path != LOGIN_PATH:
             principal = state.sessions.resolve(token)
+            if principal is not None and not self._device_allows(flow, principal):
+                # A session token carried to another device: not a guess, so not counted.
+                self._unauthorized(flow, base, "session used from a device the user is not bound to",
+                                   "401 Unauthorized: this user logs in only from its own devices.")
+                return None
         if principal is None:
             # As headers.get("Authorization") reads it: repeated fields folded with ", ".
             authorization = ", ".join(v.decode("utf-8", "surrogateescape") for v in authorizations)
@@ -215,7 +221,8 @@ class Auth:
                 return self._login(flow, base, path, state, address, None, str(e))
             key = state.authenticator.cache_key(creds.login, creds.secret)
             hit = state.authenticator.lookup(key, base.login_by_barcode, version)
-            if hit is None:
+            if hit is None or not self._device_allows(flow, hit.principal):
+                # From a device the user is not bound to, the full check runs: a failed login.
                 return self._login(flow, base, path, state, address, creds)
             # A cached credential needs no place, but its account may have been locked since.
             account = state.throttle.check_account(hit.principal.user.name, version)
@@ -229,6 +236,10 @@ class Auth:
             principal = hit.principal
         return self._admit(flow, base, path, state, principal)
 
+    @staticmethod
+    def _device_allows(flow: http.HTTPFlow, principal: Principal) -> bool:
+        return device_allows(principal.user.id, flow.metadata.get(DEVICE_KEY))
+
     def _admit(self, flow: http.HTTPFlow, base: BaseConfig, path: str, state: _State,
                principal: Principal) -> Awaitable[None] | None:
         if path == LOGIN_PATH:
@@ -240,7 +251,8 @@ class Auth:
                      creds: BasicCredentials | None, malformed: str = "") -> None:
         decision = await state.logins.check(address, creds, base_id=base.id, base_name=base.name,
                                             allow_barcode=base.login_by_barcode,
-                                            whitelisted=is_whitelisted(flow.client_conn), malformed=malformed)
+                                            whitelisted=is_whitelisted(flow.client_conn), malformed=malformed,
+                                            device_allows=lambda principal: self._device_allows(flow, principal))
         if isinstance(decision, Admit):
             step = self._admit(flow, base, path, state, decision.principal)
             if step is not None:

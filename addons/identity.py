@@ -25,6 +25,7 @@ from gateway.config import ConfigError, GatewayConfig
 SESSION_COOKIE = "gateway_session"
 SESSION_HEADER = "X-Gateway-Session"
 DEFAULT_PREFIX = "X-Gateway-"
+DEVICE_METADATA = "gateway_device"  # set by ClientAuth: the device certificate's name
 SESSION_COOKIE_BYTES = SESSION_COOKIE.encode("ascii")
 # flow.metadata: the identity set in requestheaders and the header fields it added, for the check in request
 STAMP_KEY = "gateway_identity_headers"
@@ -66,7 +67,7 @@ class Identity:
         # (metadata key, lower-case header name, header name) of the headers set from the user.
         self._names = tuple((key, (prefix + suffix).lower().encode("ascii"), prefix + suffix)
                             for key, suffix in (("gateway_user", "User"), ("gateway_group", "Group"),
-                                                ("gateway_role", "Role")))
+                                                ("gateway_role", "Role"), (DEVICE_METADATA, "Device")))
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         prefix = cfg.auth.header_prefix.strip()
@@ -115,10 +116,11 @@ class Identity:
             headers.pop("authorization", None)
         identity = self._identity(flow)
         added: list[tuple[bytes, bytes]] = []
-        if identity[0]:
+        # The user's headers with a user only; the device's also without one (an optional base).
+        if identity[0] or identity[-1]:
             fields = list(headers.fields)
-            for (_key, lower, name), value in zip(self._names, identity):
-                if value:
+            for (key, lower, name), value in zip(self._names, identity):
+                if value and (identity[0] or key == DEVICE_METADATA):
                     encoded = self._encode(value).encode("ascii")
                     # Every prefixed header is gone, so adding equals setting.
                     fields.append((name.encode("ascii"), encoded))

@@ -24,6 +24,7 @@ from addons.accesslog import ENTRY_KEY, entry
 from gateway.config import GatewayConfig
 from mitmproxy import ctx
 from addons.limits import TIMEOUT_KINDS, counters
+from addons import client_auth, tls_failures
 from gateway.certs import source_for
 from gateway.certs.load import load_certificates
 from addons.ipfilter import list_sizes
@@ -102,6 +103,17 @@ class _ScrapeTime(Collector):
         yield GaugeMetricFamily("gateway_request_body_buffered_bytes",
                                 "Request body bytes this worker holds in memory until the body is complete",
                                 value=engine.buffered_total)
+        devices = CounterMetricFamily("gateway_device_refusals",
+                                      "Device certificates refused (or missing) on client_auth bases, by reason",
+                                      labels=["reason"])
+        for reason in client_auth.REASONS:
+            devices.add_metric([reason], client_auth.counters.get(reason, 0))
+        yield devices
+        handshakes = CounterMetricFamily("gateway_tls_handshake_failures",
+                                         "Client TLS handshakes that failed, by reason", labels=["reason"])
+        for reason in tls_failures.REASONS:
+            handshakes.add_metric([reason], tls_failures.counters.get(reason, 0))
+        yield handshakes
         yield CounterMetricFamily("gateway_request_bodies_streamed_over_budget",
                                   "Request bodies streamed to the back end because the body budget was full",
                                   value=engine.counters.get("request_buffer_full", 0))

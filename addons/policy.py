@@ -17,6 +17,7 @@ from mitmproxy import http
 
 from addons._context import listener_to_check
 from addons._guard import deny, fail_closed
+from addons.client_auth import DEVICE_KEY
 from gateway.config import GatewayConfig
 from gateway.policy import DEFAULT_POLICY_FILE, ROLES, AccessPolicy, AmbiguousPath, load_policy, normalise_path
 
@@ -75,7 +76,8 @@ class Policy:
         except AmbiguousPath as e:
             self._refuse(flow, 400, e.reason)
             return
-        decision = policy.decide(str(role), flow.request.method, normal.segments, doc_types)
+        decision = policy.decide(str(role), flow.request.method, normal.segments, doc_types,
+                                 bool(flow.metadata.get(DEVICE_KEY)))
         if decision.rule is not None:
             label = self._rule_labels.get(listener.base.id, {}).get(decision.rule.index)
             flow.metadata["gateway_policy_rule"] = label or f"{Path(policy.source).name} rules[{decision.rule.index}]"

@@ -5,6 +5,12 @@ is about two minutes). A watchdog checks every half second: a back-end connectio
 established after ``proxy.connect_timeout``, or a request whose response headers are overdue
 after ``proxy.backend_timeout``, has its back-end connection cut, and ErrorPages turns the
 resulting failure into a 504 naming the base.
+
+The same deadline, counted again from the response headers, bounds a response body the gateway
+holds back (below ``proxy.stream_threshold`` mitmproxy buffers the whole body before the client
+sees a byte): a back end trickling an endless body would otherwise leave the client waiting with
+nothing, for ever. A streamed body reaches the client as it comes, so the client sees it move
+and can leave; when it does, mitmproxy closes the back-end connection.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ WATCHDOG_INTERVAL = 0.5
 class BackendTimeout:
     def __init__(self) -> None:
         self._answers: dict[http.HTTPFlow, float] = {}
+        self._bodies: dict[http.HTTPFlow, float] = {}
         self._connects: dict[connection.Server, tuple[connection.Client, float]] = {}
         self._task = BackgroundTask(self._watch)
 
@@ -53,9 +60,14 @@ class BackendTimeout:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self._answers.pop(flow, None)
+        self._bodies[flow] = time.monotonic() + current_config().proxy.backend_timeout
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._bodies.pop(flow, None)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._answers.pop(flow, None)
+        self._bodies.pop(flow, None)
 
     async def _watch(self) -> None:
         while True:
@@ -73,6 +85,17 @@ class BackendTimeout:
                     logger.warning("back end %s:%s did not answer %s %s within %.0f s; answering 504",
                                    flow.request.host, flow.request.port, flow.request.method,
                                    flow.request.path.split("?", 1)[0], current_config().proxy.backend_timeout)
+                    flow.metadata["gateway_verdict"] = "backend-error"
+                    self._cut(flow.client_conn, flow.server_conn)
+            for flow, deadline in list(self._bodies.items()):
+                if flow.response is None or flow.response.stream or not flow.live:
+                    del self._bodies[flow]  # streamed: the client sees it move
+                elif now >= deadline:
+                    del self._bodies[flow]
+                    logger.warning("back end %s:%s did not finish the answer to %s %s within %.0f s of its "
+                                   "headers; answering 504", flow.request.host, flow.request.port,
+                                   flow.request.method, flow.request.path.split("?", 1)[0],
+                                   current_config().proxy.backend_timeout)
                     flow.metadata["gateway_verdict"] = "backend-error"
                     self._cut(flow.client_conn, flow.server_conn)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from gateway.commands import load
 from gateway.config import DEFAULT_CONFIG_NAME
 
-COMMAND_MODULES = ("run", "demo", "check", "standin", "cert", "iplist", "group", "user", "bans", "status", "reload")
+COMMAND_MODULES = ("run", "demo", "check", "standin", "cert", "iplist", "group", "user", "bans", "status", "reload", "device")
 # Commands that open the users' store: they refuse to create a fresh one where one existed.
-STATE_COMMANDS = frozenset({"run", "group", "user", "bans"})
+STATE_COMMANDS = frozenset({"run", "group", "user", "bans", "device"})
 # These set up logging themselves; every other command logs like the gateway it manages.
 SERVING_COMMANDS = frozenset({"run", "demo", "standin"})
 

@@ -28,7 +28,7 @@ from gateway.auth.credentials import BasicCredentials
 from gateway.auth.login import (
     LEASE, SPRAY_DELAY, Admit, Failure, LoginAttempt, Refuse, Reserve, SprayAlert, Verify, Wait, decide_cached,
 )
-from gateway.store import Reservation, Store, StoreUnavailable
+from gateway.store import Principal, Reservation, Store, StoreUnavailable
 from gateway.auth.throttle import Throttle, Verdict
 
 logger = logging.getLogger("gateway.auth")
@@ -97,16 +97,19 @@ class Logins:
                                 whitelisted=whitelisted, malformed=malformed)
 
     async def check(self, address: str, creds: BasicCredentials | None, *, base_id: str, base_name: str,
-                    allow_barcode: bool, whitelisted: bool, malformed: str = "") -> Admit | Refuse:
+                    allow_barcode: bool, whitelisted: bool, malformed: str = "",
+                    device_allows: Callable[[Principal], bool] | None = None) -> Admit | Refuse:
         """Decide an uncached login. ``creds`` None: the Authorization header was malformed
-        (``malformed`` says how); that costs a place and counts as a failure like a wrong secret."""
+        (``malformed`` says how); that costs a place and counts as a failure like a wrong secret.
+        ``device_allows``: False for a user bound to other devices than the connection's — the
+        right secret from the wrong device is a failed login, counted like a wrong one."""
         account = None
         if creds is not None:
             account = await self._in_store_thread(self.authenticator.account_of, creds.login, creds.secret)
         attempt = LoginAttempt(self.throttle.settings, address, creds.login if creds is not None else None,
                                account, base_id, whitelisted, time.time())
         try:
-            return await self._drive(attempt, creds, base_name, allow_barcode, malformed)
+            return await self._drive(attempt, creds, base_name, allow_barcode, malformed, device_allows)
         except BaseException:
             if attempt.holding:
                 # A store error, a bug, or the client gone (cancelled): give the places back now
@@ -115,7 +118,12 @@ class Logins:
             raise
 
     async def _drive(self, attempt: LoginAttempt, creds: BasicCredentials | None, base_name: str,
-                     allow_barcode: bool, malformed: str) -> Admit | Refuse:
+                     allow_barcode: bool, malformed: str,
+                     device_allows: Callable[[Principal], bool] | None = None) -> Admit | Refuse:
+        def allowed(decision: Admit | Refuse | None) -> bool:
+            return decision is not None and (device_allows is None or not isinstance(decision, Admit)
+                                             or device_allows(decision.principal))
+
         base_id = attempt.base_id
         action: Any = attempt.start()
         waited = False
@@ -124,7 +132,7 @@ class Logins:
                 if waited and creds is not None:
                     # Another attempt with these credentials may have been verified meanwhile.
                     cached = await self._in_store_thread(self._cached, attempt, creds, allow_barcode)
-                    if cached is not None:
+                    if cached is not None and allowed(cached):
                         return cached
                 result, spray = await self._in_store_thread(self._reserve, action)
                 action = attempt.reserved(result, spray)
@@ -142,7 +150,7 @@ class Logins:
                 if creds is not None and not self._in_flight(creds, allow_barcode):
                     # Verified by a concurrent attempt that landed while this one reserved.
                     cached = await self._in_store_thread(self._cached, attempt, creds, allow_barcode)
-                    if cached is not None:
+                    if cached is not None and allowed(cached):
                         await self._in_store_thread(self.store.release, attempt.holder)
                         self._wake_next(attempt)
                         return cached
@@ -150,6 +158,10 @@ class Logins:
                     outcome = Outcome(None, malformed or "malformed credentials")
                 else:
                     outcome = await self._verify(creds, allow_barcode, base_id, action.queued)
+                    if outcome.principal is not None and device_allows is not None \
+                            and not device_allows(outcome.principal):
+                        outcome = Outcome(None, f"user {outcome.principal.user.name!r} logs in only from "
+                                                "the devices enrolled for it")
                 action = attempt.verified(outcome.principal, outcome.reason, time.time())
             elif isinstance(action, Admit):
                 if action.release is not None:

@@ -9,7 +9,7 @@ works the same whichever directory the gateway is started from.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
@@ -57,6 +57,10 @@ class CertPair:
     key: Path | None = None
     password_file: Path | None = None
     acme: tuple[str, ...] = ()  # names/IPs of a certificate ordered from acme.directory
+    # Device certificates (mutual TLS): off, optional or required; a base's key only.
+    client_auth: str = "off"
+    # A company CA trusted for device certificates instead of the gateway's own device CA.
+    client_ca: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -307,6 +311,22 @@ def _cert_pair(reader: _Reader, base_dir: Path, with_acme: bool = False) -> Cert
     return pair
 
 
+CLIENT_AUTH_MODES = ("off", "optional", "required")
+
+
+def _client_auth(reader: _Reader, base_dir: Path, pair: CertPair) -> CertPair:
+    mode = reader.get("client_auth", (str, bool), "off")
+    if mode is False:  # YAML reads a bare `off` as false
+        mode = "off"
+    if mode not in CLIENT_AUTH_MODES:
+        raise reader.fail("client_auth", "must be off, optional or required")
+    client_ca = reader.path_value("client_ca", base_dir)
+    if client_ca is not None and not client_ca.is_file():
+        raise reader.fail("client_ca", f"names {client_ca}, which is not a file; give the company CA's "
+                                       "certificate (PEM), or remove client_ca to use the gateway's device CA")
+    return replace(pair, client_auth=mode, client_ca=client_ca)
+
+
 def _base(reader: _Reader, base_dir: Path) -> BaseConfig:
     base_id = str(reader.required("id", (str, int))).strip()
     if not base_id:
@@ -317,7 +337,7 @@ def _base(reader: _Reader, base_dir: Path) -> BaseConfig:
     tls = None
     if "tls" in reader.data:
         tls_reader = reader.sub("tls")
-        tls = _cert_pair(tls_reader, base_dir, with_acme=True)
+        tls = _client_auth(tls_reader, base_dir, _cert_pair(tls_reader, base_dir, with_acme=True))
         tls_reader.finish()
     hsts_raw = reader.get("hsts", (bool, int), False)
     hsts = (31536000 if hsts_raw else 0) if isinstance(hsts_raw, bool) else hsts_raw

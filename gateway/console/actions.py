@@ -18,6 +18,8 @@ from typing import Callable
 
 from gateway.accounts.rules import AccountError
 from gateway.accounts.service import Accounts
+from gateway.certs.device_service import enrol, renew, revoke
+from gateway.certs.devices import DEFAULT_DEVICE_DAYS
 from gateway.certs.importer import import_certificate
 from gateway.certs.load import CertError
 from gateway.config import GatewayConfig
@@ -57,6 +59,9 @@ class Done:
     unsaved_text: str | None = None
     unsaved_errors: tuple[str, ...] = ()
     base: str = ""  # the base the change concerns, for the events page's filter
+    # A device certificate just issued (PKCS#12 bytes and its password): put on the answer page
+    # once, never into ``message`` or ``audit``.
+    issued: object | None = None
 
 
 @dataclass
@@ -299,6 +304,51 @@ def certificate_upload(ctx: Context, form: Form) -> Done:
                 base=_base_name(ctx.cfg, base_id))
 
 
+# --- devices -----------------------------------------------------------------------------------
+
+def _device_days(form: Form) -> int:
+    raw = form.get("days").strip() or str(DEFAULT_DEVICE_DAYS)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ActionRefused(f"days must be a whole number of days, at least 1 (got {raw!r})")
+    return int(raw)
+
+
+def device_add(ctx: Context, form: Form) -> Done:
+    name = form.required("name", "device name")
+    user_id = ""
+    if form.get("user").strip():
+        user = ctx.accounts.store.find_user(form.get("user").strip())
+        if user is None:
+            raise ActionRefused(f"no user {form.get('user').strip()!r}")
+        user_id = user.id
+    try:
+        issued = enrol(ctx.cfg.state_dir, ctx.accounts.store, name, user=user_id, days=_device_days(form),
+                       legacy=form.get("legacy") == "on")
+    except CertError as e:
+        raise ActionRefused(str(e)) from None
+    bound = f", bound to user {form.get('user').strip()!r}" if user_id else ""
+    return Done(f"device {name} enrolled (serial {issued.device.serial}){bound}",
+                f"enrolled device {name} (serial {issued.device.serial}){bound}", issued=issued)
+
+
+def device_renew(ctx: Context, form: Form) -> Done:
+    name = form.required("name", "device name")
+    try:
+        issued = renew(ctx.cfg.state_dir, ctx.accounts.store, name, days=_device_days(form),
+                       legacy=form.get("legacy") == "on")
+    except CertError as e:
+        raise ActionRefused(str(e)) from None
+    return Done(f"device {name} renewed (serial {issued.device.serial}); the old certificate is refused",
+                f"renewed device {name}: new serial {issued.device.serial}, the old one refused", issued=issued)
+
+
+def device_revoke(ctx: Context, form: Form) -> Done:
+    name = form.required("name", "device name")
+    device = revoke(ctx.accounts.store, name)
+    return Done(f"device {name} revoked; refused within 2 s on every gateway",
+                f"revoked device {name} (serial {device.serial})")
+
+
 def _base_name(cfg: GatewayConfig, base_id: str | None) -> str:
     base = cfg.base_by_id(base_id) if base_id else None
     return base.name if base is not None else ""
@@ -321,6 +371,9 @@ ACTIONS: dict[str, Callable[[Context, Form], Done]] = {
     "/console/bans/lift": ban_lift,
     "/console/iplists/save": list_save,
     "/console/certificates/upload": certificate_upload,
+    "/console/devices/add": device_add,
+    "/console/devices/renew": device_renew,
+    "/console/devices/revoke": device_revoke,
 }
 
 

@@ -17,28 +17,38 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from gateway.console import bases as base_form
 from gateway.console.i18n import translator
 from gateway.store.base import ROLES
 
 # (path, nav label); the order is the nav bar's.
 PAGES = (
-    ("/console", "Bases"),
+    ("/console", "Dashboard"),
+    ("/console/bases", "Bases"),
     ("/console/users", "Users"),
     ("/console/iplists", "IP lists"),
     ("/console/certificates", "Certificates"),
     ("/console/events", "Events"),
     ("/console/enrolment", "Enrolment"),
+    ("/console/devices", "Devices"),
 )
 TITLES = {
-    "/console": "Bases", "/console/users": "Users and groups", "/console/iplists": "IP lists and bans",
+    "/console": "Dashboard", "/console/bases": "Bases", "/console/bases/edit": "Base settings",
+    "/console/bases/remove": "Remove a base", "/console/users": "Users and groups", "/console/iplists": "IP lists and bans",
     "/console/iplists/edit": "IP lists", "/console/certificates": "Certificates",
     "/console/events": "Security events", "/console/enrolment": "Device enrolment", "/console/login": "Console login",
+    "/console/devices": "Devices (client certificates)",
 }
 TEMPLATE_OF = {
-    "/console": "bases.html", "/console/users": "users.html", "/console/iplists": "iplists.html",
+    "/console": "dashboard.html", "/console/bases": "bases.html", "/console/bases/edit": "base_edit.html",
+    "/console/bases/remove": "base_remove.html", "/console/users": "users.html", "/console/iplists": "iplists.html",
     "/console/iplists/edit": "iplist_edit.html", "/console/certificates": "certificates.html",
     "/console/events": "events.html", "/console/enrolment": "enrolment.html", "/console/login": "login.html",
+    "/console/devices": "devices.html",
 }
+
+CERT_CHOICES = (("default", "Local CA (the gateway's default certificate)"), ("files", "Certificate files (imported)"),
+                ("acme", "ACME (Let's Encrypt or the configured directory)"))
 
 STYLE = (files("gateway.console") / "static" / "console.css").read_text(encoding="utf-8")
 
@@ -63,6 +73,27 @@ class BaseView:
     backend_problems: tuple[str, ...] = ()  # empty: every back end accepted a connection
     certificate: CertificateFacts | None = None
     certificate_problem: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    name: str
+    user: str
+    serial: str
+    issued: str
+    expires: str
+    days_left: int
+    revoked: str  # a date, or "" while in use
+
+
+@dataclass(frozen=True)
+class IssuedView:
+    """A device file just issued: shown on this one answer only, never stored or logged."""
+
+    name: str
+    file_name: str
+    data_url: str  # data:application/x-pkcs12;base64,...
+    password: str
 
 
 @dataclass(frozen=True)
@@ -191,6 +222,8 @@ def render_page(path: str, *, lang: str = "en", who: str = "", csrf: str = "", f
         extra["qr"] = Markup(facts["enrolment"].qr_svg)
     if path == "/console/users":
         extra["roles"] = ROLES
+    if path == "/console/bases/edit":
+        extra.update(fields=base_form.FIELDS, flags=base_form.FLAGS, cert_choices=CERT_CHOICES)
     return _env.get_template(TEMPLATE_OF[path]).render(
         pages=PAGES, here=path, title=TITLES[path], lang=lang, _=translator(lang), who=who, csrf=csrf,
         flash=flash, keep=keep, **facts, **extra)

@@ -5,12 +5,15 @@ check page, so both say the same.
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 from gateway.autocert.manager import acme_bases, challenge_address
 from gateway.autocert.manager import problems as autocert_problems
 from gateway.certs import certificate_problems as certificate_problems_of
 from gateway.certs.caguard import check_local_ca
+from gateway.certs.device_service import expiring
+from gateway.certs.devices import EXPIRY_WARNING_DAYS, load_trusted_cas
 from gateway.certs.load import CertError
 from gateway.config import GatewayConfig
 from gateway.iplist import ListUnreadable, load_list
@@ -18,7 +21,7 @@ from gateway.iplist.registry import base_lists, missing_global_lists
 from gateway.ops.bypass import bypass_warnings
 from gateway.ops.health import BaseStatus, check_bases, gateway_ports, listen_problem
 from gateway.policy import PolicyError, load_policy
-from gateway.store import statecheck
+from gateway.store import StoreError, open_store, statecheck
 
 
 def check(cfg: GatewayConfig, timeout: float = 1.0) -> list[BaseStatus]:
@@ -31,11 +34,15 @@ def check(cfg: GatewayConfig, timeout: float = 1.0) -> list[BaseStatus]:
         extra[base_id].append(problem)
     for base_id, problem in acme_problems(cfg):
         extra[base_id].append(problem)
+    unreadable_cas, ending = device_problems(cfg)
+    for base_id, problem in unreadable_cas:
+        extra[base_id].append(problem)
     ours = gateway_ports(cfg.state_dir)
     statuses = check_bases(cfg, extra, timeout, ours)
     bypass = bypass_warnings(cfg)
     for status in statuses:
         status.warnings += bypass.get(status.base_id, [])
+        status.warnings += [text for base_id, text in ending if base_id == status.base_id]
     return statuses + side_listener_statuses(cfg, ours)
 
 
@@ -54,6 +61,42 @@ def certificate_problems(cfg: GatewayConfig) -> list[tuple[str, str]]:
 def acme_problems(cfg: GatewayConfig) -> list[tuple[str, str]]:
     """ACME certificates close to expiry that could not be renewed (gateway/autocert)."""
     return autocert_problems(cfg)
+
+
+Found = list[tuple[str, str]]
+
+
+def device_problems(cfg: GatewayConfig, now: datetime.datetime | None = None) -> tuple[Found, Found]:
+    """(problems, warnings) as (base id, text): an unreadable company CA file (tls.client_ca);
+    device certificates of the gateway's device CA that expire within 30 days (or did), for
+    every base that asks for them."""
+    found: Found = []
+    warnings: Found = []
+    own = [b.id for b in cfg.bases if b.tls is not None and b.tls.client_auth != "off" and b.tls.client_ca is None]
+    for base in cfg.bases:
+        if base.tls is not None and base.tls.client_auth != "off" and base.tls.client_ca is not None:
+            try:
+                load_trusted_cas(base.tls.client_ca)
+            except CertError as e:
+                found.append((base.id, f"tls.client_ca: {e}"))
+    if not own:
+        return found, warnings
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    try:
+        store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+        try:
+            ending = expiring(store, EXPIRY_WARNING_DAYS, now)
+        finally:
+            store.close()
+    except StoreError as e:
+        return found + [(base_id, f"device certificates: cannot read the device list ({e})") for base_id in own], []
+    for device in ending:
+        left = (device.expires - now.timestamp()) / 86400
+        when = datetime.datetime.fromtimestamp(device.expires, datetime.timezone.utc).strftime("%Y-%m-%d")
+        text = (f"device certificate {device.name} expired on {when}" if left < 0 else
+                f"device certificate {device.name} expires on {when} (in {int(left)} days)")
+        warnings += [(base_id, f"{text}; renew it: gateway device renew {device.name}") for base_id in own]
+    return found, warnings
 
 
 def ip_list_problems(cfg: GatewayConfig) -> dict[str, list[str]]:

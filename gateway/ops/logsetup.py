@@ -74,6 +74,7 @@ SECURITY_EVENTS = frozenset({
     "user-added", "user-removed", "password-changed", "weak-password-forced",
     "console-change", "console-login", "console-logout", "console-refused",
     "acme-renewal-failed", "acme-certificate-installed",
+    "device-refused", "device-added", "device-revoked", "device-renewed",
 })
 # What the console's events page shows (the shared journal): the security events, and failures
 # of the back end an administrator wants to see beside them.

@@ -35,7 +35,8 @@ KNOWN_METHODS = frozenset({
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "MERGE",
     "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT",
 })
-RULE_KEYS = ("comment", "action", "roles", "methods", "paths")
+RULE_KEYS = ("comment", "action", "roles", "methods", "paths", "device")
+DEVICE_CHOICES = ("any", "required", "absent")
 _VARIABLE = re.compile(r"^\{([^{}]*)\}$")
 
 
@@ -155,8 +156,12 @@ def _rule(source: str, index: int, node: yaml.Node, loader: yaml.SafeLoader) -> 
             patterns.append(parse_pattern(item.strip()))
         except ValueError as e:
             raise reader.fail(paths_node, "paths", str(e)) from None
+    device, device_node = reader.values.get("device", ("any", node))
+    if device not in DEVICE_CHOICES:
+        raise reader.fail(device_node, "device", f"{device!r} is not a choice; use any, required (only from an "
+                                                 "enrolled device) or absent (only without one)")
     return Rule(index=index, line=_line(node), comment=comment.strip(), action=action,
-                roles=roles, methods=methods, paths=tuple(patterns))
+                roles=roles, methods=methods, paths=tuple(patterns), device=device)
 
 
 def parse_policy(text: str, source: Path | str) -> AccessPolicy:

@@ -92,9 +92,15 @@ class Rule:
     roles: frozenset[str]  # empty = any authenticated role
     methods: frozenset[str]  # empty = any method
     paths: tuple[PathPattern, ...]
+    # "any"; "required": only requests from an enrolled device (a client certificate);
+    # "absent": only requests without one (so a deny rule makes a role need a device).
+    device: str = "any"
 
-    def applies(self, role: str, method: str, path: tuple[str, ...], doc_types: frozenset[str]) -> bool:
+    def applies(self, role: str, method: str, path: tuple[str, ...], doc_types: frozenset[str],
+                has_device: bool = False) -> bool:
         if self.roles and role not in self.roles:
+            return False
+        if self.device != "any" and has_device != (self.device == "required"):
             return False
         if self.methods and method not in self.methods:
             return False
@@ -114,30 +120,33 @@ class AccessPolicy:
     rules: tuple[Rule, ...] = field(default_factory=tuple)
     # Decisions already taken, by everything they depend on: a policy never changes (a reload
     # makes a new one), and the same few requests repeat all day.
-    _decisions: dict[tuple[str, str, tuple[str, ...], frozenset[str]], Decision] = field(
+    _decisions: dict[tuple[str, str, tuple[str, ...], frozenset[str], bool], Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 
-    def decide(self, role: str, method: str, segments: tuple[str, ...], doc_types: Iterable[str]) -> Decision:
-        """First matching rule wins; no match denies. ``segments`` come from normalise_path."""
+    def decide(self, role: str, method: str, segments: tuple[str, ...], doc_types: Iterable[str],
+               has_device: bool = False) -> Decision:
+        """First matching rule wins; no match denies. ``segments`` come from normalise_path;
+        ``has_device``: the request came over a connection with a device certificate."""
         method = method.upper()  # a back end may accept "get" as GET; rules must see it as one
         folded_types = _folded_types(doc_types if isinstance(doc_types, tuple) else tuple(doc_types))
         segments = segments if isinstance(segments, tuple) else tuple(segments)
-        key = (role, method, segments, folded_types)
+        key = (role, method, segments, folded_types, has_device)
         decision = self._decisions.get(key)
         if decision is None:
             if len(self._decisions) >= DECISIONS_REMEMBERED:
                 self._decisions.clear()  # a flood of distinct paths costs a re-decision, never memory
-            decision = self._decisions[key] = self._decide(role, method, segments, folded_types)
+            decision = self._decisions[key] = self._decide(role, method, segments, folded_types, has_device)
         return decision
 
-    def _decide(self, role: str, method: str, segments: tuple[str, ...], folded_types: frozenset[str]) -> Decision:
+    def _decide(self, role: str, method: str, segments: tuple[str, ...], folded_types: frozenset[str],
+                has_device: bool = False) -> Decision:
         folded_path = tuple(fold(s) for s in segments)
         shown = "/" + "/".join(segments)
         if role not in ROLES:
             # "*" in a rule means any of the known roles, never a role nobody checked.
             return Decision(False, f"role {role or '(none)'} is not one of {', '.join(ROLES)}")
         for rule in self.rules:
-            if rule.applies(role, method, folded_path, folded_types):
+            if rule.applies(role, method, folded_path, folded_types, has_device):
                 if rule.action == "allow":
                     return Decision(True, f"role {role} may {method} {shown}", rule)
                 return Decision(False, f"role {role} may not {method} {shown}", rule)

@@ -20,9 +20,10 @@ from mitmproxy import options
 from mitmproxy.addons import next_layer, proxyserver
 from mitmproxy.proxy import mode_specs
 
-from addons import _listen
-from addons import (accesslog, admin, auth, autocert, backups, compress, enrolment, errorpages, hsts, https_only,
-                    hygiene, identity, ipfilter, limits, metrics, policy, routing, timeouts, tls)
+from addons import _listen, _tls_alerts
+from addons import (accesslog, admin, auth, autocert, backups, client_auth, compress, enrolment, errorpages, hsts,
+                    https_only, hygiene, identity, ipfilter, limits, metrics, minutes, policy, routing, timeouts, tls,
+                    tls_failures)
 from addons._context import set_current_config
 from gateway.run.engine_options import GatewayOptions
 from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, GatewayConfig, load_config
@@ -34,6 +35,7 @@ from gateway.run.startup import (
     CONFIG_POLL_INTERVAL, RESTART_ONLY_SETTINGS, StartupError, files_fingerprint, listen_host_option, prepare_start,
     report_ready, watched_files,
 )
+from gateway.run import lifeline
 from gateway.run.engine import lean, skip_debug_type_checks
 from gateway.certs import tickets
 
@@ -51,6 +53,8 @@ def build_addons() -> list[Any]:
     """
     return [
         tls.GatewayTls(),              # first: chooses the certificate in tls_start_client
+        client_auth.ClientAuth(),      # device certificates: on the connection GatewayTls made
+        tls_failures.TlsFailures(),    # one line per failed handshake (after ClientAuth's own)
         autocert.AutoCert(),           # ACME challenges and renewals; GatewayTls serves the files
         hsts.Hsts(),
         enrolment.Enrolment(),         # after GatewayTls, which creates the CA it serves
@@ -67,6 +71,7 @@ def build_addons() -> list[Any]:
         backups.Backups(),
         accesslog.AccessLog(),         # before ErrorPages, which clears the timeout flag
         metrics.Metrics(),
+        minutes.Minutes(),             # the dashboard's per-minute numbers
         admin.Admin(),
         errorpages.ErrorPages(),
     ]
@@ -117,7 +122,8 @@ class Gateway:
         try:
             _listen.install()
             _listen.configure(reuse_port=self.worker is not None)
-        except _listen.MitmproxyMoved as e:
+            _tls_alerts.install()
+        except (_listen.MitmproxyMoved, _tls_alerts.MitmproxyMoved) as e:
             raise StartupError(str(e)) from None
         if self.worker is not None:
             tickets.read_key_from_supervisor()  # before any TLS context is built
@@ -161,7 +167,8 @@ class Gateway:
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch_config()))
         self._install_signal_handlers()
         if self.worker is not None:
-            self._tasks.append(asyncio.get_running_loop().create_task(self._watch_supervisor()))
+            if not lifeline.watch_supervisor(self._supervisor_gone):
+                self._tasks.append(asyncio.get_running_loop().create_task(self._watch_supervisor()))
             logger.info("worker %d ready (pid %d): %d listener(s)", self.worker, os.getpid(), len(cfg.listeners()))
             return
         for listener in cfg.listeners():
@@ -169,8 +176,17 @@ class Gateway:
                         cfg.listen_host, listener.port, listener.endpoint.backend)
         logger.info("gateway ready: %d listener(s), config %s", len(cfg.listeners()), self.config_path)
 
+    def _supervisor_gone(self) -> None:
+        logger.error("worker %s: the supervisor is gone; stopping", self.worker)
+        self.shutdown()
+
+    def start_heartbeat(self, fd: int | None) -> None:
+        if fd is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(lifeline.beat(fd)))
+
     async def _watch_supervisor(self) -> None:
-        # A worker whose supervisor is gone (killed with SIGKILL) must not keep the ports.
+        # The fallback where no lifeline pipe came with the worker: a worker whose supervisor
+        # is gone (killed with SIGKILL) must not keep the ports.
         parent = os.getppid()
         while True:
             await asyncio.sleep(1.0)
@@ -356,7 +372,7 @@ async def serve(config_path: Path | str, *, init: bool = False, worker: int | No
     await gateway.start()
     if worker is not None:
         admin = gateway.master.addons.get("admin") if gateway.master else None
-        report_ready(getattr(admin, "port", None))
+        gateway.start_heartbeat(report_ready(getattr(admin, "port", None)))
     try:
         await gateway.wait()
     finally:

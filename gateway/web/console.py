@@ -16,9 +16,12 @@ journal, so it does not matter which gateway process serves the console. Any err
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
 import email.parser
 import email.policy
 import logging
+import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,13 +37,15 @@ from gateway.certs.report import configured_certificates
 from gateway.certs.sources import load_source, local_ca_file, source_for
 from gateway.config import BaseConfig, GatewayConfig
 from gateway.console.actions import ACTIONS, ActionRefused, Context, Form, find_list, list_files, run_action
+from gateway.console import bases as base_form
+from gateway.console.dashboard import dashboard
 from gateway.console.i18n import choose_language, translator
 from gateway.ops.journal import EventFilter, filter_page, read_journal
 from gateway.auth.login_driver import Logins
 from gateway.console.admin_login import ADMIN_ROLE, console_login
 from gateway.console.pages import (
-    PAGES, STYLE, BaseView, BanView, CertificateFacts, CertificatesView, CertificateView, CheckView,
-    EnrolmentView, Flash, GroupView, IpListsView, ListEditView, ListFileView, ListLine, UserView, render_error,
+    PAGES, STYLE, BaseView, BanView, CertificateFacts, CertificatesView, CertificateView, CheckView, DeviceView,
+    EnrolmentView, IssuedView, Flash, GroupView, IpListsView, ListEditView, ListFileView, ListLine, UserView, render_error,
     render_page,
 )
 from gateway.console.admin_sessions import COOKIE, ConsoleSession, ConsoleSessions, csrf_ok
@@ -51,6 +56,7 @@ from gateway.iplist.edit import check_text, read_list_file
 from gateway.iplist.files import ListUnreadable
 from gateway.iplist.lists import load_list
 from gateway.store import Store, StoreUnavailable
+from gateway.store.devices import read_registry
 from gateway.auth.throttle import Throttle
 
 logger = logging.getLogger("gateway.console")
@@ -74,8 +80,10 @@ EVENTS_PER_PAGE = 50
 # argon2 and store reads; two threads keep a burst of wrong passwords from piling up threads.
 THREADS = 2
 # After a change, the page to show it on.
+SUBPAGES = ("/console/iplists/edit", "/console/bases/edit", "/console/bases/remove")
 PAGE_AFTER = {"groups": "/console/users", "users": "/console/users", "bans": "/console/iplists",
-              "iplists": "/console/iplists", "certificates": "/console/certificates"}
+              "iplists": "/console/iplists", "certificates": "/console/certificates",
+              "devices": "/console/devices"}
 
 
 @dataclass(frozen=True)
@@ -208,6 +216,8 @@ class Console:
                             extra={"event": "console-logout", "client": request.address, "admin": session.user_name})
                 request.set_cookies.append(_session_cookie("", request.tls, expire=True))
                 return _redirect("/console/login")
+            if path in ("/console/bases/save", "/console/bases/remove"):
+                return await self._base_change(state, request, session, form)
             if path in ACTIONS:
                 return await self._change(state, request, session, form)
             return _error(404, "404", "404: " + _("No such console page."), request.lang, session)
@@ -221,7 +231,7 @@ class Console:
                           (("Allow", "POST"),))
         if path in ("/console/ca.pem", "/console/ca.der"):
             return await self._off_loop(_ca_download, state.cfg, path.rsplit(".", 1)[1], request.lang, session)
-        if path not in {page for page, _label in PAGES} and path != "/console/iplists/edit":
+        if path not in {page for page, _label in PAGES} and path not in SUBPAGES:
             return _error(404, "404", "404: " + _("No such console page."), request.lang, session)
         flash, session.flash = session.flash, None
         return Page(200, await self._render(state, request, session, flash))
@@ -286,8 +296,41 @@ class Console:
         logger.info("console: admin %r from %s %s", session.user_name, request.address, done.audit,
                     extra={"event": "console-change", "admin": session.user_name, "client": request.address,
                            **({"base": done.base} if done.base else {})})
+        if done.issued is not None:
+            # The file and its password exist only in this answer: no redirect could carry them.
+            common = {"lang": request.lang, "who": session.user_name, "csrf": session.csrf,
+                      "flash": Flash(True, done.message), "keep": ""}
+            devices = await self._off_loop(_devices, state.store)
+            return Page(200, render_page("/console/devices", devices=devices, users=await self._off_loop(
+                _user_names, state.store), issued=_issued_view(done.issued), **common))
         session.flash = Flash(True, done.message)
         return _redirect(after)
+
+    async def _base_change(self, state: _State, request: _Request, session: ConsoleSession, form: Form) -> Page:
+        """Save or remove a base: on a refusal the form comes back with what was typed and why."""
+        _ = translator(request.lang)
+        removing = request.path == "/console/bases/remove"
+        original = form.get("base" if removing else "original").strip() or None
+        try:
+            if removing:
+                done = await self._off_loop(base_form.remove, state.cfg, original or "")
+            else:
+                done = await self._off_loop(base_form.save, state.cfg, original, form)
+        except ActionRefused as e:
+            logger.info("console: %r from %s: refused %s: %s", session.user_name, request.address, request.path, e,
+                        extra={"admin": session.user_name, "client": request.address})
+            flash = Flash(False, f"{_('Refused')}: {e}")
+            if removing:
+                session.flash = flash
+                return _redirect("/console/bases")
+            page = render_page("/console/bases/edit", lang=request.lang, who=session.user_name, csrf=session.csrf,
+                               flash=flash, keep="", original=original or "", values=base_form.kept(form))
+            return Page(400, page)
+        logger.info("console: admin %r from %s %s; reload: %s", session.user_name, request.address, done.audit,
+                    done.reload.text, extra={"event": "console-change", "admin": session.user_name,
+                                             "client": request.address, "base": done.base})
+        session.flash = Flash(done.reload.applied, f"{_(done.message).format(id=done.base)} {_('Reload')}: {_(done.reload.text)}")
+        return _redirect("/console/bases")
 
     # --- pages ---------------------------------------------------------------------------------
 
@@ -296,6 +339,22 @@ class Console:
         common: dict[str, Any] = {"lang": request.lang, "who": session.user_name, "csrf": session.csrf,
                                   "flash": flash, "keep": _keep(request)}
         if path == "/console":
+            dash = await self._off_loop(dashboard, cfg, translator(request.lang))
+            return render_page(path, dash=dash, **common)
+        if path in ("/console/bases/edit", "/console/bases/remove"):
+            base_id = request.query.get("base", "")
+            base = cfg.base_by_id(base_id) if base_id else None
+            if base_id and base is None:
+                _ = translator(request.lang)
+                return render_error("404", "404: " + _("No such base."), lang=request.lang, who=session.user_name,
+                                    csrf=session.csrf)
+            if path == "/console/bases/remove":
+                if base is None:
+                    return render_error("404", "404", lang=request.lang, who=session.user_name, csrf=session.csrf)
+                return render_page(path, base=base, **common)
+            values = base_form.form_of(base) if base is not None else {"https": "on", "cert_choice": "default"}
+            return render_page(path, original=base_id, values=values, **common)
+        if path == "/console/bases":
             views, checks = await asyncio.gather(
                 asyncio.gather(*(self._base_view(cfg, base) for base in cfg.bases)),
                 self._off_loop(_checks, cfg))
@@ -318,6 +377,9 @@ class Console:
             query = urllib.parse.urlencode({k: v for k, v in vars(wanted).items() if v})
             return render_page(path, found=found, wanted=wanted, kinds=sorted(CONSOLE_EVENTS), query=query,
                                **common)
+        if path == "/console/devices":
+            return render_page(path, devices=await self._off_loop(_devices, state.store),
+                               users=await self._off_loop(_user_names, state.store), issued=None, **common)
         return render_page(path, enrolment=await self._off_loop(_enrolment, cfg), **common)
 
     def _list_edit_page(self, state: _State, request: _Request, session: ConsoleSession, key: str,
@@ -511,6 +573,27 @@ def _lists(cfg: GatewayConfig, throttle: Throttle) -> IpListsView:
                                   len(compiled.errors)))
     bans = tuple(BanView(b.kind, b.target, b.failures, int(b.retry_after + 0.999)) for b in throttle.bans())
     return IpListsView(tuple(files), bans)
+
+
+def _devices(store: Store) -> list[DeviceView]:
+    names = {u.id: u.name for u in store.list_users()}
+    now = time.time()
+
+    def day(ts: float) -> str:
+        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d") if ts else ""
+
+    return [DeviceView(d.name, names.get(d.user, d.user), d.serial, day(d.issued), day(d.expires),
+                       int((d.expires - now) // 86400), day(d.revoked))
+            for d in sorted(read_registry(store).devices, key=lambda d: d.name)]
+
+
+def _user_names(store: Store) -> list[str]:
+    return sorted(u.name for u in store.list_users())
+
+
+def _issued_view(issued: Any) -> IssuedView:
+    data = "data:application/x-pkcs12;base64," + base64.b64encode(issued.p12).decode("ascii")
+    return IssuedView(issued.device.name, f"{issued.device.name}.p12", data, issued.password)
 
 
 def _certificates(cfg: GatewayConfig) -> CertificatesView:

@@ -41,11 +41,11 @@ def _base(name: str = "Склад <b>№1</b>", days: int = 364) -> BaseView:
 
 def test_bases_page_escapes_names_shows_certificate_days_and_check_problems() -> None:
     checks = [CheckView("Касса", "http://gw:1", ("data http://10.0.0.5:80: connection refused; start the server",))]
-    page = render_page("/console", lang="ru", who="админ", csrf="t", bases=[_base()], checks=checks)
+    page = render_page("/console/bases", lang="ru", who="админ", csrf="t", bases=[_base()], checks=checks)
     assert "Склад &lt;b&gt;№1&lt;/b&gt;" in page and "<b>№1" not in page
     assert "CN=склад.local" in page and "2031-05-06" in page and "364 дн. осталось" in page
     assert "connection refused; start the server" in page and "Проблемы" in page
-    english = render_page("/console", lang="en", who="admin", csrf="t", bases=[_base()], checks=[])
+    english = render_page("/console/bases", lang="en", who="admin", csrf="t", bases=[_base()], checks=[])
     assert "364 days left" in english and "No problems" in english and "дн." not in english
 
 
@@ -289,11 +289,13 @@ def test_console_login_session_headers_and_refusals(console_gateway: tuple[Runni
         assert answer.status_code == 303
         cookie = answer.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
-        overview = console.http.get("/console")
+        dashboard = console.http.get("/console")
+        assert dashboard.status_code == 200 and BASE_NAME in dashboard.text and "<svg" in dashboard.text
+        overview = console.http.get("/console/bases")
         assert overview.status_code == 200 and BASE_NAME in overview.text and "days left" in overview.text
         assert overview.headers["cache-control"] == "no-store"
         assert "Problems found by gateway check" in overview.text
-        russian = console.http.get("/console?lang=ru")
+        russian = console.http.get("/console/bases?lang=ru")
         assert "Базы" in russian.text and "Проблемы" in russian.text and "Bases</a>" not in russian.text
         assert "gw_console_lang=ru" in russian.headers["set-cookie"]
         console.http.cookies.delete("gw_console_lang")
@@ -309,7 +311,7 @@ def test_console_login_session_headers_and_refusals(console_gateway: tuple[Runni
         assert other_site.status_code == 403
         assert "X" not in [g.split()[1] for g in cli_ok(gw.directory, "group", "list").splitlines()[1:]]
 
-        pages = {p: console.http.get(p) for p in ("/console", "/console/users", "/console/iplists",
+        pages = {p: console.http.get(p) for p in ("/console", "/console/bases", "/console/users", "/console/iplists",
                                                  "/console/certificates", "/console/events", "/console/enrolment")}
         assert all(a.status_code == 200 for a in pages.values()), {p: a.status_code for p, a in pages.items()}
         secret_key = (gw.state_dir / "auth-hmac.key").read_text().strip()

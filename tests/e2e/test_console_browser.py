@@ -98,6 +98,7 @@ def test_admin_manages_the_gateway_from_the_browser(standin: Standin,
             page.fill("#password", PASSWORD)
             page.click("#login button")
             page.wait_for_url(f"{console}/console")
+            page.click("header >> text=Bases")
             assert "Склад Центральный" in page.inner_text("#bases") and "days left" in page.inner_text("#bases")
             assert page.inner_text("#who") == "admin"
             page.screenshot(path=str(shots / "bases.png"), full_page=True)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[3]
 OPERATIONAL = {
     "backup-failed", "backups-expired", "backup-cleanup-failed", "worker-ready", "worker-exited",
     "plaintext-base", "open-files-limit", "ip-list-unreadable", "ip-list-deleted", "ip-list-bad-line",
-    "backend-error", "store-down", "store-up",
+    "backend-error", "tls-handshake-failed", "store-down", "store-up",
 }
 
 

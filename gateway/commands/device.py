@@ -1,0 +1,130 @@
+"""``gateway device add|list|revoke|renew``: device certificates for bases with
+``tls.client_auth`` (the gateway's own device CA in the state folder)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+from pathlib import Path
+
+from gateway.commands._accounts import open_state, user_errors
+from gateway.certs.device_service import Issued, enrol, renew, revoke
+from gateway.certs.devices import DEFAULT_DEVICE_DAYS
+from gateway.certs.load import CertError
+from gateway.store.devices import read_registry
+from gateway.utils.files import atomic_write
+
+logger = logging.getLogger("gateway.devices")
+
+LEGACY_HELP = ("write the PKCS#12 file in the old form (3DES, SHA-1 MAC) with an RSA key, for Android "
+               "before 10 and other old terminals that refuse the modern AES form with 'wrong password' "
+               "or cannot use ECDSA keys; the file is weaker against password guessing, keep it private")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("device", help="device certificates (mutual TLS): add, list, revoke, renew")
+    commands = parser.add_subparsers(dest="device_command", metavar="ACTION")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    add = commands.add_parser("add", help="issue a device certificate as a password-protected PKCS#12 file")
+    add.add_argument("name", help="the device's name, e.g. tsd-07 (letters, digits, '.', '-', '_')")
+    add.add_argument("--user", default="", help="bind the device to this user (id or name)")
+    add.add_argument("--days", type=int, default=DEFAULT_DEVICE_DAYS, help=f"validity (default {DEFAULT_DEVICE_DAYS})")
+    add.add_argument("--legacy-p12", action="store_true", help=LEGACY_HELP)
+    add.add_argument("--out", type=Path, help="where to write the file (default: ./NAME.p12)")
+    add.set_defaults(func=add_device)
+
+    commands.add_parser("list", help="enrolled devices: user, serial, dates, revoked").set_defaults(func=list_devices)
+
+    rev = commands.add_parser("revoke", help="refuse the device's certificate from now on (within 2 s everywhere)")
+    rev.add_argument("name")
+    rev.set_defaults(func=revoke_device)
+
+    ren = commands.add_parser("renew", help="issue a new certificate for the device; the old one is refused")
+    ren.add_argument("name")
+    ren.add_argument("--days", type=int, default=DEFAULT_DEVICE_DAYS)
+    ren.add_argument("--legacy-p12", action="store_true", help=LEGACY_HELP)
+    ren.add_argument("--out", type=Path, help="where to write the file (default: ./NAME.p12)")
+    ren.set_defaults(func=renew_device)
+
+
+def _user_id(state, user: str) -> str:  # type: ignore[no-untyped-def]
+    if not user:
+        return ""
+    found = state.store.find_user(user)
+    if found is None:
+        raise ValueError(f"no user {user!r}; gateway user list shows them")
+    return str(found.id)
+
+
+def _write(issued: Issued, out: Path | None) -> Path:
+    path = out or Path(f"{issued.device.name}.p12")
+    atomic_write(path, issued.p12, 0o600)
+    return path
+
+
+def _report(issued: Issued, path: Path) -> None:
+    expires = datetime.datetime.fromtimestamp(issued.device.expires, datetime.timezone.utc)
+    print(f"device {issued.device.name}: serial {issued.device.serial}, expires {expires:%Y-%m-%d}")
+    print(f"file: {path} (install it on the terminal: Settings → Security → Install a certificate)")
+    print(f"password (shown once, not stored): {issued.password}")
+
+
+@user_errors
+def add_device(args: argparse.Namespace) -> int:
+    state = open_state(args.config)
+    try:
+        issued = enrol(state.config.state_dir, state.store, args.name, user=_user_id(state, args.user),
+                       days=args.days, legacy=args.legacy_p12)
+    except CertError as e:
+        raise ValueError(str(e)) from None
+    path = _write(issued, args.out)
+    _report(issued, path)
+    logger.info("device %s enrolled (serial %s)", args.name, issued.device.serial,
+                extra={"event": "device-added", "target": args.name})
+    return 0
+
+
+@user_errors
+def renew_device(args: argparse.Namespace) -> int:
+    state = open_state(args.config)
+    try:
+        issued = renew(state.config.state_dir, state.store, args.name, days=args.days, legacy=args.legacy_p12)
+    except CertError as e:
+        raise ValueError(str(e)) from None
+    path = _write(issued, args.out)
+    _report(issued, path)
+    logger.info("device %s renewed (serial %s); the old certificate is refused", args.name, issued.device.serial,
+                extra={"event": "device-renewed", "target": args.name})
+    return 0
+
+
+@user_errors
+def revoke_device(args: argparse.Namespace) -> int:
+    state = open_state(args.config)
+    device = revoke(state.store, args.name)
+    print(f"device {device.name} revoked (serial {device.serial}); refused within 2 s on every gateway")
+    logger.warning("device %s revoked (serial %s)", device.name, device.serial,
+                   extra={"event": "device-revoked", "target": device.name})
+    return 0
+
+
+def _date(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d") if ts else "-"
+
+
+@user_errors
+def list_devices(args: argparse.Namespace) -> int:
+    state = open_state(args.config)
+    devices = read_registry(state.store).devices
+    if not devices:
+        print("no devices enrolled; gateway device add NAME enrols one")
+        return 0
+    names = {u.id: u.name for u in state.store.list_users()}
+    print(f"{'NAME':<20} {'USER':<14} {'SERIAL':<42} {'ISSUED':<10} {'EXPIRES':<10} {'REVOKED':<10}")
+    for d in sorted(devices, key=lambda d: d.name):
+        user = names.get(d.user, d.user) or "-"
+        print(f"{d.name:<20} {user:<14} {d.serial:<42} {_date(d.issued):<10} {_date(d.expires):<10} "
+              f"{_date(d.revoked):<10}")
+    return 0
