@@ -1,6 +1,6 @@
 """The guides' console screenshots are exactly the files the console's browser test writes
 (``CONSOLE_SCREENSHOTS=1`` → docs/console/*.png): none missing, none stale. The browser test
-(tests/e2e/test_console_browser.py) checks the other half: it takes exactly these shots."""
+tests (tests/e2e/test_console*_browser.py) write them; each checks the shots it took are shown."""
 
 from __future__ import annotations
 
@@ -32,3 +32,16 @@ def test_each_guide_language_shows_the_same_screenshots() -> None:
         pattern = r"console/([\w-]+\.png)"
         assert set(re.findall(pattern, english.read_text(encoding="utf-8"))) == \
             set(re.findall(pattern, russian.read_text(encoding="utf-8"))), english.name
+
+
+def screenshots_written() -> set[str]:
+    """The names the console's browser tests give their screenshots (``shots / "name.png"``)."""
+    names: set[str] = set()
+    for test in (ROOT / "tests" / "e2e").glob("test_console*_browser.py"):
+        names.update(re.findall(r'shots / "([\w-]+\.png)"', test.read_text(encoding="utf-8")))
+    return names
+
+
+def test_the_console_tests_write_exactly_the_screenshots_the_guides_show() -> None:
+    written, shown = screenshots_written(), guide_screenshots()
+    assert written == shown, f"shown but no test writes: {sorted(shown - written)}; written but not shown: {sorted(written - shown)}"
