@@ -643,7 +643,11 @@ def load_config(path: Path | str) -> GatewayConfig:
         text = source.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         # A new user in the repository folder, `make run` going, typing `gateway check`: point at the demo's.
-        demo = " (`make run`'s is -c demo/gateway.yaml)" if (source.parent / "demo" / "gateway.yaml").is_file() else ""
+        # In the checkout `make run` writes demo/gateway.yaml from the packaged default, so the
+        # hint holds there even before the first `make run`.
+        in_checkout = (source.parent / "gateway" / "config" / "demo.yaml").is_file()
+        demo = (" (`make run`'s is -c demo/gateway.yaml)"
+                if in_checkout or (source.parent / "demo" / "gateway.yaml").is_file() else "")
         raise ConfigError(source, "", "file not found; create it (see deploy/gateway.example.yaml) or pass -c FILE"
                           + demo) from None
     except UnicodeDecodeError as e:
