@@ -1,7 +1,7 @@
 """User authentication on bases with ``user_auth: true``: throttle, then credentials, then session.
 
 The decisions are the core's (``gateway.auth.login``); this addon reads the request, drives a login
-attempt through ``gateway.auth.logins.Logins`` (store calls in threads, argon2 in its pool) and answers.
+attempt through ``gateway.auth.login_driver.Logins`` (store calls in threads, argon2 in its pool) and answers.
 Order inside a request, each step cheap before the next costly one:
 1. the client address over its failure limit → 429 with Retry-After; nothing else is read;
 2. a gateway session token (header or cookie) → the user, one store read;
@@ -27,13 +27,13 @@ from mitmproxy import connection, http
 
 from addons._context import listener_to_check
 from addons._guard import deny, fail_closed
-from gateway.auth.logins import Logins
+from gateway.auth.login_driver import Logins
 from gateway.auth.authenticate import Authenticator, reuse_or_open
 from gateway.config import BaseConfig, GatewayConfig
 from gateway.auth.credentials import BasicCredentials, CredentialError, is_basic, parse_authorization
 from gateway.auth.login import Admit, Refuse, decide_cached
 from addons.client_auth import DEVICE_KEY, device_allows
-from gateway.auth.sessions import COOKIE_NAME, HEADER_NAME, Sessions
+from gateway.auth.session_tokens import COOKIE_NAME, HEADER_NAME, Sessions
 from gateway.store import Principal, Store, StoreError, StoreUnavailable
 from gateway.store.guarded import PROBE_INTERVAL, RETRY_AFTER, GuardedStore
 from addons._background import BackgroundTask

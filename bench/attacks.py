@@ -44,42 +44,12 @@ import httpx  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.procs import RssSampler, tree_cpu_seconds, tree_rss  # noqa: E402
+from tests.clients import LegitClient, unverified_tls_context  # noqa: E402
 from tests.harness import base_entry, cli_ok, gateway_config, start_gateway, start_standin  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
     return tree_rss(pid) / 2**20
-
-
-class Legit(threading.Thread):
-    """A well-behaved client asking for a small answer every 0.2 s on fresh connections."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.latencies: list[float] = []
-        self.failures = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        # Its own address: the attackers come from 127.0.0.1 and may meet the per-address limit.
-        client = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
-        while not self.stop.is_set():
-            start = time.monotonic()
-            try:
-                r = client.get(self.url, headers={"Connection": "close"})
-                r.raise_for_status()
-                self.latencies.append(time.monotonic() - start)
-            except Exception:
-                self.failures += 1
-            self.stop.wait(0.2)
-
-    def summary(self) -> str:
-        if not self.latencies:
-            return f"legit: no answer ({self.failures} failed)"
-        ms = sorted(x * 1000 for x in self.latencies)
-        return (f"legit median {statistics.median(ms):.0f} ms, worst {ms[-1]:.0f} ms, "
-                f"{len(ms)} ok, {self.failures} failed")
 
 
 def still_open(socks: list[socket.socket]) -> int:
@@ -202,17 +172,9 @@ def rapid_reset(https_port: int, seconds: float) -> tuple[int, bool]:
 BODY_PASSWORD = "Obmen2024bench"
 
 
-def _tls_context(alpn: list[str]) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(alpn)
-    return ctx
-
-
 def h1_body_attack(port: int, connections: int = 200, length: int = 4_000_000) -> list[socket.socket]:
     """Each connection announces `length` bytes and sends all but the last KB, then stalls."""
-    ctx = _tls_context(["http/1.1"])
+    ctx = unverified_tls_context(["http/1.1"])
     head = (b"POST /api/v1/Products HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
             b"Content-Length: %d\r\n\r\n" % length)
     socks: list[socket.socket] = []
@@ -252,7 +214,7 @@ def h2_body_attack(port: int, connections: int = 2, streams: int = 100, size: in
 
     def one(i: int) -> None:
         try:
-            s = _tls_context(["h2"]).wrap_socket(socket.create_connection(
+            s = unverified_tls_context(["h2"]).wrap_socket(socket.create_connection(
                 ("127.0.0.1", port), timeout=30, source_address=(f"127.0.0.{60 + i}", 0)))
         except OSError:
             return
@@ -414,7 +376,7 @@ def main(selected: list[str]) -> None:
                 gw = start_gateway(tmp_path / name, gateway_config(tmp_path, standin, bases=[plain, tls]))
                 try:
                     pid = gw.process.pid
-                    legit = Legit(gw.url("plain", path="/echo"))
+                    legit = LegitClient(gw.url("plain", path="/echo"))
                     time.sleep(0.5)
                     before = rss_mib(pid)
                     legit.start()
@@ -424,8 +386,7 @@ def main(selected: list[str]) -> None:
                         cpu0 = tree_cpu_seconds(pid)
                         time.sleep(10)
                         peak = rss_mib(pid)
-                        legit.stop.set()
-                        legit.join()
+                        legit.stop()
                         print(f"reset: RSS {before:.0f} → {peak:.0f} MiB (+{peak - before:.0f}), {legit.summary()}, "
                               f"log {gw.log_path.stat().st_size / 1024:.0f} KiB, {sent} HEADERS+RST sent in 3 s, "
                               f"GOAWAY {'received' if goaway else 'never sent'}, "
@@ -445,8 +406,7 @@ def main(selected: list[str]) -> None:
                     time.sleep(max(0.0, LATE - (time.monotonic() - start)))
                     late_rss, late_open = rss_mib(pid), still_open(socks)
                     stop.set()
-                    legit.stop.set()
-                    legit.join()
+                    legit.stop()
                     for s in socks:
                         s.close()
                     print(f"{name}: RSS {before:.0f} → {early_rss:.0f} MiB at {EARLY:.0f} s → {late_rss:.0f} MiB at "

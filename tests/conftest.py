@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,6 +28,17 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
     server = start_standin(tmp_path_factory.mktemp("standin") / "standin.log")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The documentation site as `make docs` builds it (`mkdocs build --strict`), once a session."""
+    out = tmp_path_factory.mktemp("site")
+    mkdocs = Path(sys.executable).parent / "mkdocs"
+    done = subprocess.run([str(mkdocs), "build", "--strict", "--site-dir", str(out)],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
 
 
 @pytest.fixture

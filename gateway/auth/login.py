@@ -3,7 +3,7 @@
 A ``LoginAttempt`` is told facts — the address, the login name, the time, what the driver read
 from the store — and answers with the next action for the driver to carry out: ``Reserve`` a
 place in the failure windows, ``Wait`` for one, ``Verify`` the secret, then ``Admit`` or
-``Refuse``. The driver (``gateway/auth/logins.py`` for the proxy and the console) does the I/O: store
+``Refuse``. The driver (``gateway/auth/login_driver.py`` for the proxy and the console) does the I/O: store
 calls in threads, argon2 in its pool, sleeping, answering the client.
 
 The guarantee it builds: an attempt holds a place in every window it could fail in (its address,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway.commands import load
 from gateway.config import ConfigError
-from gateway.config.demo import DEMO_CONFIG
+from gateway.config.demo import DEMO_CONFIG, ensure_demo_config
 from gateway.ops.logsetup import configure_logging
 
 DEMO_USER = "demo"
@@ -31,7 +31,8 @@ DEMO_DOC_TYPES = ("Поступление", "Инвентаризация", "П�
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("demo", help="run the stand-in back end and the gateway on the demo configuration")
     parser.add_argument("--demo-config", type=Path, default=DEMO_CONFIG,
-                        help="demo configuration (default: demo/gateway.yaml in the repository)")
+                        help="demo configuration (default: demo/gateway.yaml in the current folder, written from the "
+                             "packaged default when missing)")
     parser.set_defaults(func=run_demo)
 
 
@@ -121,6 +122,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from gateway.run.runner import StartupError
 
     config_path: Path = args.demo_config
+    if config_path == DEMO_CONFIG and ensure_demo_config(config_path):
+        print(f"note: wrote {config_path} from the packaged demo configuration; edit it freely", file=sys.stderr)
     try:
         cfg = load(config_path)
     except ConfigError as e:

@@ -216,6 +216,7 @@ class AdminSettings:
     # Never read from the file: a worker's own listener, asked only by its supervisor.
     private: bool = False
     console_idle_timeout: int = 900  # seconds without a request before a console session ends
+    docs_dir: Path | None = None  # the built site served at /docs; None: site/ of the checkout
     # Where administrators use the console from, besides loopback: failed logins on the base
     # ports never lock the console for these addresses (the console counts its own failures).
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -532,7 +533,7 @@ def parse_config(data: Any, source: Path) -> GatewayConfig:
         store=_section(top, "store", _store),
         proxy=_section(top, "proxy", _proxy),
         log=_section(top, "log", lambda r: _log(r, base_dir)),
-        admin=_section(top, "admin", _admin),
+        admin=_section(top, "admin", lambda r: _admin(r, base_dir)),
         enrolment=_section(top, "enrolment", _enrolment),
         acme=_section(top, "acme", lambda r: _acme(r, base_dir)),
         workers=parse_workers(top),
@@ -661,10 +662,11 @@ def _auth(r: _Reader) -> AuthSettings:
     )
 
 
-def _admin(r: _Reader) -> AdminSettings:
+def _admin(r: _Reader, base_dir: Path) -> AdminSettings:
     return AdminSettings(enabled=r.get("enabled", bool, True), host=_host(r, "host", "127.0.0.1"),
                          listen=_port(r, "listen", 9400), console_idle_timeout=_console_idle(r),
-                         allow=_networks(r, "allow"), hosts=_host_names(r, "hosts"))
+                         allow=_networks(r, "allow"), hosts=_host_names(r, "hosts"),
+                         docs_dir=r.path_value("docs_dir", base_dir))
 
 
 def _networks(r: _Reader, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -742,7 +744,11 @@ def load_config(path: Path | str) -> GatewayConfig:
         text = source.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         # A new user in the repository folder, `make run` going, typing `gateway check`: point at the demo's.
-        demo = " (`make run`'s is -c demo/gateway.yaml)" if (source.parent / "demo" / "gateway.yaml").is_file() else ""
+        # In the checkout `make run` writes demo/gateway.yaml from the packaged default, so the
+        # hint holds there even before the first `make run`.
+        in_checkout = (source.parent / "gateway" / "config" / "demo.yaml").is_file()
+        demo = (" (`make run`'s is -c demo/gateway.yaml)"
+                if in_checkout or (source.parent / "demo" / "gateway.yaml").is_file() else "")
         raise ConfigError(source, "", "file not found; create it (see deploy/gateway.example.yaml) or pass -c FILE"
                           + demo) from None
     except UnicodeDecodeError as e:

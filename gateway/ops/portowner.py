@@ -52,8 +52,7 @@ class PortOwner:
             return None
         args = [Path(a).name for a in argv]
         if "demo" in args:
-            in_cwd = Path(self.cwd) / "demo" / "gateway.yaml"
-            return in_cwd if in_cwd.is_file() else DEMO_CONFIG
+            return Path(self.cwd) / DEMO_CONFIG
         return Path(self.cwd) / DEFAULT_CONFIG_NAME
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.web.sidelistener import Address, SideListener, SideRequest
+from gateway.web import docs
 from gateway.web.console import MAX_BODY, SECURITY_HEADERS, Console, is_console_path
 from gateway.autocert.manager import problems as acme_problems
 from gateway.certs.sources import default_source, ensure_default_certificate
@@ -102,10 +103,10 @@ class AdminApp:
                 logger.info("worker's private admin listener on http://%s:%d/ (asked by the supervisor only; "
                             "the machine's admin listener is the supervisor's)", wanted.host, self.port or wanted.port)
             elif context is None:
-                logger.info("admin listener on http://%s:%d/ (/metrics, /healthz, /readyz, /console)", wanted.host,
+                logger.info("admin listener on http://%s:%d/ (/metrics, /healthz, /readyz, /console, /docs)", wanted.host,
                             self.port or wanted.port)
             else:
-                logger.warning("admin listener on https://%s:%d/ (/metrics, /healthz, /readyz, /console): %s is "
+                logger.warning("admin listener on https://%s:%d/ (/metrics, /healthz, /readyz, /console, /docs): %s is "
                                "not a loopback address, so it is served over TLS only, with the gateway's own "
                                "certificate", wanted.host, self.port or wanted.port, wanted.host)
         if cfg.admin.enabled and _worker_secret is None:
@@ -180,6 +181,8 @@ class AdminApp:
             return encode(misdirected, head_only=request.method == "HEAD")
         if is_console_path(request.path):
             answer = await self.console(request)
+        elif docs.is_docs_path(request.path):
+            answer = await self.docs(request)
         else:
             answer = await self.answer(request.method, request.path)
         return encode(answer, head_only=request.method == "HEAD")
@@ -214,10 +217,16 @@ class AdminApp:
                                           request.body, request.tls)
         return Answer(page.status, page.content_type, page.data, SECURITY_HEADERS + page.headers)
 
+    async def docs(self, request: SideRequest) -> Answer:
+        site = self._config.admin.docs_dir if self._config else None
+        # Reading a file: off the event loop, as /metrics renders.
+        page = await asyncio.get_running_loop().run_in_executor(None, docs.answer, site, request.method, request.path)
+        return Answer(page.status, page.content_type, page.body, page.headers)
+
     async def answer(self, method: str, path: str) -> Answer:
         if path not in ("/metrics", "/healthz", "/readyz"):
             return Answer(404, PLAIN, b"404 Not Found: this listener serves /metrics, /healthz, /readyz "
-                                      b"and /console only\n")
+                                      b"/console and /docs only\n")
         if method not in ("GET", "HEAD"):
             return Answer(405, PLAIN, b"405 Method Not Allowed: use GET\n")
         if path == "/healthz":

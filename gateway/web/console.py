@@ -1,7 +1,7 @@
 """The admin console under ``/console`` on the admin listener (not a mitmproxy addon: ``Admin``
 owns it and routes to it).
 
-Log in through a form as a user whose group has the ``admin`` role (gateway/console/login.py:
+Log in through a form as a user whose group has the ``admin`` role (gateway/console/admin_login.py:
 the same failed-login limits as the bases); a session cookie (HttpOnly, SameSite=Strict, Secure
 over TLS) with an idle timeout follows. Pages are GET; every change is a POST carrying the
 session's CSRF token, from a page of this origin (Origin / Referer / Sec-Fetch-Site checked),
@@ -44,15 +44,15 @@ from gateway.console.i18n import choose_language, translator
 from gateway.utils.messages import localize, localize_lines
 from gateway.utils.net import is_loopback
 from gateway.ops.journal import EventFilter, filter_page, read_journal
-from gateway.auth.logins import Logins
-from gateway.console.login import ADMIN_ROLE, console_login
+from gateway.auth.login_driver import Logins
+from gateway.console.admin_login import ADMIN_ROLE, console_login
 from gateway.console.pages import (
     PAGES, STYLE, BaseView, BanView, CertificateFacts, CertificatesView, CertificateView, CheckView,
     ConfirmView, DeviceView, EnrolmentView, IssuedView, Flash, GroupView, TwoFactorView, IpListsView, ListEditView,
     ListFileView, ListLine, UserView, render_error,
     render_page,
 )
-from gateway.console.sessions import COOKIE, ConsoleSession, ConsoleSessions, csrf_ok
+from gateway.console.admin_sessions import COOKIE, ConsoleSession, ConsoleSessions, csrf_ok
 from gateway.ops.check import check
 from gateway.ops.logsetup import CONSOLE_EVENTS
 from gateway.ops.health import public_host, tcp_problem

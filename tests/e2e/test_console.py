@@ -24,7 +24,7 @@ from gateway.ops.journal import EventFilter, JournalHandler, filter_page, read_j
 from gateway.console.pages import (
     BaseView, CertificateFacts, CheckView, GroupView, UserView, render_error, render_page,
 )
-from gateway.console.sessions import ConsoleSessions
+from gateway.console.admin_sessions import ConsoleSessions
 from gateway.iplist.edit import check_text, read_list_file, save_list_file
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config
 

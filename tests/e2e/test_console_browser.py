@@ -26,6 +26,7 @@ from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port
 from tests.e2e.test_console import _refused_within
 from tests.e2e.test_enrolment_browser import chromium_path
 from tests.e2e.test_tls import LOOPBACK, make_pair
+from tests.unit.docs.test_screenshots import guide_screenshots
 
 PASSWORD = "Brauzer-Adm1n-Пароль"
 USER_PASSWORD = "Kladovshik-2024"
@@ -66,6 +67,7 @@ def test_admin_manages_the_gateway_from_the_browser(standin: Standin,
     browser_path = chromium_path()
     shots = DOCS if os.environ.get("CONSOLE_SCREENSHOTS") else tmp_path / "shots"
     shots.mkdir(parents=True, exist_ok=True)
+    shots_started = time.time() - 1
     admin_port = free_port()
     old_cert, old_key, old_sha = make_pair(tmp_path / "old-cert", "localhost")
     base = base_entry(standin, "b1", "Склад Центральный", user_auth=True,
@@ -174,6 +176,9 @@ def test_admin_manages_the_gateway_from_the_browser(standin: Standin,
             assert "События безопасности" in page.inner_text("h1")
             page.click("header >> text=Подключение")
             page.screenshot(path=str(shots / "enrolment.png"), full_page=True)
+            # Every shot this run took is one the guides show (docs/console/ with CONSOLE_SCREENSHOTS=1).
+            taken = {p.name for p in shots.glob("*.png") if p.stat().st_mtime >= shots_started}
+            assert len(taken) >= 8 and taken <= guide_screenshots(), (sorted(taken), sorted(guide_screenshots()))
 
             # a POST without the form's CSRF token, with the session cookie: refused, nothing made
             forged = context.request.post(f"{console}/console/groups/add",

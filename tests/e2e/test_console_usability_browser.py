@@ -21,6 +21,7 @@ from gateway.config import load_config
 from gateway.utils import messages
 from tests.e2e.test_console_browser import BROWSER_ARGS, DOCS, _pfx, PFX_PASSWORD
 from tests.e2e.test_enrolment_browser import chromium_path
+from tests.unit.docs.test_screenshots import guide_screenshots
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config, run_gateway_command
 
 PASSWORD = "Telefon-Adm1n-Пароль"
@@ -74,6 +75,7 @@ def test_console_on_a_phone_in_russian_with_two_step_login(standin: Standin,
 
     shots = DOCS if os.environ.get("CONSOLE_SCREENSHOTS") else tmp_path / "shots"
     shots.mkdir(parents=True, exist_ok=True)
+    shots_started = time.time() - 1
     admin_port = free_port()
     base = base_entry(standin, "b1", "Склад Центральный с очень длинным названием для телефона", user_auth=True)
     gw = gateway_factory(gateway_config(tmp_path, standin, bases=[base],
@@ -229,6 +231,9 @@ def test_console_on_a_phone_in_russian_with_two_step_login(standin: Standin,
             page.screenshot(path=str(shots / "users-phone.png"), full_page=True)
         finally:
             browser.close()
+    # Every shot this run took is one the guides show (docs/console/ with CONSOLE_SCREENSHOTS=1).
+    taken = {p.name for p in shots.glob("*.png") if p.stat().st_mtime >= shots_started}
+    assert taken and taken <= guide_screenshots(), sorted(taken - guide_screenshots())
 
     # a lost phone: the CLI forgets the second factor; the password alone logs in again (loopback)
     assert "reset" in cli_ok(gw.directory, "user", "reset-2fa", "admin")

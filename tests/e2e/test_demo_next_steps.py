@@ -17,7 +17,7 @@ import yaml
 from tests.harness import _env, _terminate, free_port
 from tests.e2e.test_console import ConsoleClient
 
-DEMO = Path(__file__).resolve().parents[2] / "demo" / "gateway.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "gateway" / "config" / "demo.yaml"
 
 
 def test_demo_banner_gives_working_next_steps_and_a_console_login(tmp_path: Path) -> None:

@@ -6,8 +6,6 @@ second part.)"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,14 +15,9 @@ from tests.e2e.test_enrolment_browser import chromium_path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("site")
-    mkdocs = Path(sys.executable).parent / "mkdocs"
-    done = subprocess.run([str(mkdocs), "build", "--strict", "--site-dir", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out
+@pytest.fixture
+def site(built_site: Path) -> Path:
+    return built_site
 
 
 def test_every_guide_and_reference_page_exists_in_russian_and_english() -> None:

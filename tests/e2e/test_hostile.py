@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import statistics
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +22,8 @@ import pytest
 import yaml
 
 from gateway.ops.portowner import proc_tcp_rows
+from tests.clients import LegitClient
+from tests.clients import unverified_tls_context as tls_context
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config, start_gateway
 
 SHORT = 2.0
@@ -35,15 +35,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
-
-
-def tls_context(alpn: list[str] | None = None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if alpn:
-        context.set_alpn_protocols(alpn)
-    return context
 
 
 def exchange(port: int, data: bytes, wait: float = 3.0, source: str = "127.0.0.1") -> bytes:
@@ -78,38 +69,6 @@ def echo_of(answer: bytes) -> dict[str, Any]:
 
 def backend_saw(standin: Standin, marker: str) -> bool:
     return marker in standin.log_path.read_text(encoding="utf-8", errors="replace")
-
-
-class Legit(threading.Thread):
-    """A well-behaved client on its own address, one small request every 0.2 s."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.latencies: list[float] = []
-        self.failures = 0
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10) as client:
-            while not self.halt.is_set():
-                start = time.monotonic()
-                try:
-                    client.get(self.url, headers={"Connection": "close"}).raise_for_status()
-                    self.latencies.append(time.monotonic() - start)
-                except httpx.HTTPError:
-                    self.failures += 1
-                self.halt.wait(0.2)
-
-    def finish(self, min_samples: int = 3) -> float:
-        deadline = time.monotonic() + 10
-        while len(self.latencies) + self.failures < min_samples and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.halt.set()
-        self.join(15)
-        assert self.latencies, "the legitimate client got no answer at all"
-        assert self.failures == 0, f"{self.failures} legitimate requests failed"
-        return statistics.median(self.latencies)
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +116,7 @@ def default(standin: Standin, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def test_endless_headers_are_cut_at_the_limit_and_memory_stays_flat(default: RunningGateway) -> None:
     pid = default.process.pid
     before = rss_mib(pid)
-    legit = Legit(default.url("plain", path="/echo"))
+    legit = LegitClient(default.url("plain", path="/echo"))
     legit.start()
     socks = []
     for _ in range(10):
@@ -413,7 +372,7 @@ def test_non_reading_clients_hold_little_memory(default: RunningGateway) -> None
         sock.sendall(b"GET /bytes?n=2000000 HTTP/1.1\r\nHost: x\r\n\r\n")
         socks.append(sock)
     time.sleep(1.5)  # the answers have started and stalled: what is held now stays held
-    legit = Legit(default.url("plain", path="/echo"))
+    legit = LegitClient(default.url("plain", path="/echo"))
     legit.start()
     time.sleep(2.5)
     grown = rss_mib(pid) - before
@@ -494,7 +453,7 @@ def test_rapid_reset_gets_goaway_and_no_504_storm(default: RunningGateway, base:
     import h2.errors
 
     default.mark_log()
-    legit = Legit(default.url("plain", path="/echo"))
+    legit = LegitClient(default.url("plain", path="/echo"))
     legit.start()
     code, max_streams = rapid_reset(default.port(base), 1000)
     assert code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM

@@ -137,7 +137,7 @@ def test_the_console_s_login_path_counts_against_the_same_windows(tmp_path: Path
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from gateway.auth.logins import Logins
+    from gateway.auth.login_driver import Logins
     from gateway.accounts import Accounts
     from gateway.store import keys
     from gateway.auth.authenticate import Authenticator

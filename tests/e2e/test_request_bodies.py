@@ -34,6 +34,7 @@ import yaml
 
 from addons._engine_patches import h2_stream_window
 from gateway.traffic.limits import LimitSettings
+from tests.clients import unverified_tls_context as tls
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config, start_gateway
 
 PASSWORD = "Obmen2024x"
@@ -153,14 +154,6 @@ def metric(gw: RunningGateway, name: str) -> float:
     text = httpx.get(f"http://127.0.0.1:{admin['listen']}/metrics", timeout=10).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name + " ") or line.startswith(name + "{"))
-
-
-def tls(alpn: list[str]) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(alpn)
-    return context
 
 
 def tls_socket(port: int, alpn: list[str], source: str = "127.0.0.1") -> ssl.SSLSocket:

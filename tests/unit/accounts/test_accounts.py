@@ -10,7 +10,7 @@ from gateway.store import keys
 from gateway.auth.authenticate import Authenticator
 from gateway.accounts.rules import password_weaknesses
 from gateway.accounts.transfer import export_accounts, import_accounts
-from gateway.auth.sessions import Sessions
+from gateway.auth.session_tokens import Sessions
 from gateway.store import SqliteStore
 
 PASSWORD, OTHER, BARCODE = "Secret123", "Другой456Пароль", "4600000000017"

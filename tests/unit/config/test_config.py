@@ -130,7 +130,7 @@ def test_bad_stream_threshold_is_explained(tmp_path: Path) -> None:
         load_config(write(tmp_path, GOOD + "proxy: {stream_threshold: lots}\n"))
 
 
-@pytest.mark.parametrize("name", ["deploy/gateway.example.yaml", "demo/gateway.yaml"])
+@pytest.mark.parametrize("name", ["deploy/gateway.example.yaml", "gateway/config/demo.yaml"])
 def test_shipped_configurations_load(name: str) -> None:
     cfg = load_config(Path(__file__).resolve().parents[3] / name)
     assert cfg.bases
@@ -168,3 +168,15 @@ def test_the_example_configuration_names_every_key_the_parser_reads(monkeypatch:
     missing = sorted(key for key in asked if not re.search(rf"(^|[\s{{,#]){re.escape(key.rsplit('.', 1)[-1])}:", text,
                                                            re.MULTILINE))
     assert len(asked) > 80 and not missing, missing
+
+
+def test_gateway_demo_writes_its_configuration_from_the_package_when_missing(tmp_path: Path) -> None:
+    from gateway.config.demo import DEMO_DEFAULT_TEXT, ensure_demo_config
+
+    target = tmp_path / "demo" / "gateway.yaml"
+    assert ensure_demo_config(target)
+    assert target.read_text(encoding="utf-8") == DEMO_DEFAULT_TEXT
+    assert load_config(target).bases
+    target.write_text(DEMO_DEFAULT_TEXT + "# edited\n", encoding="utf-8")
+    assert not ensure_demo_config(target)  # an operator's copy is never overwritten
+    assert target.read_text(encoding="utf-8").endswith("# edited\n")

@@ -1,6 +1,6 @@
 """The console's login: the same login path as the bases, read as the console needs it.
 
-A console login is driven through ``gateway.auth.logins.Logins`` — the proxy's own path — so it takes
+A console login is driven through ``gateway.auth.login_driver.Logins`` — the proxy's own path — so it takes
 its place in the address's and the account's failure windows before it is checked, waits when
 the places are held by logins still being checked, and counts a failure exactly as a login on a
 base does: guessing an admin password on the console is no cheaper than on a base, whatever the
@@ -44,7 +44,7 @@ class LoginResult:
 
 async def console_login(logins: Any, address: str, login: str, password: str, code: str = "",
                         second_factor_required: bool = False, allowed_address: bool = False) -> LoginResult:
-    """One admin login from ``address``: ``logins`` is an ``gateway.auth.logins.Logins``.
+    """One admin login from ``address``: ``logins`` is an ``gateway.auth.login_driver.Logins``.
 
     ``allowed_address``: loopback or ``admin.allow``. Such a login counts in the console's own
     failure windows, so guesses at ``admin`` on a base port (anyone can send those) never lock
