@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import capacity  # noqa: E402
 import load  # noqa: E402
 import scenarios  # noqa: E402
 import servers  # noqa: E402
@@ -122,9 +123,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also: new and resumed TLS connections per second, gateway and nginx")
     parser.add_argument("--all", action="store_true", help="every scenario (--iplists --auth --workers --engine "
                                                            "--handshakes)")
+    parser.add_argument("--capacity", action="store_true",
+                        help="the capacity table (implies --handshakes): terminals per core, idle "
+                             "connections per GiB, handshakes per second per core, gateway and nginx, "
+                             "and the idle-memory curve (bench/idle.py, 0-10,000 connections)")
+    parser.add_argument("--idle-max", type=int, default=10000, help="idle connections for --capacity")
+    parser.add_argument("--png", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "assets"
+                        / "idle-memory.png", help="where --capacity draws the idle-memory curve")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 1 round of 1 s, 4 connections, short warm-up")
     args = parser.parse_args(argv)
+    if args.capacity:
+        args.handshakes = True
     if args.all:
         args.iplists = args.auth = args.workers = args.engine = args.handshakes = True
     if args.quick:
@@ -384,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     if kind == "python":
         print("note: with the Python load generator the fastest rows (back end, nginx) are limited by the "
               "generator, not the server; install wrk for those")
+    if args.capacity:
+        for line in capacity.report(found, args.idle_max, args.png, with_nginx):
+            print(line, flush=True)
     print(f"measured for {elapsed:.0f} s; load average now "
           + (" ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"))
     return 0

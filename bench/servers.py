@@ -159,9 +159,11 @@ daemon off;
 master_process on;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {worker_connections}; }}
 http {{
     access_log off;
+    keepalive_timeout {keepalive_timeout};
     client_body_temp_path {dir}/client_body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -190,7 +192,8 @@ http {{
 """
 
 
-def start_nginx(workdir: Path, backend: str, cert: Path, key: Path, cpus: set[int] | None) -> Server:
+def start_nginx(workdir: Path, backend: str, cert: Path, key: Path, cpus: set[int] | None, *,
+                worker_connections: int = 1024, keepalive_timeout: float = 75) -> Server:
     directory = workdir / "nginx"
     directory.mkdir(parents=True, exist_ok=True)
     host_port = backend.split("://", 1)[1]
@@ -198,7 +201,9 @@ def start_nginx(workdir: Path, backend: str, cert: Path, key: Path, cpus: set[in
     port = free_port()
     conf = directory / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=directory, backend_host=backend_host, backend_port=backend_port,
-                                      host=HOST, port=port, cert=cert, key=key), encoding="utf-8")
+                                      host=HOST, port=port, cert=cert, key=key,
+                                      worker_connections=worker_connections, nofile=2 * worker_connections + 64,
+                                      keepalive_timeout=f"{keepalive_timeout:g}s"), encoding="utf-8")
     log_path = directory / "stdout.log"
     process = spawn([str(NGINX), "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")],
                     cpus=cpus, log_path=log_path, cwd=directory)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from gateway.commands import load
 from gateway.config import DEFAULT_CONFIG_NAME
+from gateway.utils import messages
 
 COMMAND_MODULES = ("run", "demo", "check", "standin", "cert", "iplist", "group", "user", "bans", "status", "reload", "device")
 # Commands that open the users' store: they refuse to create a fresh one where one existed.
@@ -19,7 +22,8 @@ STATE_COMMANDS = frozenset({"run", "group", "user", "bans", "device"})
 SERVING_COMMANDS = frozenset({"run", "demo", "standin"})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(lang: str = "en") -> argparse.ArgumentParser:
+    _argparse_in(lang)
     parser = argparse.ArgumentParser(
         prog="gateway",
         description="TLS security gateway for legacy plain-HTTP servers.",
@@ -40,7 +44,70 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(subparsers)
     _accept_config_anywhere(parser)
+    if lang != "en":
+        _translate_help(parser, messages.translator(lang))
     return parser
+
+
+def _argparse_in(lang: str) -> None:
+    """argparse's own words ("usage:", "options", "show this help message and exit", its error
+    lines) from our catalogue: argparse looks ``_``/``ngettext`` up in its module at call time."""
+    translate = messages.translator(lang)
+    argparse._ = translate  # type: ignore[attr-defined]
+    argparse.ngettext = lambda one, many, n: translate(one if n == 1 else many)  # type: ignore[attr-defined]
+
+
+def _translate_help(parser: argparse.ArgumentParser, translate: Callable[[str], str]) -> None:
+    """Every command's description and every option's help through the catalogue (exact English
+    text as msgid), so the commands' modules keep plain English strings."""
+    if parser.description:
+        parser.description = translate(parser.description)
+    for action in parser._actions:
+        if action.help and action.help is not argparse.SUPPRESS:
+            action.help = translate(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                if choice.help:
+                    choice.help = translate(choice.help)
+            for sub in dict.fromkeys(action.choices.values()):
+                _translate_help(sub, translate)
+
+
+class _LocalizedLines:
+    """stdout/stderr of a one-shot command in the system's language: each whole line the
+    catalogue knows (``error: …``, ``warning: …`` and the commands' own result lines) is
+    written translated; any other line passes unchanged."""
+
+    PREFIXES = ("error: ", "warning: ")
+
+    def __init__(self, stream: Any, lang: str) -> None:
+        self._stream = stream
+        self._lang = lang
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._stream.write(self._line(line) + "\n")
+        return len(text)
+
+    def _line(self, line: str) -> str:
+        for prefix in self.PREFIXES:
+            if line.startswith(prefix):
+                return messages.localize(self._lang, prefix.rstrip()) + " " + \
+                    messages.localize(self._lang, line[len(prefix):])
+        indent = line[:len(line) - len(line.lstrip())]
+        return indent + messages.localize(self._lang, line.strip()) if line.strip() else line
+
+    def flush(self) -> None:
+        if self._pending:
+            self._stream.write(self._line(self._pending))
+            self._pending = ""
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _accept_config_anywhere(parser: argparse.ArgumentParser) -> None:
@@ -130,8 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    parser = build_parser()
+    lang = messages.system_language()
+    parser = build_parser(lang)
     args = parser.parse_args(argv)
+    if lang != "en" and getattr(args, "command", None) not in SERVING_COMMANDS:
+        sys.stdout = _LocalizedLines(sys.stdout, lang)  # type: ignore[assignment]
+        sys.stderr = _LocalizedLines(sys.stderr, lang)  # type: ignore[assignment]
+        atexit.register(sys.stdout.flush)
+        atexit.register(sys.stderr.flush)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

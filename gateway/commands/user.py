@@ -7,17 +7,21 @@ Passwords and barcodes are never taken from the command line: a prompt asks twic
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from gateway.commands._accounts import SecretReader, open_state, user_errors
 from gateway.utils.private_files import write_private_text
 from gateway.accounts.transfer import export_accounts, import_accounts
+from gateway.auth import secondfactor
 from gateway.store import User
+
+logger = logging.getLogger("gateway.accounts")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("user", help="users: add, list, show, remove, passwd, set-barcode")
+    parser = subparsers.add_parser("user", help="users: add, list, show, remove, passwd, set-barcode, reset-2fa")
     commands = parser.add_subparsers(dest="user_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -39,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     remove = commands.add_parser("remove", help="remove a user; its sessions end at once")
     remove.add_argument("user", help="id or name")
     remove.set_defaults(func=remove_user)
+
+    reset = commands.add_parser("reset-2fa", help="forget a console admin's two-step login (a lost phone); "
+                                                  "the next console login enrols a new one")
+    reset.add_argument("user", help="id or name")
+    reset.set_defaults(func=reset_second_factor)
 
     move = commands.add_parser("move", help="move a user to another group")
     move.add_argument("user", help="id or name")
@@ -132,8 +141,23 @@ def show_user(args: argparse.Namespace) -> int:
 
 @user_errors
 def remove_user(args: argparse.Namespace) -> int:
-    user = open_state(args.config).accounts.remove_user(args.user)
+    state = open_state(args.config)
+    user = state.accounts.remove_user(args.user)
+    secondfactor.remove(state.accounts.store, user.id)  # a later user given the same id starts without one
     print(f"user {user.name!r} removed")
+    return 0
+
+
+@user_errors
+def reset_second_factor(args: argparse.Namespace) -> int:
+    state = open_state(args.config)
+    user = state.accounts.user(args.user)
+    if not secondfactor.remove(state.accounts.store, user.id):
+        print(f"user {user.name!r} has no two-step login; nothing to reset")
+        return 0
+    logger.warning("two-step login of user %r (id %s) reset from the command line", user.name, user.id,
+                   extra={"event": "second-factor-reset", "user": user.name})
+    print(f"two-step login of {user.name!r} reset; the next console login enrols a new one")
     return 0
 
 

@@ -29,6 +29,9 @@ DEFAULT_STREAM_THRESHOLD = 4 * 1024 * 1024
 # nginx's proxy_read_timeout is 60 s; the legacy server's slow exports fit inside it.
 DEFAULT_BACKEND_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# An idle client's back-end connection is closed after this (nginx's upstream keepalive_timeout):
+# a terminal left idle all shift then holds one descriptor, not two; its next request reconnects.
+DEFAULT_KEEPALIVE_TIMEOUT = 15.0
 TLS_VERSIONS = ("1.2", "1.3")
 
 
@@ -192,6 +195,7 @@ class ProxySettings:
     stream_threshold: int = DEFAULT_STREAM_THRESHOLD
     backend_timeout: float = DEFAULT_BACKEND_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -503,6 +507,7 @@ def _proxy(r: _Reader) -> ProxySettings:
         stream_threshold=threshold,
         backend_timeout=_positive(r, "backend_timeout", float, DEFAULT_BACKEND_TIMEOUT),
         connect_timeout=_positive(r, "connect_timeout", float, DEFAULT_CONNECT_TIMEOUT),
+        keepalive_timeout=_positive(r, "keepalive_timeout", float, DEFAULT_KEEPALIVE_TIMEOUT),
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from gateway.accounts.rules import AccountError
+from gateway.auth import secondfactor
 from gateway.accounts.service import Accounts
 from gateway.certs.device_service import enrol, renew, revoke
 from gateway.certs.devices import DEFAULT_DEVICE_DAYS
@@ -25,6 +26,7 @@ from gateway.certs.enrolment import link_url
 from gateway.certs.importer import import_certificate
 from gateway.certs.load import CertError
 from gateway.config import GatewayConfig
+from gateway.config.edit import EditError, install_tls
 from gateway.iplist.edit import check_text, read_list_file, save_list_file
 from gateway.iplist.files import ListUnreadable
 from gateway.store import StoreError
@@ -66,6 +68,7 @@ class Done:
     issued: object | None = None
     # A one-time enrolment link just made: (NewLink, its URL), shown once like ``issued``.
     link: object | None = None
+    block: str = ""  # text to show as is, in lines (YAML to paste), below the message
 
 
 @dataclass
@@ -190,6 +193,7 @@ def user_move(ctx: Context, form: Form) -> Done:
 
 def user_remove(ctx: Context, form: Form) -> Done:
     user = ctx.accounts.remove_user(form.required("user", "the user"))
+    secondfactor.remove(ctx.accounts.store, user.id)  # a later user given the same id starts without one
     return Done(f"user {user.name!r} removed", f"removed user {user.name!r} (id {user.id})")
 
 
@@ -298,14 +302,30 @@ def certificate_upload(ctx: Context, form: Form) -> Done:
              f"into {result.cert_file}"]
     lines += [f"warning: does not cover {host}; devices connecting to {host} will refuse it"
               for host in result.not_covered]
-    if result.config_lines:
-        lines.append("add to the configuration so the gateway serves it: " + " | ".join(result.config_lines))
+    block = ""
+    configured = ""
+    if result.config_lines and form.get("install") == "on":
+        # What `gateway cert import --install` does: the comment-keeping editor, checked by the
+        # parser before it replaces the file; the running gateway reloads the file by itself.
+        try:
+            install_tls(ctx.cfg.source, result.cert_file, result.key_file, base_id)
+        except (EditError, OSError) as e:
+            lines.append(f"could not edit {ctx.cfg.source} ({e}); add these lines yourself:")
+            block = "\n".join(result.config_lines)
+        else:
+            lines.append(f"wrote the tls: lines into {ctx.cfg.source} (comments kept); the gateway reloads it "
+                         "within seconds")
+            configured = f"; wrote tls: lines into {ctx.cfg.source}"
+    elif result.config_lines:
+        lines.append("add to the configuration so the gateway serves it (or upload again with "
+                     "\"Install into the configuration\"):")
+        block = "\n".join(result.config_lines)
     else:
         lines.append("a running gateway picks it up within seconds; open connections continue")
     return Done("\n".join(lines),
                 f"installed certificate {leaf.subject.rfc4514_string()} (valid until "
-                f"{leaf.not_valid_after_utc:%Y-%m-%d}) as {target} in {result.cert_file}",
-                base=_base_name(ctx.cfg, base_id))
+                f"{leaf.not_valid_after_utc:%Y-%m-%d}) as {target} in {result.cert_file}{configured}",
+                base=_base_name(ctx.cfg, base_id), block=block)
 
 
 # --- devices -----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from markupsafe import Markup
 
 from gateway.console import bases as base_form
 from gateway.console.i18n import translator
+from gateway.utils.messages import localize, localize_lines
 from gateway.store.base import ROLES
 
 # (path, nav label); the order is the nav bar's.
@@ -31,20 +32,21 @@ PAGES = (
     ("/console/events", "Events"),
     ("/console/enrolment", "Enrolment"),
     ("/console/devices", "Devices"),
+    ("/console/2fa", "Two-step login"),
 )
 TITLES = {
     "/console": "Dashboard", "/console/bases": "Bases", "/console/bases/edit": "Base settings",
     "/console/bases/remove": "Remove a base", "/console/users": "Users and groups", "/console/iplists": "IP lists and bans",
     "/console/iplists/edit": "IP lists", "/console/certificates": "Certificates",
     "/console/events": "Security events", "/console/enrolment": "Device enrolment", "/console/login": "Console login",
-    "/console/devices": "Devices (client certificates)",
+    "/console/devices": "Devices (client certificates)", "/console/2fa": "Two-step login", "/console/confirm": "Please confirm",
 }
 TEMPLATE_OF = {
     "/console": "dashboard.html", "/console/bases": "bases.html", "/console/bases/edit": "base_edit.html",
     "/console/bases/remove": "base_remove.html", "/console/users": "users.html", "/console/iplists": "iplists.html",
     "/console/iplists/edit": "iplist_edit.html", "/console/certificates": "certificates.html",
     "/console/events": "events.html", "/console/enrolment": "enrolment.html", "/console/login": "login.html",
-    "/console/devices": "devices.html",
+    "/console/devices": "devices.html", "/console/2fa": "twofactor.html", "/console/confirm": "confirm.html",
 }
 
 CERT_CHOICES = (("default", "Local CA (the gateway's default certificate)"), ("files", "Certificate files (imported)"),
@@ -214,7 +216,27 @@ class EnrolmentView:
 class Flash:
     ok: bool
     text: str
+    block: str = ""  # lines to show as they are (YAML to paste), below the text
 
+
+@dataclass(frozen=True)
+class TwoFactorView:
+    enrolled: bool
+    required: bool  # the admin listener is reachable off loopback: every admin needs one
+    recovery_left: int = 0
+    secret: str = ""  # while enrolling: the new secret, for typing in by hand
+    qr_svg: str = ""  # while enrolling: the otpauth:// URI as a QR code, inserted unescaped
+    recovery_codes: tuple[str, ...] = ()  # shown once, right after enrolment
+
+
+@dataclass(frozen=True)
+class ConfirmView:
+    """A removal waiting for a second click: the question, and the form to send again with confirm=yes."""
+
+    question: str
+    action: str
+    fields: tuple[tuple[str, str], ...]
+    back: str
 
 # The pages are files (console/templates/*.html), found through the package, so an installed gateway has them.
 _env = Environment(
@@ -225,10 +247,11 @@ _env = Environment(
 
 
 def render_page(path: str, *, lang: str = "en", who: str = "", csrf: str = "", flash: Flash | None = None,
-                keep: str = "", **facts: Any) -> str:
+                keep: str = "", kept: dict[str, str] | None = None, **facts: Any) -> str:
     """The page at ``path`` (see TEMPLATE_OF) with its facts, in ``lang``, for the admin ``who``.
 
-    ``keep``: the page's query (``list=...&``) that the language switch keeps."""
+    ``keep``: the page's query (``list=...&``) that the language switch keeps; ``kept``: what the
+    admin typed into a form that came back refused (never a password), by field name."""
     extra: dict[str, Any] = {}
     if path == "/console/enrolment":
         extra["qr"] = Markup(facts["enrolment"].qr_svg)
@@ -236,11 +259,15 @@ def render_page(path: str, *, lang: str = "en", who: str = "", csrf: str = "", f
         extra["roles"] = ROLES
     if path == "/console/bases/edit":
         extra.update(fields=base_form.FIELDS, flags=base_form.FLAGS, cert_choices=CERT_CHOICES)
+    if path == "/console/2fa":
+        extra["qr"] = Markup(facts["twofactor"].qr_svg)
     return _env.get_template(TEMPLATE_OF[path]).render(
-        pages=PAGES, here=path, title=TITLES[path], lang=lang, _=translator(lang), who=who, csrf=csrf,
-        flash=flash, keep=keep, **facts, **extra)
+        pages=PAGES, here=path, title=TITLES[path], lang=lang, _=translator(lang),
+        _m=lambda text: localize(lang, text), _ml=lambda text: localize_lines(lang, text), who=who, csrf=csrf,
+        flash=flash, keep=keep, kept=kept or {}, **facts, **extra)
 
 
 def render_error(title: str, text: str, *, lang: str = "en", who: str = "", csrf: str = "") -> str:
     return _env.get_template("error.html").render(pages=PAGES, here="", title=title, text=text, lang=lang,
-                                                  _=translator(lang), who=who, csrf=csrf, flash=None, keep="")
+                                                  _=translator(lang), who=who, csrf=csrf, flash=None, keep="",
+                                                  kept={})

@@ -12,7 +12,7 @@ import hmac
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 COOKIE = "gw_console"
@@ -29,6 +29,10 @@ class ConsoleSession:
     csrf: str
     last_seen: float
     flash: object = None  # the outcome of the last change, shown once on the next page
+    kept: dict[str, str] = field(default_factory=dict)  # a refused form's typed values (never secrets), shown once
+    last_group: str = ""  # the group of the last user added, offered again by "Add a user"
+    must_enrol: bool = False  # logged in by password where two-step login is required, none enrolled yet
+    pending_secret: str = ""  # a TOTP secret shown as a QR code, not yet confirmed by a first code
 
 
 def _digest(token: str) -> str:

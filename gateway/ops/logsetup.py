@@ -73,7 +73,7 @@ SECURITY_EVENTS = frozenset({
     "ban-lifted", "spray-detected", "proxy-protocol-refused", "state-lost", "state-init", "new-local-ca",
     "user-added", "user-removed", "password-changed", "weak-password-forced",
     "console-change", "console-login", "console-logout", "console-refused",
-    "acme-renewal-failed", "acme-certificate-installed",
+    "acme-renewal-failed", "acme-certificate-installed", "second-factor-reset",
     "device-refused", "device-added", "device-revoked", "device-renewed",
 })
 # What the console's events page shows (the shared journal): the security events, and failures

@@ -35,6 +35,7 @@ from gateway.run.startup import (
     CONFIG_POLL_INTERVAL, RESTART_ONLY_SETTINGS, StartupError, files_fingerprint, listen_host_option, prepare_start,
     report_ready, watched_files,
 )
+from gateway.run import lifeline
 from gateway.run.engine import lean, skip_debug_type_checks
 from gateway.certs import tickets
 
@@ -166,7 +167,8 @@ class Gateway:
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch_config()))
         self._install_signal_handlers()
         if self.worker is not None:
-            self._tasks.append(asyncio.get_running_loop().create_task(self._watch_supervisor()))
+            if not lifeline.watch_supervisor(self._supervisor_gone):
+                self._tasks.append(asyncio.get_running_loop().create_task(self._watch_supervisor()))
             logger.info("worker %d ready (pid %d): %d listener(s)", self.worker, os.getpid(), len(cfg.listeners()))
             return
         for listener in cfg.listeners():
@@ -174,8 +176,17 @@ class Gateway:
                         cfg.listen_host, listener.port, listener.endpoint.backend)
         logger.info("gateway ready: %d listener(s), config %s", len(cfg.listeners()), self.config_path)
 
+    def _supervisor_gone(self) -> None:
+        logger.error("worker %s: the supervisor is gone; stopping", self.worker)
+        self.shutdown()
+
+    def start_heartbeat(self, fd: int | None) -> None:
+        if fd is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(lifeline.beat(fd)))
+
     async def _watch_supervisor(self) -> None:
-        # A worker whose supervisor is gone (killed with SIGKILL) must not keep the ports.
+        # The fallback where no lifeline pipe came with the worker: a worker whose supervisor
+        # is gone (killed with SIGKILL) must not keep the ports.
         parent = os.getppid()
         while True:
             await asyncio.sleep(1.0)
@@ -361,7 +372,7 @@ async def serve(config_path: Path | str, *, init: bool = False, worker: int | No
     await gateway.start()
     if worker is not None:
         admin = gateway.master.addons.get("admin") if gateway.master else None
-        report_ready(getattr(admin, "port", None))
+        gateway.start_heartbeat(report_ready(getattr(admin, "port", None)))
     try:
         await gateway.wait()
     finally:

@@ -70,13 +70,14 @@ def prepare_start(cfg: GatewayConfig, *, init: bool, reuse_port: bool) -> None:
         raise StartupError("cannot listen:\n  " + "\n  ".join(problems))
 
 
-def report_ready(admin_port: int | None = None) -> None:
-    """Called by a worker once its listeners are up: tells the supervisor through the inherited pipe."""
+def report_ready(admin_port: int | None = None) -> int | None:
+    """Called by a worker once its listeners are up: tells the supervisor through the inherited pipe.
+    Returns the pipe, kept open for the heartbeat (gateway/run/lifeline.py); None outside a supervisor."""
     fd = os.environ.pop(READY_FD_ENV, None)
     if fd is None:
-        return
+        return None
     try:
         os.write(int(fd), b"ready %d\n" % admin_port if admin_port else b"ready\n")
-        os.close(int(fd))
     except (OSError, ValueError):
-        pass
+        return None
+    return int(fd)

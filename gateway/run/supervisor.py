@@ -9,7 +9,9 @@ Redis; the store's change marker ends cached logins in every worker).
 
 The supervisor
 - starts the workers and restarts one that dies (logged with its exit status; a worker that
-  keeps dying right after start is restarted with a growing pause);
+  keeps dying right after start is restarted with a growing pause), and kills and replaces one
+  whose heartbeat stops (SIGSTOP, a hook stuck in a blocking call: gateway/run/lifeline.py);
+- holds each worker's lifeline pipe, so the workers stop at once when it dies, even by SIGKILL;
 - stops them all on SIGTERM/SIGINT: each worker stops accepting, finishes open connections for
   up to its drain time, then exits; whatever is still running after GRACE_SECONDS is killed;
 - passes SIGHUP on to every worker;
@@ -39,6 +41,7 @@ from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.ops.health import read_run_files, remove_run_file, run_file, write_run_record
 from gateway.web.admin import PLAIN, AdminApp, Answer
 from gateway.run.metrics_merge import merge
+from gateway.run.lifeline import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, LIFELINE_FD_ENV, ReadyPipe, lifeline_pipe
 from gateway.run.startup import (
     CONFIG_POLL_INTERVAL, READY_FD_ENV, RESTART_ONLY_SETTINGS, files_fingerprint, prepare_start, watched_files,
 )
@@ -64,6 +67,10 @@ class Worker:
     started: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    killed: bool = False
+    pipe: ReadyPipe | None = None
+    # The supervisor's end of the worker's lifeline; closed by the kernel when the supervisor dies.
+    lifeline: int | None = None
 
     @property
     def pid(self) -> int:
@@ -186,9 +193,11 @@ class Supervisor:
                         len(cfg.listeners()), self.config_path)
             watcher = asyncio.create_task(self._watch_config())
             rotator = asyncio.create_task(self._rotate_logs())
+            pulse = asyncio.create_task(self._check_heartbeats())
             await self.stopping.wait()
             watcher.cancel()
             rotator.cancel()
+            pulse.cancel()
             return 0
         finally:
             self.stopping.set()
@@ -212,6 +221,21 @@ class Supervisor:
                     await asyncio.to_thread(rotate_if_needed, path, cfg.log.max_bytes, cfg.log.backups)
                 except OSError as e:
                     logger.warning("cannot rotate %s: %s", path, e.strerror or e)
+
+    async def _check_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            for worker in list(self.workers.values()):
+                pipe = worker.pipe
+                if pipe is None or not pipe.ready or worker.process.returncode is not None:
+                    continue
+                silent = pipe.silent_for()
+                if silent > HEARTBEAT_TIMEOUT and not worker.killed:
+                    worker.killed = True
+                    logger.error("worker %d (pid %d) sent no heartbeat for %.0f s (stopped or stuck); killing it "
+                                 "and starting a new one", worker.slot, worker.pid, silent,
+                                 extra={"event": "worker-wedged", "worker": worker.slot, "pid": worker.pid})
+                    _signal(worker, signal.SIGKILL)
 
     async def _wait_all_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -262,6 +286,7 @@ class Supervisor:
         while not self.stopping.is_set():
             worker = await self._spawn(slot)
             returncode = await worker.process.wait()
+            _close_pipes(worker)
             self.workers.pop(slot, None)
             self._admin_ports.pop(worker.pid, None)
             if self.config is not None:
@@ -290,41 +315,43 @@ class Supervisor:
 
     async def _spawn(self, slot: int) -> Worker:
         read_end, write_end = os.pipe()
+        life_read, life_write = lifeline_pipe()
         # The ticket key travels through a pipe, not the environment (readable in /proc).
         key_read, key_write = os.pipe()
         os.write(key_write, self.ticket_key)
         os.close(key_write)
         env = dict(os.environ)
         env[READY_FD_ENV] = str(write_end)
+        env[LIFELINE_FD_ENV] = str(life_read)
         env[tickets.KEY_FD_ENV] = str(key_read)
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gateway", "-c", str(self.config_path), "run", "--worker", str(slot),
-                pass_fds=(write_end, key_read), env=env)
+                pass_fds=(write_end, key_read, life_read), env=env)
+        except BaseException:
+            os.close(read_end)
+            os.close(life_write)
+            raise
         finally:
             os.close(write_end)
             os.close(key_read)
-        worker = Worker(slot, process)
-        self.workers[slot] = worker
-        asyncio.create_task(self._await_ready(worker, read_end))
-        self.admin.refresh_run_file()
-        return worker
+            os.close(life_read)
+        worker = Worker(slot, process, lifeline=life_write)
 
-    async def _await_ready(self, worker: Worker, read_end: int) -> None:
-        try:
-            data = await asyncio.to_thread(os.read, read_end, 16)
-        finally:
-            os.close(read_end)
-        if data.startswith(b"ready"):
+        def on_ready(port: int | None) -> None:
             # The admin port comes with "ready": the run file it is also in may be gone (a deleted
             # state folder), and /readyz must then still ask the worker, which knows why.
-            port = data[len(b"ready"):].strip()
-            if port.isdigit():
-                self._admin_ports[worker.pid] = int(port)
+            if port is not None:
+                self._admin_ports[worker.pid] = port
             worker.ready.set()
             if self._all_started:
                 logger.info("worker %d (pid %d) ready again", worker.slot, worker.pid,
                             extra={"event": "worker-ready", "worker": worker.slot, "pid": worker.pid})
+
+        worker.pipe = ReadyPipe(read_end, on_ready)
+        self.workers[slot] = worker
+        self.admin.refresh_run_file()
+        return worker
 
     def _admin_port(self, worker: Worker) -> int | None:
         port = self._admin_ports.get(worker.pid)
@@ -390,6 +417,17 @@ class Supervisor:
 def _keep_restart_only(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
     # Quietly: every worker logs the settings it keeps.
     return dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY_SETTINGS})
+
+
+def _close_pipes(worker: Worker) -> None:
+    if worker.pipe is not None:
+        worker.pipe.close()
+    if worker.lifeline is not None:
+        try:
+            os.close(worker.lifeline)
+        except OSError:
+            pass
+        worker.lifeline = None
 
 
 def _signal(worker: Worker, sig: int) -> None:

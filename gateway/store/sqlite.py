@@ -6,10 +6,12 @@ incremented and written back), and multi-step changes run under ``BEGIN IMMEDIAT
 the write lock up front, so two processes cannot interleave a check and its write.
 Each thread gets its own connection: sqlite3 connections must not be shared across threads.
 
-``version()`` is the change marker caches rely on: ``PRAGMA data_version`` on a connection of its
-own that never writes, so a commit by any other connection — another process, or this store's
-own per-thread connections — moves it; plus a count of this object's write transactions, bumped
-after each commit, so a change made here shows even before SQLite would report it.
+``version()`` is the change marker caches rely on: a counter in a small memory-mapped file beside
+the database (``gateway.changes``, gateway.store.changes) that every write transaction of every
+process bumps after its commit — one integer read per request instead of a ``PRAGMA
+data_version`` read transaction; plus a count of this object's write transactions, bumped after
+each commit. A change made with another program (the sqlite3 shell) is not seen by a running
+gateway's caches: change state through the gateway's commands or console.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+from gateway.store.changes import ChangeCounter
 from gateway.store.base import (
     Credential, DuplicateError, Group, NotFoundError, Place, Principal, Reservation, SessionRecord, StoreError,
     StoreUnavailable, User,
 )
 
 DB_NAME = "gateway.db"
+CHANGES_SUFFIX = ".changes"  # the shared change counter: gateway.db → gateway.changes
 # Long enough to ride out another process's short write; short enough that a stuck lock turns
 # into a quick 503 instead of a hung request.
 BUSY_TIMEOUT_MS = 5000
@@ -161,10 +165,9 @@ class SqliteStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._watch: sqlite3.Connection | None = None
-        self._watch_cursor: sqlite3.Cursor | None = None
         self._watch_lock = threading.Lock()
         self._writes = 0
+        self._changes: ChangeCounter | None = None
         self._init_schema()
 
     # --- connections and transactions ---
@@ -226,18 +229,23 @@ class SqliteStore:
             # read the old data under the new one.
             with self._watch_lock:
                 self._writes += 1
+            self._change_counter().bump()
+
+    def _change_counter(self) -> ChangeCounter:
+        counter = self._changes
+        if counter is None:
+            with self._watch_lock:
+                if self._changes is None:
+                    try:
+                        self._changes = ChangeCounter(self.path.with_suffix(CHANGES_SUFFIX))
+                    except (OSError, ValueError) as e:
+                        raise StoreError(f"cannot open the change counter beside {self.path}: {e}") from e
+                counter = self._changes
+        return counter
 
     @_store_errors
     def version(self) -> int:
-        with self._watch_lock:
-            if self._watch_cursor is None:
-                self._watch = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                              isolation_level=None, check_same_thread=False)
-                self._watch_cursor = self._watch.cursor()
-            # A new read transaction per call: SQLite compares the WAL header with the one this
-            # connection saw last and counts a change made by any other connection.
-            data_version = self._watch_cursor.execute("PRAGMA data_version").fetchone()[0]
-            return (self._writes << 64) | int(data_version)
+        return (self._writes << 64) | self._change_counter().value()
 
     @_store_errors
     def _init_schema(self) -> None:
@@ -269,13 +277,9 @@ class SqliteStore:
             self._all.clear()
         self._local = threading.local()
         with self._watch_lock:
-            if self._watch is not None:
-                try:
-                    self._watch.close()
-                except sqlite3.Error:
-                    pass
-                self._watch = None
-                self._watch_cursor = None
+            if self._changes is not None:
+                self._changes.close()
+                self._changes = None
 
     # --- groups ---
 

@@ -39,13 +39,17 @@ from gateway.config import BaseConfig, GatewayConfig
 from gateway.console.actions import ACTIONS, ActionRefused, Context, Form, find_list, list_files, run_action
 from gateway.console import bases as base_form
 from gateway.console.dashboard import dashboard
+from gateway.auth import secondfactor, totp
 from gateway.console.i18n import choose_language, translator
+from gateway.utils.messages import localize, localize_lines
+from gateway.utils.net import is_loopback
 from gateway.ops.journal import EventFilter, filter_page, read_journal
 from gateway.auth.logins import Logins
 from gateway.console.login import ADMIN_ROLE, console_login
 from gateway.console.pages import (
-    PAGES, STYLE, BaseView, BanView, CertificateFacts, CertificatesView, CertificateView, CheckView, DeviceView,
-    EnrolmentView, IssuedView, LinkView, Flash, GroupView, IpListsView, ListEditView, ListFileView, ListLine, UserView, render_error,
+    PAGES, STYLE, BaseView, BanView, CertificateFacts, CertificatesView, CertificateView, CheckView,
+    ConfirmView, DeviceView, EnrolmentView, IssuedView, LinkView, Flash, GroupView, TwoFactorView, IpListsView, ListEditView,
+    ListFileView, ListLine, UserView, render_error,
     render_page,
 )
 from gateway.console.sessions import COOKIE, ConsoleSession, ConsoleSessions, csrf_ok
@@ -79,6 +83,12 @@ MAX_BODY = 4 * 1024 * 1024
 EVENTS_PER_PAGE = 50
 # argon2 and store reads; two threads keep a burst of wrong passwords from piling up threads.
 THREADS = 2
+# The confirmation step: these POSTs (or any with remove=on) show a "are you sure" page first.
+REMOVALS = frozenset({"/console/groups/remove", "/console/users/remove", "/console/2fa/remove"})
+# Form fields never carried back into a refused form, nor onto a confirmation page's question.
+SECRET_FIELDS = frozenset({"password", "password2", "barcode", "barcode2", "csrf", "code"})
+# The issuer shown by authenticator apps next to the account.
+TOTP_ISSUER = "TLS gateway"
 # After a change, the page to show it on.
 SUBPAGES = ("/console/iplists/edit", "/console/bases/edit", "/console/bases/remove")
 PAGE_AFTER = {"groups": "/console/users", "users": "/console/users", "bans": "/console/iplists",
@@ -107,6 +117,7 @@ class _State:
     throttle: Throttle
     accounts: Accounts
     logins: Logins
+    second_factor_required: bool  # the admin listener is reachable off loopback
 
 
 @dataclass
@@ -142,7 +153,8 @@ class Console:
         self.sessions.idle_timeout = cfg.admin.console_idle_timeout
         throttle = Throttle(store, cfg.throttle)
         self._state = _State(cfg, store, store_key, authenticator, throttle, Accounts(store, authenticator.secret),
-                             Logins(store, authenticator, throttle, self._verify_pool, self._pool))
+                             Logins(store, authenticator, throttle, self._verify_pool, self._pool),
+                             cfg.admin.enabled and not is_loopback(cfg.admin.host))
         if old is not None and old.store is not store:
             old.store.close()
 
@@ -210,6 +222,10 @@ class Console:
                 return _error(403, "403", "403: " + _("The form has expired or came from another page (CSRF "
                                                       "check failed); reload the page and try again."),
                               request.lang, session)
+            if session.must_enrol and path not in ("/console/logout", "/console/2fa/confirm"):
+                return _redirect("/console/2fa")
+            if path in ("/console/2fa/confirm", "/console/2fa/remove"):
+                return await self._second_factor_change(state, request, session, form)
             if path == "/console/logout":
                 self.sessions.end(token)
                 logger.info("console logout of %r from %s", session.user_name, request.address,
@@ -225,6 +241,8 @@ class Console:
             return _not_allowed(request.lang)
         if session is None:
             return _redirect("/console/login")
+        if session.must_enrol and path != "/console/2fa":
+            return _redirect("/console/2fa")
         if path in ACTIONS or path == "/console/logout":
             return _error(405, "405", "405: " + _("Changes are made with the buttons of a page (POST); this "
                                                   "address only shows."), request.lang, session,
@@ -256,24 +274,90 @@ class Console:
             return refusal
         form = _parse_form(request)
         login = (form.get("username") or form.get("user") or form.get("login")).strip()
-        result = await console_login(state.logins, request.address, login, form.get("password"))
+        result = await console_login(state.logins, request.address, login, form.get("password"),
+                                     form.get("code").strip(), state.second_factor_required)
         _ = translator(request.lang)
+        kept = {"username": login}
         if result.throttled:
             text = f"429: {_('Too many failed logins; try again in')} {result.retry_after} {_('s')}."
-            return Page(429, render_page("/console/login", lang=request.lang, flash=Flash(False, text)),
+            return Page(429, render_page("/console/login", lang=request.lang, flash=Flash(False, text), kept=kept),
                         (("Retry-After", result.retry_after),))
         if result.principal is None:
-            return Page(401, render_page("/console/login", lang=request.lang,
+            return Page(401, render_page("/console/login", lang=request.lang, kept=kept,
                                          flash=Flash(False, _("Wrong user name or password."))))
         if result.not_admin:
             return Page(403, render_page("/console/login", lang=request.lang, flash=Flash(
-                False, "403: " + _("The console is for users of a group with the admin role."))))
+                False, "403: " + _("The console is for users of a group with the admin role.")), kept=kept))
+        if result.wrong_code:
+            return Page(401, render_page("/console/login", lang=request.lang, kept=kept, flash=Flash(
+                False, _("Wrong or missing one-time code: type the code your authenticator app shows now, or "
+                         "an unused recovery code."))))
         user = result.principal.user
-        token, _session = self.sessions.create(user.id, user.name, user.generation)
-        logger.info("console login of %r from %s", user.name, request.address,
+        token, session = self.sessions.create(user.id, user.name, user.generation)
+        second = f" with {'a recovery code' if result.second_factor == 'recovery' else 'a one-time code'}" \
+            if result.second_factor else ""
+        logger.info("console login of %r from %s%s", user.name, request.address, second,
                     extra={"event": "console-login", "client": request.address, "admin": user.name})
         request.set_cookies.append(_session_cookie(token, request.tls))
+        if result.must_enrol:
+            session.must_enrol = True
+            return _redirect("/console/2fa")
         return _redirect("/console")
+
+    # --- the second factor -----------------------------------------------------------------------
+
+    async def _second_factor_change(self, state: _State, request: _Request, session: ConsoleSession,
+                                    form: Form) -> Page:
+        _ = translator(request.lang)
+        if request.path == "/console/2fa/remove":
+            if state.second_factor_required:
+                session.flash = Flash(False, _("Two-step login is required here (the admin listener is reachable "
+                                               "from other machines); it cannot be turned off."))
+                return _redirect("/console/2fa")
+            if form.get("confirm") != "yes":
+                return Page(200, self._confirm_page(state, request, session, form))
+            await self._off_loop(secondfactor.remove, state.store, session.user_id)
+            logger.warning("console: admin %r from %s turned off their two-step login", session.user_name,
+                           request.address, extra={"event": "console-change", "admin": session.user_name,
+                                                   "client": request.address})
+            session.flash = Flash(True, _("Two-step login turned off."))
+            return _redirect("/console/2fa")
+        secret = session.pending_secret
+        codes = await self._off_loop(secondfactor.enrol, state.store, session.user_id, secret,
+                                     form.get("code").strip()) if secret else None
+        if codes is None:
+            # A wrong first code counts like a wrong password: this session proved the password, not the phone.
+            await self._off_loop(state.throttle.record_failure, request.address, session.user_name)
+            session.flash = Flash(False, _("The code does not match; check the phone's clock and type the code "
+                                           "shown now."))
+            return _redirect("/console/2fa")
+        session.pending_secret = ""
+        session.must_enrol = False
+        logger.info("console: admin %r from %s enrolled a two-step login (TOTP, %d recovery codes)",
+                    session.user_name, request.address, len(codes),
+                    extra={"event": "console-change", "admin": session.user_name, "client": request.address})
+        view = TwoFactorView(enrolled=True, required=state.second_factor_required, recovery_left=len(codes),
+                             recovery_codes=tuple(codes))
+        return Page(200, render_page("/console/2fa", lang=request.lang, who=session.user_name, csrf=session.csrf,
+                                     flash=Flash(True, _("Two-step login is on.")), twofactor=view))
+
+    def _two_factor_view(self, state: _State, session: ConsoleSession) -> TwoFactorView:
+        factor = secondfactor.load(state.store, session.user_id)
+        if factor is not None:
+            return TwoFactorView(True, state.second_factor_required, len(factor.recovery))
+        if not session.pending_secret:
+            session.pending_secret = totp.new_secret()
+        uri = totp.provisioning_uri(session.pending_secret, session.user_name, TOTP_ISSUER)
+        return TwoFactorView(False, state.second_factor_required, secret=session.pending_secret, qr_svg=qr_svg(uri))
+
+    def _confirm_page(self, state: _State, request: _Request, session: ConsoleSession, form: Form) -> str:
+        lang = request.lang
+        _ = translator(lang)
+        fields = tuple((k, v) for k, v in form.fields.items() if k not in SECRET_FIELDS and k != "confirm")
+        question = _confirm_question(state, request.path, form, lang)
+        back = PAGE_AFTER.get(request.path.split("/")[2], "/console/2fa")
+        return render_page("/console/confirm", lang=lang, who=session.user_name, csrf=session.csrf,
+                           confirm=ConfirmView(question, request.path, fields, back))
 
     # --- changes -------------------------------------------------------------------------------
 
@@ -282,12 +366,18 @@ class Console:
         after = PAGE_AFTER[request.path.split("/")[2]]
         if request.path == "/console/iplists/save" and form.get("list"):
             after = "/console/iplists/edit?list=" + urllib.parse.quote(form.get("list"))  # back to that list
+        if (request.path in REMOVALS or request.path.endswith("/remove") or form.get("remove") == "on") \
+                and form.get("confirm") != "yes":
+            return Page(200, await self._off_loop(self._confirm_page, state, request, session, form))
         try:
             done = await self._off_loop(run_action, request.path, context, form)
         except ActionRefused as e:
             logger.info("console: %r from %s: refused %s: %s", session.user_name, request.address, request.path, e,
                         extra={"admin": session.user_name, "client": request.address})
-            session.flash = Flash(False, str(e))
+            session.flash = Flash(False, localize_lines(request.lang, str(e)))
+            # What was typed comes back into the form (never a secret), under the action's name.
+            session.kept = {"form": request.path, **{k: v for k, v in form.fields.items()
+                                                     if k not in SECRET_FIELDS}}
             return _redirect(after)
         if done.unsaved_text is not None:
             page = await self._off_loop(self._list_edit_page, state, request, session, form.get("list"),
@@ -298,18 +388,20 @@ class Console:
                            **({"base": done.base} if done.base else {})})
         if done.link is not None:
             common = {"lang": request.lang, "who": session.user_name, "csrf": session.csrf,
-                      "flash": Flash(True, done.message), "keep": ""}
+                      "flash": Flash(True, localize_lines(request.lang, done.message)), "keep": ""}
             devices = await self._off_loop(_devices, state.store)
             return Page(200, render_page("/console/devices", devices=devices, users=await self._off_loop(
                 _user_names, state.store), issued=None, link=_link_view(done.link), **common))
         if done.issued is not None:
             # The file and its password exist only in this answer: no redirect could carry them.
             common = {"lang": request.lang, "who": session.user_name, "csrf": session.csrf,
-                      "flash": Flash(True, done.message), "keep": ""}
+                      "flash": Flash(True, localize_lines(request.lang, done.message)), "keep": ""}
             devices = await self._off_loop(_devices, state.store)
             return Page(200, render_page("/console/devices", devices=devices, users=await self._off_loop(
                 _user_names, state.store), issued=_issued_view(done.issued), link=None, **common))
-        session.flash = Flash(True, done.message)
+        session.flash = Flash(True, localize_lines(request.lang, done.message), done.block)
+        if done.message.startswith("user ") and form.get("group"):
+            session.last_group = form.get("group")  # "Add a user" offers it next time, unless it is the admin role
         return _redirect(after)
 
     async def _base_change(self, state: _State, request: _Request, session: ConsoleSession, form: Form) -> Page:
@@ -342,8 +434,9 @@ class Console:
 
     async def _render(self, state: _State, request: _Request, session: ConsoleSession, flash: Any) -> str:
         cfg, path = state.cfg, request.path
+        kept, session.kept = session.kept, {}
         common: dict[str, Any] = {"lang": request.lang, "who": session.user_name, "csrf": session.csrf,
-                                  "flash": flash, "keep": _keep(request)}
+                                  "flash": flash, "keep": _keep(request), "kept": kept}
         if path == "/console":
             dash = await self._off_loop(dashboard, cfg, translator(request.lang))
             return render_page(path, dash=dash, **common)
@@ -367,7 +460,10 @@ class Console:
             return render_page(path, bases=list(views), checks=checks, **common)
         if path == "/console/users":
             groups, users = await self._off_loop(_accounts, state.store)
-            return render_page(path, groups=groups, users=users, **common)
+            # "Add a user" preselects nothing, or the group last used when it is not an admin group.
+            last = session.last_group if any(g.id == session.last_group and g.role != ADMIN_ROLE
+                                             for g in groups) else ""
+            return render_page(path, groups=groups, users=users, last_group=last, **common)
         if path == "/console/iplists":
             return render_page(path, lists=await self._off_loop(_lists, cfg, state.throttle), **common)
         if path == "/console/iplists/edit":
@@ -386,6 +482,8 @@ class Console:
         if path == "/console/devices":
             return render_page(path, devices=await self._off_loop(_devices, state.store),
                                users=await self._off_loop(_user_names, state.store), issued=None, link=None, **common)
+        if path == "/console/2fa":
+            return render_page(path, twofactor=await self._off_loop(self._two_factor_view, state, session), **common)
         return render_page(path, enrolment=await self._off_loop(_enrolment, cfg), **common)
 
     def _list_edit_page(self, state: _State, request: _Request, session: ConsoleSession, key: str,
@@ -538,6 +636,26 @@ def _not_allowed(lang: str) -> Page:
 
 
 # --- facts for the pages (in a thread) ---------------------------------------------------------
+
+
+def _confirm_question(state: _State, path: str, form: Form, lang: str) -> str:
+    """The question of a removal's confirmation page, naming what goes."""
+    _ = translator(lang)
+    store = state.store
+    if path == "/console/users/remove" or (path == "/console/users/barcode" and form.get("remove") == "on"):
+        user = store.find_user(form.get("user"))
+        name = user.name if user is not None else form.get("user")
+        if path == "/console/users/remove":
+            return _("Remove the user {name}? Their sessions end at once; this cannot be undone.").format(name=name)
+        return _("Remove the barcode of {name}? Terminals can no longer log in with it.").format(name=name)
+    if path == "/console/groups/remove":
+        group = store.find_group(form.get("group"))
+        name = group.name if group is not None else form.get("group")
+        return _("Remove the group {name}? This cannot be undone.").format(name=name)
+    if path == "/console/2fa/remove":
+        return _("Turn off your two-step login? The console then asks only for the password.")
+    what = ", ".join(f"{k}: {v}" for k, v in form.fields.items() if k not in SECRET_FIELDS and k != "confirm")
+    return _("Remove {what}?").format(what=what)
 
 
 def _certificate(cfg: GatewayConfig, base: BaseConfig) -> tuple[CertificateFacts | None, str]:

@@ -17,6 +17,8 @@ from typing import Any, Callable
 import httpx
 import pytest
 
+from gateway.auth import totp
+
 from gateway.console.i18n import choose_language
 from gateway.ops.journal import EventFilter, JournalHandler, filter_page, read_journal
 from gateway.console.pages import (
@@ -367,7 +369,9 @@ def test_console_actions_take_effect_and_are_audited(console_gateway: tuple[Runn
         assert through.status_code == 200
 
         user_id = re.search(r'<tr data-user="иван"><td>([^<]+)</td>', created.text).group(1)
-        busy = console.post("/console/groups/remove", {"group": group_id})
+        asked = console.post("/console/groups/remove", {"group": group_id})
+        assert 'id="question"' in asked.text and "Кладовщики" in asked.text  # a removal asks first
+        busy = console.post("/console/groups/remove", {"group": group_id, "confirm": "yes"})
         assert "the group still has 1 user(s)" in _flash(busy)
         new_password = "Sklad-Ivan-2025"
         console.post("/console/users/password", {"user": user_id, "password": new_password,
@@ -377,15 +381,15 @@ def test_console_actions_take_effect_and_are_audited(console_gateway: tuple[Runn
         barcode = console.post("/console/users/barcode", {"user": user_id, "barcode": "4600000000017",
                                                           "barcode2": "4600000000017"})
         assert "barcode of 'иван' set" in _flash(barcode) and "4600000000017" not in barcode.text
-        removed_barcode = console.post("/console/users/barcode", {"user": user_id, "remove": "on"})
+        removed_barcode = console.post("/console/users/barcode", {"user": user_id, "remove": "on", "confirm": "yes"})
         assert "barcode of 'иван' removed" in _flash(removed_barcode)
         moved = console.post("/console/users/move", {"user": user_id, "group": "Администраторы"})
         assert "moved to group 'Администраторы'" in _flash(moved)
-        gone = console.post("/console/users/remove", {"user": user_id})
+        gone = console.post("/console/users/remove", {"user": user_id, "confirm": "yes"})
         assert "removed" in _flash(gone)
         assert httpx.get(gw.url("b1", path="/echo/x"), auth=("иван", new_password), verify=verify,
                          timeout=10).status_code == 401
-        assert _flash(console.post("/console/groups/remove", {"group": group_id})).startswith("ok")
+        assert _flash(console.post("/console/groups/remove", {"group": group_id, "confirm": "yes"})).startswith("ok")
 
         # bans: the failed logins above banned nobody; a ban from another address is listed and lifted
         other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.4", verify=verify), timeout=10)
@@ -468,6 +472,16 @@ def test_console_off_loopback_is_served_over_tls_only(standin: Standin,
         assert answer.status_code == 303
         cookie = answer.headers["set-cookie"]
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        # Reachable off loopback: two-step login is required, so the admin enrols before anything else.
+        assert answer.headers["location"] == "/console/2fa"
+        assert http.get("/console").headers["location"] == "/console/2fa"
+        enrol = http.get("/console/2fa", headers={"Accept-Language": "en"}).text
+        assert "required for every admin" in enrol
+        secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', enrol).group(1)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', enrol).group(1)
+        done = http.post("/console/2fa/confirm", data={"code": totp.code_at(secret, time.time()), "csrf": csrf},
+                         headers={"Origin": base, "Accept-Language": "en"})
+        assert done.status_code == 200 and "Recovery codes" in done.text
         assert "Bases" in http.get("/console", headers={"Accept-Language": "en"}).text
 
 

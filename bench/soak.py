@@ -1,0 +1,291 @@
+"""Load held over time (issue 19): mixed traffic against one gateway for a chosen duration, with
+the gateway's RSS, open files, open connections and errors sampled and drawn as a PNG.
+
+    .venv/bin/python -m pip install matplotlib       # bench-only, for the picture; not a runtime dependency
+    .venv/bin/python bench/soak.py --minutes 30      # the issue's goal; --load 0.7 of the measured capacity
+    .venv/bin/python bench/soak.py --minutes 1 --png /tmp/soak.png   # a short look
+
+First the capacity is measured (requests/s of keep-alive HTTPS clients with Basic auth, 15 s),
+then the soak paces its requests at ``--load`` of it, spread over:
+  keep-alive HTTP/1.1 clients with Basic auth, a new TLS connection per request (Basic auth),
+  HTTP/2 clients, password-only logins (``:password``), a few slow clients (a request head sent a
+  line a second) and a few idle TLS connections that send nothing for minutes.
+Every 5 s: the gateway's RSS, open files (num_fds), established TCP connections, and the
+requests and errors since the previous sample; per minute in the printed table. An error is any
+answer other than 200 or a transport failure of a legitimate request. Figures: RSS after the
+warm-up (the first 20 %) against its end, open files at the end against the first sample after
+the warm-up, errors in total. The exit status is non-zero only if something could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import random
+import socket
+import ssl
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.procs import terminate  # noqa: E402
+from bench.servers import HOST, gateway_cli, gateway_config, start_gateway, start_standin  # noqa: E402
+
+PATH = "/echo"  # allowed to the mobile role the soak user has
+LOGIN, PASSWORD = "Иванов", "Sklad2024soak"
+SAMPLE_SECONDS = 5.0
+
+
+@dataclass
+class Counts:
+    requests: int = 0
+    errors: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def note(self, kind: str, ok: bool) -> None:
+        self.requests += 1
+        if not ok:
+            self.errors += 1
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+
+
+def basic(login: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{login}:{secret}".encode()).decode()}
+
+
+class Pacer:
+    """Hands out request slots at a fixed rate, shared by every client loop."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.next = time.monotonic()
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        self.next = max(self.next + self.interval, now - 1.0)
+        if self.next > now:
+            await asyncio.sleep(self.next - now)
+
+
+async def keepalive_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, str], pacer: Pacer | None,
+                         counts: Counts, stop: asyncio.Event, *, http2: bool = False, kind: str = "keep-alive") -> None:
+    async with httpx.AsyncClient(verify=ctx, http2=http2, timeout=30, headers=headers) as client:
+        while not stop.is_set():
+            if pacer is not None:
+                await pacer.wait()
+            try:
+                ok = (await client.get(url)).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            counts.note(kind, ok)
+
+
+async def new_connection_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, str], pacer: Pacer,
+                              counts: Counts, stop: asyncio.Event, kind: str) -> None:
+    while not stop.is_set():
+        await pacer.wait()
+        try:
+            async with httpx.AsyncClient(verify=ctx, timeout=30, headers=headers) as client:
+                ok = (await client.get(url)).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        counts.note(kind, ok)
+
+
+async def slow_client(port: int, ctx: ssl.SSLContext, auth: str, counts: Counts, stop: asyncio.Event) -> None:
+    """A request head sent one line a second, then the answer read; again and again."""
+    lines = [f"GET {PATH} HTTP/1.1\r\n", f"Host: {HOST}\r\n", f"Authorization: {auth}\r\n", "Accept: */*\r\n", "\r\n"]
+    while not stop.is_set():
+        ok = False
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port, ssl=ctx, server_hostname=HOST)
+            for line in lines:
+                writer.write(line.encode())
+                await writer.drain()
+                await asyncio.sleep(1.0)
+            status = await asyncio.wait_for(reader.readline(), 30)
+            ok = status.split(b" ")[1:2] == [b"200"]
+            writer.close()
+        except (OSError, asyncio.TimeoutError, IndexError):
+            pass
+        counts.note("slow", ok)
+
+
+async def idle_client(port: int, ctx: ssl.SSLContext, stop: asyncio.Event) -> None:
+    """A TLS connection that sends nothing; reopened when the gateway closes it (its idle timeout)."""
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port, ssl=ctx, server_hostname=HOST)
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait([stopper, asyncio.create_task(reader.read())], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            writer.close()
+        except OSError:
+            await asyncio.sleep(1)
+
+
+async def capacity(url: str, ctx: ssl.SSLContext, headers: dict[str, str], seconds: float) -> float:
+    counts, stop = Counts(), asyncio.Event()
+    tasks = [asyncio.create_task(keepalive_loop(url, ctx, headers, None, counts, stop)) for _ in range(16)]
+    await asyncio.sleep(2)
+    start, at = counts.requests, time.monotonic()
+    await asyncio.sleep(seconds)
+    rate = (counts.requests - start) / (time.monotonic() - at)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return rate
+
+
+def sample(process: psutil.Process) -> tuple[int, int, int]:
+    procs = [process, *process.children(recursive=True)]
+    rss = fds = conns = 0
+    for p in procs:
+        try:
+            rss += p.memory_info().rss
+            fds += p.num_fds()
+            conns += sum(1 for c in p.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED)
+        except psutil.Error:
+            pass
+    return rss, fds, conns
+
+
+async def soak(args: argparse.Namespace, gw_pid: int, port: int, ctx: ssl.SSLContext) -> list[dict[str, float]]:
+    url = f"https://{HOST}:{port}{PATH}"
+    auth = basic(LOGIN, PASSWORD)
+    measured = await capacity(url, ctx, auth, 15)
+    rate = max(1.0, args.load * measured)
+    print(f"capacity {measured:.0f} req/s (16 keep-alive HTTPS clients, Basic auth); soak at {rate:.0f} req/s "
+          f"for {args.minutes:g} min", flush=True)
+    counts, stop = Counts(), asyncio.Event()
+    # Shares of the rate: keep-alive 50 %, new TLS connections 15 %, HTTP/2 20 %, password-only 15 %.
+    pace = {name: Pacer(rate * share) for name, share in
+            (("keep-alive", 0.5), ("new-tls", 0.15), ("http2", 0.2), ("password-only", 0.15))}
+    tasks = [asyncio.create_task(keepalive_loop(url, ctx, auth, pace["keep-alive"], counts, stop)) for _ in range(8)]
+    tasks += [asyncio.create_task(keepalive_loop(url, ctx, auth, pace["http2"], counts, stop, http2=True,
+                                                 kind="http2")) for _ in range(4)]
+    tasks += [asyncio.create_task(new_connection_loop(url, ctx, auth, pace["new-tls"], counts, stop, "new-tls"))
+              for _ in range(4)]
+    tasks += [asyncio.create_task(new_connection_loop(url, ctx, basic("", PASSWORD), pace["password-only"], counts,
+                                                      stop, "password-only")) for _ in range(4)]
+    tasks += [asyncio.create_task(slow_client(port, ctx, auth["Authorization"], counts, stop)) for _ in range(3)]
+    tasks += [asyncio.create_task(idle_client(port, ctx, stop)) for _ in range(5)]
+    process = psutil.Process(gw_pid)
+    samples: list[dict[str, float]] = []
+    started = time.monotonic()
+    last_requests = last_errors = 0
+    while time.monotonic() - started < args.minutes * 60:
+        await asyncio.sleep(SAMPLE_SECONDS)
+        rss, fds, conns = await asyncio.to_thread(sample, process)
+        samples.append({"t": time.monotonic() - started, "rss_mib": rss / 2**20, "fds": fds, "conns": conns,
+                        "requests": counts.requests - last_requests, "errors": counts.errors - last_errors})
+        last_requests, last_errors = counts.requests, counts.errors
+    stop.set()
+    await asyncio.wait(tasks, timeout=40)
+    for task in tasks:
+        task.cancel()
+    await asyncio.sleep(3)
+    rss, fds, conns = await asyncio.to_thread(sample, process)
+    samples.append({"t": time.monotonic() - started, "rss_mib": rss / 2**20, "fds": fds, "conns": conns,
+                    "requests": counts.requests - last_requests, "errors": counts.errors - last_errors,
+                    "after": 1})
+    print(f"errors by kind: {counts.kinds or 'none'}", flush=True)
+    return samples
+
+
+def report(samples: list[dict[str, float]], png: Path | None, title: str) -> dict[str, float]:
+    during = [s for s in samples if not s.get("after")]
+    warm = [s for s in during if s["t"] >= during[-1]["t"] * 0.2] or during
+    figures = {
+        "minutes": round(during[-1]["t"] / 60, 1),
+        "requests": int(sum(s["requests"] for s in samples)),
+        "errors": int(sum(s["errors"] for s in samples)),
+        "rss_after_warmup_mib": round(warm[0]["rss_mib"], 1),
+        "rss_end_mib": round(during[-1]["rss_mib"], 1),
+        "rss_growth_pct": round(100 * (during[-1]["rss_mib"] / warm[0]["rss_mib"] - 1), 1),
+        "fds_first": int(during[0]["fds"]), "fds_max": int(max(s["fds"] for s in during)),
+        "fds_after_clients_left": int(samples[-1]["fds"]),
+        "conns_after_clients_left": int(samples[-1]["conns"]),
+    }
+    print("\nminute  requests  errors  RSS MiB  open files  connections")
+    for minute in range(int(during[-1]["t"] // 60) + 1):
+        rows = [s for s in during if minute * 60 < s["t"] <= (minute + 1) * 60]
+        if rows:
+            print(f"{minute + 1:>6}  {int(sum(r['requests'] for r in rows)):>8}  {int(sum(r['errors'] for r in rows)):>6}"
+                  f"  {rows[-1]['rss_mib']:>7.1f}  {int(rows[-1]['fds']):>10}  {int(rows[-1]['conns']):>11}")
+    print(json.dumps(figures))
+    if png is not None:
+        draw(samples, png, title)
+        print(f"picture: {png}")
+    return figures
+
+
+def draw(samples: list[dict[str, float]], png: Path, title: str) -> None:
+    try:
+        # Imported here: matplotlib is a bench-only extra (see the module docstring), never needed to run.
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no picture (.venv/bin/python -m pip install matplotlib)")
+        return
+    minutes = [s["t"] / 60 for s in samples]
+    fig, axes = plt.subplots(4, 1, figsize=(9, 9), sharex=True)
+    series = [("RSS (MiB)", "rss_mib"), ("open files", "fds"), ("established connections", "conns"),
+              (f"errors per {SAMPLE_SECONDS:g} s (of requests)", "errors")]
+    for ax, (label, key) in zip(axes, series):
+        ax.plot(minutes, [s[key] for s in samples], color="tab:blue")
+        if key == "errors":
+            ax.plot(minutes, [s["requests"] for s in samples], color="tab:gray", alpha=0.5, label="requests")
+            ax.legend(loc="upper right")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("minutes (last point: after the clients left)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=80)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--load", type=float, default=0.7, help="share of the measured capacity (default 0.7)")
+    parser.add_argument("--png", type=Path, default=Path("soak.png"))
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="gateway-soak-"))
+    standin = start_standin(work, None)
+    gateway = None
+    try:
+        config = gateway_config(standin.url, base_id="b1", user_auth=True)
+        directory = work / "gateway"
+        from bench.servers import write_gateway
+        write_gateway(directory, config)
+        gateway_cli(directory, "group", "add", "Кладовщики", "--role", "mobile", "--doc-type", "Поступление")
+        added = gateway_cli(directory, "user", "add", LOGIN, "--group", "Кладовщики", "--password-stdin",
+                            stdin=PASSWORD + "\n")
+        if added.returncode != 0:
+            print(f"cannot add the soak user: {added.stderr.strip()}", file=sys.stderr)
+            return 1
+        gateway = start_gateway("gateway", directory, config, None)
+        ctx = ssl.create_default_context(cafile=str(directory / "state" / "certs" / "ca.pem"))
+        port = config["bases"][0]["data"]["listen"]
+        samples = asyncio.run(soak(args, gateway.process.pid, port, ctx))
+        report(samples, args.png, f"gateway soak: {args.minutes:g} min at {args.load:.0%} of capacity")
+        return 0
+    finally:
+        if gateway is not None:
+            terminate(gateway.process)
+        terminate(standin.process)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
