@@ -54,6 +54,11 @@ class DeviceLinks:
                 return encode(_page(410, "Gone", "Ссылка недействительна: уже использована или истекла / "
                                                  "this link is used or expired; ask for a new one."))
             return encode(_page(403, "Forbidden", "Неверный код / wrong code.", form=True))
+        except Exception as e:  # e.g. the name was enrolled another way meanwhile: the link is spent
+            logger.error("%s: issuing a device file by its one-time link failed: %s", peer, e,
+                         extra={"event": "device-link-failed", "client": peer})
+            return encode(_page(500, "Internal Server Error", "Сертификат не выпущен; попросите новую ссылку / "
+                                                              "the certificate was not issued; ask for a new link."))
         logger.info("%s: device %s enrolled by its one-time link (serial %s)", peer, issued.device.name,
                     issued.device.serial, extra={"event": "device-link-used", "target": issued.device.name,
                                                  "client": peer})
