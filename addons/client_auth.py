@@ -30,7 +30,7 @@ from gateway.certs.devices import (
 )
 from gateway.config import GatewayConfig
 from gateway.store import Store, open_store
-from gateway.store.devices import Registry, read_registry
+from gateway.store.devices import Registry, mark_seen, read_registry
 from addons.autocert import offers_acme_tls
 from mitmproxy import connection, ctx, http, tls
 
@@ -39,6 +39,8 @@ logger = logging.getLogger("gateway.devices")
 POLL_SECONDS = 0.5
 STALE_SECONDS = 5.0
 REREAD_SECONDS = 0.2
+# `device list`'s "last seen": written at most this often per device, not per connection.
+SEEN_EVERY_SECONDS = 60.0
 DEVICE_REFUSED = "device certificate refused"
 DEVICE_KEY = "gateway_device"  # flow.metadata: the device's name
 REASONS = ("no-certificate", "unknown-ca", "bad-signature", "expired", "not-yet-valid", "not-for-clients",
@@ -73,6 +75,7 @@ class ClientAuth:
         self._reread_at = 0.0
         self._failing = False
         self._poller = BackgroundTask(self._poll)
+        self._seen_written: dict[str, float] = {}
 
     # --- configuration -----------------------------------------------------------------------
 
@@ -228,6 +231,22 @@ class ClientAuth:
         logger.warning("%s: device certificate refused on base %r: %s%s", host, listener.base.name, reason, device,
                        extra={"event": "device-refused", "base": listener.base.name, "client": host,
                               "reason": reason, "device": verdict.device or None})
+
+    async def tls_established_client(self, data: tls.TlsData) -> None:
+        verdict = _verdict_of(data.ssl_conn)
+        if verdict is None or verdict.reason or not verdict.device or self._store is None:
+            return
+        if self._registry.by_serial(verdict.serial) is None:
+            return  # a company CA's device (tls.client_ca): not in the device list
+        now = time.monotonic()
+        if now - self._seen_written.get(verdict.device, -SEEN_EVERY_SECONDS) < SEEN_EVERY_SECONDS:
+            return
+        self._seen_written[verdict.device] = now
+        try:
+            # Off the event loop: a slow store must not hold up other connections.
+            await asyncio.to_thread(mark_seen, self._store, verdict.device, time.time())
+        except Exception as e:  # only a display: never a reason to drop a device's connection
+            logger.warning("recording when device %r was last seen failed (%s)", verdict.device, e)
 
     # --- the device as an identity -----------------------------------------------------------
 

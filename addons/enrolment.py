@@ -8,50 +8,90 @@ Not a mitmproxy listener: it must never reach a back end. The port is bound in
 from __future__ import annotations
 
 import logging
+import ssl
+from typing import Any
 
 from gateway.web.sidelistener import Address, SideListener, SideRequest
-from gateway.certs.enrolment import EnrolmentContent, answer, encode
+from gateway.certs.enrolment import EnrolmentContent, answer, encode, lan_addresses
 from gateway.certs.inspect import load_local_ca, local_ca_served
 from gateway.config import GatewayConfig
-from gateway.certs.authority import default_names
+from gateway.auth.throttle import Throttle
+from gateway.certs.load import read_password_file
+from gateway.certs.sources import default_source, ensure_default_certificate
+from gateway.store import Store, open_store
+from gateway.web.device_enrolment import DeviceLinks, is_link_path
+
+# The code form's body: one short field.
+MAX_BODY = 512
 
 logger = logging.getLogger("gateway.enrolment")
 
 
 class Enrolment:
     def __init__(self) -> None:
-        self._listener = SideListener("enrolment.listen", self._respond)
+        self._listener = SideListener("enrolment.listen", self._respond, max_body=MAX_BODY)
         self._content: EnrolmentContent | None = None
+        self._links: DeviceLinks | None = None
+        self._store: Store | None = None
+        self._store_key: tuple[Any, ...] | None = None
+        self._tls: tuple[object, ssl.SSLContext] | None = None
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         # Offered only while a base serves a certificate of it (after `cert import` none may).
         ca = load_local_ca(cfg) if local_ca_served(cfg) else None
-        self._content = EnrolmentContent.for_ca(ca, cfg.tls.hosts, lan_addresses(), cfg.enrolment.listen) \
+        self._content = EnrolmentContent.for_ca(ca, cfg.tls.hosts, lan_addresses(), cfg.enrolment.listen,
+                                                 "https" if cfg.enrolment.https else "http") \
             if ca is not None else None
         wanted = Address(cfg.enrolment.host, cfg.enrolment.listen) if cfg.enrolment.enabled else None
-        if self._listener.move(wanted) and wanted is not None:  # raises: configuration refused
-            logger.info("enrolment page on http://%s:%d/ (CA certificate only)", wanted.host, wanted.port)
+        context = self._tls_context(cfg) if wanted is not None and cfg.enrolment.https else None
+        if context is not None:
+            self._open_links(cfg)
+        if self._listener.move(wanted, context) and wanted is not None:  # raises: configuration refused
+            logger.info("enrolment page on %s://%s:%d/ (CA certificate%s)", "https" if context else "http",
+                        wanted.host, wanted.port, ", one-time device links" if context else " only")
+
+    def _open_links(self, cfg: GatewayConfig) -> None:
+        key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+        if key != self._store_key:
+            old = self._store
+            self._store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+            self._store_key = key
+            if old is not None:
+                old.close()
+        assert self._store is not None
+        self._links = DeviceLinks(cfg.state_dir, self._store, Throttle(self._store, cfg.throttle))
+
+    def _tls_context(self, cfg: GatewayConfig) -> ssl.SSLContext:
+        """The local server certificate, rebuilt only when its files change."""
+        cert, key = ensure_default_certificate(cfg)
+        source = default_source(cfg)
+        stamp = (cert, key, source.stamp())
+        if self._tls is not None and self._tls[0] == stamp:
+            return self._tls[1]
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        password = read_password_file(source.password_file) if source.password_file is not None else None
+        context.load_cert_chain(cert, key, password=password)
+        self._tls = (stamp, context)
+        return context
 
     def running(self) -> None:
         self._listener.running()
 
     def done(self) -> None:
         self._listener.stop()
+        if self._store is not None:
+            self._store.close()
+            self._store, self._store_key = None, None
 
     @property
     def port(self) -> int | None:
         return self._listener.port
 
     async def _respond(self, request: SideRequest) -> bytes:
+        if is_link_path(request.path):
+            if self._links is None or not request.tls:
+                return encode(answer("GET", "/404", None))
+            return await self._links.respond(request.method, request.path, request.body, request.peer, request.tls)
         reply = answer(request.method, request.target, self._content, request.headers.get("host"))
         return encode(reply, head_only=request.method == "HEAD")
-
-
-def lan_addresses() -> tuple[str, ...]:
-    """This machine's private LAN addresses, for the QR code when tls.hosts names none."""
-    import ipaddress
-
-
-    found = [ip for ip in default_names()[1] if ip.is_private and not ip.is_loopback and not ip.is_link_local]
-    found.sort(key=lambda ip: ip.version)  # IPv4 first: what phones on a warehouse LAN use
-    return tuple(str(ipaddress.ip_address(ip)) for ip in found)

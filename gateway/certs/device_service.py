@@ -24,12 +24,12 @@ class Issued:
 
 
 def enrol(state_dir: Path, store: Store, name: str, *, user: str = "", days: int = DEFAULT_DEVICE_DAYS,
-          legacy: bool = False, now: datetime.datetime | None = None) -> Issued:
+          legacy: bool = False, now: datetime.datetime | None = None, password: str = "") -> Issued:
     check_device_name(name)
     now = now or now_utc()
     ca = load_or_create_device_ca(state_dir, now)
     certificate, key = issue_device_certificate(ca, name, days=days, rsa_key=legacy, now=now)
-    password = new_p12_password()
+    password = password or new_p12_password()
     p12 = pkcs12_bytes(name, certificate, key, ca.certificate, password, legacy=legacy)
     device = Device(name=name, serial=serial_text(certificate), issued=now.timestamp(),
                     expires=certificate.not_valid_after_utc.timestamp(), user=user)

@@ -17,7 +17,9 @@ import qrcode.image.svg
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway.certs.authority import default_names
 from gateway.certs.inspect import fingerprint
+from gateway.config import GatewayConfig
 
 PEM_TYPE = "application/x-pem-file"
 DER_TYPE = "application/x-x509-ca-cert"
@@ -52,15 +54,16 @@ class EnrolmentContent:
     hosts: tuple[str, ...] = ()
     lan_addresses: tuple[str, ...] = ()
     port: int | None = None
+    scheme: str = "http"  # https with enrolment.https
 
     @classmethod
     def for_ca(cls, ca: x509.Certificate, hosts: tuple[str, ...] = (), lan_addresses: tuple[str, ...] = (),
-               port: int | None = None) -> EnrolmentContent:
+               port: int | None = None, scheme: str = "http") -> EnrolmentContent:
         return cls(
             pem=ca.public_bytes(serialization.Encoding.PEM),
             der=ca.public_bytes(serialization.Encoding.DER),
             page=render_page(ca).encode("utf-8"),
-            ca=ca, hosts=hosts, lan_addresses=lan_addresses, port=port,
+            ca=ca, hosts=hosts, lan_addresses=lan_addresses, port=port, scheme=scheme,
         )
 
     def page_for(self, host: str | None) -> bytes:
@@ -68,7 +71,7 @@ class EnrolmentContent:
         target = qr_host(host, self.hosts, self.lan_addresses, self.port)
         if self.ca is None or target is None:
             return self.page
-        return render_page(self.ca, qr_svg(f"http://{target}/ca.pem")).encode("utf-8")
+        return render_page(self.ca, qr_svg(f"{self.scheme}://{target}/ca.pem")).encode("utf-8")
 
 
 def _phone_can_reach(name: str) -> bool:
@@ -162,3 +165,24 @@ def encode(answer_: Answer, head_only: bool = False) -> bytes:
     headers = {**answer_.headers, "Content-Length": str(len(answer_.body)), "Connection": "close"}
     lines = [f"HTTP/1.1 {answer_.status} {answer_.reason}"] + [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else answer_.body)
+
+
+def lan_addresses() -> tuple[str, ...]:
+    """This machine's private LAN addresses, for the QR code when tls.hosts names none."""
+    found = [ip for ip in default_names()[1] if ip.is_private and not ip.is_loopback and not ip.is_link_local]
+    found.sort(key=lambda ip: ip.version)  # IPv4 first: what phones on a warehouse LAN use
+    return tuple(str(ipaddress.ip_address(ip)) for ip in found)
+
+
+def link_url(cfg: GatewayConfig, path: str, request_host: str | None = None) -> str:
+    """The HTTPS address of ``path`` on the enrolment listener as a terminal would reach it:
+    a name of tls.hosts, else the address the admin used, else a LAN address of this machine."""
+    port = cfg.enrolment.listen
+    target = qr_host(None, cfg.tls.hosts, lan_addresses(), port)
+    if target is None and request_host and _SAFE_HOST.match(request_host):
+        name = request_host.rsplit(":", 1)[0] if not request_host.endswith("]") else request_host
+        target = f"{name}:{port}"  # the console's own port is not the enrolment listener's
+    if target is None:
+        host = cfg.enrolment.host if cfg.enrolment.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"https://{target}{path}"

@@ -12,7 +12,9 @@ from gateway.commands._accounts import open_state, user_errors
 from gateway.certs.device_service import Issued, enrol, renew, revoke
 from gateway.certs.devices import DEFAULT_DEVICE_DAYS
 from gateway.certs.load import CertError
-from gateway.store.devices import read_registry
+from gateway.store.devices import last_seen, read_registry
+from gateway.certs.device_links import LINK_SECONDS, create_link
+from gateway.certs.enrolment import link_url
 from gateway.utils.files import atomic_write
 
 logger = logging.getLogger("gateway.devices")
@@ -33,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("--days", type=int, default=DEFAULT_DEVICE_DAYS, help=f"validity (default {DEFAULT_DEVICE_DAYS})")
     add.add_argument("--legacy-p12", action="store_true", help=LEGACY_HELP)
     add.add_argument("--out", type=Path, help="where to write the file (default: ./NAME.p12)")
+    add.add_argument("--link", action="store_true",
+                     help="write no file: print a one-time HTTPS link (and its QR code) for the terminal, and the "
+                          "code to type there, which is also the file's password; the link works once, for 15 minutes "
+                          "(needs enrolment.enabled and enrolment.https)")
+    add.add_argument("--link-seconds", type=float, default=LINK_SECONDS, help=argparse.SUPPRESS)  # tests only
     add.set_defaults(func=add_device)
 
     commands.add_parser("list", help="enrolled devices: user, serial, dates, revoked").set_defaults(func=list_devices)
@@ -74,6 +81,8 @@ def _report(issued: Issued, path: Path) -> None:
 @user_errors
 def add_device(args: argparse.Namespace) -> int:
     state = open_state(args.config)
+    if args.link:
+        return _add_link(state, args)
     try:
         issued = enrol(state.config.state_dir, state.store, args.name, user=_user_id(state, args.user),
                        days=args.days, legacy=args.legacy_p12)
@@ -83,6 +92,33 @@ def add_device(args: argparse.Namespace) -> int:
     _report(issued, path)
     logger.info("device %s enrolled (serial %s)", args.name, issued.device.serial,
                 extra={"event": "device-added", "target": args.name})
+    return 0
+
+
+def _add_link(state, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    enrolment = state.config.enrolment
+    if not (enrolment.enabled and enrolment.https):
+        raise ValueError("--link needs the enrolment page over HTTPS: set enrolment.enabled: true and "
+                         "enrolment.https: true in the configuration")
+    try:
+        link = create_link(state.store, args.name, user=_user_id(state, args.user), days=args.days,
+                           legacy=args.legacy_p12, lifetime=args.link_seconds)
+    except CertError as e:
+        raise ValueError(str(e)) from None
+    url = link_url(state.config, link.path())
+    print(f"one-time link for device {args.name} (works once, until "
+          f"{datetime.datetime.fromtimestamp(link.expires):%H:%M}):")
+    print(f"link: {url}")
+    print(f"code (type it on the terminal; it is also the file's password): {link.code}")
+    try:
+        import qrcode  # only here: the terminal's QR code is a nicety of --link
+        qr = qrcode.QRCode(border=1)
+        qr.add_data(url)
+        qr.print_ascii(invert=True)
+    except Exception:
+        pass
+    logger.info("one-time enrolment link created for device %s", args.name,
+                extra={"event": "device-link-created", "target": args.name})
     return 0
 
 
@@ -114,6 +150,10 @@ def _date(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d") if ts else "-"
 
 
+def _moment(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+
 @user_errors
 def list_devices(args: argparse.Namespace) -> int:
     state = open_state(args.config)
@@ -122,9 +162,9 @@ def list_devices(args: argparse.Namespace) -> int:
         print("no devices enrolled; gateway device add NAME enrols one")
         return 0
     names = {u.id: u.name for u in state.store.list_users()}
-    print(f"{'NAME':<20} {'USER':<14} {'SERIAL':<42} {'ISSUED':<10} {'EXPIRES':<10} {'REVOKED':<10}")
+    print(f"{'NAME':<20} {'USER':<14} {'SERIAL':<42} {'ISSUED':<10} {'EXPIRES':<10} {'REVOKED':<10} {'LAST SEEN':<16}")
     for d in sorted(devices, key=lambda d: d.name):
         user = names.get(d.user, d.user) or "-"
         print(f"{d.name:<20} {user:<14} {d.serial:<42} {_date(d.issued):<10} {_date(d.expires):<10} "
-              f"{_date(d.revoked):<10}")
+              f"{_date(d.revoked):<10} {_moment(last_seen(state.store, d.name)):<16}")
     return 0

@@ -148,6 +148,9 @@ class EnrolmentSettings:
     enabled: bool = False
     host: str = "0.0.0.0"
     listen: int = 8079
+    # Serve the enrolment page over TLS with the local server certificate: needed for the
+    # one-time device links (a device's key must not cross the network in clear).
+    https: bool = False
 
 
 @dataclass(frozen=True)
@@ -695,7 +698,7 @@ def _host_names(r: _Reader, name: str) -> tuple[str, ...]:
 
 def _enrolment(r: _Reader) -> EnrolmentSettings:
     return EnrolmentSettings(enabled=r.get("enabled", bool, False), host=_host(r, "host", "0.0.0.0"),
-                             listen=_port(r, "listen", 8079))
+                             listen=_port(r, "listen", 8079), https=r.get("https", bool, False))
 
 
 def _reserved_ports(config: GatewayConfig) -> dict[int, str]:

@@ -21,6 +21,8 @@ from gateway.auth import secondfactor
 from gateway.accounts.service import Accounts
 from gateway.certs.device_service import enrol, renew, revoke
 from gateway.certs.devices import DEFAULT_DEVICE_DAYS
+from gateway.certs.device_links import create_link
+from gateway.certs.enrolment import link_url
 from gateway.certs.importer import import_certificate
 from gateway.certs.load import CertError
 from gateway.config import GatewayConfig
@@ -64,6 +66,8 @@ class Done:
     # A device certificate just issued (PKCS#12 bytes and its password): put on the answer page
     # once, never into ``message`` or ``audit``.
     issued: object | None = None
+    # A one-time enrolment link just made: (NewLink, its URL), shown once like ``issued``.
+    link: object | None = None
     block: str = ""  # text to show as is, in lines (YAML to paste), below the message
 
 
@@ -341,6 +345,8 @@ def device_add(ctx: Context, form: Form) -> Done:
         if user is None:
             raise ActionRefused(f"no user {form.get('user').strip()!r}")
         user_id = user.id
+    if form.get("link") == "on":
+        return _device_link(ctx, name, user_id, form)
     try:
         issued = enrol(ctx.cfg.state_dir, ctx.accounts.store, name, user=user_id, days=_device_days(form),
                        legacy=form.get("legacy") == "on")
@@ -349,6 +355,20 @@ def device_add(ctx: Context, form: Form) -> Done:
     bound = f", bound to user {form.get('user').strip()!r}" if user_id else ""
     return Done(f"device {name} enrolled (serial {issued.device.serial}){bound}",
                 f"enrolled device {name} (serial {issued.device.serial}){bound}", issued=issued)
+
+
+def _device_link(ctx: Context, name: str, user_id: str, form: Form) -> Done:
+    if not (ctx.cfg.enrolment.enabled and ctx.cfg.enrolment.https):
+        raise ActionRefused("a one-time link needs the enrolment page over HTTPS: set enrolment.enabled: true "
+                            "and enrolment.https: true in the configuration")
+    try:
+        link = create_link(ctx.accounts.store, name, user=user_id, days=_device_days(form),
+                           legacy=form.get("legacy") == "on")
+    except (CertError, StoreError) as e:
+        raise ActionRefused(str(e)) from None
+    return Done(f"one-time link for device {name} created: it works once, for 15 minutes",
+                f"created a one-time enrolment link for device {name}",
+                link=(link, link_url(ctx.cfg, link.path())))
 
 
 def device_renew(ctx: Context, form: Form) -> Done:

@@ -31,6 +31,13 @@ RU: dict[str, str] = {
     "Enrol a device": "Зарегистрировать устройство",
     "User (optional: logs in only from this device)": "Пользователь (необязательно: входит только с этого устройства)",
     "Days": "Дней", "Old form for Android before 10": "Старая форма для Android до 10", "Enrol": "Зарегистрировать",
+    "Last seen": "Последнее подключение", "One-time enrolment link": "Одноразовая ссылка для регистрации",
+    "One-time link with a QR code instead of a file": "Одноразовая ссылка с QR-кодом вместо файла",
+    "Code": "Код",
+    "On the terminal, scan the QR code (or open the link), type the code, and install the downloaded file with the "
+    "same code as its password. The link works once, until":
+        "На терминале отсканируйте QR-код (или откройте ссылку), введите код и установите скачанный файл, указав "
+        "тот же код как пароль. Ссылка работает один раз, до",
 }
 
 # The Bases page's form (gateway/console/bases.py) and the dashboard.

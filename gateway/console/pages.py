@@ -86,6 +86,7 @@ class DeviceView:
     expires: str
     days_left: int
     revoked: str  # a date, or "" while in use
+    last_seen: str = ""  # when it last connected (UTC, to the minute), "" never
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,17 @@ class IssuedView:
     file_name: str
     data_url: str  # data:application/x-pkcs12;base64,...
     password: str
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """A one-time enrolment link just made: its QR code and code, shown on this one answer only."""
+
+    name: str
+    url: str
+    code: str
+    qr_svg: str
+    until: str  # HH:MM, the server's local time
 
 
 @dataclass(frozen=True)

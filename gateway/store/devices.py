@@ -115,3 +115,20 @@ def _existing(registry: Registry, name: str) -> Device:
     if device is None:
         raise NotFoundError(f"no device named {name!r}; gateway device list shows the enrolled ones")
     return device
+
+
+SEEN_PREFIX = "devices:seen:"
+
+
+def mark_seen(store: Store, name: str, at: float) -> None:
+    """When the device last connected: one small value per device, so a connection never
+    rewrites the device list (nor waits for its lease)."""
+    store.put_shared(SEEN_PREFIX + name, repr(at))
+
+
+def last_seen(store: Store, name: str) -> float:
+    raw = store.get_shared(SEEN_PREFIX + name)
+    try:
+        return float(raw) if raw else 0.0
+    except ValueError:
+        return 0.0

@@ -48,7 +48,7 @@ from gateway.auth.login_driver import Logins
 from gateway.console.admin_login import ADMIN_ROLE, console_login
 from gateway.console.pages import (
     PAGES, STYLE, BaseView, BanView, CertificateFacts, CertificatesView, CertificateView, CheckView,
-    ConfirmView, DeviceView, EnrolmentView, IssuedView, Flash, GroupView, TwoFactorView, IpListsView, ListEditView,
+    ConfirmView, DeviceView, EnrolmentView, IssuedView, LinkView, Flash, GroupView, TwoFactorView, IpListsView, ListEditView,
     ListFileView, ListLine, UserView, render_error,
     render_page,
 )
@@ -61,7 +61,7 @@ from gateway.iplist.edit import check_text, read_list_file
 from gateway.iplist.files import ListUnreadable
 from gateway.iplist.lists import load_list
 from gateway.store import Store, StoreUnavailable
-from gateway.store.devices import read_registry
+from gateway.store.devices import last_seen, read_registry
 from gateway.auth.throttle import Throttle
 
 logger = logging.getLogger("gateway.console")
@@ -388,13 +388,19 @@ class Console:
         logger.info("console: admin %r from %s %s", session.user_name, request.address, done.audit,
                     extra={"event": "console-change", "admin": session.user_name, "client": request.address,
                            **({"base": done.base} if done.base else {})})
+        if done.link is not None:
+            common = {"lang": request.lang, "who": session.user_name, "csrf": session.csrf,
+                      "flash": Flash(True, localize_lines(request.lang, done.message)), "keep": ""}
+            devices = await self._off_loop(_devices, state.store)
+            return Page(200, render_page("/console/devices", devices=devices, users=await self._off_loop(
+                _user_names, state.store), issued=None, link=_link_view(done.link), **common))
         if done.issued is not None:
             # The file and its password exist only in this answer: no redirect could carry them.
             common = {"lang": request.lang, "who": session.user_name, "csrf": session.csrf,
                       "flash": Flash(True, localize_lines(request.lang, done.message)), "keep": ""}
             devices = await self._off_loop(_devices, state.store)
             return Page(200, render_page("/console/devices", devices=devices, users=await self._off_loop(
-                _user_names, state.store), issued=_issued_view(done.issued), **common))
+                _user_names, state.store), issued=_issued_view(done.issued), link=None, **common))
         session.flash = Flash(True, localize_lines(request.lang, done.message), done.block)
         if done.message.startswith("user ") and form.get("group"):
             session.last_group = form.get("group")  # "Add a user" offers it next time, unless it is the admin role
@@ -477,7 +483,7 @@ class Console:
                                **common)
         if path == "/console/devices":
             return render_page(path, devices=await self._off_loop(_devices, state.store),
-                               users=await self._off_loop(_user_names, state.store), issued=None, **common)
+                               users=await self._off_loop(_user_names, state.store), issued=None, link=None, **common)
         if path == "/console/2fa":
             return render_page(path, twofactor=await self._off_loop(self._two_factor_view, state, session), **common)
         return render_page(path, enrolment=await self._off_loop(_enrolment, cfg), **common)
@@ -716,13 +722,22 @@ def _devices(store: Store) -> list[DeviceView]:
     def day(ts: float) -> str:
         return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d") if ts else ""
 
+    def seen(ts: float) -> str:
+        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M") if ts else ""
+
     return [DeviceView(d.name, names.get(d.user, d.user), d.serial, day(d.issued), day(d.expires),
-                       int((d.expires - now) // 86400), day(d.revoked))
+                       int((d.expires - now) // 86400), day(d.revoked), seen(last_seen(store, d.name)))
             for d in sorted(read_registry(store).devices, key=lambda d: d.name)]
 
 
 def _user_names(store: Store) -> list[str]:
     return sorted(u.name for u in store.list_users())
+
+
+def _link_view(made: Any) -> LinkView:
+    link, url = made
+    until = datetime.datetime.fromtimestamp(link.expires).strftime("%H:%M")
+    return LinkView(link.name, url, link.code, qr_svg(url), until)
 
 
 def _issued_view(issued: Any) -> IssuedView:
