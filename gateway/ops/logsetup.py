@@ -77,6 +77,7 @@ SECURITY_EVENTS = frozenset({
     "acme-renewal-failed", "acme-certificate-installed", "second-factor-reset", "cleartext-credentials",
     "rate-limited",
     "device-refused", "device-added", "device-revoked", "device-renewed",
+    "device-link-created", "device-link-used", "device-link-failed",
 })
 # What the console's events page shows (the shared journal): the security events, and failures
 # of the back end an administrator wants to see beside them.
