@@ -8,7 +8,6 @@ Not a mitmproxy listener: it must never reach a back end. The port is bound in
 from __future__ import annotations
 
 import logging
-import ssl
 from typing import Any
 
 from gateway.web.sidelistener import Address, SideListener, SideRequest
@@ -16,10 +15,9 @@ from gateway.certs.enrolment import EnrolmentContent, answer, encode, lan_addres
 from gateway.certs.inspect import load_local_ca, local_ca_served
 from gateway.config import GatewayConfig
 from gateway.auth.throttle import Throttle
-from gateway.certs.load import read_password_file
-from gateway.certs.sources import default_source, ensure_default_certificate
 from gateway.store import Store, open_store
 from gateway.web.device_enrolment import DeviceLinks, is_link_path
+from gateway.web.server_tls import DefaultCertificateContext
 
 # The code form's body: one short field.
 MAX_BODY = 512
@@ -34,7 +32,7 @@ class Enrolment:
         self._links: DeviceLinks | None = None
         self._store: Store | None = None
         self._store_key: tuple[Any, ...] | None = None
-        self._tls: tuple[object, ssl.SSLContext] | None = None
+        self._tls = DefaultCertificateContext()
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         # Offered only while a base serves a certificate of it (after `cert import` none may).
@@ -43,7 +41,7 @@ class Enrolment:
                                                  "https" if cfg.enrolment.https else "http") \
             if ca is not None else None
         wanted = Address(cfg.enrolment.host, cfg.enrolment.listen) if cfg.enrolment.enabled else None
-        context = self._tls_context(cfg) if wanted is not None and cfg.enrolment.https else None
+        context = self._tls.for_config(cfg) if wanted is not None and cfg.enrolment.https else None
         if context is not None:
             self._open_links(cfg)
         if self._listener.move(wanted, context) and wanted is not None:  # raises: configuration refused
@@ -61,19 +59,6 @@ class Enrolment:
         assert self._store is not None
         self._links = DeviceLinks(cfg.state_dir, self._store, Throttle(self._store, cfg.throttle))
 
-    def _tls_context(self, cfg: GatewayConfig) -> ssl.SSLContext:
-        """The local server certificate, rebuilt only when its files change."""
-        cert, key = ensure_default_certificate(cfg)
-        source = default_source(cfg)
-        stamp = (cert, key, source.stamp())
-        if self._tls is not None and self._tls[0] == stamp:
-            return self._tls[1]
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        password = read_password_file(source.password_file) if source.password_file is not None else None
-        context.load_cert_chain(cert, key, password=password)
-        self._tls = (stamp, context)
-        return context
 
     def running(self) -> None:
         self._listener.running()

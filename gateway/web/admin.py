@@ -19,7 +19,6 @@ import asyncio
 import hmac
 import logging
 import os
-import ssl
 import time
 from dataclasses import dataclass
 
@@ -29,14 +28,13 @@ from gateway.web.sidelistener import Address, SideListener, SideRequest
 from gateway.web import docs
 from gateway.web.console import MAX_BODY, SECURITY_HEADERS, Console, is_console_path
 from gateway.autocert.manager import problems as acme_problems
-from gateway.certs.sources import default_source, ensure_default_certificate
 from gateway.config import GatewayConfig
 from gateway.ops.journal import install_journal
 from gateway.ops.health import RunInfo, remove_run_file, tcp_problem_async, write_run_file
 from gateway.store.statecheck import current_problem as current_state_problem
 from gateway.store.guarded import problems as store_problems
 from gateway.utils.net import is_loopback, split_authority
-from gateway.certs.load import read_password_file
+from gateway.web.server_tls import DefaultCertificateContext
 
 logger = logging.getLogger("gateway.admin")
 
@@ -84,7 +82,7 @@ REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
 class AdminApp:
     def __init__(self) -> None:
         self._listener = SideListener("admin.listen", self._respond, max_body=MAX_BODY)
-        self._tls: tuple[object, ssl.SSLContext] | None = None  # (certificate files' stamp, context)
+        self._tls = DefaultCertificateContext()
         self._console = Console()
         self._config: GatewayConfig | None = None
         self._started = time.time()
@@ -97,7 +95,7 @@ class AdminApp:
         # Every gateway process writes its security events where any console can read them.
         install_journal(cfg.state_dir)
         wanted = Address(cfg.admin.host, cfg.admin.listen) if cfg.admin.enabled else None
-        context = self._tls_context(cfg) if wanted is not None and not is_loopback(wanted.host) else None
+        context = self._tls.for_config(cfg) if wanted is not None and not is_loopback(wanted.host) else None
         if self._listener.move(wanted, context) and wanted is not None:  # raises: configuration refused
             if cfg.admin.private:
                 logger.info("worker's private admin listener on http://%s:%d/ (asked by the supervisor only; "
@@ -132,21 +130,6 @@ class AdminApp:
         """The runner tells what `gateway status` and `gateway reload` read back from the run file."""
         self._last_reload, self._loaded_at = last_reload, loaded_at
         self._write_run_file()
-    def _tls_context(self, cfg: GatewayConfig) -> ssl.SSLContext:
-        """The default certificate as a server context, rebuilt only when its files change."""
-        cert, key = ensure_default_certificate(cfg)
-        source = default_source(cfg)
-        stamp = (cert, key, source.stamp())
-        if self._tls is not None and self._tls[0] == stamp:
-            return self._tls[1]
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        password = None
-        if source.password_file is not None:
-            password = read_password_file(source.password_file)
-        context.load_cert_chain(cert, key, password=password)
-        self._tls = (stamp, context)
-        return context
 
     @property
     def port(self) -> int | None:
