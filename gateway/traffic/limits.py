@@ -165,7 +165,8 @@ def check_request_head(lines: list[bytes], limits: LimitSettings) -> int | None:
     return int(lengths[0].strip()) if lengths else None
 
 
-_DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
+# A dot segment written with escapes: decoded before or after resolving ".."? Servers disagree.
+_ESCAPED_DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2e)*%2e(?:\.|%2e)*(?:/|$)", re.IGNORECASE)
 _ABSOLUTE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#]*", re.IGNORECASE)
 
 
@@ -174,8 +175,9 @@ def check_target(method: str, target: str) -> str:
 
     An absolute-form target (``http://x/a``) loses its scheme and host (Routing sets the back
     end's); ``*`` is kept for OPTIONS only. Raises HeadRefused (400) for a target a back end
-    could read otherwise than the gateway: no leading ``/``, a ``#``, a ``.`` or ``..`` segment
-    (plain or percent-escaped)."""
+    could read otherwise than the gateway: no leading ``/``, a ``#``, a dot segment written with
+    escapes, ``..`` above the root. Plain ``.`` and ``..`` segments are resolved (RFC 3986
+    §5.2.4), so the back end receives the path that was checked, whichever protocol carried it."""
     if target == "*":
         if method == "OPTIONS":
             return target
@@ -189,9 +191,30 @@ def check_target(method: str, target: str) -> str:
         raise HeadRefused(400, "the request target does not start with '/'")
     if "#" in target:
         raise HeadRefused(400, "the request target contains '#' (a fragment is never sent to a server)")
-    if _DOT_SEGMENT.search(target.partition("?")[0]):
-        raise HeadRefused(400, "the request target holds a '.' or '..' segment")
-    return target
+    path, question, query = target.partition("?")
+    if _ESCAPED_DOT_SEGMENT.search(path):
+        raise HeadRefused(400, "the request target holds a dot segment written with escapes (%2e)")
+    return remove_dot_segments(path) + question + query
+
+
+def remove_dot_segments(path: str) -> str:
+    """``/a/./b/../c`` → ``/a/c`` (RFC 3986 §5.2.4) for a path starting with ``/``; ``..`` above
+    the root is refused rather than guessed at."""
+    segments = path.split("/")[1:]
+    if "." not in segments and ".." not in segments:
+        return path
+    kept: list[str] = []
+    for segment in segments:
+        if segment == ".":
+            continue
+        if segment == "..":
+            if not kept:
+                raise HeadRefused(400, "the request target goes above the root with '..'")
+            kept.pop()
+        else:
+            kept.append(segment)
+    trailing = segments[-1] in (".", "..")
+    return "/" + "/".join(kept) + ("/" if trailing and kept else "")
 
 
 def check_method(method: str, allowed: tuple[str, ...]) -> tuple[int, str] | None:
