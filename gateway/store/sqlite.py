@@ -172,18 +172,29 @@ class SqliteStore:
         self._watch_lock = threading.Lock()
         self._writes = 0
         self._changes: ChangeCounter | None = None
+        # Only the first connection may create the database. A later one (a new thread of a
+        # running gateway) opening a file that was deleted meanwhile would otherwise start an
+        # empty store silently, and the state check would see a "replaced" file, not a lost one.
+        self._created = False
         self._init_schema()
+        self._created = True
 
     # --- connections and transactions ---
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            if self._created and not self.path.exists():
+                raise StoreUnavailable(f"the state database {self.path} no longer exists; restore it from a "
+                                       "backup (docs: upgrading and backing up) and restart the gateway")
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                _create_private(self.path)
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                       isolation_level=None, check_same_thread=False)
+                if not self._created:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    _create_private(self.path)
+                # mode=rw: a later connection never creates the file (see _created).
+                target = f"{self.path.resolve().as_uri()}?mode=rw" if self._created else str(self.path)
+                conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                       check_same_thread=False, uri=self._created)
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses at most the last commit
