@@ -29,7 +29,7 @@ from gateway.certs.devices import (
     check_device_certificate, device_name_of, load_or_create_device_ca, load_trusted_cas, serial_text,
 )
 from gateway.config import GatewayConfig
-from gateway.store import Store, open_store
+from gateway.store import Store, StoreUnavailable, open_for_gateway
 from gateway.store.devices import Registry, mark_seen, read_registry
 from addons.autocert import offers_acme_tls
 from mitmproxy import connection, ctx, http, tls
@@ -95,9 +95,16 @@ class ClientAuth:
         key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
         if key != self._store_key:
             old = self._store
-            store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url) if key else None
+            # The guarded store: a store that cannot be reached at start (a reboot during a Redis
+            # outage) leaves the device list unread, so device certificates are refused until it
+            # reads (fail closed) while every other base serves; a wrong key still refuses the config.
+            store = open_for_gateway(cfg.state_dir, cfg.store) if key else None
             if store is not None:
-                self._take(read_registry(store))  # raises: the config is refused, the old one serves
+                try:
+                    self._take(read_registry(store))
+                except StoreUnavailable as e:
+                    logger.error("the device list cannot be read yet (%s); device certificates are refused "
+                                 "until it can", e)
             self._store, self._store_key = store, key
             if old is not None:
                 old.close()

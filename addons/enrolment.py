@@ -15,7 +15,7 @@ from gateway.certs.enrolment import EnrolmentContent, answer, encode, lan_addres
 from gateway.certs.inspect import load_local_ca, local_ca_served
 from gateway.config import GatewayConfig
 from gateway.auth.throttle import Throttle
-from gateway.store import Store, open_store
+from gateway.store import Store, open_for_gateway
 from gateway.web.device_enrolment import DeviceLinks, is_link_path
 from gateway.web.server_tls import DefaultCertificateContext
 
@@ -52,7 +52,7 @@ class Enrolment:
         key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
         if key != self._store_key:
             old = self._store
-            self._store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+            self._store = open_for_gateway(cfg.state_dir, cfg.store)
             self._store_key = key
             if old is not None:
                 old.close()

@@ -17,7 +17,7 @@ from addons._guard import deny, fail_closed
 from addons.ipfilter import is_whitelisted
 from addons.routing import client_ip
 from gateway.config import GatewayConfig
-from gateway.store import Store, StoreError, open_store
+from gateway.store import Store, StoreError, open_for_gateway
 from gateway.traffic import ratelimit
 
 logger = logging.getLogger("gateway.ratelimit")
@@ -40,7 +40,7 @@ class RateLimit:
         key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
         if needed and (self._store is None or key != self._store_key):
             old = self._store
-            self._store, self._store_key = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url), key
+            self._store, self._store_key = open_for_gateway(cfg.state_dir, cfg.store), key
             if old is not None:
                 old.close()
         if self._pool is None and needed:
