@@ -98,7 +98,7 @@ class ClientAuth:
             # The guarded store: a store that cannot be reached at start (a reboot during a Redis
             # outage) leaves the device list unread, so device certificates are refused until it
             # reads (fail closed) while every other base serves; a wrong key still refuses the config.
-            store = open_for_gateway(cfg.state_dir, cfg.store) if key else None
+            store = open_for_gateway(cfg.state_dir, cfg.store, reports=False) if key else None
             if store is not None:
                 try:
                     self._take(read_registry(store))

@@ -52,7 +52,7 @@ class Enrolment:
         key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
         if key != self._store_key:
             old = self._store
-            self._store = open_for_gateway(cfg.state_dir, cfg.store)
+            self._store = open_for_gateway(cfg.state_dir, cfg.store, reports=False)
             self._store_key = key
             if old is not None:
                 old.close()

@@ -40,7 +40,7 @@ class RateLimit:
         key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
         if needed and (self._store is None or key != self._store_key):
             old = self._store
-            self._store, self._store_key = open_for_gateway(cfg.state_dir, cfg.store), key
+            self._store, self._store_key = open_for_gateway(cfg.state_dir, cfg.store, reports=False), key
             if old is not None:
                 old.close()
         if self._pool is None and needed:

@@ -38,14 +38,16 @@ def open_store(state_dir: Path, backend: str = "sqlite", redis_url: str | None =
     raise StoreError(f"store backend {settings.backend!r} is unknown; use store.backend: sqlite or redis")
 
 
-def open_for_gateway(state_dir: Path, settings: StoreSettings) -> GuardedStore:
+def open_for_gateway(state_dir: Path, settings: StoreSettings, reports: bool = True) -> GuardedStore:
     """The running gateway's store: one that cannot be reached now is opened when it can
-    (gateway.store.guarded); a damaged database or a wrong key file is raised at once."""
+    (gateway.store.guarded); a damaged database or a wrong key file is raised at once.
+    ``reports``: False for a second connection of the process, whose outages the login path's
+    store already logs and shows."""
     if settings.backend == "sqlite":
         where = str(Path(state_dir) / DB_NAME)
     else:
         where = _redis_where(settings)
-    store = GuardedStore(where, lambda: open_store(state_dir, settings=settings))
+    store = GuardedStore(where, lambda: open_store(state_dir, settings=settings), reports)
     store.connect()
     return store
 

@@ -51,6 +51,9 @@ class StoreHealth:
     down_since: float = 0.0
     refused: int = 0  # calls that failed since it went down
     write_failed: bool = False  # went down on a write: only a write proves it back
+    # A second connection of the same process (the device list's poll, the rate limit): its own
+    # pacing, but the log, /readyz and the gauge speak of the store once, through the login path's.
+    quiet: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -63,6 +66,8 @@ class StoreHealth:
             if not self.up:
                 return
             self.up, self.down_since, self.refused = False, time.time(), 1
+        if self.quiet:
+            return
         logger.error("store down: %s; user_auth bases answer 503 until it is back", error,
                      extra={"event": "store-down", "store": self.where})
 
@@ -74,6 +79,8 @@ class StoreHealth:
                 return
             self.up, self.write_failed, self.problem = True, False, ""
             seconds, refused = time.time() - self.down_since, self.refused
+        if self.quiet:
+            return
         logger.info("store back: %s answers again after %.1f s; %d store call(s) failed meanwhile",
                     self.where, seconds, refused, extra={"event": "store-up", "store": self.where})
 
@@ -102,13 +109,13 @@ class GuardedStore:
     store or raises: ``StoreUnavailable`` is waited out, any other ``StoreError`` (a wrong key
     file, a damaged database) is for the operator and raised from the first ``connect``."""
 
-    def __init__(self, where: str, opener: Callable[[], Store]) -> None:
+    def __init__(self, where: str, opener: Callable[[], Store], reports: bool = True) -> None:
         self.where = where
         self._opener = opener
         self._inner: Store | None = None
         self._next_attempt = 0.0
         self._open_lock = threading.Lock()
-        self.health = health_of(where)
+        self.health = health_of(where) if reports else StoreHealth(where, quiet=True)
 
     def connect(self) -> None:
         """Open now if possible; a store that cannot be reached is marked down, not raised."""
