@@ -103,8 +103,8 @@ class ClientAuth:
                 try:
                     self._take(read_registry(store))
                 except StoreUnavailable as e:
-                    logger.error("the device list cannot be read yet (%s); device certificates are refused "
-                                 "until it can", e)
+                    logger.warning("the device list cannot be read yet (%s); device certificates are refused "
+                                   "until it can", e)
             self._store, self._store_key = store, key
             if old is not None:
                 old.close()
@@ -140,8 +140,9 @@ class ClientAuth:
             except Exception as e:
                 # Once per outage: a store that is down for minutes must not log twice a second.
                 if not self._failing:
-                    logger.error("reading the device list failed (%s); device certificates are refused "
-                                 "%d s from now until it reads", e, STALE_SECONDS)
+                    # WARNING: the store's own ERROR (store-down) already names an outage, once.
+                    logger.warning("reading the device list failed (%s); device certificates are refused "
+                                   "%d s from now until it reads", e, STALE_SECONDS)
                 self._failing = True
 
     # --- the handshake -----------------------------------------------------------------------
