@@ -37,6 +37,8 @@ from gateway.utils.net import is_loopback, split_authority
 from gateway.web.server_tls import DefaultCertificateContext
 
 logger = logging.getLogger("gateway.admin")
+# Answered whatever the Host header says (see _misdirected).
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 
 # /readyz asks every back end for a TCP connect; a second is long on a LAN.
 READY_TIMEOUT = 1.0
@@ -172,9 +174,11 @@ class AdminApp:
 
     def _misdirected(self, request: SideRequest) -> Answer | None:
         """The admin listener answers only to its own names (``admin.hosts``): a DNS-rebinding
-        page in an administrator's browser names its own host, and gets nothing here."""
+        page in an administrator's browser names its own host, and gets nothing here. The health
+        answers are the exception: a balancer's check (HAProxy's ``option httpchk``) sends no Host
+        and reads only a status line that tells nothing a rebinding page could use."""
         cfg = self._config
-        if cfg is None:
+        if cfg is None or request.path.split("?", 1)[0] in HEALTH_PATHS:
             return None
         host = request.headers.get("host")
         if host is None or not host.strip():
