@@ -37,7 +37,7 @@ from gateway.utils.net import is_loopback, split_authority
 from gateway.web.server_tls import DefaultCertificateContext
 
 logger = logging.getLogger("gateway.admin")
-# Answered whatever the Host header says (see _misdirected).
+# Answered to a request without a Host header, a balancer's health check (see _misdirected).
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 
 # /readyz asks every back end for a TCP connect; a second is long on a LAN.
@@ -175,13 +175,15 @@ class AdminApp:
     def _misdirected(self, request: SideRequest) -> Answer | None:
         """The admin listener answers only to its own names (``admin.hosts``): a DNS-rebinding
         page in an administrator's browser names its own host, and gets nothing here. The health
-        answers are the exception: a balancer's check (HAProxy's ``option httpchk``) sends no Host
-        and reads only a status line that tells nothing a rebinding page could use."""
+        answers without a Host are the exception: a balancer's check (HAProxy's ``option httpchk``)
+        sends none, while a browser (and so a rebinding page) always sends one."""
         cfg = self._config
-        if cfg is None or request.path.split("?", 1)[0] in HEALTH_PATHS:
+        if cfg is None:
             return None
         host = request.headers.get("host")
         if host is None or not host.strip():
+            if request.path.split("?", 1)[0] in HEALTH_PATHS:
+                return None
             return Answer(400, PLAIN, b"400 Bad Request: no Host header\n")
         if split_authority(host)[0] not in cfg.admin.served_hosts():
             logger.warning("admin listener refused a request for host %r from %s (not in admin.hosts)",
