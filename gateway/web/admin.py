@@ -175,14 +175,15 @@ class AdminApp:
     def _misdirected(self, request: SideRequest) -> Answer | None:
         """The admin listener answers only to its own names (``admin.hosts``): a DNS-rebinding
         page in an administrator's browser names its own host, and gets nothing here. The health
-        answers without a Host are the exception: a balancer's check (HAProxy's ``option httpchk``)
-        sends none, while a browser (and so a rebinding page) always sends one."""
+        answers to HTTP/1.0 without a Host are the exception: a balancer's check (HAProxy's
+        ``option httpchk``) sends exactly that, while a browser (and so a rebinding page) always
+        names a host. HTTP/1.1 without Host is refused (RFC 9112 §3.2)."""
         cfg = self._config
         if cfg is None:
             return None
         host = request.headers.get("host")
         if host is None or not host.strip():
-            if request.path.split("?", 1)[0] in HEALTH_PATHS:
+            if request.version == "HTTP/1.0" and request.path in HEALTH_PATHS:
                 return None
             return Answer(400, PLAIN, b"400 Bad Request: no Host header\n")
         if split_authority(host)[0] not in cfg.admin.served_hosts():

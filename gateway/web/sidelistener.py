@@ -38,6 +38,7 @@ class SideRequest:
     peer: str = ""  # the client's address
     body: bytes = b""
     tls: bool = False  # served over TLS
+    version: str = "HTTP/1.1"
 
     @property
     def path(self) -> str:
@@ -57,7 +58,7 @@ def parse_head(head: bytes) -> SideRequest | None:
         key, sep, value = line.partition(b":")
         if sep:
             headers[key.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-    return SideRequest(parts[0], parts[1], headers)
+    return SideRequest(parts[0], parts[1], headers, version=parts[2])
 
 
 class SideListener:
