@@ -464,6 +464,39 @@ def test_rapid_reset_gets_goaway_and_no_504_storm(default: RunningGateway, base:
         assert "did not answer" not in default.log()
 
 
+def test_a_flooding_client_reads_its_goaway_then_is_closed_within_the_linger_time(default: RunningGateway) -> None:
+    """The GOAWAY is followed by a FIN, not a TCP reset (which would discard it), and a client
+    that neither stops sending nor closes is closed all the same."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    from addons._engine_patches import LINGER_SECONDS
+
+    sock = tls_context(["h2"]).wrap_socket(socket.create_connection(("127.0.0.1", default.port("tls")), timeout=10))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    try:
+        goaway_at = None
+        for _ in range(40):  # far past the limit, sent on after the GOAWAY was written
+            for _ in range(50):
+                sid = conn.get_next_available_stream_id()
+                conn.send_headers(sid, [(":method", "GET"), (":path", "/echo"), (":scheme", "https"),
+                                        (":authority", "x")])
+                conn.reset_stream(sid)
+            sock.sendall(conn.data_to_send())  # a reset here would raise: the gateway still reads
+        while goaway_at is None:
+            data = sock.recv(65536)
+            assert data, "the connection ended without a GOAWAY"
+            if any(isinstance(e, h2.events.ConnectionTerminated) for e in conn.receive_data(data)):
+                goaway_at = time.monotonic()
+        while sock.recv(65536):  # the client keeps its side open: the gateway must close
+            pass
+        assert time.monotonic() - goaway_at < LINGER_SECONDS + 2
+    finally:
+        sock.close()
+
+
 def connections_to(port: int) -> int:
     """Established TCP connections to a local port, from /proc (no ss needed)."""
     return sum(1 for fields in proc_tcp_rows() if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port)
