@@ -95,29 +95,32 @@ async def _listen(self: Any, host: str, port: int) -> list[asyncio.Server]:
     if self.mode.transport_protocol != "tcp":
         raise OSError(f"{self.mode.description}: the gateway serves TCP only")
 
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _accept(self.handle_stream, reader, writer)
+    def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Any:
+        # The coroutine asyncio makes the connection's task of: mitmproxy's own where no PROXY
+        # header is read, so an idle connection keeps no frame of ours waiting in its stack.
+        settings = _proxy_protocol_for(writer)
+        if settings is not None and settings.enabled:
+            return _accept(self.handle_stream, settings, reader, writer)
+        return self.handle_stream(reader, writer)
 
     # host "" is every interface, IPv4 and IPv6 alike (asyncio binds one socket per family).
     server = await asyncio.start_server(accept, host, port, reuse_port=_reuse_port or None)
     return [server]
 
 
-async def _accept(handle_stream: Callable[..., Any], reader: asyncio.StreamReader,
+async def _accept(handle_stream: Callable[..., Any], settings: Any, reader: asyncio.StreamReader,
                   writer: asyncio.StreamWriter) -> None:
-    settings = _proxy_protocol_for(writer)
-    if settings is not None and settings.enabled:
-        real_peer = await _read_proxy_header(settings, reader, writer)
-        if real_peer is False:
-            writer.close()
-            return
-        if real_peer is not None:
-            plain = writer.get_extra_info
+    real_peer = await _read_proxy_header(settings, reader, writer)
+    if real_peer is False:
+        writer.close()
+        return
+    if real_peer is not None:
+        plain = writer.get_extra_info
 
-            def get_extra_info(name: str, default: Any = None) -> Any:
-                return real_peer if name == "peername" else plain(name, default)
+        def get_extra_info(name: str, default: Any = None) -> Any:
+            return real_peer if name == "peername" else plain(name, default)
 
-            writer.get_extra_info = get_extra_info  # type: ignore[method-assign]
+        writer.get_extra_info = get_extra_info  # type: ignore[method-assign]
     await handle_stream(reader, writer)
 
 

@@ -33,13 +33,13 @@ from addons import _engine_patches
 from addons._context import listener_of, listener_to_check
 from addons._guard import already_answered, deny, fail_closed
 from gateway.config import BaseConfig, GatewayConfig
-from gateway.traffic.limits import LimitSettings, raise_open_files_limit
+from gateway.traffic.limits import (FILES_RESERVED, DescriptorBudget, LimitSettings, descriptor_budget,
+                                    raise_open_files_limit)
 
 logger = logging.getLogger("gateway.limits")
 
 WATCHDOG_INTERVAL = 0.5
 REFUSAL_LOG_INTERVAL = 10.0
-FILES_RESERVED = 64  # descriptors kept for listeners, logs, the store, certificates
 TIMEOUT_KINDS = ("tls_handshake", "client_header", "client_body", "keepalive", "send")
 
 # Counted here, exported by addons/metrics.py (read at scrape time).
@@ -72,7 +72,8 @@ class Limits:
         self._refused_logged: dict[str, tuple[float, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self._nofile_logged = False
-        self._open_files: int | None = None
+        self._budget: DescriptorBudget | None = None
+        self._backends: set[str] = set()  # back-end connections open now: a descriptor each
         self._capped_logged = 0
 
     def apply_config(self, cfg: GatewayConfig) -> None:
@@ -82,7 +83,7 @@ class Limits:
             if result is None:
                 logger.info("open-files limit: not applicable on this system")
             else:
-                self._open_files = result[0]
+                self._budget = descriptor_budget(result[0])
                 soft, hard = result
                 logger.info("open-files limit: %d (hard limit %d)", soft, hard,
                             extra={"event": "open-files-limit", "soft": soft, "hard": hard})
@@ -90,20 +91,23 @@ class Limits:
                     logger.warning("the open-files limit is only %d: each client connection takes one; "
                                    "raise it (systemd: LimitNOFILE=65536)", soft)
         limits = cfg.limits
-        if self._open_files is not None:
-            # Each connection takes a descriptor, and another for its back end; past the limit
-            # accept() fails for everyone, so refuse politely before that.
-            room = max(16, (self._open_files - FILES_RESERVED) // 2)
+        budget = self._budget
+        if budget is not None:
+            # Past the limit accept() fails for everyone: refuse politely before that.
+            room = budget.clients
             if limits.max_connections == 0 or limits.max_connections > room:
                 if limits.max_connections and limits.max_connections != self._capped_logged:
                     # Once per value, not at every reload; the arithmetic is spelled out, as "10000 is
                     # more than 20000 allows" reads as a contradiction.
                     self._capped_logged = limits.max_connections
-                    logger.warning("limits.max_connections %d needs about %d open files (each connection takes "
-                                   "two), more than the open-files limit %d allows; using %d (raise LimitNOFILE, "
+                    logger.warning("limits.max_connections %d needs about %d open files (one per client "
+                                   "connection, %d kept for back-end connections, %d for the gateway itself), "
+                                   "more than the open-files limit %d allows; using %d (raise LimitNOFILE, "
                                    "or set max_connections to %d or less)",
-                                   limits.max_connections, 2 * limits.max_connections + FILES_RESERVED,
-                                   self._open_files, room, room)
+                                   limits.max_connections,
+                                   limits.max_connections + budget.backend_reserve + FILES_RESERVED,
+                                   budget.backend_reserve, FILES_RESERVED, budget.usable + FILES_RESERVED,
+                                   room, room)
                 limits = dataclasses.replace(limits, max_connections=room)
         self.limits = limits
         _engine_patches.set_limits(cfg.limits)
@@ -128,6 +132,10 @@ class Limits:
         if limits.max_connections and len(self._conns) >= limits.max_connections:
             self._refuse(client, address, f"the gateway holds {limits.max_connections} connections (max_connections)")
             return
+        if self._budget is not None and not self._budget.admits(len(self._conns), len(self._backends)):
+            self._refuse(client, address, f"{len(self._conns)} client and {len(self._backends)} back-end "
+                                          "connections use the open-files limit")
+            return
         refused_for = _engine_patches.reset_ledger.banned_for(address, time.monotonic())
         if refused_for:
             self._refuse(client, address, f"too many HTTP/2 stream resets; refused for {refused_for:.0f} s more")
@@ -145,6 +153,12 @@ class Limits:
         conn = self._conns.pop(client.id, None)
         if conn is not None:
             self._release(conn)
+
+    def server_connected(self, data: Any) -> None:
+        self._backends.add(data.server.id)
+
+    def server_disconnected(self, data: Any) -> None:
+        self._backends.discard(data.server.id)
 
     def _release(self, conn: _Conn) -> None:
         """Give back the place a connection took from its address's count."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import re
+from dataclasses import dataclass
 
 # LimitSettings is the configuration's (gateway/config/limits.py); named here too for the addons.
 from gateway.config.limits import MAX_SAFE_CONTENT_LENGTH, LimitSettings
@@ -89,6 +90,34 @@ def raise_open_files_limit() -> tuple[int, int] | None:
         except (ValueError, OSError) as e:
             logger.warning("could not raise the open-files limit from %d to %d: %s", soft, target, e)
     return soft, hard
+
+
+FILES_RESERVED = 64  # descriptors kept for listeners, logs, the store, certificates
+
+
+@dataclass(frozen=True)
+class DescriptorBudget:
+    """How a worker spends its open-files limit: one descriptor per client connection, one per
+    back-end connection in use. An idle client holds only its own (``proxy.keepalive_timeout``
+    closes its back-end connection), so clients may take all but ``backend_reserve``, which is
+    kept for the back-end connections their next requests open; a new client is refused while
+    clients and open back-end connections together leave less than that (``admits``), so a
+    back end in use never finds the descriptors gone and accept() never fails with EMFILE."""
+
+    usable: int           # the limit less FILES_RESERVED
+    backend_reserve: int  # kept for back-end connections
+    clients: int          # client connections at most (usable - backend_reserve)
+
+    def admits(self, clients: int, backends: int) -> bool:
+        """Whether one more client fits beside ``clients`` and ``backends`` already open."""
+        return clients < self.clients and clients + backends + self.backend_reserve < self.usable
+
+
+def descriptor_budget(open_files: int) -> DescriptorBudget:
+    """The budget for an open-files limit: an eighth (at least 16) kept for back-end connections."""
+    usable = max(32, open_files - FILES_RESERVED)
+    reserve = max(16, usable // 8)
+    return DescriptorBudget(usable, reserve, usable - reserve)
 
 
 # --- the raw HTTP/1 request head ------------------------------------------------------------
