@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/idle.py                      # 2,000 idle connections each (~1-2 min)
     .venv/bin/python bench/idle.py --max 10000 --step 1000 --png docs/assets/idle-memory.png
+    .venv/bin/python bench/idle.py --http2 --no-nginx      # idle HTTP/2 clients instead
+    .venv/bin/python bench/idle.py --proxy-protocol --no-nginx  # behind a PROXY-protocol balancer
 
 Each connection is opened from one of many loopback addresses (127.0.0.2, ...; at most 100 per
 address, below ``limits.max_connections_per_ip``), sends one request, reads the answer and then
@@ -10,6 +12,10 @@ descriptors) before the first connection and after every ``--step`` connections;
 script waits past the gateway's back-end keep-alive timeout (``proxy.keepalive_timeout``) and
 measures again, which is the state a terminal idle all shift is in. Both servers get a client
 keep-alive timeout long enough that no connection is closed while it is measured.
+
+``--http2`` opens HTTP/2 connections (one request on stream 1, then idle); ``--proxy-protocol``
+sends a PROXY v1 header first, as HAProxy does, each connection from its own documentation
+address (the gateway trusts loopback as the balancer). Both measure the gateway only.
 """
 
 from __future__ import annotations
@@ -17,18 +23,22 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import socket
 import ssl
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import servers  # noqa: E402
 from procs import cpu_plan, tree_rss  # noqa: E402
 from servers import Server  # noqa: E402
+
+from gateway.traffic.proxy_protocol import encode_v1  # noqa: E402
 
 PATH = "/api/v1/DocTypes"
 PER_ADDRESS = 100
@@ -76,13 +86,22 @@ def measure(server: Server) -> tuple[int, int]:
     return tree_rss(server.process.pid), tree_fds(server.process.pid)
 
 
-def open_idle(server: Server, count: int, first: int, held: list[http.client.HTTPSConnection]) -> None:
+def client_address(i: int) -> str:
+    return f"127.0.{2 + i // PER_ADDRESS // 250}.{2 + (i // PER_ADDRESS) % 250}"
+
+
+def open_idle(server: Server, count: int, first: int, held: list[Any], *, http2: bool = False,
+              proxy_protocol: bool = False) -> None:
+    if http2 or proxy_protocol:
+        for i in range(first, first + count):
+            held.append(open_raw(server, i, http2=http2, proxy_protocol=proxy_protocol))
+        return
     host, port = server.url.split("://", 1)[1].rsplit(":", 1)
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     for i in range(first, first + count):
-        address = f"127.0.{2 + i // PER_ADDRESS // 250}.{2 + (i // PER_ADDRESS) % 250}"
+        address = client_address(i)
         conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=30,
                                            source_address=(address, 0))
         conn.request("GET", PATH)
@@ -93,13 +112,61 @@ def open_idle(server: Server, count: int, first: int, held: list[http.client.HTT
         held.append(conn)
 
 
-def run_curve(server: Server, total: int, step: int, settle: float) -> Curve:
+def open_raw(server: Server, i: int, *, http2: bool, proxy_protocol: bool) -> ssl.SSLSocket:
+    """One idle connection over a plain socket: the PROXY header, TLS, one request, its answer."""
+    host, port = server.url.split("://", 1)[1].rsplit(":", 1)
+    raw = socket.create_connection((host, int(port)), timeout=30, source_address=(client_address(i), 0))
+    if proxy_protocol:  # a documentation address per connection: the per-address limit never bites
+        raw.sendall(encode_v1((f"198.18.{i // 250}.{1 + i % 250}", 40000), (host, int(port))))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"] if http2 else ["http/1.1"])
+    tls = context.wrap_socket(raw, server_hostname="localhost")
+    if http2:
+        status = _h2_get(tls)
+    else:
+        tls.sendall(f"GET {PATH} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        response = http.client.HTTPResponse(tls)
+        response.begin()
+        response.read()
+        status = response.status
+    if status != 200:
+        raise RuntimeError(f"{server.name}: {status} for connection {i}")
+    return tls
+
+
+def _h2_get(tls: ssl.SSLSocket) -> int:
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "GET"), (":path", PATH), (":scheme", "https"), (":authority", "localhost")],
+                      end_stream=True)
+    tls.sendall(conn.data_to_send())
+    status = 0
+    while True:
+        data = tls.recv(65536)
+        if not data:
+            return status
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                status = int(dict(event.headers)[b":status"])
+            if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                tls.sendall(conn.data_to_send())
+                return status
+        tls.sendall(conn.data_to_send())
+
+
+def run_curve(server: Server, total: int, step: int, settle: float, **mode: bool) -> Curve:
     curve = Curve(server.name)
-    held: list[http.client.HTTPSConnection] = []
+    held: list[Any] = []
     curve.points.append((0, *measure(server)))
     try:
         while len(held) < total:
-            open_idle(server, min(step, total - len(held)), len(held), held)
+            open_idle(server, min(step, total - len(held)), len(held), held, **mode)
             curve.points.append((len(held), *measure(server)))
             print(f"  {server.name}: {len(held)} idle: {curve.points[-1][1] / 2**20:.1f} MiB, "
                   f"{curve.points[-1][2]} fds", flush=True)
@@ -125,11 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=500, help="measure after every N connections")
     parser.add_argument("--png", type=Path, help="draw the memory curve into this PNG file")
     parser.add_argument("--no-nginx", action="store_true")
+    parser.add_argument("--http2", action="store_true", help="idle HTTP/2 connections (gateway only)")
+    parser.add_argument("--proxy-protocol", action="store_true",
+                        help="each connection behind a PROXY v1 header, as from HAProxy (gateway only)")
     parser.add_argument("--backend-keepalive", type=float, default=BACKEND_KEEPALIVE,
                         help="the gateway's proxy.keepalive_timeout here (0: leave the key out, "
                              "to measure a tree from before issue 22)")
     args = parser.parse_args(argv)
-    curves = run(args.max, args.step, with_nginx=not args.no_nginx, backend_keepalive=args.backend_keepalive)
+    mode = {"http2": args.http2, "proxy_protocol": args.proxy_protocol}
+    curves = run(args.max, args.step, with_nginx=not (args.no_nginx or any(mode.values())),
+                 backend_keepalive=args.backend_keepalive, **mode)
     for line in report(curves):
         print(line)
     if args.png:
@@ -138,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(total: int, step: int, *, with_nginx: bool, backend_keepalive: float = BACKEND_KEEPALIVE) -> list[Curve]:
+def run(total: int, step: int, *, with_nginx: bool, backend_keepalive: float = BACKEND_KEEPALIVE,
+        **mode: bool) -> list[Curve]:
     plan = cpu_plan()
     started: list[Server] = []
     curves: list[Curve] = []
@@ -151,9 +224,12 @@ def run(total: int, step: int, *, with_nginx: bool, backend_keepalive: float = B
             config["limits"] = {"keepalive_timeout": CLIENT_KEEPALIVE, "max_connections": total + 1000}
             if backend_keepalive:
                 config["proxy"] = {"keepalive_timeout": backend_keepalive}
-            gateway = servers.start_gateway("gateway", workdir / "gateway", config, plan.server)
+            if mode.get("proxy_protocol"):
+                config["proxy_protocol"] = {"enabled": True, "trusted": ["127.0.0.0/8"]}
+            gateway = servers.start_gateway("gateway", workdir / "gateway", config, plan.server,
+                                            probe_tls=not mode.get("proxy_protocol"))
             started.append(gateway)
-            curves.append(run_curve(gateway, total, step, (backend_keepalive or BACKEND_KEEPALIVE) + 2.0))
+            curves.append(run_curve(gateway, total, step, (backend_keepalive or BACKEND_KEEPALIVE) + 2.0, **mode))
             gateway.stop()
             if with_nginx and servers.nginx_available():
                 certs = workdir / "gateway" / "state" / "certs"

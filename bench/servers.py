@@ -130,7 +130,8 @@ def gateway_cli(directory: Path, *args: str, stdin: str | None = None) -> subpro
 
 
 def start_gateway(name: str, directory: Path, config: dict[str, Any], cpus: set[int] | None,
-                  env: dict[str, str] | None = None) -> Server:
+                  env: dict[str, str] | None = None, *, probe_tls: bool = True) -> Server:
+    """``probe_tls=False`` where the port expects a PROXY header first: a plain connect tells it listens."""
     write_gateway(directory, config)
     log_path = directory / "gateway.log"
     process = spawn([sys.executable, "-m", "gateway", "-c", str(directory / "gateway.yaml"), "run"],
@@ -140,7 +141,7 @@ def start_gateway(name: str, directory: Path, config: dict[str, Any], cpus: set[
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if "gateway ready" in _log_tail(log_path, 100_000):
-            return _ready(server, tls=True, cpus=cpus)
+            return _ready(server, tls=probe_tls, cpus=cpus)
         if process.poll() is not None:
             break
         time.sleep(0.1)
