@@ -85,7 +85,8 @@ class SessionRecord:
 
 @dataclass(frozen=True)
 class Place:
-    """A window an attempt must find room in: at most ``limit`` failures of ``key`` per ``window`` s."""
+    """A window an attempt must find room in: at most ``limit`` failures of ``key`` per ``window`` s.
+    ``limit`` 0: the attempt is only counted there (a base's spray budget), never refused or held up."""
 
     key: str
     limit: int
@@ -156,8 +157,9 @@ class Store(Protocol):
     def settle_failure(self, holder: str, rows: Sequence[tuple[str, str]], at: float, forget_before: float) -> None:
         """The attempt failed: its places become failure rows (key, who), in one step."""
         ...
-    def failure_summary(self, key: str, since: float) -> tuple[int, int]:
-        """(failures of ``key`` after ``since``, distinct ``who`` among them)."""
+    def failure_summary(self, key: str, since: float) -> tuple[int, int, int]:
+        """(failures of ``key`` after ``since``, distinct ``who`` among them, attempts holding a
+        place in ``key`` now — on every process and machine)."""
         ...
     def claim(self, key: str, now: float, until: float) -> bool:
         """True for the first caller (any process, any machine) until ``until``; False for the rest."""

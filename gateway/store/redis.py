@@ -444,9 +444,12 @@ class RedisStore:
         self._run("settle_failure", holder, _num(at), _num(forget_before), str(ttl), str(len(held)), *held, *flat)
 
     @_store_errors
-    def failure_summary(self, key: str, since: float) -> tuple[int, int]:
-        members = self._redis.zrangebyscore(self.prefix + "fail:" + key, "(" + _num(since), "+inf")
-        return len(members), len({m.rpartition("|")[0] for m in members})
+    def failure_summary(self, key: str, since: float) -> tuple[int, int, int]:
+        pipe = self._redis.pipeline(transaction=False)  # one round trip
+        pipe.zrangebyscore(self.prefix + "fail:" + key, "(" + _num(since), "+inf")
+        pipe.zcard(self.prefix + "held:" + key)
+        members, held = pipe.execute()
+        return len(members), len({m.rpartition("|")[0] for m in members}), int(held)
 
     @_store_errors
     def claim(self, key: str, now: float, until: float) -> bool:

@@ -276,13 +276,15 @@ for i = 5, #ARGV, 3 do
   local key, limit, window = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local held = p..'held:'..key
   redis.call('ZREMRANGEBYSCORE', held, '-inf', '('..ARGV[3])
-  local rows = redis.call('ZRANGEBYSCORE', p..'fail:'..key, '('..tostring(now - window), '+inf', 'WITHSCORES')
-  local n = #rows / 2
-  if n >= limit then
-    return {'refused', key, tostring(n), rows[2 * (n - limit) + 2]}
-  end
-  if not waiting and n + redis.call('ZCARD', held) >= limit then
-    waiting = {'wait', key, tostring(n), table.concat(redis.call('ZRANGE', held, 0, -1), ' ')}
+  if limit > 0 then  -- 0: counted only (a base's spray budget), never refuses or waits
+    local rows = redis.call('ZRANGEBYSCORE', p..'fail:'..key, '('..tostring(now - window), '+inf', 'WITHSCORES')
+    local n = #rows / 2
+    if n >= limit then
+      return {'refused', key, tostring(n), rows[2 * (n - limit) + 2]}
+    end
+    if not waiting and n + redis.call('ZCARD', held) >= limit then
+      waiting = {'wait', key, tostring(n), table.concat(redis.call('ZRANGE', held, 0, -1), ' ')}
+    end
   end
 end
 if waiting then return waiting end

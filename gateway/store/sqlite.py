@@ -523,6 +523,8 @@ class SqliteStore:
             c.execute("DELETE FROM held WHERE expires < ?", (now,))
             waiting: Reservation | None = None
             for place in places:
+                if place.limit <= 0:
+                    continue  # counted only: never refuses, never waits
                 times = [r[0] for r in c.execute("SELECT at FROM failures WHERE key = ? AND at > ? ORDER BY at",
                                                  (place.key, now - place.window))]
                 if len(times) >= place.limit:
@@ -552,10 +554,10 @@ class SqliteStore:
             c.execute("DELETE FROM failures WHERE at < ?", (forget_before,))
 
     @_store_errors
-    def failure_summary(self, key: str, since: float) -> tuple[int, int]:
-        row = self._conn().execute("SELECT COUNT(*), COUNT(DISTINCT who) FROM failures WHERE key = ? AND at > ?",
-                                   (key, since)).fetchone()
-        return int(row[0]), int(row[1])
+    def failure_summary(self, key: str, since: float) -> tuple[int, int, int]:
+        row = self._conn().execute("SELECT COUNT(*), COUNT(DISTINCT who), (SELECT COUNT(*) FROM held WHERE key = ?) "
+                                   "FROM failures WHERE key = ? AND at > ?", (key, key, since)).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
 
     @_store_errors
     def claim(self, key: str, now: float, until: float) -> bool:
