@@ -171,6 +171,21 @@ class Store(Protocol):
         until one would (the refused request is not counted)."""
         ...
 
+    # --- short bans of an address (HTTP/2 stream resets across workers and machines) ---
+    def add_strikes(self, counts: Sequence[tuple[str, int]], now: float, window: float, limit: int,
+                    ban: float) -> tuple[list[str], dict[str, float]]:
+        """Add each key's strikes at ``now``, all in one atomic step; a key with more than ``limit``
+        strikes within ``window`` s is banned until ``now + ban`` and its strikes are forgotten.
+        Returns (the keys this call banned, every ban in force: key → until). Empty ``counts``
+        only reads. Kept apart from the change marker (``version``): counting never empties caches."""
+        ...
+    def short_bans(self, now: float) -> dict[str, float]:
+        """Every short ban in force: key → until."""
+        ...
+    def lift_short_ban(self, key: str) -> int:
+        """End a key's short ban and forget its strikes; 1 if it was banned, else 0."""
+        ...
+
     # --- gateway sessions ---
     def create_session(self, token_hash: str, record: SessionRecord) -> None: ...
     def get_session(self, token_hash: str) -> SessionRecord | None: ...

@@ -425,3 +425,38 @@ redis.call('HSET', KEYS[1], 'excess', tostring(excess), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil((excess / rate + 60) * 1000))
 return "0"
 """
+
+# ARGV: p, now, window, limit, ban, then (key, n) per key. Strikes per key are a hash of whole
+# seconds → count (one field per flush, not per strike); a whole second counts while any part of
+# it lies in the window. Bans are one sorted set scored by their end. Never INCRs the version:
+# counting must not empty every machine's caches.
+ADD_STRIKES = """
+local p, now, window, limit, ban = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local bans = p..'short-bans'
+redis.call('ZREMRANGEBYSCORE', bans, '-inf', ARGV[2])
+local banned = {}
+for i = 6, #ARGV, 2 do
+  local key = ARGV[i]
+  if not redis.call('ZSCORE', bans, key) then
+    local strikes = p..'strikes:'..key
+    redis.call('HINCRBY', strikes, tostring(math.floor(now)), tonumber(ARGV[i + 1]))
+    redis.call('EXPIRE', strikes, math.ceil(window) + 2)
+    local total = 0
+    local flat = redis.call('HGETALL', strikes)
+    for j = 1, #flat, 2 do
+      if tonumber(flat[j]) > now - window - 1 then
+        total = total + tonumber(flat[j + 1])
+      else
+        redis.call('HDEL', strikes, flat[j])
+      end
+    end
+    if total > limit then
+      redis.call('ZADD', bans, tostring(now + ban), key)
+      redis.call('DEL', strikes)
+      table.insert(banned, key)
+    end
+  end
+end
+if #banned > 0 and redis.call('TTL', bans) < ban then redis.call('EXPIRE', bans, math.ceil(ban) + 1) end
+return {banned, redis.call('ZRANGEBYSCORE', bans, '('..ARGV[2], '+inf', 'WITHSCORES')}
+"""
