@@ -153,7 +153,8 @@ class _ScrapeTime(Collector):
         if throttle is not None:
             try:
                 for ban in throttle.bans():
-                    counts[ban.kind] = counts.get(ban.kind, 0) + 1
+                    kind = "resets" if ban.short else ban.kind
+                    counts[kind] = counts.get(kind, 0) + 1
             except Exception as e:  # the store is down: say so in the log, keep the rest of /metrics
                 logger.warning("active bans unavailable for /metrics: %s", e)
         for kind, count in counts.items():
