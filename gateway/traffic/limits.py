@@ -46,7 +46,7 @@ class ResetLedger:
     def __init__(self) -> None:
         self._times: dict[str, collections.deque[float]] = {}
         self._banned: dict[str, float] = {}  # address → refused until (monotonic): ours and the store's
-        self._pending: collections.Counter[str] = collections.Counter()  # resets the store has not seen
+        self._pending: dict[str, int] = {}  # resets the store has not seen, per address
         self._fresh: set[str] = set()  # banned here since the last batch left: the store does not know yet
 
     def record(self, address: str, now: float, limit: int) -> bool:
@@ -59,8 +59,11 @@ class ResetLedger:
         times.append(now)
         while times and times[0] < now - RESET_WINDOW:
             times.popleft()
-        if address in self._pending or len(self._pending) < RESET_ADDRESSES:
-            self._pending[address] += 1
+        pending = self._pending.get(address)
+        if pending is not None:
+            self._pending[address] = pending + 1
+        elif len(self._pending) < RESET_ADDRESSES:
+            self._pending[address] = 1
         if len(times) > limit and self.banned_for(address, now) == 0.0:
             if len(self._banned) >= RESET_ADDRESSES:
                 self._banned = {a: t for a, t in self._banned.items() if t > now}
@@ -87,7 +90,7 @@ class ResetLedger:
         the addresses this process banned meanwhile (it has logged those itself)."""
         counts = [(RESET_KEY + address, n) for address, n in self._pending.items()]
         fresh = self._fresh
-        self._pending, self._fresh = collections.Counter(), set()
+        self._pending, self._fresh = {}, set()
         return counts, fresh
 
     def give_back(self, counts: list[tuple[str, int]], fresh: set[str], limit: int) -> None:
@@ -96,7 +99,7 @@ class ResetLedger:
         for key, n in counts:
             address = key[len(RESET_KEY):]
             if address in fresh and n > limit:
-                self._pending[address] = max(self._pending[address], n)
+                self._pending[address] = max(self._pending.get(address, 0), n)
         self._fresh |= fresh
 
     def adopt(self, bans: dict[str, float], now: float, wall: float) -> None:
