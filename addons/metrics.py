@@ -148,7 +148,7 @@ class _ScrapeTime(Collector):
     def _bans(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("gateway_active_bans", "Addresses and accounts refused for failed logins now",
                                    labels=["kind"])
-        counts = {"address": 0, "user": 0}
+        counts = {"address": 0, "user": 0, "resets": 0}
         throttle = self._throttle()
         if throttle is not None:
             try:

@@ -37,7 +37,6 @@ class ResetShare:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="gateway-resets")
         self._limit = 0
         self._task = BackgroundTask(self._share)
-        self.batches = 0  # store calls made (the benchmark reads it)
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         key = (cfg.state_dir, cfg.store)
@@ -80,8 +79,6 @@ class ResetShare:
             # The store's health says it once (the login path's connection); this process goes on alone.
             ledger.give_back(counts, fresh, limit)
             return
-        finally:
-            self.batches += 1
         ledger.adopt(bans, time.monotonic(), time.time())
         for key in banned:
             address = key[len(RESET_KEY):]

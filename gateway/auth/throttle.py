@@ -198,16 +198,15 @@ class Throttle:
             ipaddress.ip_address(target.split("%")[0])
         except ValueError:
             key = account_key(target)
-            address = None
         else:
             key = ip_key(target)
-            address = key.partition(":")[2]
         try:
             # The base ports' window and the console's own: lifting a name frees it everywhere.
             lifted = self.store.clear_failures(key) + self.store.clear_failures(CONSOLE_SCOPE + key)
-            if address is not None:
+            if key.startswith(IP_PREFIX):
                 for short in self.store.short_bans(self.clock()):
-                    if short.partition(":")[2] in (address, target):
+                    # The same address however it was written (::ffff:a.b.c.d is a.b.c.d).
+                    if ip_key(short.partition(":")[2]) == key:
                         lifted += self.store.lift_short_ban(short)
             return lifted
         finally:
