@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gateway.store.base import Store, StoreUnavailable
+from gateway.store.base import Store, StoreError, StoreUnavailable
 
 logger = logging.getLogger("gateway.store")
 
@@ -115,6 +115,7 @@ class GuardedStore:
         self._inner: Store | None = None
         self._next_attempt = 0.0
         self._open_lock = threading.Lock()
+        self._retired = False
         self.health = health_of(where) if reports else StoreHealth(where, quiet=True)
 
     def connect(self) -> None:
@@ -131,6 +132,10 @@ class GuardedStore:
         with self._open_lock:
             if self._inner is not None:
                 return self._inner
+            if self._retired:
+                # A call still in flight from before a reload changed the store settings: never
+                # reopened (that would leak a connection), refused like any store failure.
+                raise StoreError(f"store {self.where} was closed by a reload; try again")
             now = time.monotonic()
             if now < self._next_attempt:
                 raise StoreUnavailable(self.health.problem or f"store {self.where} is not connected yet")
@@ -160,7 +165,10 @@ class GuardedStore:
         self.health.succeeded(writing)
         return result
 
-    def close(self) -> None:
+    def close(self, for_good: bool = False) -> None:
+        """Close the connection; the next call opens it again, unless ``for_good``."""
+        with self._open_lock:
+            self._retired = self._retired or for_good
         inner, self._inner = self._inner, None
         if inner is not None:
             inner.close()
