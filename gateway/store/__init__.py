@@ -26,13 +26,14 @@ __all__ = [
 
 
 def open_store(state_dir: Path, backend: str = "sqlite", redis_url: str | None = None, *,
-               settings: StoreSettings | None = None) -> Store:
+               settings: StoreSettings | None = None, create: bool = True) -> Store:
     """The store named by the configuration's ``store`` section (``settings``, or its two
-    oldest keys); opened now, or StoreError with the reason."""
+    oldest keys); opened now, or StoreError with the reason. ``create``: False to open only an
+    SQLite database that exists."""
     if settings is None:
         settings = StoreSettings(backend=backend, redis_url=redis_url)
     if settings.backend == "sqlite":
-        return SqliteStore(Path(state_dir) / DB_NAME)
+        return SqliteStore(Path(state_dir) / DB_NAME, create=create)
     if settings.backend == "redis":
         return _open_redis(Path(state_dir), settings)
     raise StoreError(f"store backend {settings.backend!r} is unknown; use store.backend: sqlite or redis")
@@ -47,7 +48,16 @@ def open_for_gateway(state_dir: Path, settings: StoreSettings, reports: bool = T
         where = str(Path(state_dir) / DB_NAME)
     else:
         where = _redis_where(settings)
-    store = GuardedStore(where, lambda: open_store(state_dir, settings=settings), reports)
+    opened = False
+
+    def opener() -> Store:
+        # Opened again after a disk fault: the database must still be there, never made anew.
+        nonlocal opened
+        inner = open_store(state_dir, settings=settings, create=not opened)
+        opened = True
+        return inner
+
+    store = GuardedStore(where, opener, reports)
     store.connect()
     return store
 

@@ -157,13 +157,28 @@ class GuardedStore:
 
     def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         writing = name in WRITES
+        inner: Store | None = None
         try:
-            result = getattr(self._open(), name)(*args, **kwargs)
+            inner = self._open()
+            result = getattr(inner, name)(*args, **kwargs)
         except StoreUnavailable as e:
             self.health.failed(e, writing)
+            if e.reopen and inner is not None:
+                self._drop(inner)
             raise
         self.health.succeeded(writing)
         return result
+
+    def _drop(self, inner: Store) -> None:
+        """Close a store whose files are spent (a disk turned read-only by the kernel): its files
+        are released, so the disk can be checked and mounted again, and the next attempt (at most
+        one per RECONNECT_INTERVAL) opens it afresh from its path."""
+        with self._open_lock:
+            if self._inner is not inner:
+                return  # another thread has dropped it already
+            self._inner = None
+            self._next_attempt = time.monotonic() + RECONNECT_INTERVAL
+        inner.close()
 
     def close(self, for_good: bool = False) -> None:
         """Close the connection; the next call opens it again, unless ``for_good``."""
