@@ -39,11 +39,10 @@ def open_store(state_dir: Path, backend: str = "sqlite", redis_url: str | None =
     raise StoreError(f"store backend {settings.backend!r} is unknown; use store.backend: sqlite or redis")
 
 
-def open_for_gateway(state_dir: Path, settings: StoreSettings, reports: bool = True) -> GuardedStore:
+def open_for_gateway(state_dir: Path, settings: StoreSettings) -> GuardedStore:
     """The running gateway's store: one that cannot be reached now is opened when it can
-    (gateway.store.guarded); a damaged database or a wrong key file is raised at once.
-    ``reports``: False for a second connection of the process, whose outages the login path's
-    store already logs and shows."""
+    (gateway.store.guarded); a damaged database or a wrong key file is raised at once. One per
+    process and configuration: gateway.store.handle."""
     if settings.backend == "sqlite":
         where = str(Path(state_dir) / DB_NAME)
     else:
@@ -57,7 +56,7 @@ def open_for_gateway(state_dir: Path, settings: StoreSettings, reports: bool = T
         opened = True
         return inner
 
-    store = GuardedStore(where, opener, reports)
+    store = GuardedStore(where, opener)
     store.connect()
     return store
 

@@ -13,7 +13,11 @@ succeeds: ``probe`` (called every second by the Auth addon while the store is do
 small shared value to find out without waiting for a login.
 
 ``health()`` is what ``/readyz`` and the ``gateway_store_up`` gauge read: one record per store
-location in this process, shared by the Auth addon's and the console's stores.
+location in this process (whose one store every part shares: gateway.store.handle).
+
+A disk the kernel turned read-only after an error spends the files already open: a failure
+that says so (``StoreUnavailable.reopen``) closes the store, letting go of its files so the disk
+can be checked and mounted again, and the next attempt opens it afresh from its path.
 """
 
 from __future__ import annotations
@@ -51,9 +55,6 @@ class StoreHealth:
     down_since: float = 0.0
     refused: int = 0  # calls that failed since it went down
     write_failed: bool = False  # went down on a write: only a write proves it back
-    # A second connection of the same process (the device list's poll, the rate limit): its own
-    # pacing, but the log, /readyz and the gauge speak of the store once, through the login path's.
-    quiet: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -66,8 +67,6 @@ class StoreHealth:
             if not self.up:
                 return
             self.up, self.down_since, self.refused = False, time.time(), 1
-        if self.quiet:
-            return
         logger.error("store down: %s; user_auth bases answer 503 until it is back", error,
                      extra={"event": "store-down", "store": self.where})
 
@@ -79,8 +78,6 @@ class StoreHealth:
                 return
             self.up, self.write_failed, self.problem = True, False, ""
             seconds, refused = time.time() - self.down_since, self.refused
-        if self.quiet:
-            return
         logger.info("store back: %s answers again after %.1f s; %d store call(s) failed meanwhile",
                     self.where, seconds, refused, extra={"event": "store-up", "store": self.where})
 
@@ -109,14 +106,14 @@ class GuardedStore:
     store or raises: ``StoreUnavailable`` is waited out, any other ``StoreError`` (a wrong key
     file, a damaged database) is for the operator and raised from the first ``connect``."""
 
-    def __init__(self, where: str, opener: Callable[[], Store], reports: bool = True) -> None:
+    def __init__(self, where: str, opener: Callable[[], Store]) -> None:
         self.where = where
         self._opener = opener
         self._inner: Store | None = None
         self._next_attempt = 0.0
         self._open_lock = threading.Lock()
         self._retired = False
-        self.health = health_of(where) if reports else StoreHealth(where, quiet=True)
+        self.health = health_of(where)
 
     def connect(self) -> None:
         """Open now if possible; a store that cannot be reached is marked down, not raised."""
