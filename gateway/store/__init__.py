@@ -39,10 +39,11 @@ def open_store(state_dir: Path, backend: str = "sqlite", redis_url: str | None =
     raise StoreError(f"store backend {settings.backend!r} is unknown; use store.backend: sqlite or redis")
 
 
-def open_for_gateway(state_dir: Path, settings: StoreSettings) -> GuardedStore:
+def open_for_gateway(state_dir: Path, settings: StoreSettings, connect: bool = True) -> GuardedStore:
     """The running gateway's store: one that cannot be reached now is opened when it can
     (gateway.store.guarded); a damaged database or a wrong key file is raised at once. One per
-    process and configuration: gateway.store.handle."""
+    process and configuration: gateway.store.handle. ``connect``: False to leave the first
+    attempt to the caller."""
     if settings.backend == "sqlite":
         where = str(Path(state_dir) / DB_NAME)
     else:
@@ -57,7 +58,8 @@ def open_for_gateway(state_dir: Path, settings: StoreSettings) -> GuardedStore:
         return inner
 
     store = GuardedStore(where, opener)
-    store.connect()
+    if connect:
+        store.connect()
     return store
 
 

@@ -91,6 +91,13 @@ def health_of(where: str) -> StoreHealth:
         return _health.setdefault(where, StoreHealth(where))
 
 
+def forget(where: str) -> None:
+    """A store this process no longer uses (a reload moved it elsewhere): its outage is no
+    longer this process's, for /readyz or the gauge."""
+    with _health_lock:
+        _health.pop(where, None)
+
+
 def health() -> list[StoreHealth]:
     with _health_lock:
         return list(_health.values())
@@ -115,12 +122,26 @@ class GuardedStore:
         self._retired = False
         self.health = health_of(where)
 
+    @property
+    def connected(self) -> bool:
+        return self._inner is not None
+
     def connect(self) -> None:
         """Open now if possible; a store that cannot be reached is marked down, not raised."""
         try:
             self._open()
         except StoreUnavailable as e:
             self.health.failed(e, writing=False)
+
+    def try_connect(self) -> str | None:
+        """Open now if possible; why not otherwise, with nothing said or marked (a reload asking)."""
+        try:
+            inner = self._opener()
+        except StoreUnavailable as e:
+            return str(e)
+        with self._open_lock:
+            self._inner = inner
+        return None
 
     def _open(self) -> Store:
         inner = self._inner

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config, run_gateway_command
-from tests.redis_server import RedisServer, restart, stop_keeping_data
+from tests.redis_server import RedisServer, restart, start_redis, stop_keeping_data
 
 PASSWORD = "Sklad2024x"
 RECOVERY_LIMIT = 5.0
@@ -198,3 +198,39 @@ def test_rate_limit_counts_again_within_5_s_of_redis_returning_without_a_restart
     log = gw.log()
     assert len(re.findall(r"ERROR .*store down", log)) == 1, log[-3000:]
     assert not re.findall(r"ERROR .*request-rate store failed", log), log[-3000:]
+
+
+def test_a_reload_to_another_redis_moves_every_part_of_the_process_and_lets_the_old_one_go(
+        tmp_path: Path, standin: Standin, redis_server: RedisServer,
+        gateway_factory: Callable[..., RunningGateway]) -> None:
+    """One store per process (gateway/store/handle.py): a reload that changes the store settings
+    moves the login path and the rate limit together, and the old store's connections close."""
+    other = start_redis(tmp_path / "redis-b")
+    try:
+        bases = [base_entry(standin, "b1", "Склад", user_auth=True, rate_limit={"rate": "100r/s", "burst": 100})]
+
+        def cfg(url: str) -> dict[str, Any]:
+            return gateway_config(tmp_path, standin, bases=bases, store={"backend": "redis", "redis_url": url},
+                                  auth={"cache_seconds": 0})
+
+        gw = gateway_factory(cfg(redis_server.url), directory=tmp_path / "gw")
+        add_user(gw.directory)
+        assert wait_for_login(gw, RECOVERY_LIMIT) < RECOVERY_LIMIT
+        assert redis_server.client().keys("gw:rate:*")
+
+        gw.reload(cfg(other.url))
+        add_user(gw.directory)  # the same user in the new store (the CLI reads the new file)
+        with client(gw, "b1") as c:
+            assert c.get("/echo", headers=basic(PASSWORD)).status_code == 200
+        assert other.client().keys("gw:rate:*"), "the rate limit did not move to the new store"
+        deadline = time.monotonic() + 5
+        while True:  # the old store's pool closed: no connection but this question's is left there
+            others = [c for c in redis_server.client().client_list() if c.get("cmd") != "client|list"]
+            if not others:
+                break
+            assert time.monotonic() < deadline, f"connections still open to the old store: {others}"
+            time.sleep(0.2)
+        assert gw.process.poll() is None  # a reload, not a restart
+        assert "store changed in the configuration; this takes effect only after a restart" not in gw.log()
+    finally:
+        other.stop()

@@ -86,3 +86,17 @@ def test_the_addons_of_one_process_share_one_store(tmp_path: Path) -> None:
         for addon in users:
             addon.done()
         handle.close()
+
+
+def test_a_reload_to_a_store_that_cannot_be_reached_is_refused_and_leaves_no_outage(tmp_path: Path) -> None:
+    handle = StoreHandle()
+    try:
+        running = config(tmp_path)
+        store = handle.for_config(running)
+        handle.settle(running)
+        with pytest.raises(StoreError, match="cannot be reached .*the running store keeps serving"):
+            handle.for_config(sentinel_config(tmp_path, ["127.0.0.1:1"]))
+        assert guarded.problems() == []  # /readyz: nothing down, the running store serves
+        assert handle.for_config(running) is store and store.version() >= 0
+    finally:
+        handle.close()
