@@ -66,6 +66,7 @@ def user_errors(func: Callable[..., int]) -> Callable[..., int]:
     # Imported when the verb runs, to delay heavy imports (the parser loads every verb's module).
     import functools
 
+    from gateway.certs.load import CertError
     from gateway.config import ConfigError
     from gateway.store import StoreError
 
@@ -73,7 +74,7 @@ def user_errors(func: Callable[..., int]) -> Callable[..., int]:
     def wrapper(*args: object, **kwargs: object) -> int:
         try:
             return func(*args, **kwargs)
-        except (AccountError, ConfigError, StoreError, ValueError, OSError) as e:
+        except (AccountError, CertError, ConfigError, StoreError, ValueError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
     return wrapper

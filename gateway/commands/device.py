@@ -11,7 +11,6 @@ from pathlib import Path
 from gateway.commands._accounts import open_state, user_errors
 from gateway.certs.device_service import Issued, enrol, renew, revoke
 from gateway.certs.devices import DEFAULT_DEVICE_DAYS
-from gateway.certs.load import CertError
 from gateway.store.devices import last_seen, read_registry
 from gateway.certs.device_links import LINK_SECONDS, create_link
 from gateway.certs.enrolment import link_url
@@ -65,17 +64,17 @@ def _user_id(state, user: str) -> str:  # type: ignore[no-untyped-def]
     return str(found.id)
 
 
-def _write(issued: Issued, out: Path | None) -> Path:
+def _hand_over(issued: Issued, out: Path | None, done: str, event: str) -> int:
+    """Write the device's file, print where it is and its one-time password, and audit the step."""
     path = out or Path(f"{issued.device.name}.p12")
     atomic_write(path, issued.p12, 0o600)
-    return path
-
-
-def _report(issued: Issued, path: Path) -> None:
     expires = datetime.datetime.fromtimestamp(issued.device.expires, datetime.timezone.utc)
     print(f"device {issued.device.name}: serial {issued.device.serial}, expires {expires:%Y-%m-%d}")
     print(f"file: {path} (install it on the terminal: Settings → Security → Install a certificate)")
     print(f"password (shown once, not stored): {issued.password}")
+    logger.info("device %s %s (serial %s)", issued.device.name, done, issued.device.serial,
+                extra={"event": event, "target": issued.device.name})
+    return 0
 
 
 @user_errors
@@ -83,16 +82,9 @@ def add_device(args: argparse.Namespace) -> int:
     state = open_state(args.config)
     if args.link:
         return _add_link(state, args)
-    try:
-        issued = enrol(state.config.state_dir, state.store, args.name, user=_user_id(state, args.user),
-                       days=args.days, legacy=args.legacy_p12)
-    except CertError as e:
-        raise ValueError(str(e)) from None
-    path = _write(issued, args.out)
-    _report(issued, path)
-    logger.info("device %s enrolled (serial %s)", args.name, issued.device.serial,
-                extra={"event": "device-added", "target": args.name})
-    return 0
+    issued = enrol(state.config.state_dir, state.store, args.name, user=_user_id(state, args.user),
+                   days=args.days, legacy=args.legacy_p12)
+    return _hand_over(issued, args.out, "enrolled", "device-added")
 
 
 def _add_link(state, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
@@ -100,11 +92,8 @@ def _add_link(state, args: argparse.Namespace) -> int:  # type: ignore[no-untype
     if not (enrolment.enabled and enrolment.https):
         raise ValueError("--link needs the enrolment page over HTTPS: set enrolment.enabled: true and "
                          "enrolment.https: true in the configuration")
-    try:
-        link = create_link(state.store, args.name, user=_user_id(state, args.user), days=args.days,
-                           legacy=args.legacy_p12, lifetime=args.link_seconds)
-    except CertError as e:
-        raise ValueError(str(e)) from None
+    link = create_link(state.store, args.name, user=_user_id(state, args.user), days=args.days,
+                       legacy=args.legacy_p12, lifetime=args.link_seconds)
     url = link_url(state.config, link.path())
     print(f"one-time link for device {args.name} (works once, until "
           f"{datetime.datetime.fromtimestamp(link.expires):%H:%M}):")
@@ -125,15 +114,8 @@ def _add_link(state, args: argparse.Namespace) -> int:  # type: ignore[no-untype
 @user_errors
 def renew_device(args: argparse.Namespace) -> int:
     state = open_state(args.config)
-    try:
-        issued = renew(state.config.state_dir, state.store, args.name, days=args.days, legacy=args.legacy_p12)
-    except CertError as e:
-        raise ValueError(str(e)) from None
-    path = _write(issued, args.out)
-    _report(issued, path)
-    logger.info("device %s renewed (serial %s); the old certificate is refused", args.name, issued.device.serial,
-                extra={"event": "device-renewed", "target": args.name})
-    return 0
+    issued = renew(state.config.state_dir, state.store, args.name, days=args.days, legacy=args.legacy_p12)
+    return _hand_over(issued, args.out, "renewed; the old certificate is refused", "device-renewed")
 
 
 @user_errors
