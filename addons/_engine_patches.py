@@ -29,7 +29,8 @@ of that is reachable through options or hooks, so it is changed here, once, at i
   GOAWAY(ENHANCE_YOUR_CALM); closing the connection cancels every open stream, and with it
   its back-end request. This happens in the HTTP/2 layer, before any hook: a ``user_auth`` base
   is protected before credentials are even looked at. Resets also count per address across its
-  connections (``reset_ledger``; addons/limits.py refuses a banned address's new connections),
+  connections (``reset_ledger``; addons/limits.py refuses a banned address's new connections,
+  addons/reset_share.py adds the counts up over workers and machines through the store),
   and a stream the client reset before its request was sent on is never forwarded (mitmproxy
   dropped a reset that came in the same read as END_STREAM; ``HttpStream.make_server_connection``).
 
@@ -310,7 +311,8 @@ async def _drain_writers(self: Any) -> None:
 
 
 # Resets per address across connections (gateway.traffic.limits.ResetLedger); addons/limits.py
-# refuses a banned address's new connections.
+# refuses a banned address's new connections, addons/reset_share.py shares counts and bans
+# with the other workers and machines through the store.
 reset_ledger = ResetLedger()
 
 
@@ -327,6 +329,9 @@ def _h2_event(self: Any, event: Any) -> Any:
             on_event("reset-ban", self.conn,
                      f"more than {RESET_ADDRESS_FACTOR * _limits.http2_max_resets} stream resets in "
                      f"{RESET_WINDOW:.0f} s over its connections; new connections refused for {RESET_BAN:.0f} s")
+        elif reset_ledger.banned_for(address, now):
+            # Banned by another worker or machine (through the store): its connections here end too.
+            banned = True
         if banned or len(resets) > _limits.http2_max_resets:
             on_event("http2-reset-flood", self.conn,
                      f"more than {_limits.http2_max_resets} stream resets in {RESET_WINDOW:.0f} s")

@@ -61,6 +61,13 @@ class _Conn:
     send_progress: float = field(default_factory=time.monotonic)
 
 
+def security_event(kind: str, address: str, detail: str) -> None:
+    """One security event of this concern: counted for /metrics, one WARNING line."""
+    counters[kind] += 1
+    logger.warning("%s: %s", address, detail, extra={"event": kind, "client": address,
+                                                    "verdict": "bad-request" if kind == "refused-head" else kind})
+
+
 class Limits:
     def __init__(self) -> None:
         _engine_patches.install()
@@ -260,10 +267,7 @@ class Limits:
             if conn is not None and conn.head_started is None:
                 conn.head_started = time.monotonic()
             return
-        counters[kind] += 1
-        address = client.peername[0] if getattr(client, "peername", None) else ""
-        logger.warning("%s: %s", address, detail, extra={"event": kind, "client": address,
-                                                        "verdict": "bad-request" if kind == "refused-head" else kind})
+        security_event(kind, client.peername[0] if getattr(client, "peername", None) else "", detail)
 
     # --- the watchdog ------------------------------------------------------------------------
 

@@ -148,12 +148,13 @@ class _ScrapeTime(Collector):
     def _bans(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("gateway_active_bans", "Addresses and accounts refused for failed logins now",
                                    labels=["kind"])
-        counts = {"address": 0, "user": 0}
+        counts = {"address": 0, "user": 0, "resets": 0}
         throttle = self._throttle()
         if throttle is not None:
             try:
                 for ban in throttle.bans():
-                    counts[ban.kind] = counts.get(ban.kind, 0) + 1
+                    kind = "resets" if ban.short else ban.kind
+                    counts[kind] = counts.get(kind, 0) + 1
             except Exception as e:  # the store is down: say so in the log, keep the rest of /metrics
                 logger.warning("active bans unavailable for /metrics: %s", e)
         for kind, count in counts.items():

@@ -15,7 +15,10 @@ waits for them; only a window full of recorded failures refuses it (429, no chec
 
 Password-only and barcode logins (no user name) also count per base, from all addresses together:
 past ``spray_failures`` per ``spray_window`` they are checked one at a time (``Verify.queued``)
-and one ``spray-detected`` event is raised per window (``Verify.alert``).
+and one ``spray-detected`` event is raised per window (``Verify.alert``). Checks still under way
+count against that budget as failures to be: each holds a place in the base's spray key too (a
+``Place`` with no limit: counted, never waited for), in the same store step as its other places,
+so a burst spread over workers and machines is seen whole before a single failure is recorded.
 """
 
 from __future__ import annotations
@@ -139,7 +142,6 @@ class LoginAttempt:
     scope: str = ""  # CONSOLE_SCOPE: the console's own windows (gateway/auth/throttle.py)
     holder: str = field(default_factory=lambda: secrets.token_hex(12))
     holding: bool = False  # places reserved and not yet settled by verified()
-    spray_counted: bool = False  # counted among its base's password-only checks under way
     _started: float = 0.0
     _progress: float = 0.0
     _holders: str = ""
@@ -173,11 +175,15 @@ class LoginAttempt:
         return self._reserve()
 
     def _reserve(self) -> Reserve:
-        return Reserve(self.places, self.holder, self.now, self.spray_key,
-                       self.now - self.settings.spray_window)
+        places = self.places
+        spray_key = self.spray_key
+        if spray_key is not None:
+            places += (Place(spray_key, 0, self.settings.spray_window),)
+        return Reserve(places, self.holder, self.now, spray_key, self.now - self.settings.spray_window)
 
     def reserved(self, result: Reservation, spray: tuple[int, int] | None = None) -> Verify | Wait | Refuse:
-        """``spray``: (failures, addresses) of the base's password-only window, when asked for."""
+        """``spray``: (failures and other checks under way, addresses) of the base's password-only
+        window, when asked for."""
         if result.outcome == "refused":
             what = f"address {self.address}" if result.key.startswith(self.scope + "ip:") else f"user {self.account!r}"
             return Refuse(429, f"{what}: {result.failures} failed logins", result.retry_after)

@@ -26,7 +26,7 @@ from typing import Any, Callable, TypeVar
 from gateway.auth.authenticate import Authenticator, Outcome
 from gateway.auth.credentials import BasicCredentials
 from gateway.auth.login import (
-    LEASE, SPRAY_DELAY, SPRAY_PREFIX, Admit, Failure, LoginAttempt, Refuse, Reserve, SprayAlert, Verify, Wait,
+    LEASE, SPRAY_DELAY, Admit, Failure, LoginAttempt, Refuse, Reserve, SprayAlert, Verify, Wait,
     decide_cached,
 )
 from gateway.store import Principal, Reservation, Store, StoreUnavailable
@@ -80,7 +80,6 @@ class Logins:
         self.store_pool = store_pool
         self.room = WaitingRoom()
         self._spray_queues: dict[str, asyncio.Lock] = {}
-        self._spray_inflight: dict[str, int] = {}  # base id → password-only checks of this process under way
         # verifications under way, by (cache key, barcode allowed): see shared_verification
         self._flights: dict[tuple[str, bool], asyncio.Future[Outcome]] = {}
 
@@ -124,20 +123,6 @@ class Logins:
     async def _drive(self, attempt: LoginAttempt, creds: BasicCredentials | None, base_name: str,
                      allow_barcode: bool, malformed: str,
                      device_allows: Callable[[Principal], bool] | None = None) -> Admit | Refuse:
-        base_id = attempt.base_id
-        try:
-            return await self._drive_steps(attempt, creds, base_name, allow_barcode, malformed, device_allows)
-        finally:
-            if attempt.spray_key is not None and attempt.spray_counted:
-                left = self._spray_inflight.get(base_id, 1) - 1
-                if left > 0:
-                    self._spray_inflight[base_id] = left
-                else:
-                    self._spray_inflight.pop(base_id, None)
-
-    async def _drive_steps(self, attempt: LoginAttempt, creds: BasicCredentials | None, base_name: str,
-                           allow_barcode: bool, malformed: str,
-                           device_allows: Callable[[Principal], bool] | None) -> Admit | Refuse:
         def allowed(decision: Admit | Refuse | None) -> bool:
             return decision is not None and (device_allows is None or not isinstance(decision, Admit)
                                              or device_allows(decision.principal))
@@ -154,11 +139,6 @@ class Logins:
                         return cached
                 result, spray = await self._in_store_thread(self._reserve, action)
                 action = attempt.reserved(result, spray)
-                if isinstance(action, Verify) and attempt.spray_key is not None and not attempt.spray_counted:
-                    # In flight from now until settled: a burst checked all at once is a spray
-                    # before a single failure is recorded (issue 24 point 8).
-                    attempt.spray_counted = True
-                    self._spray_inflight[base_id] = self._spray_inflight.get(base_id, 0) + 1
                 if isinstance(action, Refuse) and result.outcome == "refused":
                     self.room.wake(result.key, None)  # the others waiting on this window: refused too
             elif isinstance(action, Wait):
@@ -236,10 +216,12 @@ class Logins:
         result = self.store.reserve(action.places, action.holder, action.now, LEASE)
         spray = None
         if result.outcome == "reserved" and action.spray_key is not None:
-            failures, addresses = self.store.failure_summary(action.spray_key, action.spray_since)
-            # Checks of this process still under way count against the budget as failures to be:
-            # the per-address reserve does the same with its places.
-            spray = (failures + self._spray_inflight.get(action.spray_key[len(SPRAY_PREFIX):], 0), addresses)
+            failures, addresses, checking = self.store.failure_summary(action.spray_key, action.spray_since)
+            # Checks under way on every process and machine (their places in the spray key, this
+            # one's own just taken) count against the budget as failures to be, as the
+            # per-address reserve counts its places (issue 24 point 8: a burst checked all at once
+            # is a spray before a single failure is recorded).
+            spray = (failures + max(0, checking - 1), addresses)
         return result, spray
 
     async def _verify(self, creds: BasicCredentials, allow_barcode: bool, base_id: str, queued: bool) -> Outcome:

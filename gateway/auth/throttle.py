@@ -51,14 +51,22 @@ class Verdict:
 NO_FAILURES = Verdict(False, 0)
 
 
+# A short ban's key in the store names what led to it (``Store.add_strikes``), then the address.
+SHORT_BAN_KINDS = {"reset": "address (HTTP/2 resets)"}
+
+
 @dataclass(frozen=True)
 class Ban:
     key: str
     failures: int
     retry_after: float
+    short: bool = False  # from the store's short bans (HTTP/2 resets), not from failed logins
 
     @property
     def kind(self) -> str:
+        if self.short:
+            what = self.key.partition(":")[0]
+            return SHORT_BAN_KINDS.get(what, f"address ({what})")
         scoped = self.key.startswith(CONSOLE_SCOPE)
         bare = self.key[len(CONSOLE_SCOPE):] if scoped else self.key
         return ("console " if scoped else "") + ("address" if bare.startswith(IP_PREFIX) else "user")
@@ -180,10 +188,12 @@ class Throttle:
             verdict = window_verdict(times, limit, window, now)
             if verdict.blocked:
                 result.append(Ban(key, verdict.failures, verdict.retry_after))
+        result += [Ban(key, 0, until - now, short=True) for key, until in self.store.short_bans(now).items()]
         return sorted(result, key=lambda b: -b.retry_after)
 
     def lift(self, target: str) -> int:
-        """Forget the failures of an address or a user name; returns how many were forgotten."""
+        """Forget the failures of an address or a user name, and end an address's short bans;
+        returns how many failures and bans were forgotten."""
         try:
             ipaddress.ip_address(target.split("%")[0])
         except ValueError:
@@ -192,6 +202,12 @@ class Throttle:
             key = ip_key(target)
         try:
             # The base ports' window and the console's own: lifting a name frees it everywhere.
-            return self.store.clear_failures(key) + self.store.clear_failures(CONSOLE_SCOPE + key)
+            lifted = self.store.clear_failures(key) + self.store.clear_failures(CONSOLE_SCOPE + key)
+            if key.startswith(IP_PREFIX):
+                for short in self.store.short_bans(self.clock()):
+                    # The same address however it was written (::ffff:a.b.c.d is a.b.c.d).
+                    if ip_key(short.partition(":")[2]) == key:
+                        lifted += self.store.lift_short_ban(short)
+            return lifted
         finally:
             self.forget_memo()

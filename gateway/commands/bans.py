@@ -14,11 +14,12 @@ logger = logging.getLogger("gateway.bans")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("bans", help="addresses and users locked out by failed logins")
+    parser = subparsers.add_parser("bans", help="addresses and users locked out by failed logins or HTTP/2 reset floods")
     commands = parser.add_subparsers(dest="bans_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
     commands.add_parser("list", help="who is refused right now, and for how long").set_defaults(func=list_bans)
-    lift = commands.add_parser("lift", help="forget the failed logins of an address or a user name")
+    lift = commands.add_parser("lift", help="forget the failed logins of an address or a user name "
+                                            "(and end an address's reset ban)")
     lift.add_argument("target", metavar="ADDRESS|USER")
     lift.set_defaults(func=lift_ban)
 
@@ -39,7 +40,8 @@ def list_bans(args: argparse.Namespace) -> int:
     for ban in bans:
         # The failure key holds the login folded to lower case; show the name as it is stored.
         user = throttle.store.find_user(ban.target) if ban.kind == "user" else None
-        rows.append((ban.kind, user.name if user is not None else ban.target, ban.failures, f"{ban.retry_after:.0f}s"))
+        rows.append((ban.kind, user.name if user is not None else ban.target, "-" if ban.short else ban.failures,
+                     f"{ban.retry_after:.0f}s"))
     print("\n".join(table.render(("KIND", "ADDRESS OR USER", "FAILURES", "FREE IN"), rows, right=(2, 3))))
     return 0
 

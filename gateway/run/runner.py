@@ -23,7 +23,7 @@ from mitmproxy.proxy import mode_specs
 from addons import _listen, _tls_alerts
 from addons import (accesslog, admin, auth, autocert, backups, client_auth, compress, enrolment, errorpages, hsts,
                     https_only, hygiene, identity, ipfilter, limits, metrics, minutes, policy, ratelimit, redirects,
-                    routing, timeouts, tls, tls_failures)
+                    reset_share, routing, timeouts, tls, tls_failures)
 from addons._context import set_current_config
 from gateway.run.engine_options import GatewayOptions
 from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, GatewayConfig, load_config
@@ -63,6 +63,7 @@ def build_addons(stores: StoreHandle | None = None) -> list[Any]:
         hsts.Hsts(),
         enrolment.Enrolment(stores),   # after GatewayTls, which creates the CA it serves
         limits.Limits(),               # client_connected: connection limits, cheapest refusal first
+        reset_share.ResetShare(),      # HTTP/2 reset counts and bans shared through the store
         ipfilter.IpFilter(),           # client_connected: before any TLS handshake
         https_only.HttpsOnly(),
         ratelimit.RateLimit(stores),   # requestheaders: 429 before anything else spends work on it

@@ -92,7 +92,8 @@ class SessionRecord:
 
 @dataclass(frozen=True)
 class Place:
-    """A window an attempt must find room in: at most ``limit`` failures of ``key`` per ``window`` s."""
+    """A window an attempt must find room in: at most ``limit`` failures of ``key`` per ``window`` s.
+    ``limit`` 0: the attempt is only counted there (a base's spray budget), never refused or held up."""
 
     key: str
     limit: int
@@ -163,8 +164,9 @@ class Store(Protocol):
     def settle_failure(self, holder: str, rows: Sequence[tuple[str, str]], at: float, forget_before: float) -> None:
         """The attempt failed: its places become failure rows (key, who), in one step."""
         ...
-    def failure_summary(self, key: str, since: float) -> tuple[int, int]:
-        """(failures of ``key`` after ``since``, distinct ``who`` among them)."""
+    def failure_summary(self, key: str, since: float) -> tuple[int, int, int]:
+        """(failures of ``key`` after ``since``, distinct ``who`` among them, attempts holding a
+        place in ``key`` now — on every process and machine)."""
         ...
     def claim(self, key: str, now: float, until: float) -> bool:
         """True for the first caller (any process, any machine) until ``until``; False for the rest."""
@@ -174,6 +176,21 @@ class Store(Protocol):
     def take_request(self, key: str, now: float, rate: float, burst: int) -> float:
         """One request into ``key``'s leaky bucket, atomically: 0.0 when it fits, else the seconds
         until one would (the refused request is not counted)."""
+        ...
+
+    # --- short bans of an address (HTTP/2 stream resets across workers and machines) ---
+    def add_strikes(self, counts: Sequence[tuple[str, int]], now: float, window: float, limit: int,
+                    ban: float) -> tuple[list[str], dict[str, float]]:
+        """Add each key's strikes at ``now``, all in one atomic step; a key with more than ``limit``
+        strikes within ``window`` s is banned until ``now + ban`` and its strikes are forgotten.
+        Returns (the keys this call banned, every ban in force: key → until). Empty ``counts``
+        only reads. Kept apart from the change marker (``version``): counting never empties caches."""
+        ...
+    def short_bans(self, now: float) -> dict[str, float]:
+        """Every short ban in force: key → until."""
+        ...
+    def lift_short_ban(self, key: str) -> int:
+        """End a key's short ban and forget its strikes; 1 if it was banned, else 0."""
         ...
 
     # --- gateway sessions ---

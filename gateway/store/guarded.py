@@ -43,7 +43,7 @@ PROBE_NAME = "store-probe"
 WRITES = frozenset({
     "put_group", "remove_group", "add_user", "put_user", "remove_user", "set_credential", "add_failure",
     "clear_failures", "reserve", "release", "settle_failure", "claim", "create_session", "delete_session",
-    "purge_sessions", "try_lock", "unlock", "put_shared", "delete_shared",
+    "purge_sessions", "try_lock", "unlock", "put_shared", "delete_shared", "add_strikes", "lift_short_ban",
 })
 
 

@@ -21,6 +21,8 @@ Keys live under a prefix (``gw:`` by default), so one Redis can serve other thin
     {p}fail-keys             zset   keys holding failures, scored by their oldest failure
     {p}held:<key>            zset   login attempts being checked, scored by their lease's end
     {p}claim:<key>           string a one-off marker with a TTL (spray event raised this window)
+    {p}strikes:<key>         hash   strikes of a key (HTTP/2 stream resets of an address) per second
+    {p}short-bans            zset   keys banned for a short while, scored by the ban's end
     {p}session:<token hash>  hash   a gateway session
     {p}sessions              zset   token hashes scored by expiry (for the purge)
     {p}user-sessions:<id>    set    a user's token hashes (ended with its credentials)
@@ -218,6 +220,7 @@ class RedisStore:
             "create_session": lua.CREATE_SESSION, "delete_session": lua.DELETE_SESSION,
             "purge_sessions": lua.PURGE_SESSIONS, "reserve": lua.RESERVE, "release": lua.RELEASE,
             "settle_failure": lua.SETTLE_FAILURE, "offer_key_fingerprint": lua.OFFER_KEY_FINGERPRINT,
+            "add_strikes": lua.ADD_STRIKES,
         }.items()}
         # The keys each reservation of this process holds: release and settle name them, since a
         # script may only touch keys it is told about.
@@ -444,9 +447,12 @@ class RedisStore:
         self._run("settle_failure", holder, _num(at), _num(forget_before), str(ttl), str(len(held)), *held, *flat)
 
     @_store_errors
-    def failure_summary(self, key: str, since: float) -> tuple[int, int]:
-        members = self._redis.zrangebyscore(self.prefix + "fail:" + key, "(" + _num(since), "+inf")
-        return len(members), len({m.rpartition("|")[0] for m in members})
+    def failure_summary(self, key: str, since: float) -> tuple[int, int, int]:
+        pipe = self._redis.pipeline(transaction=False)  # one round trip
+        pipe.zrangebyscore(self.prefix + "fail:" + key, "(" + _num(since), "+inf")
+        pipe.zcard(self.prefix + "held:" + key)
+        members, held = pipe.execute()
+        return len(members), len({m.rpartition("|")[0] for m in members}), int(held)
 
     @_store_errors
     def claim(self, key: str, now: float, until: float) -> bool:
@@ -459,6 +465,31 @@ class RedisStore:
     def take_request(self, key: str, now: float, rate: float, burst: int) -> float:
         # ``now`` is unused: the script reads the Redis server's clock, the one all machines share.
         return float(self._take_request(keys=[self.prefix + "rate:" + key], args=[repr(rate), str(burst)]))
+
+    # --- short bans ---
+
+    @_store_errors
+    def add_strikes(self, counts: Sequence[tuple[str, int]], now: float, window: float, limit: int,
+                    ban: float) -> tuple[list[str], dict[str, float]]:
+        if not counts:
+            return [], self.short_bans(now)
+        flat = [a for key, n in counts for a in (key, str(int(n)))]
+        banned, bans = self._run("add_strikes", _num(now), _num(window), str(int(limit)), _num(ban), *flat)
+        return list(banned), {bans[i]: float(bans[i + 1]) for i in range(0, len(bans), 2)}
+
+    @_store_errors
+    def short_bans(self, now: float) -> dict[str, float]:
+        rows = self._redis.zrangebyscore(self.prefix + "short-bans", "(" + _num(now), "+inf", withscores=True)
+        return {key: float(until) for key, until in rows}
+
+    @_store_errors
+    def lift_short_ban(self, key: str) -> int:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zscore(self.prefix + "short-bans", key)
+        pipe.zrem(self.prefix + "short-bans", key)
+        pipe.delete(self.prefix + "strikes:" + key)
+        until, _removed, _deleted = pipe.execute()
+        return int(until is not None and float(until) > time.time())
 
     # --- gateway sessions ---
 

@@ -276,13 +276,15 @@ for i = 5, #ARGV, 3 do
   local key, limit, window = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local held = p..'held:'..key
   redis.call('ZREMRANGEBYSCORE', held, '-inf', '('..ARGV[3])
-  local rows = redis.call('ZRANGEBYSCORE', p..'fail:'..key, '('..tostring(now - window), '+inf', 'WITHSCORES')
-  local n = #rows / 2
-  if n >= limit then
-    return {'refused', key, tostring(n), rows[2 * (n - limit) + 2]}
-  end
-  if not waiting and n + redis.call('ZCARD', held) >= limit then
-    waiting = {'wait', key, tostring(n), table.concat(redis.call('ZRANGE', held, 0, -1), ' ')}
+  if limit > 0 then  -- 0: counted only (a base's spray budget), never refuses or waits
+    local rows = redis.call('ZRANGEBYSCORE', p..'fail:'..key, '('..tostring(now - window), '+inf', 'WITHSCORES')
+    local n = #rows / 2
+    if n >= limit then
+      return {'refused', key, tostring(n), rows[2 * (n - limit) + 2]}
+    end
+    if not waiting and n + redis.call('ZCARD', held) >= limit then
+      waiting = {'wait', key, tostring(n), table.concat(redis.call('ZRANGE', held, 0, -1), ' ')}
+    end
   end
 end
 if waiting then return waiting end
@@ -422,4 +424,39 @@ if excess > burst then return tostring((excess - burst) / rate) end
 redis.call('HSET', KEYS[1], 'excess', tostring(excess), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil((excess / rate + 60) * 1000))
 return "0"
+"""
+
+# ARGV: p, now, window, limit, ban, then (key, n) per key. Strikes per key are a hash of whole
+# seconds → count (one field per flush, not per strike); a whole second counts while any part of
+# it lies in the window. Bans are one sorted set scored by their end. Never INCRs the version:
+# counting must not empty every machine's caches.
+ADD_STRIKES = """
+local p, now, window, limit, ban = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local bans = p..'short-bans'
+redis.call('ZREMRANGEBYSCORE', bans, '-inf', ARGV[2])
+local banned = {}
+for i = 6, #ARGV, 2 do
+  local key = ARGV[i]
+  if not redis.call('ZSCORE', bans, key) then
+    local strikes = p..'strikes:'..key
+    redis.call('HINCRBY', strikes, tostring(math.floor(now)), tonumber(ARGV[i + 1]))
+    redis.call('EXPIRE', strikes, math.ceil(window) + 2)
+    local total = 0
+    local flat = redis.call('HGETALL', strikes)
+    for j = 1, #flat, 2 do
+      if tonumber(flat[j]) > now - window - 1 then
+        total = total + tonumber(flat[j + 1])
+      else
+        redis.call('HDEL', strikes, flat[j])
+      end
+    end
+    if total > limit then
+      redis.call('ZADD', bans, tostring(now + ban), key)
+      redis.call('DEL', strikes)
+      table.insert(banned, key)
+    end
+  end
+end
+if #banned > 0 and redis.call('TTL', bans) < ban then redis.call('EXPIRE', bans, math.ceil(ban) + 1) end
+return {banned, redis.call('ZRANGEBYSCORE', bans, '('..ARGV[2], '+inf', 'WITHSCORES')}
 """

@@ -583,6 +583,8 @@ class SqliteStore:
             c.execute("DELETE FROM held WHERE expires < ?", (now,))
             waiting: Reservation | None = None
             for place in places:
+                if place.limit <= 0:
+                    continue  # counted only: never refuses, never waits
                 times = [r[0] for r in c.execute("SELECT at FROM failures WHERE key = ? AND at > ? ORDER BY at",
                                                  (place.key, now - place.window))]
                 if len(times) >= place.limit:
@@ -612,10 +614,10 @@ class SqliteStore:
             c.execute("DELETE FROM failures WHERE at < ?", (forget_before,))
 
     @_store_errors
-    def failure_summary(self, key: str, since: float) -> tuple[int, int]:
-        row = self._conn().execute("SELECT COUNT(*), COUNT(DISTINCT who) FROM failures WHERE key = ? AND at > ?",
-                                   (key, since)).fetchone()
-        return int(row[0]), int(row[1])
+    def failure_summary(self, key: str, since: float) -> tuple[int, int, int]:
+        row = self._conn().execute("SELECT COUNT(*), COUNT(DISTINCT who), (SELECT COUNT(*) FROM held WHERE key = ?) "
+                                   "FROM failures WHERE key = ? AND at > ?", (key, key, since)).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
 
     @_store_errors
     def claim(self, key: str, now: float, until: float) -> bool:
@@ -642,6 +644,11 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous = OFF")
             conn.execute("CREATE TABLE IF NOT EXISTS buckets (key TEXT PRIMARY KEY, excess REAL NOT NULL, "
                          "at REAL NOT NULL)")
+            # Strikes per key and whole second (one row per flush, not per strike) and the short
+            # bans they lead to: written by the hundred under attack, so here, not in the store's file.
+            conn.execute("CREATE TABLE IF NOT EXISTS strikes (key TEXT NOT NULL, second INTEGER NOT NULL, "
+                         "n INTEGER NOT NULL, PRIMARY KEY (key, second))")
+            conn.execute("CREATE TABLE IF NOT EXISTS short_bans (key TEXT PRIMARY KEY, until REAL NOT NULL)")
             self._local.rates = conn
             with self._lock:
                 self._all.append(conn)
@@ -667,6 +674,56 @@ class SqliteStore:
                 c.execute("ROLLBACK")
             raise
         return 0.0
+
+    # --- short bans ---
+
+    @_store_errors
+    def add_strikes(self, counts: Sequence[tuple[str, int]], now: float, window: float, limit: int,
+                    ban: float) -> tuple[list[str], dict[str, float]]:
+        if not counts:
+            return [], self.short_bans(now)
+        c = self._rates()
+        banned: list[str] = []
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            # A whole second counts while any part of it lies in the window: never fewer strikes than happened.
+            c.execute("DELETE FROM strikes WHERE second <= ?", (now - window - 1,))
+            c.execute("DELETE FROM short_bans WHERE until <= ?", (now,))
+            for key, n in counts:
+                if c.execute("SELECT 1 FROM short_bans WHERE key = ?", (key,)).fetchone():
+                    continue
+                c.execute("INSERT INTO strikes (key, second, n) VALUES (?, ?, ?) "
+                          "ON CONFLICT (key, second) DO UPDATE SET n = n + excluded.n", (key, int(now), n))
+                total = c.execute("SELECT SUM(n) FROM strikes WHERE key = ?", (key,)).fetchone()[0]
+                if total > limit:
+                    c.execute("INSERT OR REPLACE INTO short_bans (key, until) VALUES (?, ?)", (key, now + ban))
+                    c.execute("DELETE FROM strikes WHERE key = ?", (key,))
+                    banned.append(key)
+            bans = dict(c.execute("SELECT key, until FROM short_bans").fetchall())
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        return banned, bans
+
+    @_store_errors
+    def short_bans(self, now: float) -> dict[str, float]:
+        return dict(self._rates().execute("SELECT key, until FROM short_bans WHERE until > ?", (now,)).fetchall())
+
+    @_store_errors
+    def lift_short_ban(self, key: str) -> int:
+        c = self._rates()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute("DELETE FROM strikes WHERE key = ?", (key,))
+            lifted = c.execute("DELETE FROM short_bans WHERE key = ? AND until > ?", (key, time.time())).rowcount
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        return lifted
 
     # --- gateway sessions ---
 

@@ -28,14 +28,26 @@ RESET_WINDOW = 10.0
 RESET_ADDRESS_FACTOR = 5
 RESET_BAN = 60.0
 RESET_ADDRESSES = 10_000  # addresses remembered; past that the ledger starts over (memory stays bounded)
+# The ledger's key in the store's short bans (Store.add_strikes): the address after it.
+RESET_KEY = "reset:"
+# How often each process sends its resets to the store and reads every process's bans back:
+# the store sees batches, never a call per reset; a ban made anywhere holds everywhere after this.
+RESET_SHARE_INTERVAL = 0.5
 
 
 class ResetLedger:
-    """Client stream resets per address, across its connections, in one process."""
+    """Client stream resets per address, across its connections.
+
+    Counted and decided in this process at once (a ban here is immediate), and shared through the
+    store in batches (``take_pending`` → ``Store.add_strikes`` → ``adopt``): resets spread over
+    workers and machines add up there, and a ban made by any process is honoured by all of them
+    within ``RESET_SHARE_INTERVAL`` — the attacker's next connection may land on any worker."""
 
     def __init__(self) -> None:
         self._times: dict[str, collections.deque[float]] = {}
-        self._banned: dict[str, float] = {}  # address → refused until (monotonic)
+        self._banned: dict[str, float] = {}  # address → refused until (monotonic): ours and the store's
+        self._pending: dict[str, int] = {}  # resets the store has not seen, per address
+        self._fresh: set[str] = set()  # banned here since the last batch left: the store does not know yet
 
     def record(self, address: str, now: float, limit: int) -> bool:
         """Count one reset; True when this one takes the address past ``limit`` (it is banned now)."""
@@ -47,11 +59,19 @@ class ResetLedger:
         times.append(now)
         while times and times[0] < now - RESET_WINDOW:
             times.popleft()
+        pending = self._pending.get(address)
+        if pending is not None:
+            self._pending[address] = pending + 1
+        elif len(self._pending) < RESET_ADDRESSES:
+            self._pending[address] = 1
         if len(times) > limit and self.banned_for(address, now) == 0.0:
             if len(self._banned) >= RESET_ADDRESSES:
                 self._banned = {a: t for a, t in self._banned.items() if t > now}
             self._banned[address] = now + RESET_BAN
             times.clear()
+            # Reported as a full count, so the store bans it whatever the other processes saw.
+            self._pending[address] = limit + 1
+            self._fresh.add(address)
             return True
         return False
 
@@ -64,6 +84,32 @@ class ResetLedger:
             del self._banned[address]
             return 0.0
         return until - now
+
+    def take_pending(self) -> tuple[list[tuple[str, int]], set[str]]:
+        """The batch for the store: (store key, resets) per address since the last batch, and
+        the addresses this process banned meanwhile (it has logged those itself)."""
+        counts = [(RESET_KEY + address, n) for address, n in self._pending.items()]
+        fresh = self._fresh
+        self._pending, self._fresh = {}, set()
+        return counts, fresh
+
+    def give_back(self, counts: list[tuple[str, int]], fresh: set[str], limit: int) -> None:
+        """The store did not take the batch: the bans made here go with the next one (plain
+        counts are dropped, as they would arrive late and count twice against a window)."""
+        for key, n in counts:
+            address = key[len(RESET_KEY):]
+            if address in fresh and n > limit:
+                self._pending[address] = max(self._pending.get(address, 0), n)
+        self._fresh |= fresh
+
+    def adopt(self, bans: dict[str, float], now: float, wall: float) -> None:
+        """The store's answer to a batch: every ban in force anywhere (store key → until, wall
+        clock), and only those — a ban lifted with ``gateway bans lift`` ends here too. Bans made
+        here while the batch was on its way are kept: the store learns of them next time."""
+        kept = {a: self._banned[a] for a in self._fresh if a in self._banned}
+        self._banned = {key[len(RESET_KEY):]: now + (until - wall) for key, until in bans.items()
+                        if key.startswith(RESET_KEY) and until > wall}
+        self._banned.update(kept)
 
 
 # --- the file-descriptor limit -------------------------------------------------------------

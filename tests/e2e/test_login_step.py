@@ -33,7 +33,8 @@ def test_an_attempt_reserves_its_address_and_account_before_any_check() -> None:
 def test_a_password_only_attempt_counts_against_the_account_its_secret_belongs_to() -> None:
     step = attempt(login="", account="Петров").start()
     assert isinstance(step, Reserve)
-    assert [p.key for p in step.places] == ["ip:10.0.0.7", "user:петров"] and step.spray_key == "spray:b1"
+    assert [(p.key, p.limit) for p in step.places] == [("ip:10.0.0.7", 3), ("user:петров", 5), ("spray:b1", 0)]
+    assert step.spray_key == "spray:b1"  # counted there while it is checked, never held up by it
 
 
 def test_a_whitelisted_address_is_checked_without_places_and_never_counted() -> None:
@@ -130,7 +131,32 @@ def test_reserve_holds_places_until_settled_and_a_dead_holder_s_lease_runs_out(s
 def test_claim_is_granted_once_until_it_runs_out(store: Store) -> None:
     assert store.claim("spray-event:b1", 1000.0, 1060.0)
     assert not store.claim("spray-event:b1", 1001.0, 1061.0)
-    assert store.failure_summary("spray:b1", 0.0) == (0, 0)
+    assert store.failure_summary("spray:b1", 0.0) == (0, 0, 0)
+
+
+def _second_connection(store: Store) -> Store:
+    """The same store opened again, as another worker or machine would."""
+    if isinstance(store, SqliteStore):
+        return SqliteStore(store.path)
+    from gateway.store.redis import RedisStore
+    where = store._redis.connection_pool.connection_kwargs  # type: ignore[attr-defined]
+    return RedisStore(f"redis://{where['host']}:{where['port']}/{where.get('db', 0)}")
+
+
+def test_a_spray_place_counts_checks_under_way_everywhere_and_never_holds_one_up(store: Store) -> None:
+    now = 1000.0
+    spray = Place("spray:b1", 0, 60.0)
+    other = _second_connection(store)
+    try:
+        for n in range(6):  # no limit: every attempt gets its place, and each is counted, whoever checks it
+            on = store if n % 2 else other
+            assert on.reserve([Place(f"ip:10.0.0.{n}", 3, 600.0), spray], f"h{n}", now, LEASE).outcome == "reserved"
+        assert store.failure_summary("spray:b1", now - 60) == other.failure_summary("spray:b1", now - 60) == (0, 0, 6)
+        other.release("h0")
+        store.settle_failure("h1", [("ip:10.0.0.1", "10.0.0.1"), ("spray:b1", "10.0.0.1")], now, now - 600)
+        assert other.failure_summary("spray:b1", now - 60) == (1, 1, 4)
+    finally:
+        other.close()
 
 
 def test_the_console_s_login_path_counts_against_the_same_windows(tmp_path: Path) -> None:

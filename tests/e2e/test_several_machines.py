@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import h2.config
+import h2.connection
 import httpx
 import pytest
 
@@ -143,4 +145,51 @@ def test_two_gateways_behind_haproxy_share_lists_and_lockouts(balancer: tuple[in
         except ConnectionResetError:
             pass  # closed with the bytes unread: a reset, just as final
     a.wait_for_log(r"closed a connection from 127\.0\.0\.3 .*not a trusted balancer")
+    # From the trusted balancer's address, a v1 header whose address has a zone id (issue 24 point 9).
+    b.mark_log()
+    with socket.create_connection(("127.0.0.1", b.port("b1")), timeout=10) as s:
+        s.sendall(b"PROXY TCP6 fe80::1%a ::1 40000 443\r\n")
+        try:
+            assert s.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    b.wait_for_log(r"carries a zone id")
     assert WRONG not in a.log() + b.log() and PASSWORD not in a.log() + b.log()
+
+    # HTTP/2 resets through the balancer (issue 24 point 5): 6 connections of 99 resets, three on
+    # each gateway, counted on the client's address (PROXY protocol) over both: refused by both.
+    for _ in range(6):
+        assert reset_through(port, [a, b], "127.0.0.9", 99)
+    deadline = time.monotonic() + 5
+    while any(reset_through(port, [a, b], "127.0.0.9", 1) for _ in range(4)):
+        assert time.monotonic() < deadline, "a gateway still serves the address"
+        time.sleep(0.3)
+    assert through(port, [a, b], "127.0.0.3", PASSWORD) == 200  # others, through the same balancer, are not
+
+
+def reset_through(port: int, gateways: list[RunningGateway], source: str, pairs: int) -> bool:
+    """One HTTP/2 connection through the balancer sending ``pairs`` HEADERS + RST_STREAM; False if refused."""
+    context = ssl.create_default_context()
+    for gw in gateways:
+        context.load_verify_locations(gw.ca_file)
+    context.set_alpn_protocols(["h2"])
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+        tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+    except (OSError, ssl.SSLError):
+        return False
+    with tls:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        for _ in range(pairs):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "GET"), (":path", "/echo"), (":scheme", "https"), (":authority", "x")])
+            conn.reset_stream(sid)
+        try:
+            tls.sendall(conn.data_to_send())
+            tls.settimeout(0.3)  # the gateway reads what was sent before it sees the close
+            while tls.recv(65536):
+                pass
+        except (OSError, ssl.SSLError):
+            pass
+    return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -199,6 +200,24 @@ def test_failures_window_prune_and_clear(store: Store) -> None:
     store.add_failure("ip:127.0.0.4", 300.0, 0.0)
     store.add_failure("ip:127.0.0.4", 300.0, 0.0)  # two failures in the same instant both count
     assert store.failure_times("ip:127.0.0.4", 300.0) == [300.0, 300.0]
+
+
+def test_strikes_past_the_limit_make_a_short_ban_every_caller_sees(store: Store) -> None:
+    now = 1_000_000.0
+    version = store.version()
+    assert store.add_strikes([("reset:10.0.0.1", 300), ("reset:10.0.0.2", 10)], now, 10.0, 500, 60.0) == ([], {})
+    # Another worker's flush a few seconds later: together past the limit, in the one step.
+    banned, bans = store.add_strikes([("reset:10.0.0.1", 201)], now + 5.5, 10.0, 500, 60.0)
+    assert banned == ["reset:10.0.0.1"] and bans == {"reset:10.0.0.1": now + 65.5}
+    assert store.short_bans(now + 6) == bans and store.add_strikes([], now + 6, 10.0, 500, 60.0) == ([], bans)
+    # Strikes older than the window no longer count; a banned key is not counted again.
+    assert store.add_strikes([("reset:10.0.0.2", 495), ("reset:10.0.0.1", 999)], now + 12, 10.0, 500, 60.0)[0] == []
+    assert store.short_bans(now + 65.5) == {}  # over
+    assert store.version() == version  # counting never empties the caches that watch the marker
+    store.add_strikes([("reset:10.0.0.3", 501)], now, 10.0, 500, 60.0)
+    assert store.lift_short_ban("reset:10.0.0.3") == 0  # (its ban, by the test's clock, is long over)
+    store.add_strikes([("reset:10.0.0.4", 501)], time.time(), 10.0, 500, 60.0)
+    assert store.lift_short_ban("reset:10.0.0.4") == 1 and store.short_bans(time.time()) == {}
 
 
 def test_sessions(store: Store) -> None:

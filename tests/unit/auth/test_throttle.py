@@ -152,3 +152,17 @@ def test_a_memoised_ban_counts_down_and_ends_on_time(tmp_path: Path) -> None:
     clock.now -= 120  # a clock set back needs older rows than the memo holds: read again
     throttle.check_ip("127.0.0.2")
     assert store.reads == reads + 1
+
+
+def test_a_reset_ban_is_listed_with_the_lockouts_and_lifted_by_its_address(tmp_path: Path) -> None:
+    import time
+
+    store = SqliteStore(tmp_path / "gateway.db")
+    throttle = Throttle(store, ThrottleSettings())  # the wall clock: the store's short bans keep it
+    store.add_strikes([("reset:::ffff:10.0.0.9", 501)], time.time(), 10.0, 500, 60.0)
+    [ban] = throttle.bans()
+    assert (ban.kind, ban.target, ban.short) == ("address (HTTP/2 resets)", "::ffff:10.0.0.9", True)
+    assert 55 < ban.retry_after <= 60
+    assert throttle.lift("10.0.0.8") == 0 and throttle.bans()  # another address: nothing lifted
+    assert throttle.lift("10.0.0.9") == 1 and throttle.bans() == []  # the same client, written plainly
+    store.close()
