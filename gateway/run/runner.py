@@ -63,7 +63,7 @@ def build_addons(stores: StoreHandle | None = None) -> list[Any]:
         hsts.Hsts(),
         enrolment.Enrolment(stores),   # after GatewayTls, which creates the CA it serves
         limits.Limits(),               # client_connected: connection limits, cheapest refusal first
-        reset_share.ResetShare(),      # HTTP/2 reset counts and bans shared through the store
+        reset_share.ResetShare(stores),  # HTTP/2 reset counts and bans shared through the store
         ipfilter.IpFilter(),           # client_connected: before any TLS handshake
         https_only.HttpsOnly(),
         ratelimit.RateLimit(stores),   # requestheaders: 429 before anything else spends work on it

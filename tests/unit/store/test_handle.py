@@ -74,7 +74,7 @@ def test_the_addons_of_one_process_share_one_store(tmp_path: Path) -> None:
                  bases=[{**BASE, "user_auth": True}])
     set_current_config(cfg)
     addons = {type(a).__name__: a for a in build_addons(handle)}
-    users = [addons[name] for name in ("ClientAuth", "RateLimit", "Auth")]
+    users = [addons[name] for name in ("ClientAuth", "RateLimit", "Auth", "ResetShare")]
     try:
         for addon in users:
             addon.apply_config(cfg)
@@ -82,6 +82,7 @@ def test_the_addons_of_one_process_share_one_store(tmp_path: Path) -> None:
         assert addons["ClientAuth"]._store is store
         assert addons["RateLimit"]._store is store
         assert addons["Auth"]._state.store is store
+        assert addons["ResetShare"]._store is store
     finally:
         for addon in users:
             addon.done()
