@@ -28,7 +28,7 @@ from mitmproxy import connection, http
 from addons._context import listener_to_check
 from addons._guard import deny, fail_closed
 from gateway.auth.login_driver import Logins
-from gateway.auth.authenticate import Authenticator, reuse_or_open
+from gateway.auth.authenticate import Authenticator, authenticator_for
 from gateway.config import BaseConfig, GatewayConfig
 from gateway.auth.credentials import BasicCredentials, CredentialError, is_basic, parse_authorization
 from gateway.auth.login import Admit, Refuse, decide_cached
@@ -36,6 +36,7 @@ from addons.client_auth import DEVICE_KEY, device_allows
 from gateway.auth.session_tokens import COOKIE_NAME, HEADER_NAME, Sessions
 from gateway.store import Principal, Store, StoreError, StoreUnavailable
 from gateway.store.guarded import PROBE_INTERVAL, RETRY_AFTER, GuardedStore
+from gateway.store.handle import StoreHandle
 from addons._background import BackgroundTask
 from gateway.auth.throttle import Throttle, Verdict
 from addons.ipfilter import is_whitelisted as check
@@ -65,7 +66,6 @@ def is_whitelisted(client: connection.Client) -> bool:
 @dataclass
 class _State:
     store: Store
-    store_key: tuple[Any, ...]
     authenticator: Authenticator
     throttle: Throttle
     sessions: Sessions
@@ -76,7 +76,10 @@ class _State:
 
 
 class Auth:
-    def __init__(self) -> None:
+    def __init__(self, stores: StoreHandle | None = None) -> None:
+        """``stores``: the process's store (gateway.store.handle); its own when none is given."""
+        self._own_stores = stores is None
+        self._stores = stores or StoreHandle()
         self._state: _State | None = None
         self._probe = BackgroundTask(self._probe_store)
 
@@ -100,30 +103,33 @@ class Auth:
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         old = self._state
-        store_key, store, authenticator = reuse_or_open(
-            cfg, (old.store_key, old.store, old.authenticator) if old is not None else None)
+        # A store that cannot be reached now does not stop the gateway: it is opened once it
+        # answers, and until then every check that needs it fails closed (gateway.store.guarded).
+        store = self._stores.for_config(cfg)
+        authenticator = authenticator_for(cfg, store, old.authenticator if old is not None else None)
         if old is not None and old.verify_threads == cfg.auth.verify_threads and old.store is store:
             verify_pool, store_pool = old.verify_pool, old.store_pool
         else:
             verify_pool = ThreadPoolExecutor(cfg.auth.verify_threads, thread_name_prefix="gateway-argon2")
             store_pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="gateway-store")
         throttle = Throttle(store, cfg.throttle)
-        self._state = _State(store, store_key, authenticator, throttle,
+        self._state = _State(store, authenticator, throttle,
                              Sessions(store, cfg.auth.session_ttl), verify_pool, store_pool,
                              cfg.auth.verify_threads, Logins(store, authenticator, throttle, verify_pool, store_pool))
         if old is not None and old.verify_pool is not verify_pool:
             old.verify_pool.shutdown(wait=False)
             old.store_pool.shutdown(wait=False)
-        if old is not None and old.store is not store:
-            old.store.close()
+        if self._own_stores:
+            self._stores.settle(cfg)
 
     def done(self) -> None:
         self._probe.stop()
         if self._state is not None:
             self._state.verify_pool.shutdown(wait=False)
             self._state.store_pool.shutdown(wait=False)
-            self._state.store.close()
             self._state = None
+        if self._own_stores:
+            self._stores.close()
 
     @property
     def authenticator(self) -> Authenticator | None:

@@ -6,6 +6,11 @@ The order itself (gateway/autocert) runs in a worker thread; the new certificate
 to its file and GatewayTls's file watcher swaps it in: new connections get it, open ones
 continue. Challenge answers are files under state_dir/acme/challenges, so whichever gateway
 process (or `gateway cert acme renew`) placed the order, every process answers it.
+
+The store (the process's one, gateway.store.handle) may be down when the gateway starts (a
+reboot during a Redis outage): the bases serve the certificate already on disk, or the local
+CA's placeholder before the first order, and the renewal loop waits for the store, asking it
+every ``STORE_RETRY_SECONDS``, then orders and renews as usual — no restart.
 """
 
 from __future__ import annotations
@@ -24,13 +29,16 @@ from gateway.autocert.alpn import ACME_TLS_1, name_from_sni
 from gateway.autocert.challenge import PREFIX, answer
 from gateway.config import GatewayConfig
 from gateway.autocert.manager import challenge_address
-from gateway.store import open_store
+from gateway.store import StoreUnavailable
+from gateway.store.handle import StoreHandle
 from gateway.autocert.manager import acme_bases, refresh_renewal_info, renew_due, seconds_to_next_check
 
 logger = logging.getLogger("gateway.acme")
 
 # How often due certificates and renewal information are looked at; orders are rare, checks cheap.
 CHECK_SECONDS = 60.0
+# While the store cannot be reached: how often the renewal loop asks whether it is back.
+STORE_RETRY_SECONDS = 2.0
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nNot Found\n"
 
 
@@ -76,13 +84,16 @@ def offers_acme_tls(alpn_offers: list[bytes] | tuple[bytes, ...] | None) -> bool
 
 
 class AutoCert:
-    def __init__(self) -> None:
+    def __init__(self, stores: StoreHandle | None = None) -> None:
+        """``stores``: the process's store (gateway.store.handle); its own when none is given."""
+        self._own_stores = stores is None
+        self._stores = stores or StoreHandle()
+        self._waiting_for_store = False
         self._listener = SideListener("acme.challenge_listen", self._respond)
         self._config: GatewayConfig | None = None
         self._loop_task = BackgroundTask(self._renewals)
         self._wake = asyncio.Event()
         self._store: Any = None
-        self._store_key: tuple[object, ...] | None = None
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         # Port 80 is bound only when some base needs it, and by one process only: workers other
@@ -96,15 +107,11 @@ class AutoCert:
         self._wake.set()
 
     def _open_store(self, cfg: GatewayConfig) -> None:
-        key = (cfg.state_dir, cfg.store) if cfg.acme.enabled else None
-        if key == self._store_key:
-            return
-        old, self._store, self._store_key = self._store, None, None
-        if key is not None:
-            self._store = open_store(cfg.state_dir, settings=cfg.store)  # raises: refused
-            self._store_key = key
-        if old is not None:
-            old.close()
+        # A store that cannot be reached does not refuse the configuration (the renewal loop
+        # waits for it); a wrong key file or a damaged database does.
+        self._store = self._stores.for_config(cfg) if cfg.acme.enabled else None
+        if self._own_stores:
+            self._stores.settle(cfg)
 
     @property
     def store(self) -> Any:
@@ -120,9 +127,9 @@ class AutoCert:
 
     def done(self) -> None:
         self._listener.stop()
-        if self._store is not None:
-            self._store.close()
-            self._store, self._store_key = None, None
+        self._store = None
+        if self._own_stores:
+            self._stores.close()
         self._loop_task.stop()
 
     async def _respond(self, request: SideRequest) -> bytes:
@@ -147,14 +154,31 @@ class AutoCert:
             self._wake.clear()
             cfg = self._config
             pause = CHECK_SECONDS
+            store = self._store
             if cfg is not None and acme_bases(cfg):
                 try:
-                    await loop.run_in_executor(None, lambda: renew_due(cfg, store=self._store))
+                    await loop.run_in_executor(None, self._store_answers, store)
+                    await loop.run_in_executor(None, lambda: renew_due(cfg, store=store))
                     await loop.run_in_executor(None, refresh_renewal_info, cfg)
                     pause = await loop.run_in_executor(None, seconds_to_next_check, cfg, CHECK_SECONDS)
+                except StoreUnavailable as e:
+                    pause = STORE_RETRY_SECONDS
+                    if not self._waiting_for_store:
+                        logger.warning("ACME orders and renewals wait for the store (%s); the certificates on disk "
+                                       "keep serving, and they resume by themselves once it answers", e)
+                    self._waiting_for_store = True
                 except Exception:  # one bad round must not end renewals for good
                     logger.exception("ACME renewal check failed; trying again in %g s", CHECK_SECONDS)
             try:
                 await asyncio.wait_for(self._wake.wait(), pause)
             except asyncio.TimeoutError:
                 pass
+
+    def _store_answers(self, store: Any) -> None:
+        """Raises StoreUnavailable while the store cannot be reached: an order needs its lock."""
+        if store is None:
+            return
+        store.version()
+        if self._waiting_for_store:
+            self._waiting_for_store = False
+            logger.info("the store answers again; ACME orders and renewals resume")

@@ -29,7 +29,8 @@ from gateway.certs.devices import (
     check_device_certificate, device_name_of, load_or_create_device_ca, load_trusted_cas, serial_text,
 )
 from gateway.config import GatewayConfig
-from gateway.store import Store, StoreUnavailable, open_for_gateway
+from gateway.store import Store, StoreUnavailable
+from gateway.store.handle import StoreHandle
 from gateway.store.devices import Registry, mark_seen, read_registry
 from addons.autocert import offers_acme_tls
 from mitmproxy import connection, ctx, http, tls
@@ -65,10 +66,12 @@ class _Verdict:
 
 
 class ClientAuth:
-    def __init__(self) -> None:
+    def __init__(self, stores: StoreHandle | None = None) -> None:
+        """``stores``: the process's store (gateway.store.handle); its own when none is given."""
+        self._own_stores = stores is None
+        self._stores = stores or StoreHandle()
         self._bases: dict[str, _BaseAuth] = {}
         self._store: Store | None = None
-        self._store_key: tuple[Any, ...] | None = None
         self._registry = Registry()
         self._refused: frozenset[str] = frozenset()
         self._fresh_at = 0.0
@@ -92,22 +95,19 @@ class ClientAuth:
             own_ca = own_ca or load_or_create_device_ca(cfg.state_dir)
             bases[base.id] = _BaseAuth(pair.client_auth, (own_ca.certificate,), True)
         # Always: a user bound to devices logs in only from them, on every base (Auth asks).
-        key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
-        if key != self._store_key:
-            old = self._store
-            # The guarded store: a store that cannot be reached at start (a reboot during a Redis
-            # outage) leaves the device list unread, so device certificates are refused until it
-            # reads (fail closed) while every other base serves; a wrong key still refuses the config.
-            store = open_for_gateway(cfg.state_dir, cfg.store, reports=False) if key else None
-            if store is not None:
-                try:
-                    self._take(read_registry(store))
-                except StoreUnavailable as e:
-                    logger.warning("the device list cannot be read yet (%s); device certificates are refused "
-                                   "until it can", e)
-            self._store, self._store_key = store, key
-            if old is not None:
-                old.close()
+        # The guarded store: a store that cannot be reached at start (a reboot during a Redis
+        # outage) leaves the device list unread, so device certificates are refused until it
+        # reads (fail closed) while every other base serves; a wrong key still refuses the config.
+        store = self._stores.for_config(cfg)
+        if store is not self._store:
+            try:
+                self._take(read_registry(store))
+            except StoreUnavailable as e:
+                logger.warning("the device list cannot be read yet (%s); device certificates are refused "
+                               "until it can", e)
+            self._store = store
+        if self._own_stores:
+            self._stores.settle(cfg)
         self._bases = bases
         global _active
         _active = self
@@ -122,9 +122,9 @@ class ClientAuth:
 
     def done(self) -> None:
         self._poller.stop()
-        if self._store is not None:
-            self._store.close()
-            self._store, self._store_key = None, None
+        self._store = None
+        if self._own_stores:
+            self._stores.close()
 
     async def _poll(self) -> None:
         while True:

@@ -8,14 +8,14 @@ Not a mitmproxy listener: it must never reach a back end. The port is bound in
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from gateway.web.sidelistener import Address, SideListener, SideRequest
 from gateway.certs.enrolment import EnrolmentContent, answer, encode, lan_addresses
 from gateway.certs.inspect import load_local_ca, local_ca_served
 from gateway.config import GatewayConfig
 from gateway.auth.throttle import Throttle
-from gateway.store import Store, open_for_gateway
+from gateway.store import Store
+from gateway.store.handle import StoreHandle
 from gateway.web.device_enrolment import DeviceLinks, is_link_path
 from gateway.web.server_tls import DefaultCertificateContext
 
@@ -26,12 +26,14 @@ logger = logging.getLogger("gateway.enrolment")
 
 
 class Enrolment:
-    def __init__(self) -> None:
+    def __init__(self, stores: StoreHandle | None = None) -> None:
+        """``stores``: the process's store (gateway.store.handle); its own when none is given."""
+        self._own_stores = stores is None
+        self._stores = stores or StoreHandle()
         self._listener = SideListener("enrolment.listen", self._respond, max_body=MAX_BODY)
         self._content: EnrolmentContent | None = None
         self._links: DeviceLinks | None = None
         self._store: Store | None = None
-        self._store_key: tuple[Any, ...] | None = None
         self._tls = DefaultCertificateContext()
 
     def apply_config(self, cfg: GatewayConfig) -> None:
@@ -49,14 +51,9 @@ class Enrolment:
                         wanted.host, wanted.port, ", one-time device links" if context else " only")
 
     def _open_links(self, cfg: GatewayConfig) -> None:
-        key = (cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
-        if key != self._store_key:
-            old = self._store
-            self._store = open_for_gateway(cfg.state_dir, cfg.store, reports=False)
-            self._store_key = key
-            if old is not None:
-                old.close()
-        assert self._store is not None
+        self._store = self._stores.for_config(cfg)
+        if self._own_stores:
+            self._stores.settle(cfg)
         self._links = DeviceLinks(cfg.state_dir, self._store, Throttle(self._store, cfg.throttle))
 
 
@@ -65,9 +62,9 @@ class Enrolment:
 
     def done(self) -> None:
         self._listener.stop()
-        if self._store is not None:
-            self._store.close()
-            self._store, self._store_key = None, None
+        self._store = None
+        if self._own_stores:
+            self._stores.close()
 
     @property
     def port(self) -> int | None:

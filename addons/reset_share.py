@@ -18,33 +18,31 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Hashable
-
 from addons import _engine_patches
 from addons._background import BackgroundTask
 from addons.limits import security_event
 from gateway.config import GatewayConfig
-from gateway.store import Store, StoreError, open_for_gateway
+from gateway.store import Store, StoreError
+from gateway.store.handle import StoreHandle
 from gateway.traffic.limits import RESET_ADDRESS_FACTOR, RESET_BAN, RESET_KEY, RESET_SHARE_INTERVAL, RESET_WINDOW
 
 logger = logging.getLogger("gateway.limits")
 
 
 class ResetShare:
-    def __init__(self) -> None:
+    def __init__(self, stores: StoreHandle | None = None) -> None:
+        """``stores``: the process's store (gateway.store.handle); its own when none is given."""
+        self._own_stores = stores is None
+        self._stores = stores or StoreHandle()
         self._store: Store | None = None
-        self._store_key: Hashable = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="gateway-resets")
         self._limit = 0
         self._task = BackgroundTask(self._share)
 
     def apply_config(self, cfg: GatewayConfig) -> None:
-        key = (cfg.state_dir, cfg.store)
-        if self._store is None or key != self._store_key:
-            old = self._store
-            self._store, self._store_key = open_for_gateway(cfg.state_dir, cfg.store, reports=False), key
-            if old is not None:
-                old.close()
+        self._store = self._stores.for_config(cfg)
+        if self._own_stores:
+            self._stores.settle(cfg)
         self._limit = RESET_ADDRESS_FACTOR * cfg.limits.http2_max_resets
 
     def running(self) -> None:
@@ -53,8 +51,9 @@ class ResetShare:
     def done(self) -> None:
         self._task.stop()
         self._pool.shutdown(wait=False)
-        if self._store is not None:
-            self._store.close()
+        self._store = None
+        if self._own_stores:
+            self._stores.close()
 
     async def _share(self) -> None:
         loop = asyncio.get_running_loop()
@@ -76,7 +75,7 @@ class ResetShare:
             banned, bans = await loop.run_in_executor(
                 self._pool, store.add_strikes, counts, time.time(), RESET_WINDOW, limit, RESET_BAN)
         except StoreError:
-            # The store's health says it once (the login path's connection); this process goes on alone.
+            # The store's health says it once (the process's one store); this process goes on alone.
             ledger.give_back(counts, fresh, limit)
             return
         ledger.adopt(bans, time.monotonic(), time.time())

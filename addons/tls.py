@@ -23,7 +23,7 @@ from gateway.autocert.manager import acme_bases, ensure_placeholder
 from gateway.certs.authority import certs_folder
 from gateway.certs.context import dh_params_file, server_context
 from gateway.certs.load import CertError, format_date
-from gateway.certs.sources import CertSource, Stamp, ensure_default_certificate, load_source, source_for
+from gateway.certs.sources import CertSource, Stamp, ensure_default_certificate, load_source, load_twin, source_for
 from gateway.config import GatewayConfig, Listener
 from mitmproxy import tls
 from mitmproxy import ctx
@@ -89,7 +89,7 @@ class GatewayTls:
         bundle = load_source(source)
         try:
             return server_context(bundle, min_version=policy.min_version, http2=policy.http2,
-                                  dh_file=dh_file)  # type: ignore[arg-type]
+                                  dh_file=dh_file, twin=load_twin(source, bundle))  # type: ignore[arg-type]
         except SSL.Error as e:
             raise CertError(f"{source.cert}: OpenSSL refused this certificate or key ({_ssl_reason(e)})") from None
 
@@ -149,7 +149,8 @@ class GatewayTls:
             try:
                 bundle = load_source(source, now)
                 context = server_context(bundle, min_version=self._policy.min_version,
-                                         http2=self._policy.http2, dh_file=self._dh_file)
+                                         http2=self._policy.http2, dh_file=self._dh_file,
+                                         twin=load_twin(source, bundle, now))
             except (CertError, SSL.Error, OSError) as e:
                 problem = str(e) if isinstance(e, CertError) else f"{source.cert}: {_ssl_reason(e)}"
                 if served.failed_once != stamp:

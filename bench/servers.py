@@ -176,8 +176,7 @@ http {{
     }}
     server {{
         listen {host}:{port} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
+{certificates}
         ssl_protocols TLSv1.2 TLSv1.3;
         location / {{
             proxy_pass http://standin;
@@ -194,21 +193,27 @@ http {{
 
 
 def start_nginx(workdir: Path, backend: str, cert: Path, key: Path, cpus: set[int] | None, *,
-                worker_connections: int = 1024, keepalive_timeout: float = 75) -> Server:
-    directory = workdir / "nginx"
+                worker_connections: int = 1024, keepalive_timeout: float = 75,
+                also: tuple[tuple[Path, Path], ...] = (), name: str = "nginx (TLS proxy)",
+                folder: str = "nginx") -> Server:
+    """nginx serving ``cert``/``key`` and each pair of ``also`` beside it (nginx, like the
+    gateway, picks the certificate by what the client offers: ECDSA or RSA)."""
+    directory = workdir / folder
     directory.mkdir(parents=True, exist_ok=True)
     host_port = backend.split("://", 1)[1]
     backend_host, backend_port = host_port.rsplit(":", 1)
     port = free_port()
     conf = directory / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=directory, backend_host=backend_host, backend_port=backend_port,
-                                      host=HOST, port=port, cert=cert, key=key,
+                                      host=HOST, port=port,
+                                      certificates="\n".join(f"        ssl_certificate {c};\n        ssl_certificate_key {k};"
+                                                             for c, k in ((cert, key), *also)),
                                       worker_connections=worker_connections, nofile=2 * worker_connections + 64,
                                       keepalive_timeout=f"{keepalive_timeout:g}s"), encoding="utf-8")
     log_path = directory / "stdout.log"
     process = spawn([str(NGINX), "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")],
                     cpus=cpus, log_path=log_path, cwd=directory)
-    server = Server("nginx (TLS proxy)", f"https://{HOST}:{port}", process, directory / "error.log",
+    server = Server(name, f"https://{HOST}:{port}", process, directory / "error.log",
                     stop_signal=getattr(signal, "SIGQUIT", signal.SIGTERM))
     return _ready(server, tls=True, cpus=cpus)
 

@@ -20,9 +20,9 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Hashable
+from typing import TYPE_CHECKING, Callable
 
-from gateway.store import keys, open_for_gateway
+from gateway.store import keys
 from gateway.store.base import Principal, Store
 
 if TYPE_CHECKING:
@@ -168,19 +168,10 @@ class Authenticator:
             self._cache.clear()
 
 
-def reuse_or_open(cfg: GatewayConfig, previous: tuple[Hashable, Store, Authenticator] | None
-                  ) -> tuple[Hashable, Store, Authenticator]:
-    """The store and authenticator for a configuration: the previous ones while the store
-    settings are unchanged (so a reload keeps the success cache), else newly opened.
-
-    Returns (store settings key, store, authenticator); the key is what the next call compares.
-    """
-    key = (cfg.state_dir, cfg.store)
-    if previous is not None and previous[0] == key:
-        _, store, authenticator = previous
-        authenticator.cache_seconds = cfg.auth.cache_seconds
-        return key, store, authenticator
-    # A store that cannot be reached now does not stop the gateway: it is opened once it answers,
-    # and until then every check that needs it fails closed (gateway.store.guarded).
-    store = open_for_gateway(cfg.state_dir, cfg.store)
-    return key, store, Authenticator(store, keys.load_or_create_secret(cfg.state_dir), cfg.auth.cache_seconds)
+def authenticator_for(cfg: GatewayConfig, store: Store, previous: Authenticator | None) -> Authenticator:
+    """The authenticator for a configuration over the process's store: the previous one while the
+    store is the same (so a reload keeps the success cache), else a new one."""
+    if previous is not None and previous.store is store:
+        previous.cache_seconds = cfg.auth.cache_seconds
+        return previous
+    return Authenticator(store, keys.load_or_create_secret(cfg.state_dir), cfg.auth.cache_seconds)

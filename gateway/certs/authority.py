@@ -16,11 +16,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.certs.install import write_private_key, write_public
-from gateway.certs.load import CertError, load_bundle
+from gateway.certs.load import CertBundle, CertError, load_bundle
 
 logger = logging.getLogger("gateway.tls")
 
@@ -28,8 +28,13 @@ CA_CERT_NAME = "ca.pem"
 CA_KEY_NAME = "ca.key"
 SERVER_CERT_NAME = "server.pem"
 SERVER_KEY_NAME = "server.key"
-# RSA 2048 rather than ECDSA: old barcode terminals (Android 4.x, Windows CE browsers) that
-# this gateway fronts often lack ECDSA certificate support.
+# The ECDSA P-256 twin of server.pem (same names, same CA, same end date), served from the same
+# TLS context: signing a handshake with P-256 costs a fraction of RSA-2048 (issue 22), and
+# OpenSSL hands it to every client that offers ECDSA (Android 5+, Windows 7+, Java 7+, curl,
+# browsers). server.pem stays RSA for terminals that cannot do ECDSA (Windows CE browsers).
+ECDSA_CERT_NAME = "server-ecdsa.pem"
+ECDSA_KEY_NAME = "server-ecdsa.key"
+# The CA stays RSA 2048: devices already trust it, and every client verifies RSA signatures.
 RSA_KEY_BITS = 2048
 CA_DAYS = 10 * 365
 # Apple platforms refuse server certificates valid for more than 825 days even from a private
@@ -53,12 +58,19 @@ class LocalCa:
     key: rsa.RSAPrivateKey
 
 
+ServerKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
 def now_utc() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
 def _new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
+
+
+def _new_ecdsa_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 def _serial() -> int:
@@ -124,14 +136,18 @@ def issue_server_certificate(
     *,
     days: int = DEFAULT_SERVER_DAYS,
     now: datetime.datetime | None = None,
-) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    """A leaf for ``names`` and ``ips``, signed by the local CA."""
+    ecdsa: bool = False,
+    not_after: datetime.datetime | None = None,
+) -> tuple[x509.Certificate, ServerKey]:
+    """A leaf for ``names`` and ``ips``, signed by the local CA (an RSA key, or P-256 with
+    ``ecdsa``; ``not_after`` instead of ``days`` gives an exact end date)."""
     if not names and not ips:
         raise CertError("a certificate needs at least one name (--name) or IP address (--ip)")
     if days < 1:
         raise CertError(f"--days must be at least 1, got {days}")
     now = now or now_utc()
-    key = _new_key()
+    key: ServerKey = _new_ecdsa_key() if ecdsa else _new_key()
+    end = not_after or now + datetime.timedelta(days=days)
     common_name = names[0] if names else str(ips[0])
     alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
     alt_names += [x509.IPAddress(ip) for ip in ips]
@@ -142,10 +158,11 @@ def issue_server_certificate(
         .public_key(key.public_key())
         .serial_number(_serial())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(min(now + datetime.timedelta(days=days), ca.certificate.not_valid_after_utc))
+        .not_valid_after(min(end, ca.certificate.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=True,
+            # RSA key exchange (TLS 1.2 without ECDHE) encrypts to the key; an EC key only signs.
+            digital_signature=True, content_commitment=False, key_encipherment=not ecdsa,
             data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
             encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -159,10 +176,13 @@ def issue_server_certificate(
 
 
 def write_server_certificate(
-    folder: Path, ca: LocalCa, certificate: x509.Certificate, key: rsa.RSAPrivateKey,
+    folder: Path, ca: LocalCa, certificate: x509.Certificate, key: ServerKey,
 ) -> tuple[Path, Path]:
-    """server.pem (leaf then CA, so clients get the whole chain) and server.key (0600)."""
-    cert_file, key_file = folder / SERVER_CERT_NAME, folder / SERVER_KEY_NAME
+    """server.pem (leaf then CA, so clients get the whole chain) and server.key (0600); for an
+    EC key server-ecdsa.pem and server-ecdsa.key."""
+    names = (ECDSA_CERT_NAME, ECDSA_KEY_NAME) if isinstance(key, ec.EllipticCurvePrivateKey) \
+        else (SERVER_CERT_NAME, SERVER_KEY_NAME)
+    cert_file, key_file = folder / names[0], folder / names[1]
     chain = certificate.public_bytes(serialization.Encoding.PEM) + ca.certificate.public_bytes(serialization.Encoding.PEM)
     # Key first: a watcher that sees the new certificate must also find its key.
     write_private_key(key_file, key)
@@ -266,7 +286,51 @@ def ensure_local_server_certificate(
         write_server_certificate(folder, ca, certificate, key)
         logger.info("created a server certificate %s for %s", cert_file,
                     ", ".join(names + [str(ip) for ip in ips]))
+    ensure_ecdsa_twin(folder, ca, now=now)
     return cert_file, key_file
+
+
+def ensure_ecdsa_twin(folder: Path, ca: LocalCa, *, now: datetime.datetime | None = None) -> bool:
+    """server-ecdsa.pem/.key made to match server.pem: the same names, CA and end date. Made
+    again whenever server.pem changed (renewed, or re-made by ``gateway cert self-signed``);
+    True when written. A state folder from before issue 22 gets its twin at the next start;
+    server.pem itself, which devices may have pinned, is left as it is."""
+    try:
+        rsa_bundle = load_bundle(folder / SERVER_CERT_NAME, folder / SERVER_KEY_NAME)
+    except CertError:
+        return False
+    if _twin_matches(folder, rsa_bundle, ca):
+        return False
+    rsa_leaf = rsa_bundle.leaf
+    dns, ips = _alt_names(rsa_leaf)
+    if not dns and not ips:
+        return False
+    certificate, key = issue_server_certificate(ca, dns, ips, now=now or now_utc(), ecdsa=True,
+                                                not_after=rsa_leaf.not_valid_after_utc)
+    write_server_certificate(folder, ca, certificate, key)
+    logger.info("created the ECDSA server certificate %s beside %s (the same names)",
+                folder / ECDSA_CERT_NAME, folder / SERVER_CERT_NAME)
+    return True
+
+
+def _alt_names(leaf: x509.Certificate) -> tuple[list[str], list[IpAddress]]:
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [], []
+    return list(san.get_values_for_type(x509.DNSName)), list(san.get_values_for_type(x509.IPAddress))
+
+
+def _twin_matches(folder: Path, rsa_bundle: CertBundle, ca: LocalCa) -> bool:
+    try:
+        twin = load_bundle(folder / ECDSA_CERT_NAME, folder / ECDSA_KEY_NAME)
+    except CertError:
+        return False
+    # The whole chain, not the issuer's name: a CA made again with --new-ca has the same name.
+    return (isinstance(twin.leaf.public_key(), ec.EllipticCurvePublicKey)
+            and twin.chain[1:] == rsa_bundle.chain[1:] == (ca.certificate,)
+            and _alt_names(twin.leaf) == _alt_names(rsa_bundle.leaf)
+            and twin.leaf.not_valid_after_utc == rsa_bundle.leaf.not_valid_after_utc)
 
 
 def certs_folder(state_dir: Path) -> Path:

@@ -79,8 +79,10 @@ def server_context(
     min_version: str = "1.2",
     http2: bool = True,
     dh_file: Path | None = None,
+    twin: CertBundle | None = None,
 ) -> SSL.Context:
-    """A server context serving ``bundle`` under the gateway's TLS policy."""
+    """A server context serving ``bundle`` under the gateway's TLS policy, and ``twin`` (a
+    certificate with another key type and the same chain above it) beside it."""
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
     context.set_min_proto_version(MIN_VERSIONS[min_version])
     context.set_max_proto_version(SSL.TLS1_3_VERSION)
@@ -95,6 +97,13 @@ def server_context(
         context.add_extra_chain_cert(intermediate)
     context.use_privatekey(bundle.key)
     context.check_privatekey()
+    if twin is not None:
+        # OpenSSL keeps one certificate per key type; the chain above is the context's, shared.
+        if twin.chain[1:] != bundle.chain[1:]:
+            raise ValueError("the two certificates of one context must have the same issuer chain")
+        context.use_certificate(twin.leaf)
+        context.use_privatekey(twin.key)
+        context.check_privatekey()
     context.set_alpn_select_callback(alpn_selector(http2))
     # No client certificates: terminals authenticate with passwords, not certificates.
     context.set_verify(SSL.VERIFY_NONE)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from gateway.certs.acme_storage import certificate_file
 from gateway.certs.authority import (
-    CA_CERT_NAME, SERVER_CERT_NAME, SERVER_KEY_NAME, certs_folder, ensure_local_server_certificate, load_ca,
+    CA_CERT_NAME, ECDSA_CERT_NAME, ECDSA_KEY_NAME, SERVER_CERT_NAME, SERVER_KEY_NAME, certs_folder,
+    ensure_local_server_certificate, load_ca,
 )
 from gateway.certs.caguard import check_local_ca, remember_ca
 from gateway.certs.load import CertBundle, CertError, check_dates, load_bundle, read_password_file
@@ -26,9 +27,14 @@ class CertSource:
     cert: Path
     key: Path | None = None
     password_file: Path | None = None
+    # A second certificate of another key type served from the same context (the generated
+    # certificate's ECDSA twin); OpenSSL picks by what the client offers.
+    twin_cert: Path | None = None
+    twin_key: Path | None = None
 
     def files(self) -> tuple[Path, ...]:
-        return tuple(p for p in (self.cert, self.key, self.password_file) if p is not None)
+        return tuple(p for p in (self.cert, self.key, self.password_file, self.twin_cert, self.twin_key)
+                     if p is not None)
 
     def stamp(self) -> Stamp:
         return tuple(_stat(p) for p in self.files())
@@ -56,7 +62,8 @@ def default_source(cfg: GatewayConfig) -> CertSource:
     if cfg.tls.cert is not None:
         return CertSource(cfg.tls.cert, cfg.tls.key, cfg.tls.password_file)
     cert, key = generated_paths(cfg)
-    return CertSource(cert, key)
+    folder = certs_folder(cfg.state_dir)
+    return CertSource(cert, key, twin_cert=folder / ECDSA_CERT_NAME, twin_key=folder / ECDSA_KEY_NAME)
 
 
 def base_source(base: BaseConfig) -> CertSource | None:
@@ -78,6 +85,23 @@ def load_source(source: CertSource, now: datetime.datetime | None = None) -> Cer
     password = read_password_file(source.password_file) if source.password_file else None
     bundle = load_bundle(source.cert, source.key, password)
     check_dates(bundle.leaf, source.cert, now)
+    return bundle
+
+
+def load_twin(source: CertSource, primary: CertBundle, now: datetime.datetime | None = None) -> CertBundle | None:
+    """The source's second certificate, or None: a twin that is missing, unusable or from
+    another CA than ``primary`` leaves the first certificate serving alone (every client can
+    use that one), said in the log."""
+    if source.twin_cert is None:
+        return None
+    try:
+        bundle = load_bundle(source.twin_cert, source.twin_key)
+        check_dates(bundle.leaf, source.twin_cert, now)
+        if bundle.chain[1:] != primary.chain[1:]:
+            raise CertError(f"{source.twin_cert}: issued by another CA than {source.cert}")
+    except CertError as e:
+        logger.warning("serving %s alone: %s", source.cert, e)
+        return None
     return bundle
 
 

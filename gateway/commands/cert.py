@@ -8,9 +8,11 @@ from pathlib import Path
 
 from gateway.certs.authority import (
     DEFAULT_SERVER_DAYS,
+    ECDSA_CERT_NAME,
     certs_folder,
     create_ca,
     load_ca,
+    ensure_ecdsa_twin,
     issue_server_certificate,
     load_or_create_ca,
     write_server_certificate,
@@ -128,6 +130,7 @@ def self_signed(args: argparse.Namespace) -> int:
         remember_ca(cfg, ca)
         certificate, key = issue_server_certificate(ca, names, ips, days=args.days)
         cert_file, _ = write_server_certificate(folder, ca, certificate, key)
+        ensure_ecdsa_twin(folder, ca)
     except (ConfigError, CertError) as e:
         return _fail(e)
     except OSError as e:
@@ -138,6 +141,7 @@ def self_signed(args: argparse.Namespace) -> int:
     capped = " — capped at the CA's own expiry" if (expires - certificate.not_valid_before_utc).days < args.days - 1 else ""
     print(f"Server certificate: {cert_file} (valid until {expires:%Y-%m-%d}{capped})")
     print(f"  covers: {', '.join(names + [str(ip) for ip in ips])}")
+    print(f"  and its ECDSA P-256 twin {folder / ECDSA_CERT_NAME} (the same names; served to clients that offer ECDSA)")
     if kept:
         print(f"  (kept from the previous certificate: {', '.join(kept)}; --replace to start over)")
     if cfg.tls.cert is not None:

@@ -105,7 +105,7 @@ def device_problems(cfg: GatewayConfig, now: datetime.datetime | None = None) ->
         return found, warnings
     now = now or datetime.datetime.now(datetime.timezone.utc)
     try:
-        store = open_store(cfg.state_dir, cfg.store.backend, cfg.store.redis_url)
+        store = open_store(cfg.state_dir, settings=cfg.store)  # the whole section: Sentinel too
         try:
             ending = expiring(store, EXPIRY_WARNING_DAYS, now)
         finally:

@@ -74,7 +74,13 @@ class JournalHandler(logging.Handler):
                     entry[name] = str(value)
             line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
             with self._write_lock:
-                self._append(line)
+                try:
+                    self._append(line)
+                except OSError:
+                    # The state disk full or read-only: the event stays in the log, not in the
+                    # console's copy, and the file is let go so the disk can be checked and
+                    # mounted again; the next event tries to open it afresh.
+                    self._close_fd()
         except Exception:  # the journal must never break the code that logged
             self.handleError(record)
 
@@ -108,9 +114,12 @@ class JournalHandler(logging.Handler):
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o640)
 
     def _close_fd(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # a close that reports a write the disk refused: the fd is gone all the same
 
     def close(self) -> None:
         with self._write_lock:

@@ -12,15 +12,38 @@ stops the event.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
+import operator
 from typing import Any, Callable
 
-from mitmproxy import addonmanager, exceptions, hooks
+from mitmproxy import addonmanager, exceptions, flow, hooks
 from mitmproxy.master import Master
 from gateway.run.engine import lean
 
 logger = logging.getLogger("gateway.hooks")
+
+
+# An ``update`` event with no flow: only its name is read when looking up its handlers.
+_UPDATE = hooks.UpdateHook([])
+_arg_getters: dict[type, Callable[[Any], list[Any]]] = {}
+
+
+def hook_args(event: hooks.Hook) -> list[Any]:
+    """``Hook.args`` without ``dataclasses.fields`` on every call (about 17 hooks per connection):
+    the field names of each hook class are read once."""
+    getter = _arg_getters.get(type(event))
+    if getter is None:
+        names = tuple(field.name for field in dataclasses.fields(event))  # type: ignore[arg-type]
+        many = operator.attrgetter(*names) if names else None
+
+        def getter(e: Any, many: Any = many, count: int = len(names)) -> list[Any]:
+            if count == 1:
+                return [many(e)]
+            return list(many(e)) if many is not None else []
+        _arg_getters[type(event)] = getter
+    return getter(event)
 
 
 class HookTable(addonmanager.AddonManager):
@@ -48,11 +71,20 @@ class HookTable(addonmanager.AddonManager):
             self._table[event.name] = handlers
         return handlers
 
+    async def handle_lifecycle(self, event: hooks.Hook) -> None:
+        """mitmproxy's: the event, then ``update`` for a flow — built only when an addon
+        listens to ``update`` (none of the gateway's does; it came four times per request)."""
+        await self.trigger_event(event)
+        if self._handlers(_UPDATE):
+            message = hook_args(event)[0]
+            if isinstance(message, flow.Flow):
+                await self.trigger_event(hooks.UpdateHook([message]))
+
     async def trigger_event(self, event: hooks.Hook) -> None:
         handlers = self._handlers(event)
         if not handlers:
             return
-        args = event.args()
+        args = hook_args(event)
         for func, _ in handlers:
             try:
                 result = func(*args)
@@ -69,7 +101,7 @@ class HookTable(addonmanager.AddonManager):
         handlers = self._handlers(event)
         if not handlers:
             return
-        args = event.args()
+        args = hook_args(event)
         for func, is_async in handlers:
             if is_async:
                 raise exceptions.AddonManagerError(
@@ -94,5 +126,7 @@ class GatewayMaster(Master):
         # for an event no gateway addon uses. Off the request path.
         if lean():
             self._legacy_log_events.uninstall()
+            # The proxy core reads each hook's arguments too (ProxyConnectionHandler.handle_hook).
+            hooks.Hook.args = hook_args  # type: ignore[method-assign, assignment]
         self.options.changed.disconnect(self.addons._configure_all)
         self.addons = HookTable(self)

@@ -30,6 +30,7 @@ from gateway.config import AdminSettings, ConfigError, EnrolmentSettings, Gatewa
 from gateway.run.hooktable import GatewayMaster
 from gateway.ops import reloadctl
 from gateway.store import statecheck
+from gateway.store.handle import StoreHandle
 from gateway.ops.ports import busy_listeners
 from gateway.run.startup import (
     CONFIG_POLL_INTERVAL, StartupError, files_fingerprint, keep_restart_only_settings, listen_host_option,
@@ -47,27 +48,29 @@ logger = logging.getLogger("gateway.runner")
 DRAIN_SECONDS = 5.0
 
 
-def build_addons() -> list[Any]:
+def build_addons(stores: StoreHandle | None = None) -> list[Any]:
     """The gateway's own addons, in the order their hooks must run (see docs/ARCHITECTURE.md).
 
     Imported directly, not discovered: a security addon that fails to import must stop the
-    gateway from starting, never leave a base unprotected.
+    gateway from starting, never leave a base unprotected. ``stores``: the process's one store,
+    handed to every addon that reads or writes the state.
     """
+    stores = stores or StoreHandle()
     return [
         tls.GatewayTls(),              # first: chooses the certificate in tls_start_client
-        client_auth.ClientAuth(),      # device certificates: on the connection GatewayTls made
+        client_auth.ClientAuth(stores),  # device certificates: on the connection GatewayTls made
         tls_failures.TlsFailures(),    # one line per failed handshake (after ClientAuth's own)
-        autocert.AutoCert(),           # ACME challenges and renewals; GatewayTls serves the files
+        autocert.AutoCert(stores),     # ACME challenges and renewals; GatewayTls serves the files
         hsts.Hsts(),
-        enrolment.Enrolment(),         # after GatewayTls, which creates the CA it serves
+        enrolment.Enrolment(stores),   # after GatewayTls, which creates the CA it serves
         limits.Limits(),               # client_connected: connection limits, cheapest refusal first
-        reset_share.ResetShare(),      # HTTP/2 reset counts and bans shared through the store
+        reset_share.ResetShare(stores),  # HTTP/2 reset counts and bans shared through the store
         ipfilter.IpFilter(),           # client_connected: before any TLS handshake
         https_only.HttpsOnly(),
-        ratelimit.RateLimit(),         # requestheaders: 429 before anything else spends work on it
+        ratelimit.RateLimit(stores),   # requestheaders: 429 before anything else spends work on it
         hygiene.Hygiene(),             # refuse what a lax back end could misread, before anything reads it
         routing.Routing(),
-        auth.Auth(),                   # requestheaders: before a streamed body could leave
+        auth.Auth(stores),             # requestheaders: before a streamed body could leave
         policy.Policy(),               # needs the role and document types Auth set
         identity.Identity(),           # last to touch request headers
         timeouts.BackendTimeout(),
@@ -77,7 +80,7 @@ def build_addons() -> list[Any]:
         accesslog.AccessLog(),         # before ErrorPages, which clears the timeout flag
         metrics.Metrics(),
         minutes.Minutes(),             # the dashboard's per-minute numbers
-        admin.Admin(),
+        admin.Admin(stores),
         errorpages.ErrorPages(),
     ]
 
@@ -100,7 +103,9 @@ class Gateway:
         self._request_id: str | None = None
         self.last_reload: dict[str, Any] | None = None
         self.config_loaded_at: float | None = None
-        self.addons = list(addons) if addons is not None else build_addons()
+        # The process's one store, opened for each configuration the addons take (gateway.store.handle).
+        self.stores = StoreHandle()
+        self.addons = list(addons) if addons is not None else build_addons(self.stores)
         self.config: GatewayConfig | None = None
         self.master: GatewayMaster | None = None
         self._fingerprint: str | None = None
@@ -382,6 +387,9 @@ class Gateway:
             apply = getattr(addon, "apply_config", None)
             if apply is not None:
                 apply(cfg)
+        # Every addon took cfg: a store opened for another configuration (the old one after a
+        # reload that changed the store settings, the new one after a refused reload) is closed.
+        self.stores.settle(cfg)
 
     def _warn_plaintext(self, cfg: GatewayConfig) -> None:
         if self.worker is None:  # workers: their supervisor says it, once
@@ -398,6 +406,7 @@ async def serve(config_path: Path | str, *, init: bool = False, worker: int | No
         await gateway.wait()
     finally:
         await gateway.stop()
+        gateway.stores.close()
         if worker is None:
             logger.info("stopped", extra={"event": "stopped"})
     return 0

@@ -22,7 +22,8 @@ CONFIG_POLL_INTERVAL = 1.0
 # Read once at start. `workers` is the supervisor's to act on: a worker cannot change how many it has.
 logger = logging.getLogger("gateway.runner")
 
-RESTART_ONLY_SETTINGS = ("listen_host", "state_dir", "store", "workers")
+# `store` is not among them: a reload reopens the process's one store (gateway/store/handle.py).
+RESTART_ONLY_SETTINGS = ("listen_host", "state_dir", "workers")
 ALL_INTERFACES = ("", "0.0.0.0", "::")
 READY_FD_ENV = "GATEWAY_READY_FD"
 

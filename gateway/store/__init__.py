@@ -26,29 +26,40 @@ __all__ = [
 
 
 def open_store(state_dir: Path, backend: str = "sqlite", redis_url: str | None = None, *,
-               settings: StoreSettings | None = None) -> Store:
+               settings: StoreSettings | None = None, create: bool = True) -> Store:
     """The store named by the configuration's ``store`` section (``settings``, or its two
-    oldest keys); opened now, or StoreError with the reason."""
+    oldest keys); opened now, or StoreError with the reason. ``create``: False to open only an
+    SQLite database that exists."""
     if settings is None:
         settings = StoreSettings(backend=backend, redis_url=redis_url)
     if settings.backend == "sqlite":
-        return SqliteStore(Path(state_dir) / DB_NAME)
+        return SqliteStore(Path(state_dir) / DB_NAME, create=create)
     if settings.backend == "redis":
         return _open_redis(Path(state_dir), settings)
     raise StoreError(f"store backend {settings.backend!r} is unknown; use store.backend: sqlite or redis")
 
 
-def open_for_gateway(state_dir: Path, settings: StoreSettings, reports: bool = True) -> GuardedStore:
+def open_for_gateway(state_dir: Path, settings: StoreSettings, connect: bool = True) -> GuardedStore:
     """The running gateway's store: one that cannot be reached now is opened when it can
-    (gateway.store.guarded); a damaged database or a wrong key file is raised at once.
-    ``reports``: False for a second connection of the process, whose outages the login path's
-    store already logs and shows."""
+    (gateway.store.guarded); a damaged database or a wrong key file is raised at once. One per
+    process and configuration: gateway.store.handle. ``connect``: False to leave the first
+    attempt to the caller."""
     if settings.backend == "sqlite":
         where = str(Path(state_dir) / DB_NAME)
     else:
         where = _redis_where(settings)
-    store = GuardedStore(where, lambda: open_store(state_dir, settings=settings), reports)
-    store.connect()
+    opened = False
+
+    def opener() -> Store:
+        # Opened again after a disk fault: the database must still be there, never made anew.
+        nonlocal opened
+        inner = open_store(state_dir, settings=settings, create=not opened)
+        opened = True
+        return inner
+
+    store = GuardedStore(where, opener)
+    if connect:
+        store.connect()
     return store
 
 

@@ -20,7 +20,14 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The store did not answer or could not write (Redis down, disk full or read-only): a fault
-    of the machine, not of the request. It passes; the caller answers 503 and tries again later."""
+    of the machine, not of the request. It passes; the caller answers 503 and tries again later.
+
+    ``reopen``: the open files themselves are spent (a disk the kernel turned read-only after an
+    error): the store must be closed and opened again once the disk is back, not merely retried."""
+
+    def __init__(self, message: str, *, reopen: bool = False) -> None:
+        super().__init__(message)
+        self.reopen = reopen
 
 
 class DuplicateError(StoreError):

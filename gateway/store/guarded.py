@@ -13,7 +13,11 @@ succeeds: ``probe`` (called every second by the Auth addon while the store is do
 small shared value to find out without waiting for a login.
 
 ``health()`` is what ``/readyz`` and the ``gateway_store_up`` gauge read: one record per store
-location in this process, shared by the Auth addon's and the console's stores.
+location in this process (whose one store every part shares: gateway.store.handle).
+
+A disk the kernel turned read-only after an error spends the files already open: a failure
+that says so (``StoreUnavailable.reopen``) closes the store, letting go of its files so the disk
+can be checked and mounted again, and the next attempt opens it afresh from its path.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gateway.store.base import Store, StoreUnavailable
+from gateway.store.base import Store, StoreError, StoreUnavailable
 
 logger = logging.getLogger("gateway.store")
 
@@ -51,9 +55,6 @@ class StoreHealth:
     down_since: float = 0.0
     refused: int = 0  # calls that failed since it went down
     write_failed: bool = False  # went down on a write: only a write proves it back
-    # A second connection of the same process (the device list's poll, the rate limit): its own
-    # pacing, but the log, /readyz and the gauge speak of the store once, through the login path's.
-    quiet: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -66,8 +67,6 @@ class StoreHealth:
             if not self.up:
                 return
             self.up, self.down_since, self.refused = False, time.time(), 1
-        if self.quiet:
-            return
         logger.error("store down: %s; user_auth bases answer 503 until it is back", error,
                      extra={"event": "store-down", "store": self.where})
 
@@ -79,8 +78,6 @@ class StoreHealth:
                 return
             self.up, self.write_failed, self.problem = True, False, ""
             seconds, refused = time.time() - self.down_since, self.refused
-        if self.quiet:
-            return
         logger.info("store back: %s answers again after %.1f s; %d store call(s) failed meanwhile",
                     self.where, seconds, refused, extra={"event": "store-up", "store": self.where})
 
@@ -92,6 +89,13 @@ _health_lock = threading.Lock()
 def health_of(where: str) -> StoreHealth:
     with _health_lock:
         return _health.setdefault(where, StoreHealth(where))
+
+
+def forget(where: str) -> None:
+    """A store this process no longer uses (a reload moved it elsewhere): its outage is no
+    longer this process's, for /readyz or the gauge."""
+    with _health_lock:
+        _health.pop(where, None)
 
 
 def health() -> list[StoreHealth]:
@@ -109,13 +113,18 @@ class GuardedStore:
     store or raises: ``StoreUnavailable`` is waited out, any other ``StoreError`` (a wrong key
     file, a damaged database) is for the operator and raised from the first ``connect``."""
 
-    def __init__(self, where: str, opener: Callable[[], Store], reports: bool = True) -> None:
+    def __init__(self, where: str, opener: Callable[[], Store]) -> None:
         self.where = where
         self._opener = opener
         self._inner: Store | None = None
         self._next_attempt = 0.0
         self._open_lock = threading.Lock()
-        self.health = health_of(where) if reports else StoreHealth(where, quiet=True)
+        self._retired = False
+        self.health = health_of(where)
+
+    @property
+    def connected(self) -> bool:
+        return self._inner is not None
 
     def connect(self) -> None:
         """Open now if possible; a store that cannot be reached is marked down, not raised."""
@@ -124,6 +133,16 @@ class GuardedStore:
         except StoreUnavailable as e:
             self.health.failed(e, writing=False)
 
+    def try_connect(self) -> str | None:
+        """Open now if possible; why not otherwise, with nothing said or marked (a reload asking)."""
+        try:
+            inner = self._opener()
+        except StoreUnavailable as e:
+            return str(e)
+        with self._open_lock:
+            self._inner = inner
+        return None
+
     def _open(self) -> Store:
         inner = self._inner
         if inner is not None:
@@ -131,6 +150,10 @@ class GuardedStore:
         with self._open_lock:
             if self._inner is not None:
                 return self._inner
+            if self._retired:
+                # A call still in flight from before a reload changed the store settings: never
+                # reopened (that would leak a connection), refused like any store failure.
+                raise StoreError(f"store {self.where} was closed by a reload; try again")
             now = time.monotonic()
             if now < self._next_attempt:
                 raise StoreUnavailable(self.health.problem or f"store {self.where} is not connected yet")
@@ -152,15 +175,33 @@ class GuardedStore:
 
     def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         writing = name in WRITES
+        inner: Store | None = None
         try:
-            result = getattr(self._open(), name)(*args, **kwargs)
+            inner = self._open()
+            result = getattr(inner, name)(*args, **kwargs)
         except StoreUnavailable as e:
             self.health.failed(e, writing)
+            if e.reopen and inner is not None:
+                self._drop(inner)
             raise
         self.health.succeeded(writing)
         return result
 
-    def close(self) -> None:
+    def _drop(self, inner: Store) -> None:
+        """Close a store whose files are spent (a disk turned read-only by the kernel): its files
+        are released, so the disk can be checked and mounted again, and the next attempt (at most
+        one per RECONNECT_INTERVAL) opens it afresh from its path."""
+        with self._open_lock:
+            if self._inner is not inner:
+                return  # another thread has dropped it already
+            self._inner = None
+            self._next_attempt = time.monotonic() + RECONNECT_INTERVAL
+        inner.close()
+
+    def close(self, for_good: bool = False) -> None:
+        """Close the connection; the next call opens it again, unless ``for_good``."""
+        with self._open_lock:
+            self._retired = self._retired or for_good
         inner, self._inner = self._inner, None
         if inner is not None:
             inner.close()

@@ -35,7 +35,23 @@ def load_or_create_secret(state_dir: Path) -> bytes:
         return _read_secret(path)
     with os.fdopen(fd, "wb") as f:
         f.write(secrets.token_hex(SECRET_BYTES).encode("ascii"))
+        # On the disk before anything is keyed with it: a disk error or power cut soon after
+        # would otherwise leave an empty key file beside the passwords keyed with the lost one.
+        f.flush()
+        os.fsync(f.fileno())
+    _sync_folder(path.parent)
     return _read_secret(path)
+
+
+def _sync_folder(folder: Path) -> None:
+    """The new file's name on the disk too (POSIX; Windows has no directory handle to sync)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_secret(path: Path) -> bytes:

@@ -17,6 +17,7 @@ gateway's caches: change state through the gateway's commands or console.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import os
@@ -104,6 +105,11 @@ T = TypeVar("T")
 # like through sqlite3: the machine's fault, which passes, not the request's.
 _MACHINE_FAULTS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
                    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+# Of those, the ones after which the open files may be spent: a disk the kernel remounted
+# read-only after an error keeps refusing through them even once it is mounted writable again
+# (after fsck), so the store is closed (its files released, so the disk can be unmounted) and
+# opened afresh. A full disk or a held lock pass through the same connections.
+_SPENT_FILES = (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
 
 
 def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
@@ -115,11 +121,40 @@ def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
         except StoreError:
             raise
         except sqlite3.Error as e:
-            if (getattr(e, "sqlite_errorcode", 0) & 0xFF) in _MACHINE_FAULTS:
+            code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+            if code in _MACHINE_FAULTS:
                 raise StoreUnavailable(f"the state database {self.path} cannot be written in {self.path.parent}: "
-                                       f"{e} — free space on that disk or make it writable again") from e
+                                       f"{e}{_disk_cause(self.path.parent)} — free space on that disk or make it "
+                                       "writable again", reopen=code in _SPENT_FILES) from e
+            if self._closed:
+                # A call that was under way when the store was closed to be opened again.
+                raise StoreUnavailable(f"the state database {self.path} is being opened again: {e}") from e
             raise StoreError(f"state database error: {e}") from e
     return wrapper
+
+
+def _disk_cause(folder: Path) -> str:
+    """What the disk says, where sqlite3's words ("disk I/O error") do not name the cause: an
+    empty file created and removed in the folder (a read-only file system refuses it by name),
+    then the free space. Only on the way to an error, never on a request that succeeds."""
+    probe = folder / f".write-probe-{os.getpid()}-{threading.get_ident()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return ""
+    except OSError as e:
+        return f" ({folder}: {e.strerror})"
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
+    statvfs = getattr(os, "statvfs", None)  # POSIX; elsewhere sqlite3's words are all there is
+    try:
+        if statvfs is not None and statvfs(folder).f_bavail == 0:
+            return f" ({folder}: the disk is full)"
+    except OSError:
+        pass
+    return ""
 
 
 def _create_private(path: Path) -> None:
@@ -164,8 +199,11 @@ RATES_FILE = "rates.db"
 
 
 class SqliteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, create: bool = True) -> None:
+        """``create``: False to open only a database that exists (the running gateway opening
+        its store again after a disk fault must never start an empty one in its place)."""
         self.path = Path(path)
+        self._closed = False
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -175,8 +213,12 @@ class SqliteStore:
         # Only the first connection may create the database. A later one (a new thread of a
         # running gateway) opening a file that was deleted meanwhile would otherwise start an
         # empty store silently, and the state check would see a "replaced" file, not a lost one.
-        self._created = False
-        self._init_schema()
+        self._created = not create
+        try:
+            self._init_schema()
+        except BaseException:
+            self.close()  # no file left open on a disk that failed
+            raise
         self._created = True
 
     # --- connections and transactions ---
@@ -184,6 +226,8 @@ class SqliteStore:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            if self._closed:
+                raise StoreUnavailable(f"the state database {self.path} is being opened again")
             if self._created and not self.path.exists():
                 raise StoreUnavailable(f"the state database {self.path} no longer exists; restore it from a "
                                        "backup (docs: upgrading and backing up) and restart the gateway")
@@ -197,7 +241,12 @@ class SqliteStore:
                                        check_same_thread=False, uri=self._created)
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 conn.execute("PRAGMA foreign_keys = ON")
-                conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses at most the last commit
+                # FULL: every commit is on the disk before it returns. With NORMAL the WAL is synced
+                # only at checkpoints, and a disk the kernel turns read-only after an error (or a
+                # power cut) loses the commits still in the page cache — the last ~30 s of users
+                # added and failed logins counted (tests/e2e/test_state_disk.py showed it). Each
+                # write here is an account change or a login attempt, which costs argon2 anyway.
+                conn.execute("PRAGMA synchronous = FULL")
             except (sqlite3.Error, OSError) as e:
                 damaged = _damaged(self.path, e)
                 if damaged is not None:
@@ -250,17 +299,27 @@ class SqliteStore:
         counter = self._changes
         if counter is None:
             with self._watch_lock:
+                if self._closed:
+                    raise StoreUnavailable(f"the state database {self.path} is being opened again")
                 if self._changes is None:
                     try:
                         self._changes = ChangeCounter(self.path.with_suffix(CHANGES_SUFFIX))
-                    except (OSError, ValueError) as e:
+                    except OSError as e:
+                        if e.errno in (errno.EROFS, errno.ENOSPC, errno.EIO):
+                            raise StoreUnavailable(f"cannot open the change counter beside {self.path}: {e} — free "
+                                                   "space on that disk or make it writable again", reopen=True) from e
+                        raise StoreError(f"cannot open the change counter beside {self.path}: {e}") from e
+                    except ValueError as e:
                         raise StoreError(f"cannot open the change counter beside {self.path}: {e}") from e
                 counter = self._changes
         return counter
 
     @_store_errors
     def version(self) -> int:
-        return (self._writes << 64) | self._change_counter().value()
+        try:
+            return (self._writes << 64) | self._change_counter().value()
+        except ValueError as e:  # its map closed under a call in flight: the store is being reopened
+            raise StoreUnavailable(f"the state database {self.path} is being opened again: {e}") from e
 
     @_store_errors
     def _init_schema(self) -> None:
@@ -283,6 +342,7 @@ class SqliteStore:
                 c.execute("ALTER TABLE failures ADD COLUMN who TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
+        self._closed = True
         with self._lock:
             for conn in self._all:
                 try:
@@ -573,6 +633,8 @@ class SqliteStore:
         database's version, and losing it in a crash loses nothing worth an fsync."""
         conn: sqlite3.Connection | None = getattr(self._local, "rates", None)
         if conn is None:
+            if self._closed:
+                raise StoreUnavailable(f"the state database {self.path} is being opened again")
             path = self.path.with_name(RATES_FILE)
             _create_private(path)
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,

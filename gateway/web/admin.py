@@ -33,6 +33,7 @@ from gateway.ops.journal import install_journal
 from gateway.ops.health import RunInfo, remove_run_file, tcp_problem_async, write_run_file
 from gateway.store.statecheck import current_problem as current_state_problem
 from gateway.store.guarded import problems as store_problems
+from gateway.store.handle import StoreHandle
 from gateway.utils.net import is_loopback, split_authority
 from gateway.web.server_tls import DefaultCertificateContext
 
@@ -82,10 +83,11 @@ REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
            503: "Service Unavailable"}
 
 class AdminApp:
-    def __init__(self) -> None:
+    def __init__(self, stores: StoreHandle | None = None) -> None:
+        """``stores``: the process's store (gateway.store.handle), for the console."""
         self._listener = SideListener("admin.listen", self._respond, max_body=MAX_BODY)
         self._tls = DefaultCertificateContext()
-        self._console = Console()
+        self._console = Console(stores)
         self._config: GatewayConfig | None = None
         self._started = time.time()
         self._loaded_at: float | None = None

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from cryptography.hazmat.primitives import serialization
 
-from gateway.auth.authenticate import Authenticator, reuse_or_open
+from gateway.auth.authenticate import Authenticator, authenticator_for
 from gateway.accounts.service import Accounts
 from gateway.certs.enrolment import qr_svg
 from gateway.certs.inspect import describe, fingerprint, load_local_ca
@@ -61,6 +61,7 @@ from gateway.iplist.edit import check_text, read_list_file
 from gateway.iplist.files import ListUnreadable
 from gateway.iplist.lists import load_list
 from gateway.store import Store, StoreUnavailable
+from gateway.store.handle import StoreHandle
 from gateway.store.devices import last_seen, read_registry
 from gateway.auth.throttle import Throttle
 
@@ -113,7 +114,6 @@ class Page:
 class _State:
     cfg: GatewayConfig
     store: Store
-    store_key: tuple[Any, ...]
     authenticator: Authenticator
     throttle: Throttle
     accounts: Accounts
@@ -140,7 +140,10 @@ def is_console_path(path: str) -> bool:
 
 
 class Console:
-    def __init__(self) -> None:
+    def __init__(self, stores: StoreHandle | None = None) -> None:
+        """``stores``: the process's store (gateway.store.handle); its own when none is given."""
+        self._own_stores = stores is None
+        self._stores = stores or StoreHandle()
         self._state: _State | None = None
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="gateway-console")
         # argon2 apart from the store calls, as on the bases: a slow check never holds up a page.
@@ -149,22 +152,23 @@ class Console:
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         old = self._state
-        store_key, store, authenticator = reuse_or_open(
-            cfg, (old.store_key, old.store, old.authenticator) if old is not None else None)
+        store = self._stores.for_config(cfg)
+        authenticator = authenticator_for(cfg, store, old.authenticator if old is not None else None)
         self.sessions.idle_timeout = cfg.admin.console_idle_timeout
         throttle = Throttle(store, cfg.throttle)
-        self._state = _State(cfg, store, store_key, authenticator, throttle, Accounts(store, authenticator.secret),
+        self._state = _State(cfg, store, authenticator, throttle, Accounts(store, authenticator.secret),
                              Logins(store, authenticator, throttle, self._verify_pool, self._pool),
                              cfg.admin.enabled and not is_loopback(cfg.admin.host))
-        if old is not None and old.store is not store:
-            old.store.close()
+        if self._own_stores:
+            self._stores.settle(cfg)
 
     def done(self) -> None:
         self._pool.shutdown(wait=False)
         self._verify_pool.shutdown(wait=False)
         if self._state is not None:
-            self._state.store.close()
             self._state = None
+        if self._own_stores:
+            self._stores.close()
 
     async def answer(self, method: str, target: str, headers: dict[str, str], address: str, body: bytes = b"",
                      tls: bool = False) -> Page:

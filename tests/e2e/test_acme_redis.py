@@ -4,18 +4,24 @@ the one certificate."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import ssl
+import time
 from pathlib import Path
 from typing import Callable
 
+import httpx
 import pytest
 
 from gateway.store import keys
 from gateway.store.redis import RedisStore
 from tests import pebble_server
-from tests.harness import RunningGateway, Standin, base_entry, free_port, gateway_config, run_gateway_command
-from tests.redis_server import RedisServer
-from tests.e2e.test_acme_pebble import NAME, served_sha256
+from tests.harness import (
+    RunningGateway, Standin, _write_yaml, base_entry, cli_ok, free_port, gateway_config, run_gateway_command,
+)
+from tests.redis_server import RedisServer, restart, stop_keeping_data
+from tests.e2e.test_acme_pebble import NAME, served_sha256, wait_for_issued
 
 pytestmark = pytest.mark.skipif(not pebble_server.available() or shutil.which("redis-server") is None,
                                 reason="pebble or redis-server not installed (scripts/system-deps.sh)")
@@ -66,3 +72,46 @@ def test_one_machine_orders_the_other_answers_the_challenge_and_both_serve_it(
         store.close()
     finally:
         pebble.stop()
+
+
+def test_redis_down_at_start_the_bases_serve_and_acme_orders_once_it_returns(
+        tmp_path: Path, standin: Standin, redis_server: RedisServer,
+        gateway_factory: Callable[..., RunningGateway], request: pytest.FixtureRequest) -> None:
+    """Issue 19, fault 1 with ACME on: a reboot during a Redis outage still gets its gateway. The
+    base serves the local CA's placeholder until the first order; the order waits for the store
+    (it needs the store's lock) and goes ahead by itself once Redis answers, with no restart."""
+    pebble = pebble_server.start_pebble(tmp_path / "pebble", http_port=free_port())
+    request.addfinalizer(pebble.stop)
+    config = gateway_config(
+        tmp_path, standin, bases=[base_entry(standin, "b1", tls={"acme": [NAME]})],
+        store={"backend": "redis", "redis_url": redis_server.url},
+        acme={"enabled": True, "directory": pebble.directory, "challenge_listen": pebble.http_port,
+              "ca_bundle": str(pebble.ca_bundle), "allow_private": True})
+    directory = tmp_path / "gw"
+    directory.mkdir()
+    _write_yaml(directory / "gateway.yaml", config)
+    # The first gateway command publishes the HMAC key's fingerprint, as a first start would.
+    cli_ok(directory, "group", "add", "Операторы", "--role", "mobile", "--doc-type", "Поступление")
+    stop_keeping_data(redis_server)
+
+    gw = gateway_factory(config, directory=directory)
+    gw.wait_for_log(r"WARNING .*ACME orders and renewals wait for the store", 20)
+    placeholder = served_sha256(gw.port("b1"), Path(gw.ca_file), NAME)  # the local CA's, verified
+    with httpx.Client(verify=ssl.create_default_context(cafile=gw.ca_file), timeout=15) as c:
+        assert c.get(gw.url("b1", path="/echo"), extensions={"sni_hostname": NAME}).status_code == 200
+    assert "Issued certificate serial" not in pebble.log()
+
+    back = restart(redis_server)
+    request.addfinalizer(back.stop)
+    returned = time.monotonic()
+    root = tmp_path / "pebble-root.pem"
+    root.write_bytes(pebble.root_pem())
+    issued = wait_for_issued(gw, gw.port("b1"), root, NAME, timeout=60)
+    took = time.monotonic() - returned
+    print(f"\nthe ACME certificate served {took:.2f} s after Redis answered again")
+    assert issued != placeholder
+    assert gw.process.poll() is None
+    log = gw.log()
+    assert "the store answers again; ACME orders and renewals resume" in log
+    assert len(re.findall(r"ACME orders and renewals wait for the store", log)) == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]

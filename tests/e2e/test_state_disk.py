@@ -8,11 +8,20 @@ Log: the gateway serves on while its log disk is full; the lines it lost are cou
 (gateway_log_lines_dropped_total) and reported once there is room again.
 
 Needs ``mount -t tmpfs`` (root on Linux); skipped with the reason where it is not permitted.
+
+Read-only: the state folder's disk turned read-only under the running gateway, the way it
+happens — the kernel remounting a file system read-only after an error (ext4's
+``errors=remount-ro``, here on a small loop-mounted image, triggered through
+``/sys/fs/ext4/<dev>/trigger_fs_error``). ``mount -o remount,ro`` of a tmpfs cannot show it:
+the kernel refuses that (EBUSY) while a process holds a file open for writing there, and the
+running gateway always holds its database so. Writable again: unmounted, checked with
+``e2fsck``, mounted again — which needs the gateway to have let go of its files.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import re
 import sqlite3
 import ssl
@@ -49,6 +58,71 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
     yield mount
     for point in mounted:
         subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+@pytest.fixture
+def ext4_disk(tmp_path: Path) -> Iterator[Callable[[Path], Callable[[], None]]]:
+    """mount(point) → the disk mounted there; calling the result mounts it again (after fsck)."""
+    mounted: list[Path] = []
+
+    def mount(point: Path) -> Callable[[], None]:
+        image = tmp_path / "state-disk.img"
+        with open(image, "wb") as f:
+            f.truncate(32 * 1024 * 1024)
+        made = subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", str(image)], capture_output=True,
+                              text=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot make an ext4 image (mkfs.ext4, e2fsprogs): {made.stderr.strip()}")
+        point.mkdir(parents=True)
+        options = "loop,errors=remount-ro"
+        done = subprocess.run(["mount", "-o", options, str(image), str(point)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot loop-mount an ext4 image (needs root and loop devices on Linux): "
+                        f"{done.stderr.strip()}")
+        mounted.append(point)
+        os.chmod(point, 0o700)
+
+        def again() -> None:
+            assert subprocess.run(["umount", str(point)], capture_output=True, text=True).returncode == 0, \
+                f"the state disk cannot be unmounted: files still held on it: {held_under(point)}"
+            subprocess.run(["e2fsck", "-f", "-y", str(image)], capture_output=True)  # exit 1: errors fixed
+            remounted = subprocess.run(["mount", "-o", options, str(image), str(point)], capture_output=True,
+                                       text=True)
+            assert remounted.returncode == 0, remounted.stderr
+
+        return again
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def held_under(point: Path) -> list[str]:
+    """Every open file and mapping of any process under ``point`` (what keeps a disk busy)."""
+    prefix, found = str(point.resolve()), []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+            maps = [line.split()[-1] for line in (proc / "maps").read_text().splitlines() if "/" in line]
+        except OSError:
+            continue
+        found += [f"{proc.name}: {path}" for path in sorted(set(links + maps)) if path.startswith(prefix)]
+    return found
+
+
+def turn_read_only(point: Path) -> None:
+    """What a disk error does under errors=remount-ro: the kernel makes the mounted disk read-only."""
+    device = Path(subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(point)], capture_output=True, text=True,
+                                 check=True).stdout.strip()).name
+    trigger = Path("/sys/fs/ext4") / device / "trigger_fs_error"
+    if not trigger.exists():
+        pytest.skip(f"{trigger} is missing: this kernel cannot be asked for an ext4 error")
+    trigger.write_text("gateway test: the state disk fails\n")
+    probe = point / "probe"
+    with pytest.raises(OSError, match="Read-only file system"):
+        probe.write_text("x")
 
 
 def fill(folder: Path) -> Path:
@@ -140,6 +214,73 @@ def test_full_state_disk_refuses_logins_until_room_returns_and_loses_nothing(
     while httpx.get(f"{admin}/readyz", timeout=10).status_code != 200:
         assert time.monotonic() < deadline, httpx.get(f"{admin}/readyz", timeout=10).text
         time.sleep(0.2)
+    gw.wait_for_log(r"INFO .*store back", 5)
+    assert gw.process.poll() is None
+    gw.stop()
+
+    with sqlite3.connect(state / "gateway.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert {row[0] for row in db.execute("SELECT name FROM users")} == {"Иванов", "Петров"}
+        assert [row[0] for row in db.execute("SELECT name FROM groups")] == ["Операторы"]
+    assert "127.0.0.3" in cli_ok(directory, "bans", "list")
+
+
+def test_read_only_state_disk_refuses_logins_until_it_is_writable_again_and_loses_nothing(
+        tmp_path: Path, standin: Standin, ext4_disk: Callable[[Path], Callable[[], None]],
+        gateway_factory: Callable[..., RunningGateway]) -> None:
+    directory = tmp_path / "gw"
+    state = directory / "state"
+    mount_again = ext4_disk(state)
+    state = state.resolve()
+    admin_port = free_port()
+    bases = [base_entry(standin, "b1", "Склад", user_auth=True)]
+    cfg = gateway_config(tmp_path, standin, bases=bases, auth={"cache_seconds": 0},
+                         admin={"enabled": True, "host": "127.0.0.1", "listen": admin_port})
+    gw = gateway_factory(cfg, directory=directory)
+    cli_ok(directory, "group", "add", "Операторы", "--role", "mobile", "--doc-type", "Поступление")
+    for name in ("Иванов", "Петров"):
+        cli_ok(directory, "user", "add", name, "--group", "Операторы", "--password-stdin",
+               input=f"{PASSWORD}-{name}\n", secrets=(PASSWORD,))
+    with client(gw, "b1", "127.0.0.3") as attacker:  # a ban that must survive
+        for _ in range(10):
+            assert attacker.get("/echo", headers=basic(WRONG)).status_code == 401
+        assert attacker.get("/echo", headers=basic(WRONG)).status_code == 429
+    assert "127.0.0.3" in cli_ok(directory, "bans", "list")
+
+    admin = f"http://127.0.0.1:{admin_port}"
+    with client(gw, "b1") as c:
+        assert c.get("/echo", headers=basic(f"{PASSWORD}-Иванов")).status_code == 200
+        gw.mark_log()
+        turn_read_only(state)
+        marker = uuid.uuid4().hex
+        # From the first attempt on, nothing is checked without its record: no 401 and no 200.
+        for secret in (f"{PASSWORD}-Петров", WRONG, f"{PASSWORD}-Иванов", WRONG):
+            answer = c.get(f"/echo/{marker}", headers=basic(secret))
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "5", answer.status_code
+        assert marker not in standin.log_path.read_text(encoding="utf-8", errors="replace")
+        error = gw.wait_for_log(r"ERROR .*store down: .*", 5)
+        assert str(state) in error and "read-only file system" in error.lower(), error
+        ready = httpx.get(f"{admin}/readyz", timeout=10)
+        assert ready.status_code == 503 and str(state) in ready.text, ready.text
+
+        time.sleep(1.5)  # the gateway lets go of its files on the spent disk
+        mount_again()
+        writable = time.monotonic()
+        while True:
+            answer = c.get("/echo", headers=basic(f"{PASSWORD}-Петров"))
+            if answer.status_code == 200:
+                break
+            assert answer.status_code == 503, answer.status_code
+            assert time.monotonic() - writable < RECOVERY_LIMIT, "no login within 10 s of the disk being writable"
+            time.sleep(0.1)
+        took = time.monotonic() - writable
+    print(f"\nlogin works {took:.2f} s after the state disk is writable again")
+    deadline = time.monotonic() + 5
+    while httpx.get(f"{admin}/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, httpx.get(f"{admin}/readyz", timeout=10).text
+        time.sleep(0.2)
+    log = gw.log()
+    assert len(re.findall(r"ERROR .*store down", log)) == 1, log[-3000:]
     gw.wait_for_log(r"INFO .*store back", 5)
     assert gw.process.poll() is None
     gw.stop()

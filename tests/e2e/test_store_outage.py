@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.harness import RunningGateway, Standin, base_entry, cli_ok, free_port, gateway_config, run_gateway_command
-from tests.redis_server import RedisServer, restart, stop_keeping_data
+from tests.redis_server import RedisServer, restart, start_redis, stop_keeping_data
 
 PASSWORD = "Sklad2024x"
 RECOVERY_LIMIT = 5.0
@@ -155,3 +155,82 @@ def test_flapping_store_logs_each_outage_once_and_logins_return_within_5_s(
     assert len(downs) == outages and len(backs) == outages, log[-4000:]
     assert sum(int(n) for n in backs) >= refused  # the refusals were counted, not logged one by one
     assert len(re.findall(r" ERROR ", log)) == outages, log[-4000:]  # nothing else at ERROR: no storm
+
+
+def test_rate_limit_counts_again_within_5_s_of_redis_returning_without_a_restart(
+        tmp_path: Path, standin: Standin, redis_server: RedisServer,
+        gateway_factory: Callable[..., RunningGateway], request: pytest.FixtureRequest) -> None:
+    # One per-process store (gateway/store/handle.py): the rate limit's count uses the same
+    # reconnecting store as the login path. 1 + burst requests fit in this test's time, no more.
+    burst = 3
+    bases = [base_entry(standin, "b1", "Склад", rate_limit={"rate": "1r/m", "burst": burst})]
+    cfg = gateway_config(tmp_path, standin, bases=bases, store={"backend": "redis", "redis_url": redis_server.url})
+    gw = gateway_factory(cfg, directory=tmp_path / "gw")
+    pid = gw.process.pid
+
+    def get(source: str, marker: str = "echo") -> httpx.Response:
+        transport = httpx.HTTPTransport(local_address=source, verify=ssl.create_default_context(cafile=gw.ca_file))
+        with httpx.Client(transport=transport, timeout=15) as c:
+            return c.get(gw.url("b1", path=f"/echo/{marker}"))
+
+    assert [get("127.0.0.2").status_code for _ in range(burst + 2)] == [200] * (burst + 1) + [429]
+    stop_keeping_data(redis_server)
+    marker = uuid.uuid4().hex
+    for _ in range(3):  # fail closed: a request that cannot be counted is not forwarded
+        refused = get("127.0.0.4", marker)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.status_code
+    assert marker not in standin.log_path.read_text(encoding="utf-8", errors="replace")
+
+    back = restart(redis_server)
+    request.addfinalizer(back.stop)
+    returned = time.monotonic()
+    while (answer := get("127.0.0.5")).status_code != 200:
+        assert answer.status_code == 503, answer.status_code
+        assert time.monotonic() - returned < RECOVERY_LIMIT, "the rate limit did not count again within 5 s"
+        time.sleep(0.1)
+    took = time.monotonic() - returned
+    print(f"\nthe rate limit counts again {took:.2f} s after Redis answered again")
+    # Counting, not just letting through: the new address reaches its burst, the old one is
+    # still over its limit (Redis kept its data).
+    assert [get("127.0.0.5").status_code for _ in range(burst + 1)] == [200] * burst + [429]
+    assert get("127.0.0.2").status_code == 429
+    assert gw.process.poll() is None and gw.process.pid == pid  # no restart
+    log = gw.log()
+    assert len(re.findall(r"ERROR .*store down", log)) == 1, log[-3000:]
+    assert not re.findall(r"ERROR .*request-rate store failed", log), log[-3000:]
+
+
+def test_a_reload_to_another_redis_moves_every_part_of_the_process_and_lets_the_old_one_go(
+        tmp_path: Path, standin: Standin, redis_server: RedisServer,
+        gateway_factory: Callable[..., RunningGateway]) -> None:
+    """One store per process (gateway/store/handle.py): a reload that changes the store settings
+    moves the login path and the rate limit together, and the old store's connections close."""
+    other = start_redis(tmp_path / "redis-b")
+    try:
+        bases = [base_entry(standin, "b1", "Склад", user_auth=True, rate_limit={"rate": "100r/s", "burst": 100})]
+
+        def cfg(url: str) -> dict[str, Any]:
+            return gateway_config(tmp_path, standin, bases=bases, store={"backend": "redis", "redis_url": url},
+                                  auth={"cache_seconds": 0})
+
+        gw = gateway_factory(cfg(redis_server.url), directory=tmp_path / "gw")
+        add_user(gw.directory)
+        assert wait_for_login(gw, RECOVERY_LIMIT) < RECOVERY_LIMIT
+        assert redis_server.client().keys("gw:rate:*")
+
+        gw.reload(cfg(other.url))
+        add_user(gw.directory)  # the same user in the new store (the CLI reads the new file)
+        with client(gw, "b1") as c:
+            assert c.get("/echo", headers=basic(PASSWORD)).status_code == 200
+        assert other.client().keys("gw:rate:*"), "the rate limit did not move to the new store"
+        deadline = time.monotonic() + 5
+        while True:  # the old store's pool closed: no connection but this question's is left there
+            others = [c for c in redis_server.client().client_list() if c.get("cmd") != "client|list"]
+            if not others:
+                break
+            assert time.monotonic() < deadline, f"connections still open to the old store: {others}"
+            time.sleep(0.2)
+        assert gw.process.poll() is None  # a reload, not a restart
+        assert "store changed in the configuration; this takes effect only after a restart" not in gw.log()
+    finally:
+        other.stop()

@@ -82,7 +82,8 @@ def test_generated_ca_is_trusted_for_name_and_ip(two_bases: tuple[RunningGateway
 
 def test_sni_and_no_sni_get_the_listeners_certificate(two_bases: tuple[RunningGateway, str]) -> None:
     gw, own_sha = two_bases
-    default_pem = (gw.state_dir / "certs" / "server.pem").read_bytes()
+    # s_client offers ECDSA: the generated certificate's ECDSA twin answers (tests/e2e/test_tls_ecdsa.py)
+    default_pem = (gw.state_dir / "certs" / "server-ecdsa.pem").read_bytes()
     default_sha = x509.load_pem_x509_certificates(default_pem)[0].fingerprint(
         hashes.SHA256()).hex()
     assert default_sha != own_sha

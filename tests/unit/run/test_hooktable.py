@@ -119,3 +119,36 @@ def test_option_errors_still_reach_the_caller() -> None:
         with pytest.raises(exceptions.OptionsError):
             master.options.update(listen_host="x")
     run(scenario())
+
+
+class Updates:
+    name = "updates"
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    def update(self, flows):  # type: ignore[no-untyped-def]
+        self.seen.extend(flows)
+
+
+def test_lifecycle_sends_update_only_when_an_addon_listens() -> None:
+    """handle_lifecycle skips building ``update`` for nobody (issue 22), and still sends it to
+    an addon that has the hook."""
+    from mitmproxy import hooks
+
+    from gateway.run.hooktable import hook_args
+
+    async def scenario() -> tuple[list[str], list[object]]:
+        calls: list[str] = []
+        listener = Updates()
+        master = await _master_with(Recorder("a", calls))
+        flow = tflow.tflow()
+        await master.addons.handle_lifecycle(HttpRequestHeadersHook(flow))
+        master.addons.add(listener)
+        await master.addons.handle_lifecycle(HttpRequestHeadersHook(flow))
+        return calls, listener.seen
+
+    calls, seen = run(scenario())
+    assert calls == ["a", "a"] and len(seen) == 1
+    for event in (HttpRequestHeadersHook(tflow.tflow()), hooks.UpdateHook([1, 2])):
+        assert hook_args(event) == hooks.Hook.args(event) == [getattr(event, f) for f in event.__dataclass_fields__]
