@@ -10,7 +10,8 @@ costs two lines per outage, not one per request.
 
 A store that failed to *write* (a full disk still reads) is up again only when a write
 succeeds: ``probe`` (called every second by the Auth addon while the store is down) writes one
-small shared value to find out without waiting for a login.
+small shared value to find out without waiting for a login — on SQLite only once the disk has
+room again (``room_problem``): a small write can fit in pages already held on a full disk.
 
 ``health()`` is what ``/readyz`` and the ``gateway_store_up`` gauge read: one record per store
 location in this process (whose one store every part shares: gateway.store.handle).
@@ -166,6 +167,9 @@ class GuardedStore:
         """One call that tells whether the store is back (a write when a write failed)."""
         try:
             if self.health.write_failed:
+                room_problem = getattr(self._inner, "room_problem", None)
+                if room_problem is not None and room_problem():
+                    return False
                 self._call("put_shared", (f"{PROBE_NAME}:{os.getpid()}", str(time.time())), {"ttl": 60.0})
             else:
                 self._call("version", (), {})

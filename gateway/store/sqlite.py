@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import random
+import shutil
 import sqlite3
 import threading
 import time
@@ -110,6 +111,11 @@ _MACHINE_FAULTS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_REA
 # (after fsck), so the store is closed (its files released, so the disk can be unmounted) and
 # opened afresh. A full disk or a held lock pass through the same connections.
 _SPENT_FILES = (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
+
+
+# Free space a store that ran out of it needs before it is taken for back: a login writes a few
+# pages, and a disk freed by a few KiB would be full again at the next one.
+ROOM_TO_WRITE = 1024 * 1024
 
 
 def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
@@ -340,6 +346,19 @@ class SqliteStore:
             # Failure rows name who failed (the address), for the spray event's address count.
             if "who" not in {row[1] for row in c.execute("PRAGMA table_info(failures)")}:
                 c.execute("ALTER TABLE failures ADD COLUMN who TEXT NOT NULL DEFAULT ''")
+
+    def room_problem(self) -> str:
+        """Why a write that failed for want of space would fail again, or "". A write that fits
+        in pages SQLite already holds can succeed on a disk with no byte free; it proves nothing,
+        and taking the store for back on it would turn one outage into one per login."""
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError as e:
+            return f"{self.path.parent}: {e.strerror}"
+        if free < ROOM_TO_WRITE:
+            return (f"the state database {self.path} cannot be written in {self.path.parent}: "
+                    f"{free} bytes free — free space on that disk")
+        return ""
 
     def close(self) -> None:
         self._closed = True

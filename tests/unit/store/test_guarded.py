@@ -96,3 +96,22 @@ def test_an_unreachable_store_is_opened_later_but_a_wrong_one_is_refused_at_once
 
     with pytest.raises(StoreError, match="HMAC key"):
         GuardedStore("wrong", wrong).connect()
+
+
+def test_a_full_sqlite_disk_is_back_only_with_room_to_write(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk can still take a write that fits in pages SQLite already holds: the probe
+    asks the disk for room before it takes the store for back, so /readyz does not flap."""
+    from gateway.store import sqlite
+    from gateway.store.sqlite import SqliteStore
+
+    inner = SqliteStore(tmp_path / "gateway.db")
+    store = GuardedStore("test-sqlite", lambda: inner)
+    store.connect()
+    store.health.failed(StoreUnavailable("database or disk is full"), writing=True)
+    monkeypatch.setattr(sqlite, "ROOM_TO_WRITE", 1 << 62)  # no disk has this much free
+    assert "bytes free" in inner.room_problem()
+    assert store.probe() is False and guarded.problems() == ["test-sqlite: database or disk is full"]
+    monkeypatch.setattr(sqlite, "ROOM_TO_WRITE", 1024)
+    assert inner.room_problem() == ""
+    assert store.probe() is True and guarded.problems() == []
+    inner.close()
