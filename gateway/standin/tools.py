@@ -83,6 +83,8 @@ async def tool_route(request: Request) -> Response | None:
     segments = request.segments
     if segments[:1] == ["echo"]:
         return await echo(request)
+    if segments[:1] == ["slow"] and len(segments) == 2 and request.method in ("GET", "HEAD"):
+        return await slow(request)  # /slow/<label>: a test tells its own requests apart in the logs
     if len(segments) != 1 or request.method not in ("GET", "HEAD"):
         return None
     match segments[0]:

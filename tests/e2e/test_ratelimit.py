@@ -4,10 +4,12 @@ are exempt; past the burst: 429 with Retry-After."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
 import ssl
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,9 +42,14 @@ def test_two_workers_share_one_bucket_per_address_and_the_whitelist_is_exempt(
     config = gateway_config(tmp_path, standin, bases=[limited, free], workers=2,
                             limits={"rate": "6r/m", "burst": 4})
     gw = gateway_factory(config, directory=directory)
+    started = time.monotonic()
     answers = [fresh_get(gw) for _ in range(10)]
+    took = time.monotonic() - started
     assert [a.status_code for a in answers] == [200] * 5 + [429] * 5
-    assert answers[-1].headers["Retry-After"] == "10" and "Too Many Requests" in answers[-1].text
+    # Room for one more comes 10 s after the bucket filled, less what drained while these ran
+    # (ten TLS handshakes can take more than a second on a loaded machine).
+    assert math.ceil(10 - took) <= int(answers[-1].headers["Retry-After"]) <= 10, (answers[-1].headers, took)
+    assert "Too Many Requests" in answers[-1].text
     # Another address has a bucket of its own; the whitelisted one is never limited.
     assert [fresh_get(gw, source="127.0.0.2").status_code for _ in range(6)] == [200] * 5 + [429]
     assert all(fresh_get(gw, source="127.0.0.3").status_code == 200 for _ in range(8))

@@ -286,6 +286,10 @@ def test_slow_waits(client: httpx.Client) -> None:
     assert response.status_code == 200
     assert time.monotonic() - started >= 0.3
     assert client.get("/slow?seconds=-1").status_code == 400
+    started = time.monotonic()
+    assert client.get("/slow/a-label?seconds=0.3").status_code == 200  # a label, for the logs
+    assert time.monotonic() - started >= 0.3
+    assert client.get("/slow/a/b?seconds=0.3").status_code == 404
 
 
 # --- HTTP/1.1 framing ------------------------------------------------------------------------
