@@ -17,6 +17,7 @@ server certificate is ``gw.ca_file`` (state/certs/ca.pem).
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -33,8 +34,37 @@ REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 20.0
 
 
+# Ports below the kernel's ephemeral range (Linux 32768–60999, Windows 49152–65535). A port the
+# kernel picks for a bind to 0 is one it may also give the next outgoing connection — of this
+# suite or of another run on the machine — before the gateway binds it ("Address already in use").
+_PORT_FLOOR = 10000
+_ports = random.SystemRandom()  # never the seeded module-level generator (Hypothesis seeds it)
+_handed_out: set[int] = set()
+
+
+def _below_ephemeral() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) - 1
+    except (OSError, ValueError, IndexError):
+        return 32767
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port nothing listens on now, that this process has not handed out before."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    ceiling = _below_ephemeral()
+    for _ in range(500 if ceiling > _PORT_FLOOR else 0):
+        port = _ports.randint(_PORT_FLOOR, ceiling)
+        if port in _handed_out:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.bind((host, port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
