@@ -22,24 +22,26 @@ from mitmproxy.coretypes import multidict
 _ORIGINAL = {name: vars(http.Headers).get(name) for name in ("get_all", "__getitem__", "get", "__contains__")}
 
 
-def _key(name: Any) -> bytes | None:
-    if type(name) is str:
-        return name.encode("utf-8", "surrogateescape").lower()
-    if type(name) is bytes:
-        return name.lower()
-    return None
+# The name → key conversion is written out in each function: a helper call per lookup was a
+# fifth of what these save.
 
 
 def get_all(self: http.Headers, name: Any) -> list[str]:
-    key = _key(name)
-    if key is None:
-        return _ORIGINAL["get_all"](self, name)  # type: ignore[misc]
+    if type(name) is str:
+        key = name.encode("utf-8", "surrogateescape").lower()
+    elif type(name) is bytes:
+        key = name.lower()
+    else:
+        return _ORIGINAL["get_all"](self, name)  # type: ignore[misc, no-any-return]
     return [v.decode("utf-8", "surrogateescape") for k, v in self.fields if k.lower() == key]
 
 
 def getitem(self: http.Headers, name: Any) -> str:
-    key = _key(name)
-    if key is None:
+    if type(name) is str:
+        key = name.encode("utf-8", "surrogateescape").lower()
+    elif type(name) is bytes:
+        key = name.lower()
+    else:
         return multidict.MultiDict.__getitem__(self, name)  # type: ignore[no-any-return]
     values = [v.decode("utf-8", "surrogateescape") for k, v in self.fields if k.lower() == key]
     if not values:
@@ -48,8 +50,11 @@ def getitem(self: http.Headers, name: Any) -> str:
 
 
 def get(self: http.Headers, name: Any, default: Any = None) -> Any:
-    key = _key(name)
-    if key is None:
+    if type(name) is str:
+        key = name.encode("utf-8", "surrogateescape").lower()
+    elif type(name) is bytes:
+        key = name.lower()
+    else:
         try:
             return multidict.MultiDict.__getitem__(self, name)
         except KeyError:
@@ -59,8 +64,11 @@ def get(self: http.Headers, name: Any, default: Any = None) -> Any:
 
 
 def contains(self: http.Headers, name: Any) -> bool:
-    key = _key(name)
-    if key is None:
+    if type(name) is str:
+        key = name.encode("utf-8", "surrogateescape").lower()
+    elif type(name) is bytes:
+        key = name.lower()
+    else:
         try:
             multidict.MultiDict.__getitem__(self, name)
         except KeyError:
