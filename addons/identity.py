@@ -68,6 +68,7 @@ class Identity:
         self._names = tuple((key, (prefix + suffix).lower().encode("ascii"), prefix + suffix)
                             for key, suffix in (("gateway_user", "User"), ("gateway_group", "Group"),
                                                 ("gateway_role", "Role"), (DEVICE_METADATA, "Device")))
+        self._keys = tuple(key for key, _lower, _name in self._names)
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         prefix = cfg.auth.header_prefix.strip()
@@ -165,8 +166,12 @@ class Identity:
         return tuple(found) == stamp[1]
 
     def _identity(self, flow: http.HTTPFlow) -> tuple[Any, ...]:
-        metadata = flow.metadata
-        return tuple(_frozen(metadata.get(key)) for key, _lower, _name in self._names)
+        get = flow.metadata.get
+        identity = tuple([get(key) for key in self._keys])
+        for value in identity:
+            if isinstance(value, (list, set)):
+                return tuple(_frozen(v) for v in identity)
+        return identity
 
     def _encode(self, value: Any) -> str:
         if not isinstance(value, str):
