@@ -166,5 +166,10 @@ class AccessLog:
             return
         flow.metadata[LOGGED_KEY] = True
         fields = flow.metadata[ENTRY_KEY] = entry(flow)
-        logger.info("%s", text_line(fields), extra=fields)
+        if logger.isEnabledFor(logging.INFO):
+            # As logger.info("%s", line, extra=fields), without logging's search of the call
+            # stack for the caller's file and line (no format of ours shows them): one record a
+            # request.
+            logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s", (text_line(fields),),
+                                            None, "_log", fields))
 
