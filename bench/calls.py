@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--top", type=int, default=25, help="functions listed per scenario, by calls")
     parser.add_argument("--save", type=Path, help="keep the profiles (plain.prof, auth.prof) in this folder")
+    parser.add_argument("--tree", type=Path, default=servers.REPO,
+                        help="the checkout whose gateway is profiled (default: this one), e.g. main's")
     args = parser.parse_args(argv)
     plan = cpu_plan()
     kind = load.choose("auto")
@@ -71,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["GATEWAY_BENCH_PROFILE"] = str(save / "plain.prof")
             config = servers.gateway_config(backend.url, base_id="bench")
             scenarios.write_lists(servers.server_folder(workdir / "gateway", config), entries=0)
-            plain = servers.start_gateway("gateway", workdir / "gateway", config, plan.server)
+            tree = args.tree.resolve()
+            plain = servers.start_gateway("gateway", workdir / "gateway", config, plan.server, repo=tree)
             started.append(plain)
             os.environ["GATEWAY_BENCH_PROFILE"] = str(save / "auth.prof")
-            auth = scenarios.auth_gateway(workdir, backend.url, PATH, plan.server)
+            auth = scenarios.auth_gateway(workdir, backend.url, PATH, plan.server, repo=tree)
             if isinstance(auth, scenarios.Skipped):
                 print(f"auth: skipped: {auth.reason}", file=sys.stderr)
                 return 1
@@ -83,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                 requests, stats = profiled(server, kind, args.duration, args.connections,
                                            save / f"{name}.prof", plan.load)
                 calls = stats.total_calls  # type: ignore[attr-defined]
-                print(f"{server.name}: {requests} requests, {calls} calls, "
-                      f"{calls / max(requests, 1):.0f} calls per request")
+                python_calls = sum(row[1] for (file, _l, _f), row in stats.stats.items()  # type: ignore[attr-defined]
+                                   if file != "~")
+                print(f"{server.name}: {requests} requests, {calls / max(requests, 1):.0f} calls per request "
+                      f"({python_calls / max(requests, 1):.0f} of Python functions, the rest built-ins)")
                 rows = sorted(stats.stats.items(), key=lambda kv: kv[1][1], reverse=True)  # type: ignore[attr-defined]
                 for (file, line, func), (_cc, ncalls, tottime, _ct, _callers) in rows[:args.top]:
                     where = f"{Path(file).parent.name}/{Path(file).name}:{line}" if file != "~" else "~"
