@@ -170,6 +170,10 @@ class AccessLog:
             # As logger.info("%s", line, extra=fields), without logging's search of the call
             # stack for the caller's file and line (no format of ours shows them): one record a
             # request.
-            logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s", (text_line(fields),),
-                                            None, "_log", fields))
+            # The fields are set on the record afterwards rather than through makeRecord's extra=,
+            # which checks each of them against the record's own attributes: their names are
+            # fixed (entry()) and none is one of a LogRecord's.
+            record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s", (text_line(fields),), None, "_log")
+            record.__dict__.update(fields)
+            logger.handle(record)
 

@@ -39,3 +39,18 @@ def test_json_record_carries_the_cached_time() -> None:
     record = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "line", None, None)
     record.created = 1_700_000_000.25
     assert '"time": "2023-11-14T22:13:20.250+00:00"' in JsonFormatter().format(record)
+
+
+def test_access_entry_names_never_clash_with_a_log_records_own() -> None:
+    """addons/accesslog sets the entry's fields on the record directly (no extra= check): none of
+    the names an entry can have may be one of a LogRecord's attributes."""
+    from mitmproxy.test import tflow
+
+    from addons.accesslog import entry
+
+    flow = tflow.tflow(resp=True, err=True)
+    flow.metadata.update({"gateway_device": "tsd-1", "gateway_reason": "why", "gateway_user": "u"})
+    names = set(entry(flow))
+    assert {"device", "reason", "error"} <= names
+    own = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime"}
+    assert not names & own
