@@ -166,5 +166,14 @@ class AccessLog:
             return
         flow.metadata[LOGGED_KEY] = True
         fields = flow.metadata[ENTRY_KEY] = entry(flow)
-        logger.info("%s", text_line(fields), extra=fields)
+        if logger.isEnabledFor(logging.INFO):
+            # As logger.info("%s", line, extra=fields), without logging's search of the call
+            # stack for the caller's file and line (no format of ours shows them): one record a
+            # request.
+            # The fields are set on the record afterwards rather than through makeRecord's extra=,
+            # which checks each of them against the record's own attributes: their names are
+            # fixed (entry()) and none is one of a LogRecord's.
+            record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s", (text_line(fields),), None, "_log")
+            record.__dict__.update(fields)
+            logger.handle(record)
 

@@ -50,6 +50,7 @@ LOGOUT_PATH = PREFIX + "logout"
 # off the event loop without letting a flood of failures pile up threads.
 STORE_THREADS = 2
 _HEADER_NAME_LOWER = HEADER_NAME.lower().encode()
+PARSED_KEPT = 65_536  # connections whose last credentials are remembered (one per open connection)
 
 T = TypeVar("T")
 
@@ -82,6 +83,14 @@ class Auth:
         self._stores = stores or StoreHandle()
         self._state: _State | None = None
         self._probe = BackgroundTask(self._probe_store)
+        # By client connection: its last Authorization value, read (login, secret) and keyed, for
+        # the authenticator that keyed it. A terminal sends the same header on every request of a
+        # keep-alive connection; this spares reading base64 and an HMAC each time. The secret
+        # stays in memory as long as the connection (which brings it again with every request).
+        self._parsed: dict[str, tuple[str, BasicCredentials, str, Authenticator]] = {}
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._parsed.pop(client.id, None)
 
     def running(self) -> None:
         self._probe.start()
@@ -124,6 +133,7 @@ class Auth:
 
     def done(self) -> None:
         self._probe.stop()
+        self._parsed.clear()
         if self._state is not None:
             self._state.verify_pool.shutdown(wait=False)
             self._state.store_pool.shutdown(wait=False)
@@ -195,14 +205,17 @@ class Auth:
             deny(flow, 405, f"405 Method Not Allowed: use POST {path}.", {"Allow": "POST"})
             return None
         # Header lookups through mitmproxy's Headers cost more than one pass over the raw names.
-        present: set[bytes] = set()
         authorizations: list[bytes] = []
+        has_session_header = has_cookie = False
         for name, value in flow.request.headers.fields:
             lower = name.lower()
-            present.add(lower)
             if lower == b"authorization":
                 authorizations.append(value)
-        token = self._take_token(flow, present)
+            elif lower == b"cookie":
+                has_cookie = True
+            elif lower == _HEADER_NAME_LOWER:
+                has_session_header = True
+        token = self._take_token(flow, has_session_header, has_cookie) if has_session_header or has_cookie else ""
         if path == LOGOUT_PATH:
             return self._logout(flow, base, state, token)
 
@@ -216,16 +229,27 @@ class Auth:
                 return None
         if principal is None:
             # As headers.get("Authorization") reads it: repeated fields folded with ", ".
-            authorization = ", ".join(v.decode("utf-8", "surrogateescape") for v in authorizations)
-            if not authorization or not is_basic(authorization):
-                why = "session expired or unknown" if token else "no Basic credentials"
-                self._unauthorized(flow, base, why, "401 Unauthorized: log in with a user name (or none) and password.")
-                return None
-            try:
-                creds = parse_authorization(authorization)
-            except CredentialError as e:
-                return self._login(flow, base, path, state, address, None, str(e))
-            key = state.authenticator.cache_key(creds.login, creds.secret)
+            authorization = authorizations[0].decode("utf-8", "surrogateescape") if len(authorizations) == 1 \
+                else ", ".join(v.decode("utf-8", "surrogateescape") for v in authorizations)
+            client_id = flow.client_conn.id
+            parsed = self._parsed.get(client_id)
+            if parsed is not None and parsed[0] == authorization and parsed[3] is state.authenticator:
+                # The same header as this connection's previous request: read and keyed then.
+                creds, key = parsed[1], parsed[2]
+            else:
+                if not authorization or not is_basic(authorization):
+                    why = "session expired or unknown" if token else "no Basic credentials"
+                    self._unauthorized(flow, base, why,
+                                       "401 Unauthorized: log in with a user name (or none) and password.")
+                    return None
+                try:
+                    creds = parse_authorization(authorization)
+                except CredentialError as e:
+                    return self._login(flow, base, path, state, address, None, str(e))
+                key = state.authenticator.cache_key(creds.login, creds.secret)
+                if len(self._parsed) >= PARSED_KEPT:
+                    self._parsed.clear()
+                self._parsed[client_id] = (authorization, creds, key, state.authenticator)
             hit = state.authenticator.lookup(key, base.login_by_barcode, version)
             if hit is None or not self._device_allows(flow, hit.principal):
                 # From a device the user is not bound to, the full check runs: a failed login.
@@ -327,14 +351,14 @@ class Auth:
         })
 
     @staticmethod
-    def _take_token(flow: http.HTTPFlow, present: set[bytes]) -> str:
+    def _take_token(flow: http.HTTPFlow, has_session_header: bool, has_cookie: bool) -> str:
         """The session token, removed from the request so it never reaches the back end.
 
-        ``present``: the request's header names, lower-cased.
+        ``has_session_header`` / ``has_cookie``: whether the request carries them at all.
         """
         headers = flow.request.headers
-        token = headers.pop(HEADER_NAME, "").strip() if _HEADER_NAME_LOWER in present else ""
-        if b"cookie" not in present:
+        token = headers.pop(HEADER_NAME, "").strip() if has_session_header else ""
+        if not has_cookie:
             return token
         cookies = flow.request.cookies
         if COOKIE_NAME in cookies:

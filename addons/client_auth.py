@@ -306,7 +306,7 @@ def device_allows(user_id: str, device: str | None) -> bool:
     (``gateway device add NAME --user USER``) only from one of theirs; everyone else from anywhere."""
     if _active is None:
         return True
-    bound = {d.name for d in _active.registry.devices_of(user_id)}
+    bound = _active.registry.device_names_of(user_id)
     return not bound or device in bound
 
 

@@ -58,19 +58,21 @@ class Hygiene:
             return
         request = flow.request
         limits = current_config().limits
-        if request.http_version not in _VERSIONS:
-            self._refuse(flow, 505, f"HTTP version {request.http_version} is not supported")
+        http_version = request.http_version
+        if http_version not in _VERSIONS:
+            self._refuse(flow, 505, f"HTTP version {http_version} is not supported")
             return
         # request.method is upper-cased by mitmproxy; the raw one is what the back end would get.
         problem = check_method(request.data.method.decode("ascii", "replace"), limits.methods)
         if problem is not None:
             self._refuse(flow, *problem)
             return
-        if request.method == "CONNECT":
+        method = request.method
+        if method == "CONNECT":
             self._refuse(flow, 501, "CONNECT is not supported by this gateway")
             return
         fields = request.headers.fields
-        if request.http_version == "HTTP/2.0":
+        if http_version == "HTTP/2.0":
             # The HTTP/1 head was measured while it was read (addons/_engine_patches.py); an HTTP/2
             # head is bounded in bytes by SETTINGS, but its target and field count are checked here,
             # so both protocols forward the same heads.
@@ -90,9 +92,11 @@ class Hygiene:
         http2_settings = False
         strip = False
         connection: list[bytes] = []
+        strip_set, prefix = self._strip, self._prefix
         for name, value in fields:
             lower = name.lower()
-            if self._stripped(lower):
+            # As _stripped(lower), written out: once per header field of every request.
+            if lower in strip_set or (b"_" in lower and identity_lookalike(lower.decode("latin-1"), prefix)):
                 strip = True
             if lower == b"connection":
                 connection.append(value)
@@ -112,7 +116,7 @@ class Hygiene:
                 self._refuse(flow, 426, "protocol upgrades are not allowed on this base",
                              {"Connection": "close"})
                 return
-        if request.authority and request.http_version != "HTTP/2.0":
+        if request.authority and http_version != "HTTP/2.0":
             # HTTP/1 absolute-form: the host the client named is not the back end's business
             # (HTTP/2's :authority is its Host header and stays for Routing to handle).
             request.authority = ""
@@ -120,7 +124,7 @@ class Hygiene:
         # "http://x/a", "*", "a", "/a/../b" would reach the back end as sent).
         raw_target = request.data.path.decode("utf-8", "surrogateescape")
         try:
-            target = check_target(request.method, raw_target)
+            target = check_target(method, raw_target)
         except HeadRefused as refused:
             self._refuse(flow, refused.status, refused.reason)
             return

@@ -60,14 +60,19 @@ class Identity:
         # Encoded header values by name: the same few users send most requests.
         self._encoded: dict[str, str] = {}
 
+
     def _set_prefix(self, prefix: str) -> None:
         self.prefix = prefix
+        # The added header fields by identity (_fields_for): their names carry the prefix.
+        self._fields: dict[tuple[Any, ...], tuple[tuple[tuple[bytes, bytes], ...],
+                                                  tuple[tuple[bytes, bytes], ...]]] = {}
         self._stripped = (prefix.lower(), SESSION_HEADER.lower())
         self._stripped_bytes = tuple(p.encode("ascii") for p in self._stripped)
         # (metadata key, lower-case header name, header name) of the headers set from the user.
         self._names = tuple((key, (prefix + suffix).lower().encode("ascii"), prefix + suffix)
                             for key, suffix in (("gateway_user", "User"), ("gateway_group", "Group"),
                                                 ("gateway_role", "Role"), (DEVICE_METADATA, "Device")))
+        self._keys = tuple(key for key, _lower, _name in self._names)
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         prefix = cfg.auth.header_prefix.strip()
@@ -115,18 +120,38 @@ class Identity:
         if not listener.base.forward_authorization:
             headers.pop("authorization", None)
         identity = self._identity(flow)
+        new_fields, added = self._fields_for(identity)
+        if new_fields:
+            # Every prefixed header is gone, so adding equals setting.
+            headers.fields = headers.fields + new_fields
+        flow.metadata[STAMP_KEY] = (identity, added)
+
+    def _fields_for(self, identity: tuple[Any, ...]) -> tuple[tuple[tuple[bytes, bytes], ...],
+                                                              tuple[tuple[bytes, bytes], ...]]:
+        """The header fields an identity adds, and their (lower-case name, value) for the stamp:
+        made once per identity (the same few users send every request) and per prefix."""
+        try:
+            made = self._fields.get(identity)
+        except TypeError:  # an unhashable value from another addon: made every time
+            return self._make_fields(identity)
+        if made is None:
+            if len(self._fields) >= ENCODED_CACHE_ENTRIES:
+                self._fields.clear()
+            made = self._fields[identity] = self._make_fields(identity)
+        return made
+
+    def _make_fields(self, identity: tuple[Any, ...]) -> tuple[tuple[tuple[bytes, bytes], ...],
+                                                               tuple[tuple[bytes, bytes], ...]]:
+        fields: list[tuple[bytes, bytes]] = []
         added: list[tuple[bytes, bytes]] = []
         # The user's headers with a user only; the device's also without one (an optional base).
         if identity[0] or identity[-1]:
-            fields = list(headers.fields)
             for (key, lower, name), value in zip(self._names, identity):
                 if value and (identity[0] or key == DEVICE_METADATA):
                     encoded = self._encode(value).encode("ascii")
-                    # Every prefixed header is gone, so adding equals setting.
                     fields.append((name.encode("ascii"), encoded))
                     added.append((lower, encoded))
-            headers.fields = tuple(fields)
-        flow.metadata[STAMP_KEY] = (identity, tuple(added))
+        return tuple(fields), tuple(added)
 
     def _scan(self, fields: tuple[tuple[bytes, bytes], ...]) -> tuple[list[tuple[bytes, bytes]], bool]:
         """The header fields to keep (all but the prefixed ones), and whether a Cookie is among them."""
@@ -165,8 +190,12 @@ class Identity:
         return tuple(found) == stamp[1]
 
     def _identity(self, flow: http.HTTPFlow) -> tuple[Any, ...]:
-        metadata = flow.metadata
-        return tuple(_frozen(metadata.get(key)) for key, _lower, _name in self._names)
+        get = flow.metadata.get
+        identity = tuple([get(key) for key in self._keys])
+        for value in identity:
+            if isinstance(value, (list, set)):
+                return tuple(_frozen(v) for v in identity)
+        return identity
 
     def _encode(self, value: Any) -> str:
         if not isinstance(value, str):

@@ -179,6 +179,9 @@ class _ScrapeTime(Collector):
         yield failed
 
 
+CHILDREN_CACHED = 4096
+
+
 class Metrics:
     def __init__(self, lookup: AddonLookup = _master_addon) -> None:
         self.lookup = lookup
@@ -202,6 +205,12 @@ class Metrics:
         self.registry.register(_ScrapeTime(self))
         self._reload_handler = _ReloadCounter(self.reloads)
         self._open: dict[str, str] = {}
+        # The labelled children a request touches, looked up once: prometheus_client's labels()
+        # validates and joins the label values under a lock on every call. A child stays the
+        # metric's for its whole life (nothing here removes one), so the cache is exact; it is
+        # bounded only against back ends inventing status codes.
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._latency_children: dict[str, Any] = {}
 
     def apply_config(self, cfg: GatewayConfig) -> None:
         self.config = cfg
@@ -248,7 +257,19 @@ class Metrics:
         fields = flow.metadata.get(ENTRY_KEY) or entry(flow, time.time())
         base = fields["base"] or UNKNOWN
         status = str(fields["status"]) if fields["status"] is not None else "none"
-        self.requests.labels(base=base, status=status, verdict=fields["verdict"]).inc()
-        self.latency.labels(base=base).observe(fields["duration_ms"] / 1000)
+        key = (base, status, fields["verdict"])
+        counter = self._request_children.get(key)
+        if counter is None:
+            if len(self._request_children) >= CHILDREN_CACHED:
+                self._request_children.clear()
+            counter = self._request_children[key] = self.requests.labels(base=base, status=status,
+                                                                          verdict=fields["verdict"])
+        counter.inc()
+        latency = self._latency_children.get(base)
+        if latency is None:
+            if len(self._latency_children) >= CHILDREN_CACHED:
+                self._latency_children.clear()
+            latency = self._latency_children[base] = self.latency.labels(base=base)
+        latency.observe(fields["duration_ms"] / 1000)
         if fields["verdict"] == "denied-auth" and "authorization" in flow.request.headers:
             self.failed_logins.labels(base=base).inc()

@@ -22,6 +22,33 @@ def client_ip(flow: http.HTTPFlow) -> str:
     return host[7:] if host.startswith("::ffff:") and "." in host else host
 
 
+# The five forwarding headers depend on the client's address, TLS and the Host it asked for
+# only: made once per such triple (a connection's requests repeat it) instead of per request.
+FORWARDING_CACHED = 4096
+_forwarding: dict[tuple[str, bool, str], tuple[tuple[bytes, bytes], ...]] = {}
+
+
+def forwarding_headers(address: str, tls: bool, original_host: str) -> tuple[tuple[bytes, bytes], ...]:
+    key = (address, tls, original_host)
+    cached = _forwarding.get(key)
+    if cached is not None:
+        return cached
+    proto = "https" if tls else "http"
+    # The standard form (RFC 7239) and nginx's habit, replacing whatever the client sent.
+    node = f'"[{address}]"' if ":" in address else address
+    forwarded = f'for={node};proto={proto}' + (
+        f';host="{original_host}"' if original_host and '"' not in original_host else "")
+    made = ((b"X-Forwarded-For", address.encode("utf-8", "surrogateescape")),
+            (b"X-Forwarded-Proto", proto.encode()),
+            (b"X-Forwarded-Host", original_host.encode("utf-8", "surrogateescape")),
+            (b"Forwarded", forwarded.encode("utf-8", "surrogateescape")),
+            (b"X-Real-IP", address.encode("utf-8", "surrogateescape")))
+    if len(_forwarding) >= FORWARDING_CACHED:
+        _forwarding.clear()
+    _forwarding[key] = made
+    return made
+
+
 class Routing:
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -51,17 +78,7 @@ class Routing:
         flow.metadata["gateway_base_id"] = listener.base.id
         flow.metadata["gateway_port_role"] = listener.role
         if proxy.forwarded_headers:
-            address = client_ip(flow)
-            proto = "https" if flow.client_conn.tls_established else "http"
-            # The standard form (RFC 7239) and nginx's habit, replacing whatever the client sent.
-            node = f'"[{address}]"' if ":" in address else address
-            forwarded = f'for={node};proto={proto}' + (
-                f';host="{original_host}"' if original_host and '"' not in original_host else "")
-            updates += [(b"X-Forwarded-For", address.encode("utf-8", "surrogateescape")),
-                        (b"X-Forwarded-Proto", proto.encode()),
-                        (b"X-Forwarded-Host", original_host.encode("utf-8", "surrogateescape")),
-                        (b"Forwarded", forwarded.encode("utf-8", "surrogateescape")),
-                        (b"X-Real-IP", address.encode("utf-8", "surrogateescape"))]
+            updates += forwarding_headers(client_ip(flow), flow.client_conn.tls_established, original_host)
         if updates:
             # One pass over the fields instead of one per header (same result as headers[name] = ...).
             set_many(request.headers, updates)

@@ -86,6 +86,10 @@ class Ratio:
 RATIOS = [
     Ratio("gateway/mitmdump", "gateway", "mitmdump", 1.5, "goal >= 1.5x (issue 2)",
           cpu_goal=2.0, cpu_goal_text="goal >= 2.0x (issue 11)"),
+    # --old-tree: the same comparisons for another checkout, measured in the same rounds.
+    Ratio("old tree: gateway/mitmdump", "gateway_old", "mitmdump", None,
+          cpu_goal=2.0, cpu_goal_text="goal >= 2.0x (issue 11)"),
+    Ratio("gateway: this tree/old tree", "gateway", "gateway_old", None),
     Ratio("2 workers/1 worker", "workers", "gateway", 1.7, "goal >= 1.7x (issue 11)"),
     Ratio("lean engine/plain engine", "gateway", "plain", None),
     Ratio("uvloop/asyncio loop", "uvloop", "gateway", None),
@@ -101,6 +105,8 @@ RATIOS = [
     Ratio("Basic auth/no auth", "auth", "gateway", 0.95, "goal: <= 5% apart (issue 5)", 0.05),
     # A cached credential needs no place in the failure windows: the login reserve (issue 9) must
     # leave Basic-on-every-request as fast as before, i.e. still within 5 % of no auth at all.
+    Ratio("old tree: Basic auth/no auth", "auth_old", "gateway_old", 0.95, "goal: <= 5% apart (issue 5)", 0.05),
+    Ratio("Basic auth: this tree/old tree", "auth", "auth_old", None),
     Ratio("Basic auth with login reserve/no auth", "auth", "gateway", 0.95,
           "goal: <= 5% apart, no slower than before the reserve (issue 9)", 0.05),
 ]
@@ -109,9 +115,9 @@ RATIOS = [
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per measurement (default 5)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per measurement (default 3)")
     parser.add_argument("--connections", type=int, default=16, help="keep-alive connections (default 16)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds; medians are reported (default 6)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unrecorded load per server first")
     parser.add_argument("--path", default=DEFAULT_PATH, help=f"request path (default {DEFAULT_PATH})")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
@@ -139,6 +145,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--idle-max", type=int, default=10000, help="idle connections for --capacity")
     parser.add_argument("--png", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "assets"
                         / "idle-memory.png", help="where --capacity draws the idle-memory curve")
+    parser.add_argument("--old-tree", type=Path, metavar="DIR",
+                        help="also: the gateway (and with --auth the Basic-auth gateway) run from another "
+                             "checkout (e.g. main's), measured in the same rounds: old against new in one run")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 1 round of 1 s, 4 connections, short warm-up")
     args = parser.parse_args(argv)
@@ -148,6 +157,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.iplists = args.auth = args.workers = args.engine = args.handshakes = args.ratelimit = True
     if args.quick:
         args.duration, args.rounds, args.warmup, args.connections = 1.0, 1, 0.3, 4
+    if args.old_tree is not None and not (args.old_tree / "gateway" / "__main__.py").exists():
+        parser.error(f"--old-tree {args.old_tree}: no gateway package there")
     if args.duration <= 0 or args.rounds < 1 or args.connections < 1:
         parser.error("--duration, --rounds and --connections must be positive")
     return args
@@ -210,6 +221,24 @@ def start_all(args: argparse.Namespace, workdir: Path, plan: CpuPlan,
     gateway = servers.start_gateway("gateway", gateway_dir, gateway_config, plan.server)
     started.append(gateway)
     found.append(Scenario("gateway", gateway))
+
+    if args.old_tree is not None:
+        old_dir = workdir / "gateway-old"
+        old_config = servers.gateway_config(backend.url, base_id="bench")
+        scenarios.write_lists(servers.server_folder(old_dir, old_config), entries=0)
+        old = servers.start_gateway("gateway (old tree)", old_dir, old_config, plan.server,
+                                    repo=args.old_tree.resolve())
+        started.append(old)
+        found.append(Scenario("gateway_old", old))
+        if args.auth:
+            old_auth = scenarios.auth_gateway(workdir, backend.url, args.path, plan.server,
+                                              repo=args.old_tree.resolve(), name="gateway, Basic auth (old tree)",
+                                              folder="gateway-auth-old")
+            if isinstance(old_auth, scenarios.Skipped):
+                skipped.append(f"Basic auth (old tree): skipped: {old_auth.reason}")
+            else:
+                started.append(old_auth)
+                found.append(Scenario("auth_old", old_auth))
 
     if args.no_nginx:
         skipped.append("nginx: skipped: --no-nginx")
@@ -296,13 +325,30 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# The goal pairs of issue 22, each measured back to back in every round: old Basic auth, old
+# gateway, mitmdump, gateway, Basic auth (each neighbour pair is a ratio).
+CHAIN = ["auth_old", "gateway_old", "mitmdump", "gateway", "auth"]
+
+
+def round_order(found: list[Scenario], round_number: int) -> list[Scenario]:
+    """The chain's pairs side by side, then everything else; every other round backwards, so
+    each of a pair goes first in half the rounds and a drift of the machine within a round
+    weighs on both sides alike."""
+    chain = [s for key in CHAIN for s in found if s.key == key]
+    order = chain + [s for s in found if s not in chain]
+    return order if round_number % 2 == 0 else order[::-1]
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
 def run_rounds(found: list[Scenario], args: argparse.Namespace, kind: str, plan: CpuPlan) -> None:
     for scenario in found:
         measure_once(scenario, found, args, kind, plan, args.warmup)
     for round_number in range(args.rounds):
-        # Rotating the order keeps a slow drift of the machine from always hitting the same row.
-        shift = round_number % len(found)
-        for scenario in found[shift:] + found[:shift]:
+        print(f"  round {round_number + 1}/{args.rounds}: load average {load_average()}", file=sys.stderr, flush=True)
+        for scenario in round_order(found, round_number):
             sample = measure_once(scenario, found, args, kind, plan, args.duration)
             scenario.samples.append(sample)
             print(f"  round {round_number + 1}/{args.rounds}: {scenario.label:<34} "
@@ -417,8 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.capacity:
         for line in capacity.report(found, args.idle_max, args.png, with_nginx):
             print(line, flush=True)
-    print(f"measured for {elapsed:.0f} s; load average now "
-          + (" ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"))
+    print(f"measured for {elapsed:.0f} s; load average now {load_average()}")
     return 0
 
 

@@ -99,20 +99,22 @@ def ip_list_gateway(workdir: Path, backend: str, path: str, cpus: set[int] | Non
     return server
 
 
-def auth_gateway(workdir: Path, backend: str, path: str, cpus: set[int] | None) -> Server | Skipped:
-    directory = workdir / "gateway-auth"
+def auth_gateway(workdir: Path, backend: str, path: str, cpus: set[int] | None, *,
+                 repo: Path = REPO, name: str = "gateway, Basic auth", folder: str = "gateway-auth") -> Server | Skipped:
+    directory = workdir / folder
     config = gateway_config(backend, base_id="bench-auth", user_auth=True)
     servers.write_gateway(directory, config)
-    group = gateway_cli(directory, "group", "add", "bench", "--role", "external", "--doc-type", "Поступление")
+    group = gateway_cli(directory, "group", "add", "bench", "--role", "external", "--doc-type", "Поступление",
+                        repo=repo)
     if group.returncode != 0:
         return Skipped(f"`gateway group add` failed: {_last_line(group.stderr or group.stdout)}")
     # Random, strong, used once: it only lives in this run's temporary state folder.
     password = "Bench" + secrets.token_hex(8) + "7q"
     user = gateway_cli(directory, "user", "add", "bench", "--group", "bench", "--password-stdin",
-                       stdin=password + "\n")
+                       stdin=password + "\n", repo=repo)
     if user.returncode != 0:
         return Skipped(f"`gateway user add` failed: {_last_line(user.stderr or user.stdout)}")
-    server = start_gateway("gateway, Basic auth", directory, config, cpus)
+    server = start_gateway(name, directory, config, cpus, repo=repo)
     token = base64.b64encode(f"bench:{password}".encode()).decode()
     server.headers = [f"Authorization: Basic {token}"]
     with_credentials = http_status(server.url + path, server.headers)

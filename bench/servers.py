@@ -41,9 +41,10 @@ class Server:
         terminate(self.process, self.stop_signal)
 
 
-def python_env() -> dict[str, str]:
+def python_env(repo: Path = REPO) -> dict[str, str]:
+    """``repo``: the checkout whose ``gateway`` and ``addons`` run (another tree for --old-tree)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     return env
@@ -123,19 +124,20 @@ def server_folder(directory: Path, config: dict[str, Any]) -> Path:
     return directory / config["bases"][0]["folder"] / "Server"
 
 
-def gateway_cli(directory: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def gateway_cli(directory: Path, *args: str, stdin: str | None = None,
+                repo: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", "-c", str(directory / "gateway.yaml"), *args],
-                          input=stdin, capture_output=True, text=True, encoding="utf-8", env=python_env(),
+                          input=stdin, capture_output=True, text=True, encoding="utf-8", env=python_env(repo),
                           cwd=directory, timeout=120)
 
 
 def start_gateway(name: str, directory: Path, config: dict[str, Any], cpus: set[int] | None,
-                  env: dict[str, str] | None = None, *, probe_tls: bool = True) -> Server:
+                  env: dict[str, str] | None = None, *, probe_tls: bool = True, repo: Path = REPO) -> Server:
     """``probe_tls=False`` where the port expects a PROXY header first: a plain connect tells it listens."""
     write_gateway(directory, config)
     log_path = directory / "gateway.log"
     process = spawn([sys.executable, "-m", "gateway", "-c", str(directory / "gateway.yaml"), "run"],
-                    cpus=cpus, log_path=log_path, cwd=directory, env={**python_env(), **(env or {})})
+                    cpus=cpus, log_path=log_path, cwd=directory, env={**python_env(repo), **(env or {})})
     port = config["bases"][0]["data"]["listen"]
     server = Server(name, f"https://{HOST}:{port}", process, log_path)
     deadline = time.monotonic() + START_TIMEOUT

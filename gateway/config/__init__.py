@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
@@ -44,11 +45,13 @@ class Endpoint:
     enabled: bool = True
     proxy_protocol: ProxyProtocolSettings | None = None  # None: the top-level proxy_protocol applies
 
-    @property
+    # Read on every request (Routing): parsed once per endpoint, which is immutable; a reload
+    # makes new endpoints.
+    @cached_property
     def backend_host(self) -> str:
         return urlsplit(self.backend).hostname or ""
 
-    @property
+    @cached_property
     def backend_port(self) -> int:
         parts = urlsplit(self.backend)
         return parts.port or (443 if parts.scheme == "https" else 80)

@@ -61,6 +61,14 @@ class JournalHandler(logging.Handler):
         # lockouts, bans and changes are never folded (gateway/ops/eventfold.py).
         self.addFilter(FoldEvents(self.handle))
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Every record of the ``gateway`` loggers comes here, one access-log record a request
+        # among them; only console events are written, so the others skip the fold filter and
+        # the handler's lock, which emit() would have ended in a no-op anyway.
+        if getattr(record, "event", None) not in CONSOLE_EVENTS:
+            return False
+        return super().handle(record)
+
     def emit(self, record: logging.LogRecord) -> None:
         kind = getattr(record, "event", None)
         if kind not in CONSOLE_EVENTS:

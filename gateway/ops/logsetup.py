@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import math
 import sys
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from gateway.config import LogSettings
 from gateway.ops.eventfold import FoldEvents
@@ -34,10 +36,48 @@ def structured_fields(record: logging.LogRecord) -> dict[str, object]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
 
 
+class _SecondCache:
+    """The text of the current second, made once per second instead of once per log record (one
+    access-log record a request). One (second, text) tuple, replaced whole: safe across threads."""
+
+    def __init__(self, make: Callable[[int], str]) -> None:
+        self._make = make
+        self._last: tuple[int, str] = (-1, "")
+
+    def text(self, second: int) -> str:
+        last = self._last
+        if last[0] == second:
+            return last[1]
+        text = self._make(second)
+        self._last = (second, text)
+        return text
+
+
+def _utc_second(second: int) -> str:
+    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def iso_time(created: float, seconds: _SecondCache) -> str:
+    """As ``datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds")``, from
+    the cached second: the same text (fromtimestamp rounds to the microsecond first, so does this)."""
+    frac, whole = math.modf(created)
+    micro = round(frac * 1e6)
+    second = int(whole)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    elif micro < 0:
+        second, micro = second - 1, micro + 1_000_000
+    return f"{seconds.text(second)}.{micro // 1000:03d}+00:00"
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._seconds = _SecondCache(_utc_second)
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": iso_time(record.created, self._seconds),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -52,6 +92,13 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+        self._seconds = _SecondCache(lambda second: time.strftime(self.datefmt or "", self.converter(second)))
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt != self.datefmt or not datefmt:
+            return super().formatTime(record, datefmt)
+        # Whole seconds only (no %f in the format): the text depends on int(created) alone.
+        return self._seconds.text(int(record.created))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

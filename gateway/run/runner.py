@@ -38,6 +38,7 @@ from gateway.run.startup import (
 )
 from gateway.run import lifeline
 from gateway.run import engine_memory
+from gateway.run import engine_headers
 from gateway.run.engine import lean, skip_debug_type_checks
 from gateway.certs import tickets
 from gateway.web.admin import read_worker_secret
@@ -146,6 +147,8 @@ class Gateway:
         prepare_start(cfg, init=self.init, reuse_port=self.worker is not None)
 
         skip_debug_type_checks()
+        if lean():
+            engine_headers.install()
         opts = GatewayOptions() if lean() else options.Options()
         self.master = GatewayMaster(opts)
         self.master.addons.add(proxyserver.Proxyserver(), next_layer.NextLayer(), *self.addons)

@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from typing import Callable
 
 from gateway.store.base import DuplicateError, NotFoundError, Store, StoreError
@@ -37,11 +38,40 @@ class Device:
 class Registry:
     devices: tuple[Device, ...] = ()
 
+    # Indexes built once per registry, which never changes (a change writes a new one): a login
+    # asks which devices its user is bound to on every request, a handshake which device a
+    # serial is. The first device of a name or serial wins, as the scans did.
+    @cached_property
+    def _by_name(self) -> dict[str, Device]:
+        index: dict[str, Device] = {}
+        for d in self.devices:
+            index.setdefault(d.name, d)
+        return index
+
+    @cached_property
+    def _by_serial(self) -> dict[str, Device]:
+        index: dict[str, Device] = {}
+        for d in self.devices:
+            index.setdefault(d.serial, d)
+        return index
+
+    @cached_property
+    def _bound(self) -> dict[str, frozenset[str]]:
+        names: dict[str, set[str]] = {}
+        for d in self.devices:
+            if not d.revoked:
+                names.setdefault(d.user, set()).add(d.name)
+        return {user: frozenset(found) for user, found in names.items()}
+
     def by_name(self, name: str) -> Device | None:
-        return next((d for d in self.devices if d.name == name), None)
+        return self._by_name.get(name)
 
     def by_serial(self, serial: str) -> Device | None:
-        return next((d for d in self.devices if d.serial == serial), None)
+        return self._by_serial.get(serial)
+
+    def device_names_of(self, user_id: str) -> frozenset[str]:
+        """The names of the user's devices in use (``devices_of``'s names), from the index."""
+        return self._bound.get(user_id, frozenset())
 
     def refused_serials(self) -> frozenset[str]:
         refused = {s for d in self.devices for s in d.retired}

@@ -177,6 +177,18 @@ class GuardedStore:
             return False
         return True
 
+    def version(self) -> int:
+        """The change marker, read on every request of a Basic-auth base: straight from the open
+        store while it is up; any other case (not open yet, down, failing now) takes ``_call``,
+        which opens, reports and counts as for every other call."""
+        inner = self._inner
+        if inner is not None and self.health.up:
+            try:
+                return inner.version()
+            except StoreUnavailable:
+                pass
+        return self._call("version", (), {})  # type: ignore[no-any-return]
+
     def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         writing = name in WRITES
         inner: Store | None = None

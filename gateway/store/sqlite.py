@@ -320,8 +320,20 @@ class SqliteStore:
                 counter = self._changes
         return counter
 
-    @_store_errors
     def version(self) -> int:
+        # Read on every request of a Basic-auth base: the common case is two attribute reads and
+        # an integer read from shared memory, without the error-translating wrapper (nothing
+        # here touches sqlite3).
+        counter = self._changes
+        if counter is not None:
+            try:
+                return (self._writes << 64) | counter.value()
+            except ValueError:
+                pass  # closed under us: the full path says so
+        return self._version()
+
+    @_store_errors
+    def _version(self) -> int:
         try:
             return (self._writes << 64) | self._change_counter().value()
         except ValueError as e:  # its map closed under a call in flight: the store is being reopened

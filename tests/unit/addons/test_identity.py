@@ -260,3 +260,26 @@ def test_request_hook_agrees_with_full_rewrite(identity: Identity, headers: list
                                                later: dict[str, Any], port: int) -> None:
     got, expected = _both_hooks(identity, headers, added, port, metadata, later)
     assert got == expected
+
+
+def test_remembered_fields_follow_the_identity_and_the_prefix() -> None:
+    """The header fields are made once per identity; another user, group, role or device, and a
+    new prefix, get their own — never another identity's."""
+    from addons.identity import Identity
+
+    addon = Identity()
+    seen = {}
+    for user, group, role, device in [("u1", "g1", "mobile", None), ("u1", "g2", "mobile", None),
+                                      ("u2", "g1", "mobile", None), ("u1", "g1", "admin", None),
+                                      ("u1", "g1", "mobile", "tsd-7"), ("", None, None, "tsd-7"),
+                                      ("Иванов", "Склад", "mobile", None), ("u1", "g1", "mobile", None)]:
+        fields, added = addon._fields_for((user, group, role, device))
+        expected = tuple((name.encode(), encode_header_value(value).encode())
+                         for (key, _lower, name), value in zip(addon._names, (user, group, role, device))
+                         if value and (user or key == "gateway_device"))
+        assert fields == expected
+        assert added == tuple((name.lower(), value) for name, value in fields)
+        seen[(user, group, role, device)] = fields
+    assert seen[("u1", "g1", "mobile", None)][0] == (b"X-Gateway-User", b"u1")
+    addon._set_prefix("X-Corp-")
+    assert addon._fields_for(("u1", "g1", "mobile", None))[0][0] == (b"X-Corp-User", b"u1")

@@ -170,3 +170,42 @@ def test_missing_base_policy_file_refuses(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, policy="nowhere.yaml")
     with pytest.raises(ConfigError, match="nowhere.yaml: file not found"):
         Policy().apply_config(cfg)
+
+
+def test_remembered_answers_end_with_the_policy_they_came_from(tmp_path: Path) -> None:
+    """The same request is decided once per loaded configuration: a changed policy file, applied
+    by a reload, decides the next identical request afresh (both ways)."""
+    own = tmp_path / "own.yaml"
+    allow = "rules:\n  - comment: all\n    action: allow\n    roles: [external]\n    paths: [/**]\n"
+    deny_all = "rules:\n  - comment: none\n    action: deny\n    roles: [external]\n    paths: [/**]\n"
+    own.write_text(allow, encoding="utf-8")
+    cfg = make_config(tmp_path, policy=str(own))
+    set_current_config(cfg)
+    addon = Policy()
+    addon.apply_config(cfg)
+
+    def status() -> int | None:
+        flow = flow_for("/api/v1/Products?$top=1", **EXTERNAL)
+        addon.requestheaders(flow)
+        return flow.response.status_code if flow.response is not None else None
+
+    assert status() is None and status() is None  # the second from the table
+    assert len(addon._answers) == 1
+    own.write_text(deny_all, encoding="utf-8")
+    assert status() is None  # no reload yet: the loaded policy still decides
+    addon.apply_config(cfg)
+    assert status() == 403 and status() == 403
+    own.write_text(allow, encoding="utf-8")
+    addon.apply_config(cfg)
+    assert status() is None
+
+
+def test_remembered_answers_are_per_identity_and_never_for_a_missing_one(policy: Policy) -> None:
+    path = "/api/v1/Products"
+    for metadata, expected in ((EXTERNAL, None), (MOBILE, 403), (EXTERNAL, None), (MOBILE, 403),
+                               ({**EXTERNAL, "gateway_role": None}, 403), ({**EXTERNAL, "gateway_doc_types": "x"}, 403),
+                               ({**EXTERNAL, "gateway_doc_types": ["Поступление"]}, None)):
+        flow = flow_for(path, **metadata)
+        policy.requestheaders(flow)
+        assert (flow.response.status_code if flow.response is not None else None) == expected, metadata
+    assert len(policy._answers) == 2  # the external and the mobile user's; broken identities never

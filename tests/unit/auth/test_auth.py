@@ -345,3 +345,40 @@ def test_near_its_maximum_age_an_entry_is_verified_again_in_the_background(auth:
     flow = request_flow(basic("", PASSWORD))
     assert auth.requestheaders(flow) is None and flow.response is None  # the renewed entry serves
     assert authenticator.argon2_runs == 2
+
+
+def _on(connection_of: Any, headers: dict[str, str]) -> Any:
+    """A request on the same client connection as ``connection_of`` (a keep-alive connection)."""
+    flow = request_flow(headers)
+    flow.client_conn = connection_of.client_conn
+    return flow
+
+
+def _run(addon: Auth, flow: Any) -> Any:
+    step = addon.requestheaders(flow)
+    if step is not None:
+        asyncio.run(step)
+    return flow
+
+
+def test_a_connections_remembered_credentials_never_outlive_a_change(auth: Auth, tmp_path: Path) -> None:
+    """The header read once per connection: a password change, a removed user or another header on
+    the same connection is decided afresh at once; a closed connection forgets it."""
+    first = _run(auth, request_flow(basic("Иванов", PASSWORD)))
+    assert first.response is None and len(auth._parsed) == 1
+    assert _run(auth, _on(first, basic("Иванов", PASSWORD))).response is None  # from the memo
+    wrong = _run(auth, _on(first, basic("Иванов", "Wrong12345")))
+    assert wrong.response is not None and wrong.response.status_code == 401  # another header: read again
+    assert _run(auth, _on(first, basic("Иванов", PASSWORD))).response is None
+
+    accounts = Accounts(SqliteStore(tmp_path / "state" / "gateway.db"), keys.load_or_create_secret(tmp_path / "state"))
+    accounts.set_password("Иванов", "NewSecret456")  # another process, as the CLI does it
+    changed = _run(auth, _on(first, basic("Иванов", PASSWORD)))
+    assert changed.response is not None and changed.response.status_code == 401
+    assert _run(auth, _on(first, basic("Иванов", "NewSecret456"))).response is None
+    accounts.remove_user("Иванов")
+    gone = _run(auth, _on(first, basic("Иванов", "NewSecret456")))
+    assert gone.response is not None and gone.response.status_code == 401
+
+    auth.client_disconnected(first.client_conn)
+    assert auth._parsed == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import threading
 from pathlib import Path
@@ -76,3 +77,28 @@ def test_enrol_revoke_renew_in_the_store(tmp_path: Path) -> None:
     short = enrol(tmp_path, store, "tsd-02", days=10, now=NOW)
     assert [d.name for d in expiring(store, 30, NOW)] == [short.device.name]
     store.close()
+
+
+def test_registry_indexes_answer_as_the_scans() -> None:
+    """by_name, by_serial and device_names_of come from indexes built once per registry: the same
+    answers as scanning the devices (first match wins), and a changed registry is a new index."""
+    import random
+
+    from gateway.store.devices import Device, Registry
+
+    rng = random.Random(9)
+    for _ in range(300):
+        devices = tuple(Device(name=rng.choice("abcde"), serial=rng.choice(["01", "02", "0a", "ff"]), issued=0.0,
+                               expires=1.0, user=rng.choice(["", "u1", "u2"]), revoked=rng.choice([0.0, 5.0]))
+                        for _ in range(rng.randint(0, 8)))
+        registry = Registry(devices)
+        for name in "abcdez":
+            assert registry.by_name(name) == next((d for d in devices if d.name == name), None)
+        for serial in ("01", "02", "0a", "ff", "00"):
+            assert registry.by_serial(serial) == next((d for d in devices if d.serial == serial), None)
+        for user in ("", "u1", "u2", "u3"):
+            assert registry.device_names_of(user) == {d.name for d in registry.devices_of(user)}
+    first = Registry((Device("t1", "01", 0.0, 1.0, user="u1"),))
+    assert first.device_names_of("u1") == {"t1"}
+    revoked = Registry(tuple(dataclasses.replace(d, revoked=9.0) for d in first.devices))
+    assert revoked.device_names_of("u1") == frozenset() and first.device_names_of("u1") == {"t1"}

@@ -56,3 +56,29 @@ def test_a_commit_in_another_process_moves_the_version_and_the_data_is_there(tmp
     assert store.find_user("u") is not None
     assert store.version() == after  # reading does not move it
     store.close()
+
+
+def test_the_fast_read_is_the_files_little_endian_number(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.changes"
+    counter = ChangeCounter(path)
+    for _ in range(3):
+        counter.bump()
+    path.write_bytes((2**40 + 7).to_bytes(8, "little"))  # what another writer's bytes look like
+    assert counter.value() == 2**40 + 7
+    counter.close()
+
+
+def test_a_version_read_after_the_counter_closed_fails_closed(tmp_path: Path) -> None:
+    import pytest
+
+    from gateway.store.base import StoreUnavailable
+
+    store = SqliteStore(tmp_path / "gateway.db")
+    store.version()
+    counter = store._changes
+    assert counter is not None
+    counter.close()  # as a reopen does under a request in flight
+    with pytest.raises(StoreUnavailable):
+        store.version()
+    store._changes = None  # closed above already
+    store.close()
