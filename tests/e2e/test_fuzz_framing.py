@@ -41,10 +41,8 @@ import h2.events
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import tests.framing as _framing
-if os.environ.get("FUZZ_PROFILE"): exec(open("/tmp/prof.py").read())
-from tests.framing import (LATE_ANSWER, MARK, QUIET_UNSURE, READ_ENDS, RecordingBackend, open_tls, parse_answers, read_answers,
-                           start_framing_gateway, strict_reading)
+from tests.framing import (LATE_ANSWER, MARK, QUIET_UNSURE, READ_ENDS, RecordingBackend, open_tls, parse_answers,
+                           read_answers, start_framing_gateway, strict_reading)
 from tests.harness import RunningGateway
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
@@ -265,7 +263,6 @@ def test_http1_framing_never_desyncs_the_backend(fuzz_gateway: tuple[RunningGate
         except OSError:
             pass  # refused and closed before everything was sent
         answers = read_answers(sock, backend, owed=strict.complete, sure=strict.sure)
-        if READ_ENDS["waited out"] and os.environ.get("FUZZ_DEBUG"): print("\nWAITED", strict, answers, raw); READ_ENDS["waited out"] = 0
     check_invariants(backend, answers, targets, raw, "HTTP/1")
 
 
