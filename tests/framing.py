@@ -160,7 +160,8 @@ def strict_reading(raw: bytes) -> StrictReading:
 
 
 def parse_answers(data: bytes) -> tuple[list[tuple[int, str | None]], bool]:
-    """(status, back-end target or None) of each answer in ``data``, and whether the last is whole."""
+    """(status, back-end target or None) of each final answer in ``data`` (interim 1xx answers are
+    read past), and whether the last is whole."""
     answers = []
     while data:
         head, sep, rest = data.partition(b"\r\n\r\n")
@@ -185,7 +186,8 @@ def parse_answers(data: bytes) -> tuple[list[tuple[int, str | None]], bool]:
             if len(rest) < length:
                 return answers, False
             data = rest[length:]
-        answers.append((status, fields.get(MARK.lower())))
+        if not 100 <= status < 200:  # an interim answer (100 Continue) answers no request
+            answers.append((status, fields.get(MARK.lower())))
     return answers, True
 
 

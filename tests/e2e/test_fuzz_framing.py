@@ -49,7 +49,10 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 # A long run writes its running figures here every 250 examples (it may be stopped before its end).
 STATS_FILE = os.environ.get("FUZZ_STATS_FILE")
 KEEP_GOING = os.environ.get("FUZZ_KEEP_GOING", "") not in ("", "0")
-_case_numbers = itertools.count(1)
+# Each example's targets carry a case number, so a late arrival is told from the current example's
+# requests. Fixed width: a target's length changes the lengths Hypothesis draws against (a body cut
+# at 0..len), and a draw whose bounds change on replay is a "flaky strategy" to it.
+_case_numbers = (f"{n:08d}" for n in itertools.count(1))
 # Outcomes over the run, printed at the end (the figures in docs/RELIABILITY.md come from here):
 # a fuzz whose examples were all refused, or all passed, would show nothing.
 STATS: Counter[str] = Counter()

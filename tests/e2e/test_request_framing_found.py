@@ -152,3 +152,11 @@ def test_http2_connection_specific_fields_never_reach_an_http1_back_end(
     # The control: the same request without the field goes through.
     assert h2_request(gw, ("x-ok", "1")) == (200, False)
     assert backend.take().targets == ["/h2"]
+
+
+def test_an_interim_100_continue_is_not_taken_for_an_answer(gateway: tuple[RunningGateway, RecordingBackend]) -> None:
+    """The long run's two "desyncs": the gateway's 100 Continue was counted as the answer to a
+    request with ``Expect: 100-continue``, so the client stopped reading one answer early."""
+    raw = (post([b"Content-Length: 5", b"Expect: 100-continue"], b"hello", b"/expecting")
+           + post([b"Content-Length: 0"], b"", b"/next"))
+    assert exchange(gateway, raw) == ([200, 200], ["/expecting", "/next"])
