@@ -59,7 +59,7 @@ STATS: Counter[str] = Counter()
 VIOLATIONS: Counter[str] = Counter()  # by invariant
 KEPT: list[str] = []  # FUZZ_KEEP_GOING: each violation, for the end of the run
 _STAT_ORDER = ("examples", "HTTP/1 examples", "HTTP/2 examples", "requests sent", "reached the back end",
-               "refused by the gateway", "unanswered (gateway waits for more)")
+               "refused by the gateway", "unanswered (gateway waits for more)", "HTTP/2 refused by a stream reset")
 
 
 def _figures() -> str:
@@ -215,7 +215,10 @@ def check_invariants(backend: RecordingBackend, answers: list[tuple[int, str | N
     STATS["requests sent"] += len(sent)
     STATS["reached the back end"] += len(received.targets)
     STATS["refused by the gateway"] += sum(1 for _, target in answers if target is None)
-    STATS["unanswered (gateway waits for more)"] += max(0, len(sent) - len(answers))
+    if kind == "HTTP/1":
+        STATS["unanswered (gateway waits for more)"] += max(0, len(sent) - len(answers))
+    else:
+        STATS["HTTP/2 refused by a stream reset"] += max(0, len(sent) - len(answers))
     if STATS_FILE and STATS["examples"] % 250 == 0:
         with open(STATS_FILE, "a", encoding="utf-8") as out:
             out.write(time.strftime("%H:%M:%S ") + f"load {os.getloadavg()[0]:.1f}; " + _figures() + "\n")
