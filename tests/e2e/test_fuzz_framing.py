@@ -154,7 +154,8 @@ def framed_request(draw: st.DrawFn, target: str, smuggled: str) -> bytes:
     if "odd_header" in mutations:
         lines.append(draw(st.sampled_from(["X-A: a\x00b", "X-A: a\rb", "X-A: a\nb", "X-A : b", "X A: b", ": empty",
                                            "X-A:\x7f", "Connection: close", "Expect: 100-continue",
-                                           "Connection: keep-alive, Transfer-Encoding", "Host: other"])))
+                                           "Connection: keep-alive, Transfer-Encoding", "Connection: Content-Length",
+                                           "Connection: close, Host", "Host: other"])))
     eols = ["\r\n"] * (len(lines) + 2)
     if "eol" in mutations:
         eols[draw(st.integers(0, len(eols) - 1))] = draw(st.sampled_from(["\n", "\r", "\r\r\n", "\n\r"]))
