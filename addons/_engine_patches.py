@@ -78,7 +78,7 @@ from mitmproxy.proxy.layers.http import _http1, _http2
 
 from addons._guard import deny  # the one way addons answer
 from gateway.traffic.limits import (RESET_ADDRESS_FACTOR, RESET_BAN, RESET_WINDOW, HeadRefused, LimitSettings,
-                                    ResetLedger, check_request_head)
+                                    ResetLedger, check_request_head, head_lines)
 
 _limits = LimitSettings()
 # Set by addons/limits.py: called as on_event(kind, client, detail) for metrics and the log,
@@ -118,9 +118,9 @@ def head_problem(data: bytes | bytearray, limits: LimitSettings, client: Any = N
     searched before): a head sent a byte at a time is scanned once, not once per byte.
     """
     global _pending_body_limit
-    lead = 0  # blank lines before a request are tolerated (RFC 9112 §2.2)
-    while lead < len(data) and lead < 64 and data[lead] in b"\r\n":
-        lead += 1
+    lead = 0  # blank lines before a request are tolerated (RFC 9112 §2.2); a bare CR is not
+    while lead < 64 and (data[lead:lead + 1] == b"\n" or data[lead:lead + 2] == b"\r\n"):
+        lead += 1 if data[lead] == 0x0A else 2
     size = len(data) - lead
     line_end = data.find(b"\n", lead, lead + limits.request_line_max_size + 2)
     if line_end == -1 and size > limits.request_line_max_size:
@@ -130,9 +130,8 @@ def head_problem(data: bytes | bytearray, limits: LimitSettings, client: Any = N
         if size > limits.client_header_max_size:
             return HeadRefused(431, f"the request head is larger than {limits.client_header_max_size} bytes"), False
         return None, False
-    lines = [line[:-1] if line.endswith(b"\r") else line for line in bytes(data[lead:end.start()]).split(b"\n")]
     try:
-        length = check_request_head(lines, limits)
+        length = check_request_head(head_lines(data[lead:end.end()]), limits)
     except HeadRefused as refused:
         return refused, True
     limit = body_limit(client) if client is not None else 0

@@ -16,7 +16,12 @@ Runs in ``requestheaders`` before Routing and Auth, on every base, for HTTP/1 an
   leading ``/``, ``#`` and ``.``/``..`` segments → 400, on every base and both protocols
   (gateway.traffic.limits.check_target); an HTTP/1.1 head without one Host was refused while read;
 * ``Connection`` and the fields it names are dropped (RFC 9110 §7.6.1; ``close``/``keep-alive``
-  stay as the hop's own directive), before Routing and Identity set the gateway's headers;
+  stay as the hop's own directive), before Routing and Identity set the gateway's headers; a
+  ``Connection`` naming ``Host``, ``Content-Length`` or ``Transfer-Encoding`` → 400 (dropping
+  those would unframe the forwarded body; gateway.traffic.limits.connection_options says why);
+* HTTP/2: a connection-specific field (``connection``, ``transfer-encoding``, ``upgrade``, …,
+  ``te`` other than ``trailers``) → 400 (RFC 9113 §8.2.2); HTTP/1 framing (one ``chunked`` or
+  one plain Content-Length, else 501/400) was checked while the head was read;
 * header hygiene (``limits.header_hygiene``, default on): the headers in ``limits.strip_headers``
   are removed (method overrides, IIS rewrite targets, client-address claims), and so is any
   header whose name, with ``_`` read as ``-``, starts with the identity prefix (``X_Gateway_Role``);
@@ -33,7 +38,8 @@ from addons._context import current_config, listener_to_check
 from addons._guard import deny, fail_closed
 from gateway.config import GatewayConfig
 from gateway.traffic.limits import (HeadRefused, check_content_length, check_method, check_target,
-                                    control_character_in, identity_lookalike)
+                                    connection_specific_in_http2, control_character_in, identity_lookalike,
+                                    without_connection_fields)
 
 logger = logging.getLogger("gateway.hygiene")
 
@@ -86,12 +92,17 @@ class Hygiene:
         if bad is not None:
             self._refuse(flow, 400, "a header name or value holds a control character")
             return
+        if request.http_version == "HTTP/2.0":
+            specific = connection_specific_in_http2(fields)
+            if specific is not None:
+                self._refuse(flow, 400, f"the connection-specific field {specific.decode('ascii')!r} in HTTP/2")
+                return
         # One pass over the names instead of a lookup (itself a pass) per header read below.
         lengths: list[str] = []
         upgrades: list[str] = []
         http2_settings = False
         strip = False
-        connection: list[bytes] = []
+        connection = False
         strip_set, prefix = self._strip, self._prefix
         for name, value in fields:
             lower = name.lower()
@@ -99,7 +110,7 @@ class Hygiene:
             if lower in strip_set or (b"_" in lower and identity_lookalike(lower.decode("latin-1"), prefix)):
                 strip = True
             if lower == b"connection":
-                connection.append(value)
+                connection = True
             elif lower == b"content-length":
                 lengths.append(value.decode("utf-8", "surrogateescape"))
             elif lower == b"upgrade":
@@ -110,6 +121,14 @@ class Hygiene:
         if reason is not None:
             self._refuse(flow, 400, reason)
             return
+        if connection:
+            # Decided before anything else reads the head; the fields themselves go further down,
+            # after the target is settled (RFC 9110 §7.6.1: they are this hop's only).
+            try:
+                kept = without_connection_fields(fields)
+            except HeadRefused as refused:
+                self._refuse(flow, refused.status, refused.reason)
+                return
         upgrade = ", ".join(upgrades) if upgrades else None  # as mitmproxy's headers.get folds them
         if upgrade is not None or http2_settings:
             if not (listener.base.websocket and upgrade is not None and upgrade.strip().lower() == "websocket"):
@@ -130,26 +149,14 @@ class Hygiene:
             return
         if target != raw_target:
             request.path = target
+        if connection:
+            # A client could otherwise name X-Forwarded-For or the identity headers and have a back
+            # end (or a proxy in between) drop what the gateway sets; those are set after this, by
+            # Routing and Identity, so they can never be named away. ``close`` / ``keep-alive``
+            # stay: mitmproxy reads them on this request to end the hop.
+            request.headers.fields = kept
         if strip and limits.header_hygiene:
             self._strip_headers(request)
-        if connection:
-            self._drop_connection_fields(request, connection)
-
-    @staticmethod
-    def _drop_connection_fields(request: http.Request, values: list[bytes]) -> None:
-        """RFC 9110 §7.6.1: Connection and every field it names are for this hop only. A client
-        could otherwise name X-Forwarded-For or the identity headers and have a back end (or a
-        proxy in between) drop what the gateway sets; those are set after this, by Routing and
-        Identity, so they can never be named away. ``close`` / ``keep-alive`` stay: they are the
-        connection's own directives, and mitmproxy reads them on this request to end the hop."""
-        tokens = {token.strip().lower() for value in values for token in value.split(b",")} - {b""}
-        kept_directives = sorted(tokens & {b"close", b"keep-alive"})
-        named = tokens - {b"close", b"keep-alive"}
-        fields = tuple(f for f in request.headers.fields
-                       if f[0].lower() != b"connection" and f[0].lower() not in named)
-        if kept_directives:
-            fields += ((b"Connection", b", ".join(kept_directives)),)
-        request.headers.fields = fields
 
     def _strip_headers(self, request: http.Request) -> None:
         kept = tuple(field for field in request.headers.fields if not self._stripped(field[0].lower()))

@@ -183,6 +183,94 @@ class HeadRefused(Exception):
 _BAD_IN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VERSION = re.compile(rb"HTTP/1\.[01]")
+# A CR not followed by LF (RFC 9112 §2.2: invalid, or to be read as a space). Parsers disagree on
+# it — one ends the line there, another strips it as half of the line's CRLF — so it is refused
+# wherever it stands in a head, the line ends included.
+_BARE_CR = re.compile(rb"\r(?!\n)")
+# Fields that frame the message or name its host: what every hop must read as the client sent them.
+FRAMING_FIELDS = frozenset({b"transfer-encoding", b"content-length", b"host"})
+# Connection options that are this hop's own directives (they name no field).
+HOP_DIRECTIVES = frozenset({b"close", b"keep-alive"})
+
+
+def head_lines(head: bytes | bytearray) -> list[bytes]:
+    """The lines of an HTTP/1 request head, without their line ends; ``head`` runs from the request
+    line through the empty line that ends the head (CRLF or a bare LF). Raises HeadRefused (400)
+    for a bare CR anywhere, including one just before a line's CRLF, which a lax split would take
+    as half of that CRLF and a strict parser refuses."""
+    if _BARE_CR.search(head):
+        raise HeadRefused(400, "a bare CR (not followed by LF) in the request head")
+    # Every CR is now the first half of a CRLF; the head ends with LF (CR)LF: two empty remnants.
+    return [line.removesuffix(b"\r") for line in bytes(head).split(b"\n")[:-2]]
+
+
+def connection_options(values: list[bytes]) -> frozenset[bytes]:
+    """The options of a request's Connection fields, lower-cased; raises HeadRefused (400) when one
+    names a framing field or Host.
+
+    RFC 9110 §7.6.1: a sender MUST NOT name in Connection a field intended for all recipients, and
+    Host, Content-Length and Transfer-Encoding are just that: every hop needs them to read the
+    request. Honouring such an option (dropping the field, as for any other option) forwards a
+    body without its framing, which the back end reads as the next request: smuggling. Ignoring
+    it forwards a message its sender declared broken and leaves the decision to whichever hop reads
+    Connection next. A request no correct client sends is refused (400, RFC 9110 §15.5.1), which
+    is also what failing closed asks for."""
+    options = frozenset(token.strip(b" \t").lower() for value in values for token in value.split(b",")) - {b""}
+    named = sorted(options & FRAMING_FIELDS)
+    if named:
+        raise HeadRefused(400, "the Connection header names " + ", ".join(n.decode("ascii") for n in named)
+                          + ", which every hop needs")
+    return options
+
+
+def without_connection_fields(fields: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[bytes, bytes], ...]:
+    """``fields`` without Connection and the fields it names (RFC 9110 §7.6.1: this hop's only);
+    ``close`` / ``keep-alive`` are kept, as one Connection field, for the hop's own handling.
+    Raises HeadRefused as ``connection_options``; returns ``fields`` itself when there is no
+    Connection field."""
+    values = [value for name, value in fields if name.lower() == b"connection"]
+    if not values:
+        return fields
+    options = connection_options(values)
+    kept = tuple(f for f in fields if f[0].lower() != b"connection" and f[0].lower() not in options)
+    directives = sorted(options & HOP_DIRECTIVES)
+    if directives:
+        kept += ((b"Connection", b", ".join(directives)),)
+    return kept
+
+
+# RFC 9113 §8.2.2: HTTP/2 has no connection-specific fields; a request carrying one is malformed.
+# ``te`` is allowed with the value ``trailers`` only.
+_HTTP2_CONNECTION_SPECIFIC = frozenset({b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding",
+                                        b"upgrade"})
+
+
+def connection_specific_in_http2(fields: tuple[tuple[bytes, bytes], ...]) -> bytes | None:
+    """The name of the first connection-specific field of an HTTP/2 request, else None. The h2
+    library refuses these while mitmproxy's ``validate_inbound_headers`` is on; checked here
+    too because the HTTP/1 request the back end gets is framed from what passes (a
+    ``transfer-encoding`` kept would be sent on beside the framing the gateway adds)."""
+    for name, value in fields:
+        lower = name.lower()
+        if lower in _HTTP2_CONNECTION_SPECIFIC or (lower == b"te" and value.strip().lower() != b"trailers"):
+            return lower
+    return None
+
+
+def check_transfer_encoding(values: list[bytes], version: bytes) -> None:
+    """Transfer-Encoding, when present, must be exactly one ``chunked`` (any case, spaces around):
+    the only coding the gateway decodes and re-applies. Raises HeadRefused: 501 for anything else
+    (RFC 9112 §6.1: a server that receives a transfer coding it does not understand SHOULD answer
+    501) — ``gzip, chunked``, ``chunked, chunked``, ``identity``, two fields, odd spellings — so
+    it is never forwarded for a back end to read its own way; 400 in an HTTP/1.0 request (§6.1:
+    such framing is faulty, it was likely forwarded by a hop that did not decode it)."""
+    if not values:
+        return
+    if version == b"HTTP/1.0":
+        raise HeadRefused(400, "Transfer-Encoding in an HTTP/1.0 request")
+    if len(values) != 1 or values[0].strip(b" \t").lower() != b"chunked":
+        shown = ", ".join(v.decode("latin-1") for v in values)[:60]
+        raise HeadRefused(501, f"Transfer-Encoding {shown!r} is not supported (only one 'chunked')")
 
 
 def check_request_head(lines: list[bytes], limits: LimitSettings) -> int | None:
@@ -209,7 +297,8 @@ def check_request_head(lines: list[bytes], limits: LimitSettings) -> int | None:
     if method == b"CONNECT":
         raise HeadRefused(501, "CONNECT is not supported by this gateway")
     lengths: list[str] = []
-    transfer_encoding = False
+    codings: list[bytes] = []
+    connection: list[bytes] = []
     hosts = 0
     for line in lines[1:]:
         if line[:1] in (b" ", b"\t"):
@@ -223,7 +312,9 @@ def check_request_head(lines: list[bytes], limits: LimitSettings) -> int | None:
         if lower == b"content-length":
             lengths.append(value.decode("latin-1"))
         elif lower == b"transfer-encoding":
-            transfer_encoding = True
+            codings.append(value)
+        elif lower == b"connection":
+            connection.append(value)
         elif lower == b"host":
             hosts += 1
     if version == b"HTTP/1.1" and hosts != 1:
@@ -232,10 +323,12 @@ def check_request_head(lines: list[bytes], limits: LimitSettings) -> int | None:
                           "an HTTP/1.1 request without a Host header")
     if hosts > 1:
         raise HeadRefused(400, "more than one Host header")
+    connection_options(connection)
+    check_transfer_encoding(codings, version)
     reason = check_content_length(lengths)
     if reason is not None:
         raise HeadRefused(400, reason)
-    if lengths and transfer_encoding:
+    if lengths and codings:
         raise HeadRefused(400, "both Content-Length and Transfer-Encoding (a request smuggling pattern)")
     return int(lengths[0].strip()) if lengths else None
 
