@@ -92,7 +92,7 @@ class Hygiene:
         if bad is not None:
             self._refuse(flow, 400, "a header name or value holds a control character")
             return
-        if request.http_version == "HTTP/2.0":
+        if http_version == "HTTP/2.0":
             specific = connection_specific_in_http2(fields)
             if specific is not None:
                 self._refuse(flow, 400, f"the connection-specific field {specific.decode('ascii')!r} in HTTP/2")
