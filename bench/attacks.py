@@ -172,21 +172,29 @@ def rapid_reset(https_port: int, seconds: float) -> tuple[int, bool]:
 BODY_PASSWORD = "Obmen2024bench"
 
 
-def h1_body_attack(port: int, connections: int = 200, length: int = 4_000_000) -> list[socket.socket]:
-    """Each connection announces `length` bytes and sends all but the last KB, then stalls."""
+def h1_body_attack(port: int, connections: int = 200, length: int = 4_000_000) -> tuple[list[socket.socket], int]:
+    """Each connection announces `length` bytes and sends all but the last KB, then stalls.
+
+    Returns the sockets and how many of them read the gateway's 401: each client, once its
+    sending ends or fails, reads as curl and httpcore do (a server may answer before the body)."""
     ctx = unverified_tls_context(["http/1.1"])
     head = (b"POST /api/v1/Products HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
             b"Content-Length: %d\r\n\r\n" % length)
     socks: list[socket.socket] = []
+    answered = 0
     lock = threading.Lock()
 
     def one(i: int) -> None:
+        nonlocal answered
         try:
             raw = socket.create_connection(("127.0.0.1", port), timeout=30,
                                            source_address=(f"127.0.0.{10 + i % 50}", 0))
             s = ctx.wrap_socket(raw)
-            with lock:
-                socks.append(s)
+        except OSError:
+            return
+        with lock:
+            socks.append(s)
+        try:
             s.sendall(head)
             chunk = b"x" * 65536
             left = length - 1024
@@ -194,13 +202,20 @@ def h1_body_attack(port: int, connections: int = 200, length: int = 4_000_000) -
                 left -= s.send(chunk[:min(left, len(chunk))])
         except OSError:
             pass  # answered and closed from the head: what the gateway should do
+        try:
+            s.settimeout(5)
+            if s.recv(64).startswith(b"HTTP/1.1 401 "):
+                with lock:
+                    answered += 1
+        except OSError:
+            pass
 
     threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(connections)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    return socks
+    return socks, answered
 
 
 def h2_body_attack(port: int, connections: int = 2, streams: int = 100, size: int = 3_500_000) -> list[socket.socket]:
@@ -325,11 +340,12 @@ def body_scenarios(names: list[str]) -> None:
                     start = time.monotonic()
                     with RssSampler(pid) as sampler:
                         if name == "h1body":
-                            socks = h1_body_attack(gw.port("auth"))
-                            detail = f"{len(socks)} connections"
+                            socks, answered = h1_body_attack(gw.port("auth"))
+                            detail = f"{len(socks)} connections, {answered} read their 401"
                         elif name == "h1heads":
-                            socks = h1_body_attack(gw.port("auth"), length=0)
-                            detail = f"{len(socks)} connections, heads only (the cost of the connections)"
+                            socks, answered = h1_body_attack(gw.port("auth"), length=0)
+                            detail = (f"{len(socks)} connections, heads only (the cost of the connections), "
+                                      f"{answered} read their 401")
                         elif name == "h2body":
                             socks = h2_body_attack(gw.port("auth"))
                             detail = f"{len(socks)} connections x 100 streams"
@@ -346,7 +362,9 @@ def body_scenarios(names: list[str]) -> None:
                     time.sleep(after)
                     later = rss_mib(pid)
                     print(f"{name}: RSS {before:.0f} MiB before; peak +{during - before:.0f} MiB while it ran "
-                          f"({held:.0f} s, {detail}); +{later - before:.0f} MiB {after:.0f} s after the clients left",
+                          f"({held:.0f} s, {detail}); +{later - before:.0f} MiB ({(later - before) / before:+.1%} of the "
+                          f"baseline) {after:.0f} s after the clients left; load average "
+                          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}",
                           flush=True)
                 finally:
                     gw.stop()
