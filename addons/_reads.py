@@ -57,7 +57,7 @@ def register(client: Any, writer: asyncio.StreamWriter) -> None:
 
 
 def _reading_allowed_body(stream: Any) -> bool:
-    flow = stream.flow
+    flow = stream.__dict__.get("flow")  # set when the stream's request head arrives
     return (flow is not None and flow.response is None and flow.live
             and stream.client_state in (stream.state_consume_request_body, stream.state_stream_request_body))
 

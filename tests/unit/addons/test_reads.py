@@ -120,3 +120,13 @@ def test_a_transport_without_max_size_is_left_alone() -> None:
     writer = type("Writer", (), {"transport": asyncio.Transport()})()
     _reads.prepare(writer)  # type: ignore[arg-type]
     assert not hasattr(writer.transport, "max_size")
+
+
+def test_a_stream_before_its_request_head_keeps_the_small_reads() -> None:
+    client = tflow.tclient_conn()
+    stream = FakeStream(client)
+    del stream.flow  # mitmproxy's HttpStream has no flow until its RequestHeaders
+    writer = type("Writer", (), {"transport": asyncio.Transport()})()
+    _reads.register(client, writer)  # type: ignore[arg-type]
+    _reads.follow(stream)
+    assert _reads.read_size(client) == READ_SIZES.undecided
