@@ -21,7 +21,7 @@ of that is reachable through options or hooks, so it is changed here, once, at i
   would queue all that arrives meanwhile).
 * ``ConnectionHandler.handle_connection`` — a connection whose handler is cancelled before
   mitmproxy's own clean-up ran has its socket closed at once (else it leaks until GC). A client
-  connection's transport is handed to addons/_reads.py, which reads 8 KiB at a time until a
+  connection's reader is handed to addons/_reads.py, which reads 8 KiB at a time until a
   request body is allowed (``HttpStream._handle_event`` tells it after each event).
 * ``Http1Client.send`` — an HTTP/2 request body without Content-Length reaches an HTTP/1 back
   end with Content-Length (known whole) or chunked encoding (streamed), never unframed, where the
@@ -431,7 +431,7 @@ async def _handle_connection(self: Any, connection: Any) -> None:
     if connection is self.client:
         io = self.transports.get(connection)
         if io is not None and isinstance(io.writer, asyncio.StreamWriter):
-            _reads.register(connection, io.writer)  # its read size follows its requests' bodies
+            _reads.register(connection, io.reader, io.writer)  # its read size follows its requests' bodies
     try:
         await _original_handle_connection(self, connection)
     except BaseException:

@@ -10,8 +10,9 @@ twice it). Neither is reachable through mitmproxy's options, so:
 * ``register(client, writer)`` (addons/_engine_patches.py, when mitmproxy starts reading a
   client) ties mitmproxy's ``Client`` to its transport;
 * ``follow(stream)`` (after each event of a request's HttpStream) raises the connection's reads
-  to ``body`` while a request body the gateway accepted is being read, and lowers them again
-  when no such body is left — a refused request, answered from its head, never raises them.
+  and its StreamReader's limit to asyncio's own while a request body the gateway accepted is
+  being read, and lowers them again when no such body is left — a refused request, answered
+  from its head, never raises them.
 
 A transport without ``max_size`` (another event loop) keeps its own reads; the StreamReader's
 limit still holds there.
@@ -27,11 +28,12 @@ from gateway.traffic.readsizes import READ_SIZES
 
 
 class _Reads:
-    """One client connection: its transport and the streams whose bodies it is reading."""
+    """One client connection: its reader, transport and the streams whose bodies it is reading."""
 
-    __slots__ = ("transport", "bodies", "size")
+    __slots__ = ("reader", "transport", "bodies", "size")
 
-    def __init__(self, transport: asyncio.BaseTransport) -> None:
+    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport) -> None:
+        self.reader = reader
         self.transport = transport
         self.bodies: weakref.WeakSet[Any] = weakref.WeakSet()
         self.size = READ_SIZES.undecided
@@ -52,8 +54,15 @@ def prepare(writer: asyncio.StreamWriter) -> None:
     _set_size(writer.transport, READ_SIZES.undecided)
 
 
-def register(client: Any, writer: asyncio.StreamWriter) -> None:
-    _connections[client] = _Reads(writer.transport)
+def register(client: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    _connections[client] = _Reads(reader, writer.transport)
+
+
+def _set_limit(reader: asyncio.StreamReader, limit: int) -> None:
+    # The limit is fixed at construction in asyncio's API; its attribute has kept this name
+    # since Python 3.4. Without it the small limit stays: slower uploads, never more memory.
+    if isinstance(getattr(reader, "_limit", None), int):
+        reader._limit = limit
 
 
 def _reading_allowed_body(stream: Any) -> bool:
@@ -71,9 +80,11 @@ def follow(stream: Any) -> None:
         reads.bodies.add(stream)
     else:
         reads.bodies.discard(stream)
-    size = READ_SIZES.size(len(reads.bodies))
+    bodies = len(reads.bodies)
+    size = READ_SIZES.size(bodies)
     if size != reads.size:
         reads.size = size
+        _set_limit(reads.reader, READ_SIZES.limit(bodies))
         _set_size(reads.transport, size)
 
 

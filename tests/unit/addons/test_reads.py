@@ -33,6 +33,10 @@ class FakeStream:
     def state_done(self, event: Any) -> None: ...
 
 
+class Reader:
+    _limit = READ_SIZES.reader_limit  # asyncio.StreamReader's, without an event loop
+
+
 def send_in_thread(port: int, size: int) -> threading.Thread:
     def send() -> None:
         with socket.create_connection(("127.0.0.1", port)) as s:
@@ -43,17 +47,17 @@ def send_in_thread(port: int, size: int) -> threading.Thread:
     return thread
 
 
-async def largest_reads(allow_body_after: int) -> tuple[int, int, list[int]]:
+async def largest_reads(allow_body_after: int) -> tuple[int, int, list[tuple[int | None, int]]]:
     """Accept one connection as addons/_listen.py does and read it as mitmproxy does (64 KiB
     asked for each time); after `allow_body_after` bytes a request body is allowed. Returns the
-    largest piece before and after that, and the read sizes in force."""
+    largest piece before and after that, and the read sizes and reader limits in force."""
     client = tflow.tclient_conn()
     stream = FakeStream(client)
-    done: asyncio.Future[tuple[int, int, list[int]]] = asyncio.get_running_loop().create_future()
+    done: asyncio.Future[tuple[int, int, list[tuple[int | None, int]]]] = asyncio.get_running_loop().create_future()
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        _reads.register(client, writer)
-        got, before, after, sizes = 0, 0, 0, [_reads.read_size(client)]
+        _reads.register(client, reader, writer)
+        got, before, after, sizes = 0, 0, 0, [(_reads.read_size(client), reader._limit)]
         while got < BODY:
             await asyncio.sleep(0)  # let the socket fill the reader's buffer as far as it will
             piece = await reader.read(65535)
@@ -67,10 +71,10 @@ async def largest_reads(allow_body_after: int) -> tuple[int, int, list[int]]:
             if got > allow_body_after and stream.client_state == stream.state_wait_for_request_headers:
                 stream.client_state = stream.state_stream_request_body
                 _reads.follow(stream)
-                sizes.append(_reads.read_size(client))
+                sizes.append((_reads.read_size(client), reader._limit))
         stream.client_state = stream.state_done
         _reads.follow(stream)
-        sizes.append(_reads.read_size(client))
+        sizes.append((_reads.read_size(client), reader._limit))
         writer.close()
         done.set_result((before, after, sizes))
 
@@ -91,10 +95,11 @@ def test_an_undecided_connection_never_hands_on_more_than_one_small_read() -> No
     before, after, sizes = asyncio.run(largest_reads(allow_body_after=BODY // 2))
     # One recv of `undecided` and what the StreamReader held below twice its limit.
     assert 0 < before <= READ_SIZES.undecided + 2 * READ_SIZES.reader_limit, before
-    # Once the body is allowed, reads grow to mitmproxy's pieces (asyncio would have 256 KiB).
-    assert READ_SIZES.undecided + 2 * READ_SIZES.reader_limit < after <= READ_SIZES.body + 2 * READ_SIZES.reader_limit
+    # Once the body is allowed, reads grow back to mitmproxy's 64 KiB pieces ...
+    assert READ_SIZES.undecided + 2 * READ_SIZES.reader_limit < after <= 65535
     # ... and fall back when no allowed body is left.
-    assert sizes == [READ_SIZES.undecided, READ_SIZES.body, READ_SIZES.undecided]
+    small, large = (READ_SIZES.undecided, READ_SIZES.reader_limit), (READ_SIZES.body, READ_SIZES.body_reader_limit)
+    assert sizes == [small, large, small]
 
 
 def test_a_refused_request_never_raises_the_read_size() -> None:
@@ -105,7 +110,7 @@ def test_a_refused_request_never_raises_the_read_size() -> None:
         max_size = 256 * 1024
 
     writer = type("Writer", (), {"transport": Transport()})()
-    _reads.register(client, writer)  # type: ignore[arg-type]
+    _reads.register(client, Reader(), writer)  # type: ignore[arg-type]
     stream.flow.response = tflow.tresp()  # answered from its head (401)
     stream.client_state = stream.state_consume_request_body
     _reads.follow(stream)
@@ -127,6 +132,6 @@ def test_a_stream_before_its_request_head_keeps_the_small_reads() -> None:
     stream = FakeStream(client)
     del stream.flow  # mitmproxy's HttpStream has no flow until its RequestHeaders
     writer = type("Writer", (), {"transport": asyncio.Transport()})()
-    _reads.register(client, writer)  # type: ignore[arg-type]
+    _reads.register(client, Reader(), writer)  # type: ignore[arg-type]
     _reads.follow(stream)
     assert _reads.read_size(client) == READ_SIZES.undecided

@@ -7,9 +7,13 @@ import pytest
 from gateway.traffic.readsizes import READ_SIZES, ReadSizes
 
 
-@pytest.mark.parametrize(("bodies", "expected"), [(0, 8 * 1024), (1, 64 * 1024), (100, 64 * 1024)])
-def test_a_connection_reads_little_until_a_body_is_allowed(bodies: int, expected: int) -> None:
-    assert READ_SIZES.size(bodies) == expected
+@pytest.mark.parametrize(("bodies", "size", "limit"), [
+    (0, 8 * 1024, 1024),
+    (1, 256 * 1024, 64 * 1024),  # asyncio's own, as before: allowed uploads cost what they did
+    (100, 256 * 1024, 64 * 1024),
+])
+def test_a_connection_reads_little_until_a_body_is_allowed(bodies: int, size: int, limit: int) -> None:
+    assert (READ_SIZES.size(bodies), READ_SIZES.limit(bodies)) == (size, limit)
 
 
 def test_the_defaults_keep_a_stalled_upload_s_reads_far_below_asyncio_s() -> None:
@@ -20,8 +24,10 @@ def test_the_defaults_keep_a_stalled_upload_s_reads_far_below_asyncio_s() -> Non
 
 
 @pytest.mark.parametrize("sizes", [
-    {"undecided": 0}, {"reader_limit": 0}, {"undecided": 128 * 1024},  # above body
+    {"undecided": 0}, {"reader_limit": 0}, {"undecided": 512 * 1024},  # above body
     {"reader_limit": 16 * 1024},  # above undecided
+    {"body_reader_limit": 512},  # below reader_limit
+    {"body_reader_limit": 512 * 1024},  # above body
 ])
 def test_sizes_out_of_order_are_refused(sizes: dict[str, int]) -> None:
     with pytest.raises(ValueError):
