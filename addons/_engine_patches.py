@@ -20,7 +20,9 @@ of that is reachable through options or hooks, so it is changed here, once, at i
   ``HELD_BODY_BYTES`` of its request bodies wait for the hooks deciding on their heads (mitmproxy
   would queue all that arrives meanwhile).
 * ``ConnectionHandler.handle_connection`` — a connection whose handler is cancelled before
-  mitmproxy's own clean-up ran has its socket closed at once (else it leaks until GC).
+  mitmproxy's own clean-up ran has its socket closed at once (else it leaks until GC). A client
+  connection's reader is handed to addons/_reads.py, which reads 8 KiB at a time until a
+  request body is allowed (``HttpStream._handle_event`` tells it after each event).
 * ``Http1Client.send`` — an HTTP/2 request body without Content-Length reaches an HTTP/1 back
   end with Content-Length (known whole) or chunked encoding (streamed), never unframed, where the
   back end would read it as a second, unchecked request.
@@ -38,6 +40,10 @@ of that is reachable through options or hooks, so it is changed here, once, at i
   the policy, a limit) gets that answer at once and its body is never buffered: HTTP/1 closes
   the connection unless the body had already arrived, HTTP/2 resets the stream with NO_ERROR after
   the answer (``StopReading``, handled in ``Http1Server.send`` / ``Http2Connection._handle_event``).
+  An HTTP/1 connection closed that way (or after a refused head) lingers: FIN after the answer,
+  then what the client still sends is read and dropped for ≤ 2 s / 64 KiB before the close
+  (``_close_lingering``, shared with the HTTP/2 GOAWAY), so a client still uploading reads its
+  401 instead of a TCP reset.
   Bodies held in memory count against ``limits.request_buffer`` (per worker) and
   ``request_buffer_per_ip``; past either the body is streamed to the back end instead
   (``stream_hooks`` let an addon that wanted it whole tee it). ``client_max_body_size`` is
@@ -55,7 +61,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import inspect
 import re
 import time
@@ -76,6 +81,7 @@ from mitmproxy.proxy.layers import http as _http_layer
 from mitmproxy.proxy.layers.http import _events as _http_events
 from mitmproxy.proxy.layers.http import _http1, _http2
 
+from addons import _reads
 from addons._guard import deny  # the one way addons answer
 from gateway.traffic.limits import (RESET_ADDRESS_FACTOR, RESET_BAN, RESET_WINDOW, HeadRefused, LimitSettings,
                                     ResetLedger, check_request_head, head_lines)
@@ -147,9 +153,9 @@ def _refuse(layer: Any, refused: HeadRefused) -> Any:
     on_event("refused-head", layer.conn, f"{refused.status} {refused.reason}")
     yield commands.SendData(layer.conn, plain_response(refused.status, refused.reason))
     # FIN right after the answer, even while the client is still sending (a full close alone
-    # was seen to leave such a socket open).
-    yield commands.CloseTcpConnection(layer.conn, half_close=True)
-    yield commands.CloseConnection(layer.conn)
+    # was seen to leave such a socket open), and what the client still sends is drained a little
+    # while so that it reads the answer.
+    yield from _close_lingering(layer)
 
 
 # --- HTTP/1 -------------------------------------------------------------------------------
@@ -337,7 +343,7 @@ def _h2_event(self: Any, event: Any) -> Any:
                      f"more than {_limits.http2_max_resets} stream resets in {RESET_WINDOW:.0f} s")
             self.h2_conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, b"too many stream resets")
             yield commands.SendData(self.conn, self.h2_conn.data_to_send())
-            yield from _close_lingering(self, "too many stream resets")
+            yield from _h2_close_lingering(self, "too many stream resets")
             return True
         if event.stream_id not in self.streams:
             # mitmproxy forgets a stream once h2 calls it closed, and h2 does as soon as the
@@ -349,35 +355,70 @@ def _h2_event(self: Any, event: Any) -> Any:
     return (yield from _original_h2_event(self, event))
 
 
-# How long a connection sent GOAWAY for a flood stays half-closed, its further frames read and
-# dropped, before it is closed whatever the client does (nginx's lingering close, shorter).
+# A connection the gateway gives up on while the client may still be sending (an HTTP/2 flood
+# after GOAWAY, an HTTP/1 request answered from its head) stays half-closed this long at most,
+# dropping what comes in, before it is closed whatever the client does (nginx's lingering_close
+# with lingering_time 30 s and no byte bound; shorter and bounded here, as the client may be an
+# attacker: one connection costs at most these 2 s and never holds what it sends).
 LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 1024
 
 
-def _close_lingering(self: Any, reason: str) -> Any:
-    """GOAWAY, then FIN, then read and drop until the client closes or LINGER_SECONDS pass.
+def _close_lingering(layer: Any, ending: Callable[[], Any] = lambda: iter(())) -> Any:
+    """FIN, then read and drop until the client closes, LINGER_SECONDS pass or LINGER_BYTES came.
 
-    A flooding client is still sending when the gateway gives up on it. Closing the socket at
-    once with its frames unread makes the kernel answer with a TCP reset, which throws away the
-    GOAWAY still in flight and fails the client's next send before it reads a byte: the client
-    never learns why (rapid-reset test, 1 run in 8, with or without SSL_MODE_RELEASE_BUFFERS —
-    whatever changes the timing decides whether the reset overtakes the client's last send)."""
-    yield commands.CloseTcpConnection(self.conn, half_close=True)
-    # Ends every open stream with an error: their back-end requests are cancelled.
-    for stream_id in self.streams:
-        yield _http_layer.ReceiveHttp(self.ReceiveProtocolError(stream_id, reason, self.ReceiveProtocolError.code))
-    self.streams.clear()
-    wakeup = commands.RequestWakeup(LINGER_SECONDS)
-    self._handle_event = functools.partial(_lingering, self, wakeup)
-    yield wakeup
+    A client still sending when the gateway ends its connection would otherwise not learn why:
+    closing a socket with unread data makes the kernel answer with a TCP reset, which fails the
+    client's next send, and a client may then never read the answer already on its way (the
+    rapid-reset test lost its GOAWAY 1 run in 8; a TLS client of a server that closes without
+    FIN read its 401 67 times in 100). After the FIN the client's sends go on succeeding for a
+    while and it reads the answer and the end of the stream.
+    ``ending`` runs between the FIN and the wait (HTTP/2 ends its streams there)."""
+    if layer.conn.state & ConnectionState.CAN_WRITE:
+        yield commands.CloseTcpConnection(layer.conn, half_close=True)
+    yield from ending()
+    if not layer.conn.state & ConnectionState.CAN_READ:
+        yield commands.CloseConnection(layer.conn)  # the client has closed already: nothing to drain
+        return
+    lingering = _Lingering(layer)
+    layer._handle_event = lingering.handle
+    yield lingering.wakeup
 
 
-def _lingering(self: Any, wakeup: Any, event: Any) -> Any:
-    if isinstance(event, events.Wakeup) and event.command is wakeup:
-        yield commands.CloseConnection(self.conn)
-    # Anything else (the client's further frames, its close, the cancelled streams' answers) is
-    # dropped: the connection is over.
-    yield from ()
+class _Lingering:
+    """The event handler of a half-closed connection: everything is dropped, nothing is kept."""
+
+    __slots__ = ("conn", "wakeup", "dropped", "closed")
+
+    def __init__(self, layer: Any) -> None:
+        self.conn = layer.conn
+        self.wakeup = commands.RequestWakeup(LINGER_SECONDS)
+        self.dropped = 0
+        self.closed = False
+
+    def handle(self, event: Any) -> Any:
+        if isinstance(event, events.DataReceived) and event.connection is self.conn:
+            self.dropped += len(event.data)
+            done = self.dropped > LINGER_BYTES
+        else:
+            # The client's close, the deadline, or the cancelled streams' answers (dropped: the
+            # connection is over).
+            done = ((isinstance(event, events.Wakeup) and event.command is self.wakeup)
+                    or (isinstance(event, events.ConnectionClosed) and event.connection is self.conn))
+        if done and not self.closed:
+            self.closed = True
+            yield commands.CloseConnection(self.conn)
+
+
+def _h2_close_lingering(self: Any, reason: str) -> Any:
+    """After GOAWAY: every open stream ends with an error (their back-end requests are cancelled)."""
+
+    def end_streams() -> Any:
+        for stream_id in self.streams:
+            yield _http_layer.ReceiveHttp(self.ReceiveProtocolError(stream_id, reason, self.ReceiveProtocolError.code))
+        self.streams.clear()
+
+    yield from _close_lingering(self, end_streams)
 
 
 # --- sockets of cancelled connections ------------------------------------------------------
@@ -386,6 +427,10 @@ _original_handle_connection = server.ConnectionHandler.handle_connection
 
 
 async def _handle_connection(self: Any, connection: Any) -> None:
+    if connection is self.client:
+        io = self.transports.get(connection)
+        if io is not None and isinstance(io.writer, asyncio.StreamWriter):
+            _reads.register(connection, io.reader, io.writer)  # its read size follows its requests' bodies
     try:
         await _original_handle_connection(self, connection)
     except BaseException:
@@ -529,6 +574,7 @@ def _stream_event(self: Any, event: Any) -> Any:
         if self.client_state != self.state_consume_request_body and len(self.request_body_buf):
             self.request_body_buf.clear()  # refused or broken off: nothing will read it again
         charge.set(len(self.request_body_buf))
+    _reads.follow(self)
 
 
 def _wait_for_request_headers(self: Any, event: Any) -> Any:
@@ -633,9 +679,7 @@ def _h1_server_send(self: Any, event: Any) -> Any:
     if isinstance(event, StopReading):
         self.buf = ReceiveBuffer()
         self.state = self.done
-        if self.conn.state & ConnectionState.CAN_WRITE:
-            yield commands.CloseTcpConnection(self.conn, half_close=True)
-        yield commands.CloseConnection(self.conn)
+        yield from _close_lingering(self)
         return
     yield from _original_h1_server_send(self, event)
 

@@ -8,6 +8,10 @@ gateway uses) with ``_listen`` below, which
 - opens the socket with ``SO_REUSEPORT`` when several worker processes share the port
   (``configure(reuse_port=True)``, set by the runner in a worker), so the kernel spreads
   connections over the workers;
+- reads little at a time from each accepted socket until a request body is allowed
+  (``addons/_reads.py``, issue 24): a StreamReader limit of 1 KiB and 8 KiB reads, instead of
+  asyncio's 64 KiB limit and 256 KiB reads, so a stalled upload pins no memory while its head is
+  decided;
 - reads the PROXY protocol header first on listeners with ``proxy_protocol`` enabled, before
   the TLS ClientHello and before mitmproxy builds its ``Client``: the address in the header
   becomes the connection's ``peername``, so ``client_connected`` and every later hook (IP lists,
@@ -28,8 +32,10 @@ import logging
 import socket
 from typing import Any, Callable
 
+from addons import _reads
 from addons._context import current_config
 from gateway.traffic.proxy_protocol import HEADER_TIMEOUT, ProxyHeaderError, read_header
+from gateway.traffic.readsizes import READ_SIZES
 
 logger = logging.getLogger("gateway.listen")
 
@@ -98,13 +104,15 @@ async def _listen(self: Any, host: str, port: int) -> list[asyncio.Server]:
     def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Any:
         # The coroutine asyncio makes the connection's task of: mitmproxy's own where no PROXY
         # header is read, so an idle connection keeps no frame of ours waiting in its stack.
+        _reads.prepare(writer)  # before the connection's first read, which follows this call
         settings = _proxy_protocol_for(writer)
         if settings is not None and settings.enabled:
             return _accept(self.handle_stream, settings, reader, writer)
         return self.handle_stream(reader, writer)
 
     # host "" is every interface, IPv4 and IPv6 alike (asyncio binds one socket per family).
-    server = await asyncio.start_server(accept, host, port, reuse_port=_reuse_port or None)
+    server = await asyncio.start_server(accept, host, port, reuse_port=_reuse_port or None,
+                                        limit=READ_SIZES.reader_limit)
     return [server]
 
 

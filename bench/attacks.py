@@ -10,13 +10,14 @@ each held 65 s, past the default 60 s client timeouts:
   idle       1000 TCP connections that send nothing, plus 100 TLS handshakes without a request
   reset      HTTP/2 rapid reset: HEADERS + RST_STREAM pairs as fast as possible for 3 s
   h1body     200 HTTP/1.1 uploads to a user_auth base without credentials, `Content-Length:
-             4000000`, the body stalling 1 KB short (issue 24)
+             4000000`, the body stalling 1 KB short (issue 24); each client then reads its
+             answer, as curl and httpcore do, and the count of those that read a 401 is printed
   h1heads    the same 200 connections with `Content-Length: 0`: what the connections alone cost
   h2body     2 HTTP/2 connections x 100 streams to a user_auth base without credentials, bodies
              without content-length, 3.5 MB each (issue 24)
   upload1g   one authenticated upload of 1 GiB (ATTACK_UPLOAD_MIB to change the size)
 The body scenarios print the RSS added at its peak while the attack runs and 60 s after the
-clients left (ATTACK_AFTER), summed over the gateway's processes.
+clients left (ATTACK_AFTER), summed over the gateway's processes, and the load average.
 For each: the gateway's RSS (from /proc) before, at 8 s and at 65 s, the median and worst
 latency of a legitimate client (its own address, 127.0.0.2) during the attack, how many attack
 connections the gateway still holds, and (reset) its CPU seconds in the 10 s after the attack.
@@ -172,21 +173,29 @@ def rapid_reset(https_port: int, seconds: float) -> tuple[int, bool]:
 BODY_PASSWORD = "Obmen2024bench"
 
 
-def h1_body_attack(port: int, connections: int = 200, length: int = 4_000_000) -> list[socket.socket]:
-    """Each connection announces `length` bytes and sends all but the last KB, then stalls."""
+def h1_body_attack(port: int, connections: int = 200, length: int = 4_000_000) -> tuple[list[socket.socket], int]:
+    """Each connection announces `length` bytes and sends all but the last KB, then stalls.
+
+    Returns the sockets and how many of them read the gateway's 401: each client, once its
+    sending ends or fails, reads as curl and httpcore do (a server may answer before the body)."""
     ctx = unverified_tls_context(["http/1.1"])
     head = (b"POST /api/v1/Products HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
             b"Content-Length: %d\r\n\r\n" % length)
     socks: list[socket.socket] = []
+    answered = 0
     lock = threading.Lock()
 
     def one(i: int) -> None:
+        nonlocal answered
         try:
             raw = socket.create_connection(("127.0.0.1", port), timeout=30,
                                            source_address=(f"127.0.0.{10 + i % 50}", 0))
             s = ctx.wrap_socket(raw)
-            with lock:
-                socks.append(s)
+        except OSError:
+            return
+        with lock:
+            socks.append(s)
+        try:
             s.sendall(head)
             chunk = b"x" * 65536
             left = length - 1024
@@ -194,13 +203,20 @@ def h1_body_attack(port: int, connections: int = 200, length: int = 4_000_000) -
                 left -= s.send(chunk[:min(left, len(chunk))])
         except OSError:
             pass  # answered and closed from the head: what the gateway should do
+        try:
+            s.settimeout(5)
+            if s.recv(64).startswith(b"HTTP/1.1 401 "):
+                with lock:
+                    answered += 1
+        except OSError:
+            pass
 
     threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(connections)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    return socks
+    return socks, answered
 
 
 def h2_body_attack(port: int, connections: int = 2, streams: int = 100, size: int = 3_500_000) -> list[socket.socket]:
@@ -325,11 +341,12 @@ def body_scenarios(names: list[str]) -> None:
                     start = time.monotonic()
                     with RssSampler(pid) as sampler:
                         if name == "h1body":
-                            socks = h1_body_attack(gw.port("auth"))
-                            detail = f"{len(socks)} connections"
+                            socks, answered = h1_body_attack(gw.port("auth"))
+                            detail = f"{len(socks)} connections, {answered} read their 401"
                         elif name == "h1heads":
-                            socks = h1_body_attack(gw.port("auth"), length=0)
-                            detail = f"{len(socks)} connections, heads only (the cost of the connections)"
+                            socks, answered = h1_body_attack(gw.port("auth"), length=0)
+                            detail = (f"{len(socks)} connections, heads only (the cost of the connections), "
+                                      f"{answered} read their 401")
                         elif name == "h2body":
                             socks = h2_body_attack(gw.port("auth"))
                             detail = f"{len(socks)} connections x 100 streams"
@@ -346,7 +363,9 @@ def body_scenarios(names: list[str]) -> None:
                     time.sleep(after)
                     later = rss_mib(pid)
                     print(f"{name}: RSS {before:.0f} MiB before; peak +{during - before:.0f} MiB while it ran "
-                          f"({held:.0f} s, {detail}); +{later - before:.0f} MiB {after:.0f} s after the clients left",
+                          f"({held:.0f} s, {detail}); +{later - before:.0f} MiB ({(later - before) / before:+.1%} of the "
+                          f"baseline) {after:.0f} s after the clients left; load average "
+                          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}",
                           flush=True)
                 finally:
                     gw.stop()
