@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import random
 import socket
 import ssl
@@ -42,6 +43,14 @@ from bench.servers import HOST, gateway_cli, gateway_config, start_gateway, star
 PATH = "/echo"  # allowed to the mobile role the soak user has
 LOGIN, PASSWORD = "Иванов", "Sklad2024soak"
 SAMPLE_SECONDS = 5.0
+CLIENT_TIMEOUT = 30.0
+
+
+@dataclass
+class Failure:
+    t: float  # seconds since the soak began
+    kind: str
+    why: str
 
 
 @dataclass
@@ -49,12 +58,34 @@ class Counts:
     requests: int = 0
     errors: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
 
-    def note(self, kind: str, ok: bool) -> None:
+    def ok(self, kind: str) -> None:
         self.requests += 1
-        if not ok:
-            self.errors += 1
-            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+
+    def fail(self, kind: str, why: str) -> None:
+        self.requests += 1
+        self.errors += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        self.failures.append(Failure(time.monotonic() - self.started, kind, why))
+
+    def answer(self, kind: str, response: httpx.Response) -> None:
+        if response.status_code == 200:
+            self.ok(kind)
+        else:
+            # The gateway's own refusals are one line of text (addons/errorpages.py).
+            self.fail(kind, f"status {response.status_code}: {' '.join(response.text.split())[:120]}")
+
+
+def why_failed(e: BaseException) -> str:
+    """The exception and what caused it: httpx wraps the transport's error (a timeout, a reset, a
+    TLS alert), and which one it was tells the gateway's fault from the load generator's."""
+    text = f"{type(e).__name__}: {e}"[:160]
+    cause = e.__cause__ or e.__context__
+    if cause is not None and str(cause) not in text:
+        text += f" <- {type(cause).__name__}: {cause}"[:160]
+    return text
 
 
 def basic(login: str, secret: str) -> dict[str, str]:
@@ -77,15 +108,14 @@ class Pacer:
 
 async def keepalive_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, str], pacer: Pacer | None,
                          counts: Counts, stop: asyncio.Event, *, http2: bool = False, kind: str = "keep-alive") -> None:
-    async with httpx.AsyncClient(verify=ctx, http2=http2, timeout=30, headers=headers) as client:
+    async with httpx.AsyncClient(verify=ctx, http2=http2, timeout=CLIENT_TIMEOUT, headers=headers) as client:
         while not stop.is_set():
             if pacer is not None:
                 await pacer.wait()
             try:
-                ok = (await client.get(url)).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            counts.note(kind, ok)
+                counts.answer(kind, await client.get(url))
+            except Exception as e:  # any failure is counted and the loop goes on: a dead loop would lower the load
+                counts.fail(kind, why_failed(e))
 
 
 async def new_connection_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, str], pacer: Pacer,
@@ -93,30 +123,31 @@ async def new_connection_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, 
     while not stop.is_set():
         await pacer.wait()
         try:
-            async with httpx.AsyncClient(verify=ctx, timeout=30, headers=headers) as client:
-                ok = (await client.get(url)).status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        counts.note(kind, ok)
+            async with httpx.AsyncClient(verify=ctx, timeout=CLIENT_TIMEOUT, headers=headers) as client:
+                counts.answer(kind, await client.get(url))
+        except Exception as e:  # as in keepalive_loop
+            counts.fail(kind, why_failed(e))
 
 
 async def slow_client(port: int, ctx: ssl.SSLContext, auth: str, counts: Counts, stop: asyncio.Event) -> None:
     """A request head sent one line a second, then the answer read; again and again."""
     lines = [f"GET {PATH} HTTP/1.1\r\n", f"Host: {HOST}\r\n", f"Authorization: {auth}\r\n", "Accept: */*\r\n", "\r\n"]
     while not stop.is_set():
-        ok = False
         try:
-            reader, writer = await asyncio.open_connection(HOST, port, ssl=ctx, server_hostname=HOST)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(HOST, port, ssl=ctx, server_hostname=HOST), CLIENT_TIMEOUT)
             for line in lines:
                 writer.write(line.encode())
                 await writer.drain()
                 await asyncio.sleep(1.0)
-            status = await asyncio.wait_for(reader.readline(), 30)
-            ok = status.split(b" ")[1:2] == [b"200"]
+            status = await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT)
             writer.close()
-        except (OSError, asyncio.TimeoutError, IndexError):
-            pass
-        counts.note("slow", ok)
+            if status.split(b" ")[1:2] == [b"200"]:
+                counts.ok("slow")
+            else:
+                counts.fail("slow", f"status line {status[:80]!r}")
+        except Exception as e:  # as in keepalive_loop
+            counts.fail("slow", why_failed(e))
 
 
 async def idle_client(port: int, ctx: ssl.SSLContext, stop: asyncio.Event) -> None:
@@ -179,7 +210,7 @@ async def soak(args: argparse.Namespace, gw_pid: int, port: int, ctx: ssl.SSLCon
     tasks += [asyncio.create_task(idle_client(port, ctx, stop)) for _ in range(5)]
     process = psutil.Process(gw_pid)
     samples: list[dict[str, float]] = []
-    started = time.monotonic()
+    started = counts.started
     last_requests = last_errors = 0
     while time.monotonic() - started < args.minutes * 60:
         await asyncio.sleep(SAMPLE_SECONDS)
@@ -197,7 +228,21 @@ async def soak(args: argparse.Namespace, gw_pid: int, port: int, ctx: ssl.SSLCon
                     "requests": counts.requests - last_requests, "errors": counts.errors - last_errors,
                     "after": 1})
     print(f"errors by kind: {counts.kinds or 'none'}", flush=True)
+    print_failures(counts.failures)
     return samples
+
+
+def print_failures(failures: list[Failure]) -> None:
+    """Each failed request: when, which traffic, why; the same cause folded when there are many."""
+    if len(failures) <= 40:
+        for f in failures:
+            print(f"  failed at {f.t / 60:5.2f} min  {f.kind:<13}  {f.why}", flush=True)
+        return
+    groups: dict[tuple[str, str], list[float]] = {}
+    for f in failures:
+        groups.setdefault((f.kind, f.why), []).append(f.t)
+    for (kind, why), times in sorted(groups.items(), key=lambda item: -len(item[1])):
+        print(f"  {len(times):>5} x {kind:<13} {min(times) / 60:5.2f}-{max(times) / 60:5.2f} min  {why}", flush=True)
 
 
 def report(samples: list[dict[str, float]], png: Path | None, title: str) -> dict[str, float]:
@@ -225,6 +270,42 @@ def report(samples: list[dict[str, float]], png: Path | None, title: str) -> dic
         draw(samples, png, title)
         print(f"picture: {png}")
     return figures
+
+
+def memory_report(folder: Path, since: float) -> None:
+    """What grew in the gateway between the first dump at or after ``since`` seconds and the last:
+    traced Python memory by source line and by allocating stack, live objects by type, and glibc's
+    heap (bytes in use, bytes free but kept)."""
+    import tracemalloc
+    counts = [json.loads(f.read_text(encoding="utf-8")) for f in sorted(folder.glob("counts-*.json"))]
+    if len(counts) < 2:
+        print(f"memory trace: fewer than two dumps in {folder}")
+        return
+    print("\nmemory trace (gateway process; tracemalloc slows it, so its figures are not the soak's)")
+    print("   min  objects  traced MiB  malloc in use MiB  malloc free kept MiB  mmap MiB")
+    for c in counts:
+        m = c.get("malloc", {})
+        print(f"  {c['t'] / 60:4.1f}  {c['objects']:>7}  {c['traced'] / 2**20:>10.1f}  "
+              f"{m.get('in_use', 0) / 2**20:>17.1f}  {m.get('free_kept', 0) / 2**20:>20.1f}  "
+              f"{m.get('mmap', 0) / 2**20:>8.1f}")
+    first = next((c for c in counts if c["t"] >= since), counts[0])
+    last = counts[-1]
+    print(f"\nlive objects by type, minute {first['t'] / 60:.1f} -> {last['t'] / 60:.1f} (largest changes):")
+    names = set(first["types"]) | set(last["types"])
+    changes = sorted(((last["types"].get(n, 0) - first["types"].get(n, 0), n) for n in names),
+                     key=lambda item: -abs(item[0]))
+    for change, name in changes[:15]:
+        print(f"  {change:>+8}  {first['types'].get(name, 0):>8} -> {last['types'].get(name, 0):<8} {name}")
+    old = tracemalloc.Snapshot.load(str(folder / f"snap-{first['t']:05d}.tracemalloc"))
+    new = tracemalloc.Snapshot.load(str(folder / f"snap-{last['t']:05d}.tracemalloc"))
+    print("\ntraced Python memory by line (largest growth):")
+    for stat in new.compare_to(old, "lineno")[:15]:
+        print(f"  {stat.size_diff / 1024:>+9.1f} KiB  {stat.count_diff:>+7} blocks  {stat.traceback[0]}")
+    print("\nby allocating stack (largest growth):")
+    for stat in new.compare_to(old, "traceback")[:6]:
+        print(f"  {stat.size_diff / 1024:>+9.1f} KiB  {stat.count_diff:>+7} blocks")
+        for frame in stat.traceback.format()[-12:]:
+            print(f"      {frame}")
 
 
 def draw(samples: list[dict[str, float]], png: Path, title: str) -> None:
@@ -260,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--load", type=float, default=0.7, help="share of the measured capacity (default 0.7)")
     parser.add_argument("--png", type=Path, default=Path("soak.png"))
+    parser.add_argument("--trace-memory", type=Path, metavar="DIR",
+                        help="run the gateway under tracemalloc (bench/memtrace) with a dump a minute in DIR, and "
+                             "print what grew after the warm-up; slows the gateway, so not for the goal's figures")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="gateway-soak-"))
     standin = start_standin(work, None)
@@ -275,11 +359,18 @@ def main(argv: list[str] | None = None) -> int:
         if added.returncode != 0:
             print(f"cannot add the soak user: {added.stderr.strip()}", file=sys.stderr)
             return 1
-        gateway = start_gateway("gateway", directory, config, None)
+        env = None
+        if args.trace_memory is not None:
+            from bench.servers import python_env
+            env = {"PYTHONPATH": str(Path(__file__).resolve().parent / "memtrace") + os.pathsep
+                   + python_env()["PYTHONPATH"], "GATEWAY_SOAK_TRACE": str(args.trace_memory.resolve())}
+        gateway = start_gateway("gateway", directory, config, None, env)
         ctx = ssl.create_default_context(cafile=str(directory / "state" / "certs" / "ca.pem"))
         port = config["bases"][0]["data"]["listen"]
         samples = asyncio.run(soak(args, gateway.process.pid, port, ctx))
         report(samples, args.png, f"gateway soak: {args.minutes:g} min at {args.load:.0%} of capacity")
+        if args.trace_memory is not None:
+            memory_report(args.trace_memory, args.minutes * 60 * 0.2)
         return 0
     finally:
         if gateway is not None:
