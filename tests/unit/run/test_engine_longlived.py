@@ -1,4 +1,4 @@
-"""A long-lived client connection forgets its closed back-end connections (gateway/run/engine_backends.py).
+"""A long-lived client connection forgets its closed back-end connections (gateway/run/engine_longlived.py).
 
 mitmproxy itself, in this process, as a reverse proxy on real sockets with TLS to the client, in
 front of a small HTTP/1.1 back end: an HTTP/2 client (a new back-end connection per request) and
@@ -12,16 +12,19 @@ import asyncio
 import gc
 import socket
 from pathlib import Path
+from typing import Callable
 
+import h2.connection
 import httpx
 import pytest
 from mitmproxy import options
 from mitmproxy.addons import next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
 from mitmproxy.proxy.layers.http import HttpLayer
+from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 
 from gateway.certs.context import alpn_selector
-from gateway.run import engine_backends
+from gateway.run import engine_longlived
 
 REQUESTS = 40
 
@@ -53,7 +56,8 @@ def kept_backend_connections(alpn: bytes | None) -> list[int]:
             if isinstance(layer, HttpLayer) and layer.context.client.connected and layer.context.client.alpn == alpn]
 
 
-async def proxy_and_send(tmp_path: Path, *, http2: bool, path: str, pause: float = 0.0) -> tuple[list[int], int]:
+async def proxy_and_send(tmp_path: Path, *, http2: bool, path: str, pause: float = 0.0,
+                         before_close: Callable[[], object] = lambda: None) -> tuple[list[int], int]:
     server = await asyncio.start_server(backend, "127.0.0.1", 0)
     backend_port = server.sockets[0].getsockname()[1]
     port = free_port()
@@ -87,6 +91,7 @@ async def proxy_and_send(tmp_path: Path, *, http2: bool, path: str, pause: float
                 if kept and max(kept) <= 1:
                     break
             opened = REQUESTS
+            before_close()
         return kept, opened
     finally:
         master.shutdown()
@@ -102,14 +107,34 @@ def gateway_alpn(monkeypatch) -> None:
 
 
 def test_an_http2_client_does_not_keep_a_closed_backend_connection_per_request(tmp_path: Path) -> None:
-    engine_backends.install()
+    engine_longlived.install()
     kept, opened = asyncio.run(proxy_and_send(tmp_path, http2=True, path="/"))
     # One client connection; it opened a back-end connection per request and holds at most the last.
     assert len(kept) == 1 and kept[0] <= 1, (kept, opened)
 
 
+def test_an_http2_connection_remembers_only_its_last_closed_streams(tmp_path: Path, monkeypatch) -> None:
+    engine_longlived.install()
+    assert BufferedH2Connection.MAX_CLOSED_STREAMS == engine_longlived.CLOSED_STREAMS_KEPT
+    assert h2.connection.H2Connection.MAX_CLOSED_STREAMS == 2**16  # h2 itself, for other users, unchanged
+    # A smaller bound than the gateway's, so that a short run passes it: the mechanism is the same.
+    monkeypatch.setattr(BufferedH2Connection, "MAX_CLOSED_STREAMS", 8)
+    remembered: list[int] = []
+    original = BufferedH2Connection.__init__
+
+    def keep_count(self, config):  # the proxy's server side of the client's connection
+        original(self, config)
+        if not config.client_side:
+            remembered.append(id(self))
+    monkeypatch.setattr(BufferedH2Connection, "__init__", keep_count)
+    asyncio.run(proxy_and_send(tmp_path, http2=True, path="/", before_close=lambda: remembered.extend(
+        len(c._closed_streams) for c in gc.get_objects()
+        if isinstance(c, BufferedH2Connection) and id(c) in remembered[:1])))
+    assert remembered[1:] == [8], remembered  # 40 streams answered; the last 8 remembered
+
+
 def test_a_backend_that_closes_after_each_answer_is_forgotten_too(tmp_path: Path) -> None:
-    engine_backends.install()
+    engine_longlived.install()
     # The back end closes each keep-alive connection right after its answer, as at the end of its
     # keep-alive timeout; the pause lets the close arrive before the next request.
     kept, opened = asyncio.run(proxy_and_send(tmp_path, http2=False, path="/idle-close", pause=0.05))
@@ -117,11 +142,11 @@ def test_a_backend_that_closes_after_each_answer_is_forgotten_too(tmp_path: Path
 
 
 def test_install_refuses_a_changed_mitmproxy(monkeypatch) -> None:
-    monkeypatch.setattr(engine_backends, "_installed", False)
-    monkeypatch.setattr(HttpLayer, engine_backends._HALF_CLOSED, set(), raising=False)
+    monkeypatch.setattr(engine_longlived, "_installed", False)
+    monkeypatch.setattr(HttpLayer, engine_longlived._HALF_CLOSED, set(), raising=False)
     try:
-        engine_backends.install()
-    except engine_backends.MitmproxyMoved as e:
-        assert "engine_backends.py" in str(e)
+        engine_longlived.install()
+    except engine_longlived.MitmproxyMoved as e:
+        assert "engine_longlived.py" in str(e)
     else:
         raise AssertionError("install() accepted a layer it does not know")
