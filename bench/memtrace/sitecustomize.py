@@ -8,6 +8,8 @@ default 6) and, every ``GATEWAY_SOAK_TRACE_EVERY`` seconds (default 60), writes 
 objects per type (``gc.get_objects``), the traced Python heap, and glibc's malloc figures
 (``mallinfo2``: bytes in use and bytes free inside the heap) where glibc is there — RSS that is
 neither Python objects nor malloc'd C memory in use is heap the allocator keeps.
+``GATEWAY_SOAK_TRACE_LEVEL=malloc``: only the malloc figures (no tracemalloc, no object count:
+next to nothing, so the gateway runs at its normal speed).
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ def _mallinfo() -> dict[str, int]:
     return {"arena": info.arena, "mmap": info.hblkhd, "in_use": info.uordblks, "free_kept": info.fordblks}
 
 
+def _dump_malloc(folder: Path, started: float) -> None:
+    at = int(time.monotonic() - started)
+    counts = {"t": at, "malloc": _mallinfo()}
+    (folder / f"counts-{at:05d}.json").write_text(json.dumps(counts), encoding="utf-8")
+
+
 def _dump(folder: Path, started: float) -> None:
     at = int(time.monotonic() - started)
     # The list gc.get_objects() returns holds a reference to every object, and a tuple the gateway
@@ -64,12 +72,12 @@ def _dump(folder: Path, started: float) -> None:
     (folder / f"counts-{at:05d}.json").write_text(json.dumps(counts), encoding="utf-8")
 
 
-def _loop(folder: Path, every: float) -> None:
+def _loop(folder: Path, every: float, malloc_only: bool) -> None:
     started = time.monotonic()
     while True:
         time.sleep(every)
         try:
-            _dump(folder, started)
+            (_dump_malloc if malloc_only else _dump)(folder, started)
         except Exception as e:  # a failed dump must not take the gateway down; it is a bench aid
             print(f"memtrace: dump failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
@@ -79,9 +87,12 @@ def _start() -> None:
     if not folder:
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
-    tracemalloc.start(int(os.environ.get("GATEWAY_SOAK_TRACE_FRAMES", "6")))
+    malloc_only = os.environ.get("GATEWAY_SOAK_TRACE_LEVEL") == "malloc"
+    if not malloc_only:
+        tracemalloc.start(int(os.environ.get("GATEWAY_SOAK_TRACE_FRAMES", "6")))
     every = float(os.environ.get("GATEWAY_SOAK_TRACE_EVERY", "60"))
-    threading.Thread(target=_loop, args=(Path(folder), every), name="soak-memtrace", daemon=True).start()
+    threading.Thread(target=_loop, args=(Path(folder), every, malloc_only), name="soak-memtrace",
+                     daemon=True).start()
 
 
 _start()
