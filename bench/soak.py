@@ -4,6 +4,7 @@ the gateway's RSS, open files, open connections and errors sampled and drawn as 
     .venv/bin/python -m pip install matplotlib       # bench-only, for the picture; not a runtime dependency
     .venv/bin/python bench/soak.py --minutes 30      # the issue's goal; --load 0.7 of the measured capacity
     .venv/bin/python bench/soak.py --minutes 1 --png /tmp/soak.png   # a short look
+    .venv/bin/python bench/soak.py --minutes 5 --trace-memory /tmp/trace  # what grows, and where
 
 First the capacity is measured (requests/s of keep-alive HTTPS clients with Basic auth, 15 s),
 then the soak paces its requests at ``--load`` of it, spread over:
@@ -12,9 +13,23 @@ then the soak paces its requests at ``--load`` of it, spread over:
   line a second) and a few idle TLS connections that send nothing for minutes.
 Every 5 s: the gateway's RSS, open files (num_fds), established TCP connections, and the
 requests and errors since the previous sample; per minute in the printed table. An error is any
-answer other than 200 or a transport failure of a legitimate request. Figures: RSS after the
-warm-up (the first 20 %) against its end, open files at the end against the first sample after
-the warm-up, errors in total. The exit status is non-zero only if something could not run.
+answer other than 200 or a transport failure of a legitimate request; each is printed with its
+time, traffic kind and cause (the status and the gateway's one-line text, or the exception and
+what caused it), so a gateway fault can be told from the load generator's own trouble.
+Figures: RSS after the warm-up (the first 20 %) against its end; open files at the first sample
+and at most while running, against 3 s after the clients left; errors in total; the load average
+at start and end. The exit status is non-zero only if something could not run.
+
+The warm-up: the gateway's bounded structures are full within about two minutes of this traffic
+(one user: the credential cache and the identity encodings hold one entry; one TLS context; the
+keep-alive timeouts, 15 s to the back end and 75 s for an idle client, have cycled; with
+``--trace-memory`` the live objects are flat from minute 1), while the allocator's heap keeps
+rising towards the high-water mark of requests in flight at once. 20 % (6 minutes of 30) is past
+the first and most of the second.
+
+``--trace-memory DIR`` is for finding what grows, not for the goal's figures: tracemalloc makes
+the gateway several times slower (its capacity falls with it), and each minute's dump stops it
+for a few seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import random
 import socket
 import ssl
@@ -42,6 +58,14 @@ from bench.servers import HOST, gateway_cli, gateway_config, start_gateway, star
 PATH = "/echo"  # allowed to the mobile role the soak user has
 LOGIN, PASSWORD = "Иванов", "Sklad2024soak"
 SAMPLE_SECONDS = 5.0
+CLIENT_TIMEOUT = 30.0
+
+
+@dataclass
+class Failure:
+    t: float  # seconds since the soak began
+    kind: str
+    why: str
 
 
 @dataclass
@@ -49,12 +73,34 @@ class Counts:
     requests: int = 0
     errors: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
 
-    def note(self, kind: str, ok: bool) -> None:
+    def ok(self, kind: str) -> None:
         self.requests += 1
-        if not ok:
-            self.errors += 1
-            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+
+    def fail(self, kind: str, why: str) -> None:
+        self.requests += 1
+        self.errors += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        self.failures.append(Failure(time.monotonic() - self.started, kind, why))
+
+    def answer(self, kind: str, response: httpx.Response) -> None:
+        if response.status_code == 200:
+            self.ok(kind)
+        else:
+            # The gateway's own refusals are one line of text (addons/errorpages.py).
+            self.fail(kind, f"status {response.status_code}: {' '.join(response.text.split())[:120]}")
+
+
+def why_failed(e: BaseException) -> str:
+    """The exception and what caused it: httpx wraps the transport's error (a timeout, a reset, a
+    TLS alert), and which one it was tells the gateway's fault from the load generator's."""
+    text = f"{type(e).__name__}: {e}"[:160]
+    cause = e.__cause__ or e.__context__
+    if cause is not None and str(cause) not in text:
+        text += f" <- {type(cause).__name__}: {cause}"[:160]
+    return text
 
 
 def basic(login: str, secret: str) -> dict[str, str]:
@@ -77,15 +123,14 @@ class Pacer:
 
 async def keepalive_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, str], pacer: Pacer | None,
                          counts: Counts, stop: asyncio.Event, *, http2: bool = False, kind: str = "keep-alive") -> None:
-    async with httpx.AsyncClient(verify=ctx, http2=http2, timeout=30, headers=headers) as client:
+    async with httpx.AsyncClient(verify=ctx, http2=http2, timeout=CLIENT_TIMEOUT, headers=headers) as client:
         while not stop.is_set():
             if pacer is not None:
                 await pacer.wait()
             try:
-                ok = (await client.get(url)).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            counts.note(kind, ok)
+                counts.answer(kind, await client.get(url))
+            except Exception as e:  # any failure is counted and the loop goes on: a dead loop would lower the load
+                counts.fail(kind, why_failed(e))
 
 
 async def new_connection_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, str], pacer: Pacer,
@@ -93,30 +138,32 @@ async def new_connection_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, 
     while not stop.is_set():
         await pacer.wait()
         try:
-            async with httpx.AsyncClient(verify=ctx, timeout=30, headers=headers) as client:
-                ok = (await client.get(url)).status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        counts.note(kind, ok)
+            async with httpx.AsyncClient(verify=ctx, timeout=CLIENT_TIMEOUT, headers=headers) as client:
+                counts.answer(kind, await client.get(url))
+        except Exception as e:  # as in keepalive_loop
+            counts.fail(kind, why_failed(e))
 
 
 async def slow_client(port: int, ctx: ssl.SSLContext, auth: str, counts: Counts, stop: asyncio.Event) -> None:
     """A request head sent one line a second, then the answer read; again and again."""
     lines = [f"GET {PATH} HTTP/1.1\r\n", f"Host: {HOST}\r\n", f"Authorization: {auth}\r\n", "Accept: */*\r\n", "\r\n"]
     while not stop.is_set():
-        ok = False
         try:
-            reader, writer = await asyncio.open_connection(HOST, port, ssl=ctx, server_hostname=HOST)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(HOST, port, ssl=ctx, server_hostname=HOST), CLIENT_TIMEOUT)
             for line in lines:
                 writer.write(line.encode())
                 await writer.drain()
                 await asyncio.sleep(1.0)
-            status = await asyncio.wait_for(reader.readline(), 30)
-            ok = status.split(b" ")[1:2] == [b"200"]
+            status = await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT)
             writer.close()
-        except (OSError, asyncio.TimeoutError, IndexError):
-            pass
-        counts.note("slow", ok)
+            if status.split(b" ")[1:2] == [b"200"]:
+                counts.ok("slow")
+            else:
+                counts.fail("slow", f"status line {status[:80]!r}")
+        except Exception as e:  # as in keepalive_loop
+            counts.fail("slow", why_failed(e))
+            await asyncio.sleep(1.0)  # not a tight loop of failures while the gateway cannot be reached
 
 
 async def idle_client(port: int, ctx: ssl.SSLContext, stop: asyncio.Event) -> None:
@@ -144,22 +191,33 @@ async def capacity(url: str, ctx: ssl.SSLContext, headers: dict[str, str], secon
     return rate
 
 
-def sample(process: psutil.Process) -> tuple[int, int, int]:
+def sample(process: psutil.Process) -> tuple[int, int, int, float]:
+    """RSS, open files, established connections and CPU seconds used so far, over the process tree."""
     procs = [process, *process.children(recursive=True)]
     rss = fds = conns = 0
+    cpu = 0.0
     for p in procs:
         try:
             rss += p.memory_info().rss
             fds += p.num_fds()
             conns += sum(1 for c in p.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED)
+            times = p.cpu_times()
+            cpu += times.user + times.system
         except psutil.Error:
             pass
-    return rss, fds, conns
+    return rss, fds, conns, cpu
 
 
 async def soak(args: argparse.Namespace, gw_pid: int, port: int, ctx: ssl.SSLContext) -> list[dict[str, float]]:
     url = f"https://{HOST}:{port}{PATH}"
     auth = basic(LOGIN, PASSWORD)
+    print(f"load average at the start (1, 5, 15 min): {load_average()}", flush=True)
+    process = psutil.Process(gw_pid)
+    rss, fds, conns, _ = await asyncio.to_thread(sample, process)
+    baseline = {"t": 0.0, "rss_mib": rss / 2**20, "fds": fds, "conns": conns, "requests": 0, "errors": 0,
+                "before": 1}
+    print(f"before any client: RSS {rss / 2**20:.1f} MiB, {fds} open files, {conns} connections: "
+          f"{await asyncio.to_thread(describe_files, process)}", flush=True)
     measured = await capacity(url, ctx, auth, 15)
     rate = max(1.0, args.load * measured)
     print(f"capacity {measured:.0f} req/s (16 keep-alive HTTPS clients, Basic auth); soak at {rate:.0f} req/s "
@@ -177,54 +235,144 @@ async def soak(args: argparse.Namespace, gw_pid: int, port: int, ctx: ssl.SSLCon
                                                       stop, "password-only")) for _ in range(4)]
     tasks += [asyncio.create_task(slow_client(port, ctx, auth["Authorization"], counts, stop)) for _ in range(3)]
     tasks += [asyncio.create_task(idle_client(port, ctx, stop)) for _ in range(5)]
-    process = psutil.Process(gw_pid)
-    samples: list[dict[str, float]] = []
-    started = time.monotonic()
+    samples: list[dict[str, float]] = [baseline]
+    started = counts.started
     last_requests = last_errors = 0
+    last_cpu, last_at = (await asyncio.to_thread(sample, process))[3], time.monotonic()
     while time.monotonic() - started < args.minutes * 60:
         await asyncio.sleep(SAMPLE_SECONDS)
-        rss, fds, conns = await asyncio.to_thread(sample, process)
-        samples.append({"t": time.monotonic() - started, "rss_mib": rss / 2**20, "fds": fds, "conns": conns,
-                        "requests": counts.requests - last_requests, "errors": counts.errors - last_errors})
-        last_requests, last_errors = counts.requests, counts.errors
+        rss, fds, conns, cpu = await asyncio.to_thread(sample, process)
+        now = time.monotonic()
+        # cpu_pct: of one core; near 100 the one-worker gateway itself is the limit of the rate.
+        samples.append({"t": now - started, "rss_mib": rss / 2**20, "fds": fds, "conns": conns,
+                        "requests": counts.requests - last_requests, "errors": counts.errors - last_errors,
+                        "cpu_pct": 100 * (cpu - last_cpu) / (now - last_at), "rate": rate})
+        last_requests, last_errors, last_cpu, last_at = counts.requests, counts.errors, cpu, now
+    print(f"load average at the end (1, 5, 15 min): {load_average()}", flush=True)
     stop.set()
     await asyncio.wait(tasks, timeout=40)
     for task in tasks:
         task.cancel()
-    await asyncio.sleep(3)
-    rss, fds, conns = await asyncio.to_thread(sample, process)
-    samples.append({"t": time.monotonic() - started, "rss_mib": rss / 2**20, "fds": fds, "conns": conns,
-                    "requests": counts.requests - last_requests, "errors": counts.errors - last_errors,
-                    "after": 1})
+    # 3 s after the clients left, and again past the back-end keep-alive timeout (15 s).
+    for after, wait in ((1, 3.0), (2, 17.0)):
+        await asyncio.sleep(wait)
+        rss, fds, conns, _ = await asyncio.to_thread(sample, process)
+        samples.append({"t": time.monotonic() - started, "rss_mib": rss / 2**20, "fds": fds, "conns": conns,
+                        "requests": counts.requests - last_requests, "errors": counts.errors - last_errors,
+                        "after": after})
+        last_requests, last_errors = counts.requests, counts.errors
+    print(f"open files 20 s after the clients left: {await asyncio.to_thread(describe_files, process)}", flush=True)
     print(f"errors by kind: {counts.kinds or 'none'}", flush=True)
+    print_failures(counts.failures)
     return samples
 
 
+def describe_files(process: psutil.Process) -> str:
+    """What the gateway's descriptors are: files by name, sockets by state (to tell a leak from a pool)."""
+    kinds: dict[str, int] = {}
+    try:
+        for f in process.open_files():
+            name = Path(f.path).name
+            kinds[name] = kinds.get(name, 0) + 1
+        for c in process.net_connections("all"):
+            key = f"socket {c.status}" if c.status != psutil.CONN_NONE else "socket (unix/udp)"
+            kinds[key] = kinds.get(key, 0) + 1
+    except psutil.Error as e:
+        return f"unknown ({e})"
+    return ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda item: -item[1]))
+
+
+def print_failures(failures: list[Failure]) -> None:
+    """Each failed request: when, which traffic, why; the same cause folded when there are many."""
+    if len(failures) <= 40:
+        for f in failures:
+            print(f"  failed at {f.t / 60:5.2f} min  {f.kind:<13}  {f.why}", flush=True)
+        return
+    groups: dict[tuple[str, str], list[float]] = {}
+    for f in failures:
+        groups.setdefault((f.kind, f.why), []).append(f.t)
+    for (kind, why), times in sorted(groups.items(), key=lambda item: -len(item[1])):
+        print(f"  {len(times):>5} x {kind:<13} {min(times) / 60:5.2f}-{max(times) / 60:5.2f} min  {why}", flush=True)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except (AttributeError, OSError):  # not on Windows
+        return "unknown"
+
+
 def report(samples: list[dict[str, float]], png: Path | None, title: str) -> dict[str, float]:
-    during = [s for s in samples if not s.get("after")]
+    before = next(s for s in samples if s.get("before"))
+    during = [s for s in samples if not s.get("after") and not s.get("before")]
+    after = {int(s["after"]): s for s in samples if s.get("after")}
     warm = [s for s in during if s["t"] >= during[-1]["t"] * 0.2] or during
     figures = {
         "minutes": round(during[-1]["t"] / 60, 1),
         "requests": int(sum(s["requests"] for s in samples)),
         "errors": int(sum(s["errors"] for s in samples)),
+        "rate_target": round(during[-1]["rate"]),
+        "rate_mean": round(sum(s["requests"] for s in during) / during[-1]["t"]),
+        "gateway_cpu_pct_mean": round(sum(s["cpu_pct"] for s in during) / len(during)),
+        "rss_before_mib": round(before["rss_mib"], 1),
         "rss_after_warmup_mib": round(warm[0]["rss_mib"], 1),
         "rss_end_mib": round(during[-1]["rss_mib"], 1),
         "rss_growth_pct": round(100 * (during[-1]["rss_mib"] / warm[0]["rss_mib"] - 1), 1),
-        "fds_first": int(during[0]["fds"]), "fds_max": int(max(s["fds"] for s in during)),
-        "fds_after_clients_left": int(samples[-1]["fds"]),
-        "conns_after_clients_left": int(samples[-1]["conns"]),
+        "fds_before": int(before["fds"]), "fds_first": int(during[0]["fds"]),
+        "fds_max": int(max(s["fds"] for s in during)),
+        "fds_3s_after_clients_left": int(after[1]["fds"]), "fds_20s_after_clients_left": int(after[2]["fds"]),
+        "conns_after_clients_left": int(after[2]["conns"]),
     }
-    print("\nminute  requests  errors  RSS MiB  open files  connections")
+    print("\nminute  requests  errors  RSS MiB  open files  connections  gateway CPU %")
     for minute in range(int(during[-1]["t"] // 60) + 1):
         rows = [s for s in during if minute * 60 < s["t"] <= (minute + 1) * 60]
         if rows:
             print(f"{minute + 1:>6}  {int(sum(r['requests'] for r in rows)):>8}  {int(sum(r['errors'] for r in rows)):>6}"
-                  f"  {rows[-1]['rss_mib']:>7.1f}  {int(rows[-1]['fds']):>10}  {int(rows[-1]['conns']):>11}")
+                  f"  {rows[-1]['rss_mib']:>7.1f}  {int(rows[-1]['fds']):>10}  {int(rows[-1]['conns']):>11}"
+                  f"  {sum(r['cpu_pct'] for r in rows) / len(rows):>13.0f}")
     print(json.dumps(figures))
     if png is not None:
         draw(samples, png, title)
         print(f"picture: {png}")
     return figures
+
+
+def memory_report(folder: Path, since: float) -> None:
+    """What grew in the gateway between the first dump at or after ``since`` seconds and the last:
+    traced Python memory by source line and by allocating stack, live objects by type, and glibc's
+    heap (bytes in use, bytes free but kept)."""
+    import tracemalloc
+    counts = [json.loads(f.read_text(encoding="utf-8")) for f in sorted(folder.glob("counts-*.json"))]
+    if len(counts) < 2:
+        print(f"memory trace: fewer than two dumps in {folder}")
+        return
+    print("\nmemory trace (gateway process; with tracemalloc its figures are not the soak's)")
+    print("   min  objects  traced MiB  malloc in use MiB  malloc free kept MiB  mmap MiB")
+    for c in counts:
+        m = c.get("malloc", {})
+        print(f"  {c['t'] / 60:4.1f}  {c.get('objects', 0):>7}  {c.get('traced', 0) / 2**20:>10.1f}  "
+              f"{m.get('in_use', 0) / 2**20:>17.1f}  {m.get('free_kept', 0) / 2**20:>20.1f}  "
+              f"{m.get('mmap', 0) / 2**20:>8.1f}")
+    if "objects" not in counts[0]:
+        return  # --trace-level malloc: the table is all there is
+    first = next((c for c in counts if c["t"] >= since), counts[0])
+    last = counts[-1]
+    print(f"\nlive objects by type, minute {first['t'] / 60:.1f} -> {last['t'] / 60:.1f} (largest changes):")
+    names = set(first["types"]) | set(last["types"])
+    changes = sorted(((last["types"].get(n, 0) - first["types"].get(n, 0), n) for n in names),
+                     key=lambda item: -abs(item[0]))
+    for change, name in changes[:15]:
+        print(f"  {change:>+8}  {first['types'].get(name, 0):>8} -> {last['types'].get(name, 0):<8} {name}")
+    old = tracemalloc.Snapshot.load(str(folder / f"snap-{first['t']:05d}.tracemalloc"))
+    new = tracemalloc.Snapshot.load(str(folder / f"snap-{last['t']:05d}.tracemalloc"))
+    print("\ntraced Python memory by line (largest growth):")
+    for stat in new.compare_to(old, "lineno")[:15]:
+        print(f"  {stat.size_diff / 1024:>+9.1f} KiB  {stat.count_diff:>+7} blocks  {stat.traceback[0]}")
+    print("\nby allocating stack (largest growth):")
+    for stat in new.compare_to(old, "traceback")[:6]:
+        print(f"  {stat.size_diff / 1024:>+9.1f} KiB  {stat.count_diff:>+7} blocks")
+        for frame in stat.traceback.format()[-12:]:
+            print(f"      {frame}")
 
 
 def draw(samples: list[dict[str, float]], png: Path, title: str) -> None:
@@ -248,7 +396,7 @@ def draw(samples: list[dict[str, float]], png: Path, title: str) -> None:
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("minutes (last point: after the clients left)")
+    axes[-1].set_xlabel("minutes (first point: before any client; last two: 3 s and 20 s after the clients left)")
     fig.suptitle(title)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -260,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--load", type=float, default=0.7, help="share of the measured capacity (default 0.7)")
     parser.add_argument("--png", type=Path, default=Path("soak.png"))
+    parser.add_argument("--trace-memory", type=Path, metavar="DIR",
+                        help="run the gateway under tracemalloc (bench/memtrace) with a dump a minute in DIR, and "
+                             "print what grew after the warm-up; slows the gateway, so not for the goal's figures")
+    parser.add_argument("--trace-level", choices=("full", "malloc"), default="full",
+                        help="with --trace-memory: malloc = only glibc's heap figures once a minute (no "
+                             "tracemalloc; the gateway runs at its normal speed)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="gateway-soak-"))
     standin = start_standin(work, None)
@@ -275,11 +429,19 @@ def main(argv: list[str] | None = None) -> int:
         if added.returncode != 0:
             print(f"cannot add the soak user: {added.stderr.strip()}", file=sys.stderr)
             return 1
-        gateway = start_gateway("gateway", directory, config, None)
+        env = None
+        if args.trace_memory is not None:
+            from bench.servers import python_env
+            env = {"PYTHONPATH": str(Path(__file__).resolve().parent / "memtrace") + os.pathsep
+                   + python_env()["PYTHONPATH"], "GATEWAY_SOAK_TRACE": str(args.trace_memory.resolve()),
+                   "GATEWAY_SOAK_TRACE_LEVEL": args.trace_level}
+        gateway = start_gateway("gateway", directory, config, None, env)
         ctx = ssl.create_default_context(cafile=str(directory / "state" / "certs" / "ca.pem"))
         port = config["bases"][0]["data"]["listen"]
         samples = asyncio.run(soak(args, gateway.process.pid, port, ctx))
         report(samples, args.png, f"gateway soak: {args.minutes:g} min at {args.load:.0%} of capacity")
+        if args.trace_memory is not None:
+            memory_report(args.trace_memory, args.minutes * 60 * 0.2)
         return 0
     finally:
         if gateway is not None:

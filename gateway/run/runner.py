@@ -37,8 +37,7 @@ from gateway.run.startup import (
     prepare_start, report_ready, restart_only_changes, warn_plaintext, watched_files,
 )
 from gateway.run import lifeline
-from gateway.run import engine_memory
-from gateway.run import engine_headers
+from gateway.run import engine_headers, engine_longlived, engine_memory
 from gateway.run.engine import lean, skip_debug_type_checks
 from gateway.certs import tickets
 from gateway.web.admin import read_worker_secret
@@ -135,9 +134,11 @@ class Gateway:
             _listen.install()
             _listen.configure(reuse_port=self.worker is not None)
             _tls_alerts.install()
+            engine_longlived.install()  # a leak fix, not a trim: installed with GATEWAY_LEAN=0 too
             if lean():
                 engine_memory.install()
-        except (_listen.MitmproxyMoved, _tls_alerts.MitmproxyMoved, engine_memory.MitmproxyMoved) as e:
+        except (_listen.MitmproxyMoved, _tls_alerts.MitmproxyMoved, engine_longlived.MitmproxyMoved,
+                engine_memory.MitmproxyMoved) as e:
             raise StartupError(str(e)) from None
         if self.worker is not None:
             tickets.read_key_from_supervisor()  # before any TLS context is built
