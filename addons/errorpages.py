@@ -146,6 +146,11 @@ class ErrorPages:
         _listener.set(listener_of(client))
         _timed_out.set([False])
 
+    def client_disconnected(self, client: connection.Client) -> None:
+        # A client that left before the error hook read its mark (client_closed returns early)
+        # would otherwise stay in the set for the life of the process.
+        _TIMED_OUT_CLIENTS.discard(client.id)
+
     def error(self, flow: http.HTTPFlow) -> None:
         listener = listener_of(flow.client_conn)
         if client_closed(flow):
