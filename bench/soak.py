@@ -6,11 +6,20 @@ the gateway's RSS, open files, open connections and errors sampled and drawn as 
     .venv/bin/python bench/soak.py --minutes 1 --png /tmp/soak.png   # a short look
     .venv/bin/python bench/soak.py --minutes 5 --trace-memory /tmp/trace  # what grows, and where
 
-First the capacity is measured (requests/s of keep-alive HTTPS clients with Basic auth, 15 s),
-then the soak paces its requests at ``--load`` of it, spread over:
-  keep-alive HTTP/1.1 clients with Basic auth, a new TLS connection per request (Basic auth),
-  HTTP/2 clients, password-only logins (``:password``), a few slow clients (a request head sent a
-  line a second) and a few idle TLS connections that send nothing for minutes.
+First the capacity is measured twice, 15 s each, from ``--generators`` processes (default: the
+machine's cores, at least 2; one Python process cannot send a mix with 30 % full TLS handshakes
+at the gateway's rate): keep-alive HTTPS clients with Basic auth alone (for comparison), then
+the soak's own mix, unpaced, each kind held to its share. The soak paces its requests at
+``--load`` of the mix's capacity (``--capacity-basis held``: the rate the mix held through the
+gateway on this machine; ``core``: the rate at a full core of the gateway from its CPU per
+request, which a machine without a spare core cannot deliver), spread over every generator and
+these kinds:
+  keep-alive HTTP/1.1 clients with Basic auth (50 %), a new TLS connection per request (Basic
+  auth, 15 %), HTTP/2 clients (20 %), password-only logins (``:password``, 15 %), a few slow
+  clients (a request head sent a line a second) and a few idle TLS connections that send
+  nothing for minutes (these two in the first generator only).
+Each minute: the rate asked and held, the gateway's and the generators' CPU (shares of one core)
+and how busy the machine is, so the run shows which of them limited the rate.
 Every 5 s: the gateway's RSS, open files (num_fds), established TCP connections, and the
 requests and errors since the previous sample; per minute in the printed table. An error is any
 answer other than 200 or a transport failure of a legitimate request; each is printed with its
@@ -42,10 +51,12 @@ import multiprocessing
 import os
 import queue
 import random
+import signal
 import socket
 import ssl
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +71,8 @@ from bench.servers import HOST, gateway_cli, gateway_config, start_gateway, star
 PATH = "/echo"  # allowed to the mobile role the soak user has
 LOGIN, PASSWORD = "Иванов", "Sklad2024soak"
 SAMPLE_SECONDS = 5.0
+# Set by SIGTERM: the soak ends at the next sample and still reports (and cleans up) what it ran.
+ENDED = threading.Event()
 CLIENT_TIMEOUT = 30.0
 
 
@@ -404,8 +417,8 @@ def soak(args: argparse.Namespace, gw_pid: int, port: int, cafile: str) -> list[
     last_cpu, last_gen_cpu, last_at = sample(process)[3], gens.cpu(), time.monotonic()
     psutil.cpu_percent()  # the machine's busy share is then since the previous sample
     minute_requests, minute_at = 0, started
-    while time.monotonic() - started < args.minutes * 60:
-        time.sleep(SAMPLE_SECONDS)
+    while time.monotonic() - started < args.minutes * 60 and not ENDED.is_set():
+        ENDED.wait(SAMPLE_SECONDS)
         rss, fds, conns, cpu = sample(process)
         gen_cpu, now = gens.cpu(), time.monotonic()
         requests, errors, _ = gens.totals()
@@ -423,6 +436,8 @@ def soak(args: argparse.Namespace, gw_pid: int, port: int, cafile: str) -> list[
                   f"{samples[-1]['cpu_pct']:.0f} %, generators {samples[-1]['gen_cpu_pct']:.0f} %, machine busy "
                   f"{samples[-1]['busy_pct']:.0f} %, RSS {rss / 2**20:.1f} MiB, load {load_average()}", flush=True)
             minute_requests, minute_at = requests, now
+    if ENDED.is_set():
+        print(f"ended early (SIGTERM) after {(time.monotonic() - started) / 60:.1f} min", flush=True)
     print(f"load average at the end (1, 5, 15 min): {load_average()}", flush=True)
     failures = gens.finish()
     # 3 s after the clients left, and again past the back-end keep-alive timeout (15 s).
@@ -611,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
                              "per request (only honest on a machine with a core to spare for the generators)")
     parser.add_argument("--capacity-seconds", type=float, default=15.0)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: ENDED.set())
     work = Path(tempfile.mkdtemp(prefix="gateway-soak-"))
     standin = start_standin(work, None)
     gateway = None
