@@ -6,11 +6,20 @@ the gateway's RSS, open files, open connections and errors sampled and drawn as 
     .venv/bin/python bench/soak.py --minutes 1 --png /tmp/soak.png   # a short look
     .venv/bin/python bench/soak.py --minutes 5 --trace-memory /tmp/trace  # what grows, and where
 
-First the capacity is measured (requests/s of keep-alive HTTPS clients with Basic auth, 15 s),
-then the soak paces its requests at ``--load`` of it, spread over:
-  keep-alive HTTP/1.1 clients with Basic auth, a new TLS connection per request (Basic auth),
-  HTTP/2 clients, password-only logins (``:password``), a few slow clients (a request head sent a
-  line a second) and a few idle TLS connections that send nothing for minutes.
+First the capacity is measured twice, 15 s each, from ``--generators`` processes (default: the
+machine's cores, at least 2; one Python process cannot send a mix with 30 % full TLS handshakes
+at the gateway's rate): keep-alive HTTPS clients with Basic auth alone (for comparison), then
+the soak's own mix, unpaced, each kind held to its share. The soak paces its requests at
+``--load`` of the mix's capacity (``--capacity-basis held``: the rate the mix held through the
+gateway on this machine; ``core``: the rate at a full core of the gateway from its CPU per
+request, which a machine without a spare core cannot deliver), spread over every generator and
+these kinds:
+  keep-alive HTTP/1.1 clients with Basic auth (50 %), a new TLS connection per request (Basic
+  auth, 15 %), HTTP/2 clients (20 %), password-only logins (``:password``, 15 %), a few slow
+  clients (a request head sent a line a second) and a few idle TLS connections that send
+  nothing for minutes (these two in the first generator only).
+Each minute: the rate asked and held, the gateway's and the generators' CPU (shares of one core)
+and how busy the machine is, so the run shows which of them limited the rate.
 Every 5 s: the gateway's RSS, open files (num_fds), established TCP connections, and the
 requests and errors since the previous sample; per minute in the printed table. An error is any
 answer other than 200 or a transport failure of a legitimate request; each is printed with its
@@ -38,12 +47,16 @@ import argparse
 import asyncio
 import base64
 import json
+import multiprocessing
 import os
+import queue
 import random
+import signal
 import socket
 import ssl
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +71,8 @@ from bench.servers import HOST, gateway_cli, gateway_config, start_gateway, star
 PATH = "/echo"  # allowed to the mobile role the soak user has
 LOGIN, PASSWORD = "Иванов", "Sklad2024soak"
 SAMPLE_SECONDS = 5.0
+# Set by SIGTERM: the soak ends at the next sample and still reports (and cleans up) what it ran.
+ENDED = threading.Event()
 CLIENT_TIMEOUT = 30.0
 
 
@@ -68,21 +83,25 @@ class Failure:
     why: str
 
 
-@dataclass
+KINDS = ("keep-alive", "http2", "new-tls", "password-only", "slow")
+# Shares of the rate: the soak's mix, and the same mix when its capacity is measured.
+MIX = {"keep-alive": 0.5, "http2": 0.2, "new-tls": 0.15, "password-only": 0.15}
+
+
 class Counts:
-    requests: int = 0
-    errors: int = 0
-    kinds: dict[str, int] = field(default_factory=dict)
-    failures: list[Failure] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
+    """One generator's answers, counted in shared memory (the parent samples them every 5 s) per
+    kind: ok, failed; failures kept here and sent to the parent when the generator ends."""
+
+    def __init__(self, shared, started: float) -> None:
+        self.shared = shared  # multiprocessing.Array("q", 2 * len(KINDS)), written by this process only
+        self.started = started  # time.monotonic() of the soak's start in the parent: one clock for all
+        self.failures: list[Failure] = []
 
     def ok(self, kind: str) -> None:
-        self.requests += 1
+        self.shared[2 * KINDS.index(kind)] += 1
 
     def fail(self, kind: str, why: str) -> None:
-        self.requests += 1
-        self.errors += 1
-        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        self.shared[2 * KINDS.index(kind) + 1] += 1
         self.failures.append(Failure(time.monotonic() - self.started, kind, why))
 
     def answer(self, kind: str, response: httpx.Response) -> None:
@@ -121,7 +140,38 @@ class Pacer:
             await asyncio.sleep(self.next - now)
 
 
-async def keepalive_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, str], pacer: Pacer | None,
+class ShareGate:
+    """Unpaced, with the mix's shares kept (the capacity run): a kind starts a request only while it
+    is not ahead of its share of all requests started, so the dearer kinds (a TLS handshake each)
+    are not crowded out by keep-alive and the capacity is that of the mix the soak sends."""
+
+    def __init__(self, shares: dict[str, float]) -> None:
+        self.shares = shares
+        self.started = dict.fromkeys(shares, 0)
+        self.total = 0
+        self.cond = asyncio.Condition()
+
+    def pacer(self, kind: str) -> "GateView":
+        return GateView(self, kind)
+
+    async def take(self, kind: str) -> None:
+        async with self.cond:
+            await self.cond.wait_for(lambda: self.started[kind] < self.shares[kind] * self.total + 1)
+            self.started[kind] += 1
+            self.total += 1
+            self.cond.notify_all()
+
+
+@dataclass
+class GateView:
+    gate: ShareGate
+    kind: str
+
+    async def wait(self) -> None:
+        await self.gate.take(self.kind)
+
+
+async def keepalive_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, str], pacer: Pacer | GateView | None,
                          counts: Counts, stop: asyncio.Event, *, http2: bool = False, kind: str = "keep-alive") -> None:
     async with httpx.AsyncClient(verify=ctx, http2=http2, timeout=CLIENT_TIMEOUT, headers=headers) as client:
         while not stop.is_set():
@@ -133,7 +183,7 @@ async def keepalive_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, str],
                 counts.fail(kind, why_failed(e))
 
 
-async def new_connection_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, str], pacer: Pacer,
+async def new_connection_loop(url: str, ctx: ssl.SSLContext, headers: dict[str, str], pacer: Pacer | GateView,
                               counts: Counts, stop: asyncio.Event, kind: str) -> None:
     while not stop.is_set():
         await pacer.wait()
@@ -179,18 +229,6 @@ async def idle_client(port: int, ctx: ssl.SSLContext, stop: asyncio.Event) -> No
             await asyncio.sleep(1)
 
 
-async def capacity(url: str, ctx: ssl.SSLContext, headers: dict[str, str], seconds: float) -> float:
-    counts, stop = Counts(), asyncio.Event()
-    tasks = [asyncio.create_task(keepalive_loop(url, ctx, headers, None, counts, stop)) for _ in range(16)]
-    await asyncio.sleep(2)
-    start, at = counts.requests, time.monotonic()
-    await asyncio.sleep(seconds)
-    rate = (counts.requests - start) / (time.monotonic() - at)
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return rate
-
-
 def sample(process: psutil.Process) -> tuple[int, int, int, float]:
     """RSS, open files, established connections and CPU seconds used so far, over the process tree."""
     procs = [process, *process.children(recursive=True)]
@@ -208,62 +246,213 @@ def sample(process: psutil.Process) -> tuple[int, int, int, float]:
     return rss, fds, conns, cpu
 
 
-async def soak(args: argparse.Namespace, gw_pid: int, port: int, ctx: ssl.SSLContext) -> list[dict[str, float]]:
-    url = f"https://{HOST}:{port}{PATH}"
+@dataclass
+class Plan:
+    """What one generator process sends: its share of the asked rate (None: unpaced, the capacity
+    run) spread over the kinds by ``shares``, with ``loops`` client loops per kind."""
+    port: int
+    cafile: str
+    shares: dict[str, float]
+    rate: float | None
+    loops: dict[str, int]
+    extras: bool  # the slow and idle clients (one generator has them: they carry no rate)
+    started: float  # time.monotonic() at which every generator begins (one clock for all processes)
+
+
+def generator(plan: Plan, shared, stop_flag, failures_out, grace: float) -> None:
+    """One load-generator process: its own event loop, so N of them use N cores."""
+    failures = asyncio.run(generate(plan, shared, stop_flag, grace))
+    failures_out.put([(f.t, f.kind, f.why) for f in failures])
+
+
+async def generate(plan: Plan, shared, stop_flag, grace: float) -> list[Failure]:
+    ctx = ssl.create_default_context(cafile=plan.cafile)
+    url = f"https://{HOST}:{plan.port}{PATH}"
     auth = basic(LOGIN, PASSWORD)
+    headers = {"keep-alive": auth, "http2": auth, "new-tls": auth, "password-only": basic("", PASSWORD)}
+    counts, stop = Counts(shared, plan.started), asyncio.Event()
+    await asyncio.sleep(max(0.0, plan.started - time.monotonic()))
+    pace: dict[str, Pacer | GateView]
+    if plan.rate is None:
+        gate = ShareGate(plan.shares)
+        pace = {kind: gate.pacer(kind) for kind in plan.shares}
+    else:
+        pace = {kind: Pacer(plan.rate * share) for kind, share in plan.shares.items()}
+    tasks = []
+    for kind in plan.shares:
+        for _ in range(plan.loops[kind]):
+            if kind in ("keep-alive", "http2"):
+                loop = keepalive_loop(url, ctx, headers[kind], pace[kind], counts, stop, http2=kind == "http2",
+                                      kind=kind)
+            else:
+                loop = new_connection_loop(url, ctx, headers[kind], pace[kind], counts, stop, kind)
+            tasks.append(asyncio.create_task(loop))
+    if plan.extras:
+        tasks += [asyncio.create_task(slow_client(plan.port, ctx, auth["Authorization"], counts, stop))
+                  for _ in range(3)]
+        tasks += [asyncio.create_task(idle_client(plan.port, ctx, stop)) for _ in range(5)]
+    while not stop_flag.is_set():
+        await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait(tasks, timeout=grace)
+    for task in tasks:
+        task.cancel()  # a loop still waiting for its pace or gate; CancelledError is not counted as a failure
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return counts.failures
+
+
+class Generators:
+    """N generator processes, each a share of the rate and of every kind; their counters summed."""
+
+    def __init__(self, n: int, plans: list[Plan], grace: float) -> None:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state of the parent's
+        self.stop = context.Event()
+        self.failures_in = context.Queue()
+        self.grace = grace
+        self.shared = [context.Array("q", 2 * len(KINDS), lock=False) for _ in range(n)]  # one writer each
+        self.procs = [context.Process(target=generator, args=(plan, shared, self.stop, self.failures_in, grace),
+                                      daemon=True) for plan, shared in zip(plans, self.shared)]
+        for p in self.procs:
+            p.start()
+        self.ps = [psutil.Process(p.pid) for p in self.procs]
+
+    def totals(self) -> tuple[int, int, dict[str, int]]:
+        """Requests, errors, errors by kind, over every generator."""
+        requests = errors = 0
+        kinds: dict[str, int] = {}
+        for shared in self.shared:
+            values = shared[:]
+            for i, kind in enumerate(KINDS):
+                requests += values[2 * i] + values[2 * i + 1]
+                errors += values[2 * i + 1]
+                if values[2 * i + 1]:
+                    kinds[kind] = kinds.get(kind, 0) + values[2 * i + 1]
+        return requests, errors, kinds
+
+    def cpu(self) -> float:
+        total = 0.0
+        for p in self.ps:
+            try:
+                times = p.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+        return total
+
+    def finish(self) -> list[Failure]:
+        self.stop.set()
+        failures: list[Failure] = []
+        for p in self.procs:
+            try:
+                failures += [Failure(*f) for f in self.failures_in.get(timeout=self.grace + 30)]
+            except queue.Empty:
+                failures.append(Failure(0.0, "generator", f"a generator sent no failure list (exit {p.exitcode})"))
+        for p in self.procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+        return sorted(failures, key=lambda f: f.t)
+
+
+def plans(n: int, port: int, cafile: str, shares: dict[str, float], rate: float | None,
+          loops: dict[str, int], started: float) -> list[Plan]:
+    return [Plan(port, cafile, shares, None if rate is None else rate / n, loops, i == 0, started) for i in range(n)]
+
+
+def capacity(n: int, port: int, cafile: str, gateway: psutil.Process, shares: dict[str, float],
+             loops: dict[str, int], seconds: float) -> tuple[float, float, int]:
+    """Requests/s of unpaced clients in ``shares`` over ``n`` generators, the gateway's CPU (share of
+    one core) meanwhile, and the errors; 2 s of warm-up not counted."""
+    started = time.monotonic() + 3.0  # the processes' start-up (imports) before the clock
+    gens = Generators(n, plans(n, port, cafile, shares, None, loops, started), grace=3.0)
+    time.sleep(max(0.0, started + 2.0 - time.monotonic()))
+    r0, _, _ = gens.totals()
+    c0, g0, t0 = sample(gateway)[3], gens.cpu(), time.monotonic()
+    psutil.cpu_percent()
+    time.sleep(seconds)
+    r1, errors, _ = gens.totals()
+    c1, g1, t1 = sample(gateway)[3], gens.cpu(), time.monotonic()
+    busy = psutil.cpu_percent()
+    gens.finish()
+    print(f"  capacity run {sorted(shares)}: generators at {100 * (g1 - g0) / (t1 - t0):.0f} % of a core, the "
+          f"machine's {psutil.cpu_count()} cores {busy:.0f} % busy", flush=True)
+    return (r1 - r0) / (t1 - t0), (c1 - c0) / (t1 - t0), errors
+
+
+def soak(args: argparse.Namespace, gw_pid: int, port: int, cafile: str) -> list[dict[str, float]]:
     print(f"load average at the start (1, 5, 15 min): {load_average()}", flush=True)
     process = psutil.Process(gw_pid)
-    rss, fds, conns, _ = await asyncio.to_thread(sample, process)
+    rss, fds, conns, _ = sample(process)
     baseline = {"t": 0.0, "rss_mib": rss / 2**20, "fds": fds, "conns": conns, "requests": 0, "errors": 0,
                 "before": 1}
     print(f"before any client: RSS {rss / 2**20:.1f} MiB, {fds} open files, {conns} connections: "
-          f"{await asyncio.to_thread(describe_files, process)}", flush=True)
-    measured = await capacity(url, ctx, auth, 15)
+          f"{describe_files(process)}", flush=True)
+    n = args.generators
+    keep_alive, ka_cpu, ka_errors = capacity(n, port, cafile, process, {"keep-alive": 1.0},
+                                             {"keep-alive": max(1, 16 // n)}, args.capacity_seconds)
+    print(f"capacity, keep-alive only: {keep_alive:.0f} req/s (16 keep-alive HTTPS clients, Basic auth, "
+          f"{n} generators), gateway at {100 * ka_cpu:.0f} % of a core, {ka_errors} errors", flush=True)
+    mix_loops = {"keep-alive": 8, "http2": 4, "new-tls": 4, "password-only": 4}
+    # Unpaced, the gate holds every kind to its share, so the rate is bounded by the dearest kind's
+    # loops in flight: enough of them that the gateway, not the loop count, is the limit.
+    mix, mix_cpu, mix_errors = capacity(n, port, cafile, process, MIX, {kind: 16 for kind in MIX},
+                                        args.capacity_seconds)
+    # The soak's mix costs the gateway more per request than keep-alive alone (a TLS handshake for
+    # 30 % of them), so 70 % of the keep-alive figure would ask for more than the gateway can do.
+    # On a machine without a spare core the generators and the back end take the CPU the gateway
+    # would need, so the rate at a full core of the gateway (--capacity-basis core) is one the
+    # machine cannot deliver; the held rate is the capacity here.
+    full_core = mix / mix_cpu if mix_cpu > 0 else mix
+    measured = mix if args.capacity_basis == "held" else full_core
+    print(f"capacity, the soak's mix: {mix:.0f} req/s held, gateway at {100 * mix_cpu:.0f} % of a core "
+          f"({full_core:.0f} req/s at a full core), {mix_errors} errors", flush=True)
     rate = max(1.0, args.load * measured)
-    print(f"capacity {measured:.0f} req/s (16 keep-alive HTTPS clients, Basic auth); soak at {rate:.0f} req/s "
-          f"for {args.minutes:g} min", flush=True)
-    counts, stop = Counts(), asyncio.Event()
-    # Shares of the rate: keep-alive 50 %, new TLS connections 15 %, HTTP/2 20 %, password-only 15 %.
-    pace = {name: Pacer(rate * share) for name, share in
-            (("keep-alive", 0.5), ("new-tls", 0.15), ("http2", 0.2), ("password-only", 0.15))}
-    tasks = [asyncio.create_task(keepalive_loop(url, ctx, auth, pace["keep-alive"], counts, stop)) for _ in range(8)]
-    tasks += [asyncio.create_task(keepalive_loop(url, ctx, auth, pace["http2"], counts, stop, http2=True,
-                                                 kind="http2")) for _ in range(4)]
-    tasks += [asyncio.create_task(new_connection_loop(url, ctx, auth, pace["new-tls"], counts, stop, "new-tls"))
-              for _ in range(4)]
-    tasks += [asyncio.create_task(new_connection_loop(url, ctx, basic("", PASSWORD), pace["password-only"], counts,
-                                                      stop, "password-only")) for _ in range(4)]
-    tasks += [asyncio.create_task(slow_client(port, ctx, auth["Authorization"], counts, stop)) for _ in range(3)]
-    tasks += [asyncio.create_task(idle_client(port, ctx, stop)) for _ in range(5)]
+    print(f"soak at {rate:.0f} req/s ({args.load:.0%} of {measured:.0f}, basis {args.capacity_basis}) for "
+          f"{args.minutes:g} min, {n} generators", flush=True)
+    started = time.monotonic() + 3.0
+    gens = Generators(n, plans(n, port, cafile, MIX, rate, mix_loops, started), grace=40.0)
+    time.sleep(max(0.0, started - time.monotonic()))
     samples: list[dict[str, float]] = [baseline]
-    started = counts.started
     last_requests = last_errors = 0
-    last_cpu, last_at = (await asyncio.to_thread(sample, process))[3], time.monotonic()
-    while time.monotonic() - started < args.minutes * 60:
-        await asyncio.sleep(SAMPLE_SECONDS)
-        rss, fds, conns, cpu = await asyncio.to_thread(sample, process)
-        now = time.monotonic()
+    last_cpu, last_gen_cpu, last_at = sample(process)[3], gens.cpu(), time.monotonic()
+    psutil.cpu_percent()  # the machine's busy share is then since the previous sample
+    minute_requests, minute_at = 0, started
+    while time.monotonic() - started < args.minutes * 60 and not ENDED.is_set():
+        ENDED.wait(SAMPLE_SECONDS)
+        rss, fds, conns, cpu = sample(process)
+        gen_cpu, now = gens.cpu(), time.monotonic()
+        requests, errors, _ = gens.totals()
         # cpu_pct: of one core; near 100 the one-worker gateway itself is the limit of the rate.
+        # gen_cpu_pct: the generators together, of one core; near 100 x N they are the limit.
         samples.append({"t": now - started, "rss_mib": rss / 2**20, "fds": fds, "conns": conns,
-                        "requests": counts.requests - last_requests, "errors": counts.errors - last_errors,
-                        "cpu_pct": 100 * (cpu - last_cpu) / (now - last_at), "rate": rate})
-        last_requests, last_errors, last_cpu, last_at = counts.requests, counts.errors, cpu, now
+                        "requests": requests - last_requests, "errors": errors - last_errors,
+                        "cpu_pct": 100 * (cpu - last_cpu) / (now - last_at),
+                        "gen_cpu_pct": 100 * (gen_cpu - last_gen_cpu) / (now - last_at),
+                        "busy_pct": psutil.cpu_percent(), "rate": rate})
+        last_requests, last_errors, last_cpu, last_gen_cpu, last_at = requests, errors, cpu, gen_cpu, now
+        if now - minute_at >= 60:
+            print(f"  minute {(now - started) / 60:4.1f}: asked {rate:.0f}/s, held "
+                  f"{(requests - minute_requests) / (now - minute_at):.0f}/s, {errors} errors so far, gateway CPU "
+                  f"{samples[-1]['cpu_pct']:.0f} %, generators {samples[-1]['gen_cpu_pct']:.0f} %, machine busy "
+                  f"{samples[-1]['busy_pct']:.0f} %, RSS {rss / 2**20:.1f} MiB, load {load_average()}", flush=True)
+            minute_requests, minute_at = requests, now
+    if ENDED.is_set():
+        print(f"ended early (SIGTERM) after {(time.monotonic() - started) / 60:.1f} min", flush=True)
     print(f"load average at the end (1, 5, 15 min): {load_average()}", flush=True)
-    stop.set()
-    await asyncio.wait(tasks, timeout=40)
-    for task in tasks:
-        task.cancel()
+    failures = gens.finish()
     # 3 s after the clients left, and again past the back-end keep-alive timeout (15 s).
     for after, wait in ((1, 3.0), (2, 17.0)):
-        await asyncio.sleep(wait)
-        rss, fds, conns, _ = await asyncio.to_thread(sample, process)
+        time.sleep(wait)
+        rss, fds, conns, _ = sample(process)
+        requests, errors, _ = gens.totals()
         samples.append({"t": time.monotonic() - started, "rss_mib": rss / 2**20, "fds": fds, "conns": conns,
-                        "requests": counts.requests - last_requests, "errors": counts.errors - last_errors,
-                        "after": after})
-        last_requests, last_errors = counts.requests, counts.errors
-    print(f"open files 20 s after the clients left: {await asyncio.to_thread(describe_files, process)}", flush=True)
-    print(f"errors by kind: {counts.kinds or 'none'}", flush=True)
-    print_failures(counts.failures)
+                        "requests": requests - last_requests, "errors": errors - last_errors, "after": after})
+        last_requests, last_errors = requests, errors
+    print(f"open files 20 s after the clients left: {describe_files(process)}", flush=True)
+    print(f"errors by kind: {gens.totals()[2] or 'none'}", flush=True)
+    print_failures(failures)
+    samples[0].update({"capacity_keepalive": keep_alive, "capacity_mix": mix, "capacity_mix_cpu": mix_cpu,
+                       "capacity": measured})
     return samples
 
 
@@ -311,9 +500,16 @@ def report(samples: list[dict[str, float]], png: Path | None, title: str) -> dic
         "minutes": round(during[-1]["t"] / 60, 1),
         "requests": int(sum(s["requests"] for s in samples)),
         "errors": int(sum(s["errors"] for s in samples)),
+        "capacity_keepalive": round(before.get("capacity_keepalive", 0)),
+        "capacity_mix_held": round(before.get("capacity_mix", 0)),
+        "capacity_mix_gateway_cpu_pct": round(100 * before.get("capacity_mix_cpu", 0)),
+        "capacity": round(before.get("capacity", 0)),
         "rate_target": round(during[-1]["rate"]),
         "rate_mean": round(sum(s["requests"] for s in during) / during[-1]["t"]),
+        "rate_held_pct": round(100 * sum(s["requests"] for s in during) / during[-1]["t"] / during[-1]["rate"], 1),
         "gateway_cpu_pct_mean": round(sum(s["cpu_pct"] for s in during) / len(during)),
+        "generators_cpu_pct_mean": round(sum(s["gen_cpu_pct"] for s in during) / len(during)),
+        "machine_busy_pct_mean": round(sum(s["busy_pct"] for s in during) / len(during)),
         "rss_before_mib": round(before["rss_mib"], 1),
         "rss_after_warmup_mib": round(warm[0]["rss_mib"], 1),
         "rss_end_mib": round(during[-1]["rss_mib"], 1),
@@ -323,13 +519,16 @@ def report(samples: list[dict[str, float]], png: Path | None, title: str) -> dic
         "fds_3s_after_clients_left": int(after[1]["fds"]), "fds_20s_after_clients_left": int(after[2]["fds"]),
         "conns_after_clients_left": int(after[2]["conns"]),
     }
-    print("\nminute  requests  errors  RSS MiB  open files  connections  gateway CPU %")
+    print("\nminute  requests  asked/s  held/s  errors  RSS MiB  open files  connections  gateway CPU %  generators CPU %")
     for minute in range(int(during[-1]["t"] // 60) + 1):
         rows = [s for s in during if minute * 60 < s["t"] <= (minute + 1) * 60]
         if rows:
-            print(f"{minute + 1:>6}  {int(sum(r['requests'] for r in rows)):>8}  {int(sum(r['errors'] for r in rows)):>6}"
+            span = rows[-1]["t"] - (rows[0]["t"] - SAMPLE_SECONDS)
+            print(f"{minute + 1:>6}  {int(sum(r['requests'] for r in rows)):>8}  {rows[-1]['rate']:>7.0f}"
+                  f"  {sum(r['requests'] for r in rows) / span:>6.0f}  {int(sum(r['errors'] for r in rows)):>6}"
                   f"  {rows[-1]['rss_mib']:>7.1f}  {int(rows[-1]['fds']):>10}  {int(rows[-1]['conns']):>11}"
-                  f"  {sum(r['cpu_pct'] for r in rows) / len(rows):>13.0f}")
+                  f"  {sum(r['cpu_pct'] for r in rows) / len(rows):>13.0f}"
+                  f"  {sum(r['gen_cpu_pct'] for r in rows) / len(rows):>16.0f}")
     print(json.dumps(figures))
     if png is not None:
         draw(samples, png, title)
@@ -403,6 +602,10 @@ def draw(samples: list[dict[str, float]], png: Path, title: str) -> None:
     fig.savefig(png, dpi=80)
 
 
+def default_generators() -> int:
+    return max(2, min(8, os.cpu_count() or 2))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -414,7 +617,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace-level", choices=("full", "malloc"), default="full",
                         help="with --trace-memory: malloc = only glibc's heap figures once a minute (no "
                              "tracemalloc; the gateway runs at its normal speed)")
+    parser.add_argument("--generators", type=int, default=default_generators(),
+                        help="load-generator processes, each a share of the rate and of every kind "
+                             "(default: the machine's cores, at least 2)")
+    parser.add_argument("--capacity-basis", choices=("held", "core"), default="held",
+                        help="held (default): the mix's capacity is the rate the capacity run held through the "
+                             "gateway on this machine; core: the rate at a full core of the gateway, from its CPU "
+                             "per request (only honest on a machine with a core to spare for the generators)")
+    parser.add_argument("--capacity-seconds", type=float, default=15.0)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: ENDED.set())
     work = Path(tempfile.mkdtemp(prefix="gateway-soak-"))
     standin = start_standin(work, None)
     gateway = None
@@ -436,9 +648,9 @@ def main(argv: list[str] | None = None) -> int:
                    + python_env()["PYTHONPATH"], "GATEWAY_SOAK_TRACE": str(args.trace_memory.resolve()),
                    "GATEWAY_SOAK_TRACE_LEVEL": args.trace_level}
         gateway = start_gateway("gateway", directory, config, None, env)
-        ctx = ssl.create_default_context(cafile=str(directory / "state" / "certs" / "ca.pem"))
+        cafile = str(directory / "state" / "certs" / "ca.pem")
         port = config["bases"][0]["data"]["listen"]
-        samples = asyncio.run(soak(args, gateway.process.pid, port, ctx))
+        samples = soak(args, gateway.process.pid, port, cafile)
         report(samples, args.png, f"gateway soak: {args.minutes:g} min at {args.load:.0%} of capacity")
         if args.trace_memory is not None:
             memory_report(args.trace_memory, args.minutes * 60 * 0.2)
