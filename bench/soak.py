@@ -65,7 +65,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.procs import terminate  # noqa: E402
+from bench.procs import terminate, tree_cpu_seconds  # noqa: E402
 from bench.servers import HOST, gateway_cli, gateway_config, start_gateway, start_standin  # noqa: E402
 
 PATH = "/echo"  # allowed to the mobile role the soak user has
@@ -314,7 +314,6 @@ class Generators:
                                       daemon=True) for plan, shared in zip(plans, self.shared)]
         for p in self.procs:
             p.start()
-        self.ps = [psutil.Process(p.pid) for p in self.procs]
 
     def totals(self) -> tuple[int, int, dict[str, int]]:
         """Requests, errors, errors by kind, over every generator."""
@@ -330,14 +329,7 @@ class Generators:
         return requests, errors, kinds
 
     def cpu(self) -> float:
-        total = 0.0
-        for p in self.ps:
-            try:
-                times = p.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                pass
-        return total
+        return sum(tree_cpu_seconds(p.pid) for p in self.procs)
 
     def finish(self) -> list[Failure]:
         self.stop.set()
